@@ -1,0 +1,141 @@
+//! Apply: loads the parts of a packet into a database inside the caller's
+//! transaction, set-based: COPY into a staging table, then one DELETE for
+//! the deletes and one INSERT … ON CONFLICT for the upserts, setting only the
+//! columns the change carries. Rows whose unchanged TOAST values were not
+//! sent get an UPDATE that keeps the site's value of those columns.
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio_postgres::Client;
+
+use crate::packet::Part;
+use crate::postgres::{ident, literal, qualified};
+
+/// Rows written per COPY chunk.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Applies one part; returns the number of rows it carried.
+pub async fn apply_part(
+    client: &Client,
+    part: &Part,
+    stage_no: usize,
+) -> Result<u64, tokio_postgres::Error> {
+    let target = qualified(&part.table);
+    let mut applied = 0u64;
+    if part.has_truncate() {
+        // DELETE rather than TRUNCATE: no lock upgrade, no foreign-key refusal
+        // (replica mode leaves referential checks to the source).
+        client
+            .batch_execute(&format!("DELETE FROM {target}"))
+            .await?;
+        applied += 1;
+    }
+    let cols: Vec<String> = part.columns.iter().map(|c| ident(&c.name)).collect();
+    if cols.is_empty() {
+        return Ok(applied);
+    }
+    let stage = format!("relaysync_stage_{stage_no}");
+    let col_list = cols.join(", ");
+    client
+        .batch_execute(&format!(
+            "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {col_list} FROM {target} WITH NO DATA;
+             ALTER TABLE {stage} ADD COLUMN relaysync_op text, ADD COLUMN relaysync_unchanged text[];"
+        ))
+        .await?;
+
+    let sink = client
+        .copy_in(&format!(
+            "COPY {stage} ({col_list}, relaysync_op, relaysync_unchanged) FROM STDIN"
+        ))
+        .await?;
+    futures_util::pin_mut!(sink);
+    let mut buf = Vec::with_capacity(CHUNK_BYTES + 4096);
+    for b in 0..part.batch_count() {
+        part.write_copy_text(b, &mut buf);
+        if buf.len() >= CHUNK_BYTES {
+            sink.send(Bytes::from(std::mem::take(&mut buf))).await?;
+        }
+    }
+    if !buf.is_empty() {
+        sink.send(Bytes::from(buf)).await?;
+    }
+    let staged = sink.finish().await?;
+    applied += staged;
+    if staged == 0 {
+        client.batch_execute(&format!("DROP TABLE {stage}")).await?;
+        return Ok(applied);
+    }
+    if staged > 1000 {
+        client.batch_execute(&format!("ANALYZE {stage}")).await?;
+    }
+
+    let key: Vec<String> = part.key.iter().map(|k| ident(k)).collect();
+    let mut sql = String::new();
+    if key.is_empty() {
+        // No key: a delete removes one row equal in every column.
+        let row_t = cols
+            .iter()
+            .map(|c| format!("t.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let row_s = cols
+            .iter()
+            .map(|c| format!("s.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        sql.push_str(&format!(
+            "DELETE FROM {target} WHERE ctid IN (
+               SELECT (SELECT t.ctid FROM {target} t WHERE ({row_t}) IS NOT DISTINCT FROM ({row_s}) LIMIT 1)
+                 FROM {stage} s WHERE s.relaysync_op = 'D');
+             INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage} WHERE relaysync_op <> 'D';"
+        ));
+    } else {
+        let on = key
+            .iter()
+            .map(|k| format!("t.{k} = s.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let key_list = key.join(", ");
+        let non_key: Vec<&String> = cols.iter().filter(|c| !key.contains(c)).collect();
+        let conflict = if non_key.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!(
+                "DO UPDATE SET {}",
+                non_key
+                    .iter()
+                    .map(|c| format!("{c} = EXCLUDED.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        sql.push_str(&format!(
+            "DELETE FROM {target} t USING {stage} s WHERE s.relaysync_op = 'D' AND {on};
+             INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage}
+              WHERE relaysync_op <> 'D' AND relaysync_unchanged IS NULL
+             ON CONFLICT ({key_list}) {conflict};"
+        ));
+        if !non_key.is_empty() {
+            let keep = part
+                .columns
+                .iter()
+                .filter(|c| !part.key.contains(&c.name))
+                .map(|c| {
+                    let q = ident(&c.name);
+                    format!(
+                        "{q} = CASE WHEN {} = ANY(s.relaysync_unchanged) THEN t.{q} ELSE s.{q} END",
+                        literal(&c.name)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            sql.push_str(&format!(
+                "UPDATE {target} t SET {keep} FROM {stage} s
+                  WHERE s.relaysync_op <> 'D' AND s.relaysync_unchanged IS NOT NULL AND {on};"
+            ));
+        }
+    }
+    sql.push_str(&format!("DROP TABLE {stage};"));
+    client.batch_execute(&sql).await?;
+    Ok(applied)
+}

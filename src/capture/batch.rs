@@ -1,0 +1,431 @@
+//! Turning decoded changes into packet drafts: routing each change to its
+//! target(s), compacting to the net effect per key within a packet, and
+//! sealing a packet when it reaches its row or byte bound.
+//!
+//! Pure code, no IO: the capture loop feeds it and writes what it seals.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::pgoutput::{OldKind, Tuple, Value};
+use crate::packet::{Change, Op, TableShape};
+use crate::route::{Route, ALL_SITES};
+
+/// A captured table: its shape and route.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub shape: Arc<TableShape>,
+    pub route: Route,
+    /// Index of the routing column for `Route::Column`.
+    pub route_column: Option<usize>,
+}
+
+/// The changes of one table for one target within a packet.
+#[derive(Debug)]
+pub struct PartDraft {
+    pub shape: Arc<TableShape>,
+    pub target: String,
+    pub changes: Vec<Change>,
+    /// Key values → index in `changes`, for compaction.
+    by_key: HashMap<Vec<Bytes>, usize>,
+}
+
+/// A packet ready to encode: its parts and the range of commit LSNs it holds.
+#[derive(Debug, Default)]
+pub struct PacketDraft {
+    pub parts: Vec<PartDraft>,
+    pub lsn_from: u64,
+    pub lsn_to: u64,
+    /// Changes captured into the packet, before compaction.
+    pub captured: u64,
+}
+
+impl PacketDraft {
+    /// Rows stored in the packet, after compaction.
+    pub fn rows(&self) -> usize {
+        self.parts.iter().map(|p| p.changes.len()).sum()
+    }
+}
+
+/// Bounds of one packet.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub max_rows: usize,
+    pub max_bytes: usize,
+}
+
+/// Collects changes into packets.
+#[derive(Debug)]
+pub struct Batcher {
+    bounds: Bounds,
+    tables: HashMap<u32, Captured>,
+    current: PacketDraft,
+    part_index: HashMap<(String, String), usize>,
+    bytes: usize,
+    rows: usize,
+    sealed: Vec<PacketDraft>,
+}
+
+fn value_len(v: &Value) -> usize {
+    match v {
+        Value::Text(b) | Value::Binary(b) => b.len() + 8,
+        _ => 8,
+    }
+}
+
+fn text_of(v: &Value) -> Option<&Bytes> {
+    match v {
+        Value::Text(b) | Value::Binary(b) => Some(b),
+        _ => None,
+    }
+}
+
+impl Batcher {
+    /// A batcher that seals packets at `bounds`.
+    pub fn new(bounds: Bounds) -> Batcher {
+        Batcher {
+            bounds,
+            tables: HashMap::new(),
+            current: PacketDraft::default(),
+            part_index: HashMap::new(),
+            bytes: 0,
+            rows: 0,
+            sealed: Vec::new(),
+        }
+    }
+
+    /// Registers (or re-registers after a schema change) a relation id.
+    /// A changed shape seals the open packet first: a part has one shape.
+    pub fn relation(&mut self, id: u32, table: Captured) {
+        if let Some(old) = self.tables.get(&id) {
+            if old.shape != table.shape && self.rows > 0 {
+                self.seal();
+            }
+        }
+        self.tables.insert(id, table);
+    }
+
+    /// Whether a relation id belongs to a captured table.
+    pub fn knows(&self, id: u32) -> bool {
+        self.tables.contains_key(&id)
+    }
+
+    /// Packets sealed since the last call, oldest first.
+    pub fn take_sealed(&mut self) -> Vec<PacketDraft> {
+        std::mem::take(&mut self.sealed)
+    }
+
+    /// True when the open packet holds no change.
+    pub fn is_empty(&self) -> bool {
+        self.current.captured == 0
+    }
+
+    /// Seals the open packet (if it holds anything).
+    pub fn seal(&mut self) {
+        if self.current.captured == 0 {
+            return;
+        }
+        let draft = std::mem::take(&mut self.current);
+        self.part_index.clear();
+        self.bytes = 0;
+        self.rows = 0;
+        self.sealed.push(draft);
+    }
+
+    fn push(&mut self, table: &Captured, target: &str, op: Op, lsn: u64, values: Tuple) {
+        let key = (table.shape.name.clone(), target.to_string());
+        let idx = match self.part_index.get(&key) {
+            Some(&i) => i,
+            None => {
+                self.current.parts.push(PartDraft {
+                    shape: table.shape.clone(),
+                    target: target.to_string(),
+                    changes: Vec::new(),
+                    by_key: HashMap::new(),
+                });
+                self.part_index.insert(key, self.current.parts.len() - 1);
+                self.current.parts.len() - 1
+            }
+        };
+        let part = &mut self.current.parts[idx];
+        self.bytes += values.iter().map(value_len).sum::<usize>();
+        let key_values: Option<Vec<Bytes>> = if part.shape.key.is_empty() {
+            None
+        } else {
+            part.shape
+                .key
+                .iter()
+                .map(|&k| values.get(k).and_then(text_of).cloned())
+                .collect()
+        };
+        let mut change = Change { op, lsn, values };
+        match key_values.map(|k| (part.by_key.get(&k).copied(), k)) {
+            Some((Some(at), _)) => {
+                let prev = &part.changes[at];
+                if op != Op::Delete && prev.op != Op::Delete {
+                    // Unchanged TOAST columns take the value of the earlier write.
+                    for (i, v) in change.values.iter_mut().enumerate() {
+                        if *v == Value::Unchanged {
+                            *v = prev.values[i].clone();
+                        }
+                    }
+                    if prev.op == Op::Insert {
+                        change.op = Op::Insert;
+                    }
+                }
+                part.changes[at] = change;
+            }
+            Some((None, k)) => {
+                part.by_key.insert(k, part.changes.len());
+                part.changes.push(change);
+                self.rows += 1;
+            }
+            None => {
+                part.changes.push(change);
+                self.rows += 1;
+            }
+        }
+    }
+
+    fn target_of(table: &Captured, values: &Tuple) -> Option<String> {
+        match table.route_column {
+            None => Some(ALL_SITES.to_string()),
+            Some(c) => values
+                .get(c)
+                .and_then(text_of)
+                .map(|b| String::from_utf8_lossy(b).into_owned()),
+        }
+    }
+
+    fn note(&mut self, lsn: u64) {
+        if self.current.captured == 0 {
+            self.current.lsn_from = lsn;
+        }
+        self.current.lsn_to = lsn;
+        self.current.captured += 1;
+    }
+
+    fn check_bounds(&mut self) {
+        if self.rows >= self.bounds.max_rows || self.bytes >= self.bounds.max_bytes {
+            self.seal();
+        }
+    }
+
+    /// An INSERT of the transaction committing at `lsn`.
+    pub fn insert(&mut self, rel: u32, new: Tuple, lsn: u64) {
+        let Some(table) = self.tables.get(&rel).cloned() else {
+            return;
+        };
+        self.note(lsn);
+        if let Some(target) = Self::target_of(&table, &new) {
+            self.push(&table, &target, Op::Insert, lsn, new);
+        }
+        self.check_bounds();
+    }
+
+    /// An UPDATE; `old` is the old key ('K') or the whole old row ('O').
+    pub fn update(&mut self, rel: u32, old: Option<(OldKind, Tuple)>, mut new: Tuple, lsn: u64) {
+        let Some(table) = self.tables.get(&rel).cloned() else {
+            return;
+        };
+        self.note(lsn);
+        // A full old row (REPLICA IDENTITY FULL) holds the unchanged TOAST values.
+        if let Some((OldKind::Full, old_row)) = &old {
+            for (v, o) in new.iter_mut().zip(old_row) {
+                if *v == Value::Unchanged {
+                    *v = o.clone();
+                }
+            }
+        }
+        let key_of = |t: &Tuple| -> Vec<Option<Bytes>> {
+            table
+                .shape
+                .key
+                .iter()
+                .map(|&k| t.get(k).and_then(text_of).cloned())
+                .collect()
+        };
+        let new_target = Self::target_of(&table, &new);
+        let (old_target, old_key_changed) = match &old {
+            Some((_, o)) => {
+                let old_target = if table.route_column.is_some() {
+                    Self::target_of(&table, o)
+                } else {
+                    new_target.clone()
+                };
+                (
+                    old_target,
+                    !table.shape.key.is_empty() && key_of(o) != key_of(&new),
+                )
+            }
+            None => (new_target.clone(), false),
+        };
+        let keyless = table.shape.key.is_empty();
+        if let Some((_, o)) = &old {
+            if old_key_changed || old_target != new_target || keyless {
+                if let Some(t) = &old_target {
+                    self.push(&table, t, Op::Delete, lsn, o.clone());
+                }
+            }
+        }
+        if let Some(t) = &new_target {
+            let moved = old_target.as_ref() != Some(t);
+            let op = if moved || keyless {
+                Op::Insert
+            } else {
+                Op::Update
+            };
+            self.push(&table, t, op, lsn, new);
+        }
+        self.check_bounds();
+    }
+
+    /// A DELETE; `old` is the old key or whole old row.
+    pub fn delete(&mut self, rel: u32, old: Tuple, lsn: u64) {
+        let Some(table) = self.tables.get(&rel).cloned() else {
+            return;
+        };
+        self.note(lsn);
+        if let Some(target) = Self::target_of(&table, &old) {
+            self.push(&table, &target, Op::Delete, lsn, old);
+        }
+        self.check_bounds();
+    }
+
+    /// A TRUNCATE of some relations: it gets a packet of its own, after
+    /// everything captured before it, so every site applies it in order.
+    pub fn truncate(&mut self, rels: &[u32], lsn: u64) {
+        let tables: Vec<Captured> = rels
+            .iter()
+            .filter_map(|r| self.tables.get(r).cloned())
+            .collect();
+        if tables.is_empty() {
+            return;
+        }
+        self.seal();
+        self.note(lsn);
+        for table in &tables {
+            let width = table.shape.columns.len();
+            // A truncate reaches every site that may hold rows of the table.
+            let change = Change {
+                op: Op::Truncate,
+                lsn,
+                values: vec![Value::Null; width],
+            };
+            self.current.parts.push(PartDraft {
+                shape: table.shape.clone(),
+                target: ALL_SITES.to_string(),
+                changes: vec![change],
+                by_key: HashMap::new(),
+            });
+        }
+        self.seal();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::ColumnShape;
+
+    fn table(route_column: Option<usize>) -> Captured {
+        let col = |n: &str| ColumnShape {
+            name: n.into(),
+            type_oid: 25,
+            type_modifier: -1,
+            pg_type: "text".into(),
+        };
+        Captured {
+            shape: Arc::new(TableShape {
+                name: "public.t".into(),
+                columns: vec![col("id"), col("site"), col("body")],
+                key: vec![0],
+            }),
+            route: if route_column.is_some() {
+                Route::Column("site".into())
+            } else {
+                Route::All
+            },
+            route_column,
+        }
+    }
+
+    fn t(s: &str) -> Value {
+        Value::Text(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    fn batcher(max_rows: usize) -> Batcher {
+        Batcher::new(Bounds {
+            max_rows,
+            max_bytes: 1 << 30,
+        })
+    }
+
+    #[test]
+    fn compacts_to_the_last_write_per_key_and_fills_unchanged_toast() {
+        let mut b = batcher(100);
+        b.relation(1, table(None));
+        b.insert(1, vec![t("1"), t("a"), t("big")], 10);
+        b.update(1, None, vec![t("1"), t("b"), Value::Unchanged], 11);
+        b.insert(1, vec![t("2"), t("a"), t("x")], 12);
+        b.delete(1, vec![t("2"), Value::Null, Value::Null], 13);
+        b.seal();
+        let p = b.take_sealed().pop().unwrap();
+        assert_eq!(p.captured, 4);
+        assert_eq!((p.lsn_from, p.lsn_to), (10, 13));
+        let part = &p.parts[0];
+        assert_eq!(part.target, "*");
+        assert_eq!(part.changes.len(), 2);
+        assert_eq!(part.changes[0].op, Op::Insert);
+        assert_eq!(part.changes[0].values, vec![t("1"), t("b"), t("big")]);
+        assert_eq!(part.changes[1].op, Op::Delete);
+    }
+
+    #[test]
+    fn routes_by_column_and_moves_rows() {
+        let mut b = batcher(100);
+        b.relation(1, table(Some(1)));
+        b.insert(1, vec![t("1"), t("s1"), t("x")], 10);
+        let old = (OldKind::Full, vec![t("1"), t("s1"), t("x")]);
+        b.update(1, Some(old), vec![t("1"), t("s2"), Value::Unchanged], 11);
+        b.seal();
+        let p = b.take_sealed().pop().unwrap();
+        let s1 = p.parts.iter().find(|p| p.target == "s1").unwrap();
+        let s2 = p.parts.iter().find(|p| p.target == "s2").unwrap();
+        assert_eq!(s1.changes.len(), 1);
+        assert_eq!(s1.changes[0].op, Op::Delete);
+        assert_eq!(s2.changes[0].op, Op::Insert);
+        assert_eq!(s2.changes[0].values[2], t("x"));
+    }
+
+    #[test]
+    fn key_change_deletes_the_old_key() {
+        let mut b = batcher(100);
+        b.relation(1, table(None));
+        let old = (OldKind::Key, vec![t("1"), Value::Null, Value::Null]);
+        b.update(1, Some(old), vec![t("9"), t("a"), t("b")], 11);
+        b.seal();
+        let p = b.take_sealed().pop().unwrap();
+        let ops: Vec<Op> = p.parts[0].changes.iter().map(|c| c.op).collect();
+        assert_eq!(ops, vec![Op::Delete, Op::Update]);
+    }
+
+    #[test]
+    fn seals_at_the_row_bound_and_truncate_stands_alone() {
+        let mut b = batcher(2);
+        b.relation(1, table(None));
+        for i in 0..5 {
+            b.insert(1, vec![t(&i.to_string()), t("a"), t("b")], 10);
+        }
+        assert_eq!(b.take_sealed().len(), 2);
+        b.truncate(&[1], 20);
+        b.insert(1, vec![t("7"), t("a"), t("b")], 21);
+        b.seal();
+        let sealed = b.take_sealed();
+        assert_eq!(sealed.len(), 3);
+        assert_eq!(sealed[1].parts[0].changes[0].op, Op::Truncate);
+        assert_eq!(sealed[2].parts[0].changes[0].values[0], t("7"));
+    }
+}

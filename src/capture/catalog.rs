@@ -1,0 +1,50 @@
+//! What the capture needs to know of a table beyond the Relation message:
+//! each column's type as PostgreSQL names it, and the key.
+
+use tokio_postgres::Client;
+
+use crate::error::{DbContext, Result};
+
+/// Key columns of a table, in index order: its primary key, else its replica
+/// identity index; empty when it has neither.
+pub async fn key_columns(client: &Client, relid: u32) -> Result<Vec<String>> {
+    let row = client
+        .query_opt(
+            "SELECT array(SELECT a.attname::text
+                            FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(n, o)
+                            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n
+                           ORDER BY k.o)
+               FROM pg_index i
+              WHERE i.indrelid = $1 AND (i.indisprimary OR i.indisreplident)
+              ORDER BY i.indisprimary DESC LIMIT 1",
+            &[&relid],
+        )
+        .await
+        .ctx(|| "reading the key of a table".into())?;
+    Ok(row.map(|r| r.get(0)).unwrap_or_default())
+}
+
+/// Each column's type as `format_type` names it, by column name.
+pub async fn column_types(client: &Client, relid: u32) -> Result<Vec<(String, String)>> {
+    let rows = client
+        .query(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&relid],
+        )
+        .await
+        .ctx(|| "reading the columns of a table".into())?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// The oid of `schema.table`, if it exists.
+pub async fn table_oid(client: &Client, name: &str) -> Result<Option<u32>> {
+    let row = client
+        .query_one(
+            "SELECT to_regclass($1)::oid",
+            &[&crate::postgres::qualified(name)],
+        )
+        .await
+        .ctx(|| format!("looking up table {name}"))?;
+    Ok(row.get(0))
+}

@@ -1,0 +1,156 @@
+//! The command line: what each command does, in `--help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{check_site_code, Config};
+use crate::error::{Error, Result};
+use crate::relay::migrate::{self, Target};
+use crate::relay::Relay;
+
+/// Keeps a head-office PostgreSQL database and many site databases in sync
+/// through a relay database.
+///
+/// A typical setup: `setup relay`, `site add CODE` for each site, `setup ho`
+/// on the head office, `setup pos` at each site; then `ho sync --once` and
+/// `pos sync --once` from cron, or `ho run` and `pos run` as services.
+#[derive(Debug, Parser)]
+#[command(name = "relaysync", version, about, long_about)]
+pub struct Cli {
+    /// The config file (TOML). Every key can be overridden by an environment
+    /// variable RELAYSYNC__SECTION__KEY, e.g. RELAYSYNC__POS__SITE=store-002.
+    #[arg(
+        long,
+        global = true,
+        default_value = "relaysync.toml",
+        env = "RELAYSYNC_CONFIG"
+    )]
+    pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a database and create what relaysync needs there (idempotent).
+    #[command(subcommand)]
+    Setup(SetupTarget),
+    /// Manage the sites registered in the relay.
+    #[command(subcommand)]
+    Site(SiteCommand),
+    /// The head-office worker: capture HO changes into packets, read acks.
+    #[command(subcommand)]
+    Ho(WorkerCommand),
+    /// The site worker: apply packets for this site in order, ack them.
+    #[command(subcommand)]
+    Pos(WorkerCommand),
+    /// Show each site's status: Not started, In progress, Success or Failed.
+    Status,
+    /// Start throwaway PostgreSQL clusters (HO, relay, two sites), sync both
+    /// sites and print what happened. Needs PostgreSQL's server binaries.
+    Demo,
+}
+
+/// What `setup` prepares.
+#[derive(Debug, Subcommand)]
+pub enum SetupTarget {
+    /// Create or migrate the relay schema in [relay] url.
+    Relay,
+    /// Check HO (wal_level, slots, keys) and create the publication and slot.
+    Ho,
+    /// Check this site's tables against HO's and create its bookkeeping schema.
+    Pos,
+}
+
+/// Site management.
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Register a site (letters, digits, '-', '_', '.').
+    Add { code: String },
+    /// List the registered sites.
+    List,
+}
+
+/// How a worker runs.
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// Sync what is there now, print a summary and exit (for cron).
+    Sync {
+        /// Run one sync and exit (the only mode of `sync`; `run` repeats).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Sync every [sync] interval (default 30m), or stream at "0s", until
+    /// SIGINT or SIGTERM; then stop gracefully.
+    Run,
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Demo = cli.command {
+        return crate::demo::run().await.map(|()| ExitCode::SUCCESS);
+    }
+    let cfg = Config::load(&cli.config)?;
+    match cli.command {
+        Command::Demo => unreachable!("handled above"),
+        Command::Setup(SetupTarget::Relay) => {
+            let mut client = crate::postgres::connect("relay", &cfg.relay()?.url).await?;
+            migrate::migrate(&mut client, Target::Relay).await?;
+            println!("relay schema is ready");
+        }
+        Command::Setup(SetupTarget::Ho) => {
+            for line in crate::ho::setup(&cfg).await? {
+                println!("ho: {line}");
+            }
+        }
+        Command::Setup(SetupTarget::Pos) => {
+            for line in crate::pos::setup(&cfg).await? {
+                println!("pos: {line}");
+            }
+        }
+        Command::Site(SiteCommand::Add { code }) => {
+            check_site_code(&code)?;
+            let relay = Relay::connect(&cfg.relay()?.url).await?;
+            if relay.add_site(&code).await? {
+                println!("site {code} registered");
+            } else {
+                println!("site {code} was registered already");
+            }
+        }
+        Command::Site(SiteCommand::List) => {
+            let relay = Relay::connect(&cfg.relay()?.url).await?;
+            for s in relay.sites().await? {
+                println!("{s}");
+            }
+        }
+        Command::Ho(WorkerCommand::Sync { .. }) => {
+            let s = crate::ho::sync_once(&cfg).await?;
+            crate::ho::print_summary(&s);
+        }
+        Command::Ho(WorkerCommand::Run) => {
+            crate::ho::run(&cfg, crate::shutdown::on_signals()).await?;
+        }
+        Command::Pos(WorkerCommand::Sync { .. }) => {
+            let s = crate::pos::sync_once(&cfg).await?;
+            crate::pos::print_summary(&s);
+            if let Some((packet, error)) = s.failed {
+                return Err(Error::Setup(format!(
+                    "site {}: packet {packet} failed: {error}; fix the cause and run `relaysync pos sync --once` again",
+                    s.site
+                )));
+            }
+        }
+        Command::Pos(WorkerCommand::Run) => {
+            crate::pos::run(&cfg, crate::shutdown::on_signals()).await?;
+        }
+        Command::Status => {
+            let relay = Relay::connect(&cfg.relay()?.url).await?;
+            crate::status::print(&crate::status::sites(&relay.client).await?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

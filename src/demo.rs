@@ -1,0 +1,224 @@
+//! `relaysync demo`: the whole down path on throwaway clusters.
+
+use std::time::Instant;
+
+use crate::config::{Config, HoConfig, PosConfig, RelayConfig, TableConfig};
+use crate::error::{DbContext, Result};
+use crate::postgres::cluster::Cluster;
+use crate::postgres::connect;
+
+const SCHEMA: &str = include_str!("../sql/demo_schema.sql");
+const CHANGES: &str = include_str!("../sql/demo_changes.sql");
+const SITES: [&str; 2] = ["store-001", "store-002"];
+
+/// The clusters of a demo or benchmark: HO, relay and sites.
+pub struct Clusters {
+    pub ho: Cluster,
+    pub relay: Cluster,
+    pub sites: Vec<Cluster>,
+}
+
+impl Clusters {
+    /// Starts HO, relay and `sites` site clusters, each with its database.
+    pub async fn start(sites: usize) -> Result<Clusters> {
+        let clusters = tokio::task::spawn_blocking(move || -> Result<Clusters> {
+            Ok(Clusters {
+                ho: Cluster::start("ho", &[])?,
+                relay: Cluster::start("relay", &[])?,
+                sites: (0..sites)
+                    .map(|i| Cluster::start(&format!("site{i}"), &[]))
+                    .collect::<Result<_>>()?,
+            })
+        })
+        .await
+        .expect("cluster start does not panic")?;
+        clusters.ho.create_database("ho").await?;
+        clusters.relay.create_database("relay").await?;
+        for s in &clusters.sites {
+            s.create_database("pos").await?;
+        }
+        Ok(clusters)
+    }
+
+    /// A config for site `i` (or HO's, which is the same without effect of [pos]).
+    pub fn config(&self, site: usize, tables: &[(&str, &str)]) -> Config {
+        Config {
+            ho: Some(HoConfig {
+                url: self.ho.url("ho"),
+                slot: "relaysync".into(),
+                publication: "relaysync".into(),
+            }),
+            relay: Some(RelayConfig {
+                url: self.relay.url("relay"),
+            }),
+            pos: self.sites.get(site).map(|c| PosConfig {
+                site: SITES
+                    .get(site)
+                    .map_or_else(|| format!("site-{site:03}"), |s| s.to_string()),
+                url: c.url("pos"),
+            }),
+            sync: Default::default(),
+            packet: Default::default(),
+            tables: tables
+                .iter()
+                .map(|(n, r)| TableConfig {
+                    name: n.to_string(),
+                    route: r.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+async fn run_sql(url: &str, sql: &str) -> Result<()> {
+    let client = connect("ho", url).await?;
+    client
+        .batch_execute(sql)
+        .await
+        .ctx(|| "running demo SQL".into())
+}
+
+/// Rows of `table` that differ between two databases (both directions).
+pub async fn differences(
+    a_url: &str,
+    b_url: &str,
+    table: &str,
+    filter: &str,
+) -> Result<(i64, i64)> {
+    let a = connect("ho", a_url).await?;
+    let b = connect("pos", b_url).await?;
+    let q = format!(
+        "SELECT count(*) FROM {} WHERE {filter}",
+        crate::postgres::qualified(table)
+    );
+    let count_a: i64 = a
+        .query_one(&q, &[])
+        .await
+        .ctx(|| "counting rows".into())?
+        .get(0);
+    let rows_a = a
+        .query(
+            &format!(
+                "SELECT t::text FROM {} t WHERE {filter} ORDER BY 1",
+                crate::postgres::qualified(table)
+            ),
+            &[],
+        )
+        .await
+        .ctx(|| "reading rows".into())?;
+    let rows_b = b
+        .query(
+            &format!(
+                "SELECT t::text FROM {} t ORDER BY 1",
+                crate::postgres::qualified(table)
+            ),
+            &[],
+        )
+        .await
+        .ctx(|| "reading rows".into())?;
+    let set_a: std::collections::BTreeSet<String> = rows_a.iter().map(|r| r.get(0)).collect();
+    let set_b: std::collections::BTreeSet<String> = rows_b.iter().map(|r| r.get(0)).collect();
+    let diff = set_a.symmetric_difference(&set_b).count() as i64;
+    Ok((count_a, diff))
+}
+
+/// Runs the demo and prints what happened.
+pub async fn run() -> Result<()> {
+    let started = Instant::now();
+    println!(
+        "demo: starting throwaway PostgreSQL clusters (HO, relay, {} sites)…",
+        SITES.len()
+    );
+    let clusters = Clusters::start(SITES.len()).await?;
+    let tables = [
+        ("public.items", "all"),
+        ("public.prices", "column:site_code"),
+    ];
+    let ho_cfg = clusters.config(usize::MAX, &tables);
+    run_sql(&clusters.ho.url("ho"), SCHEMA).await?;
+    for s in &clusters.sites {
+        run_sql(&s.url("pos"), SCHEMA).await?;
+    }
+    println!(
+        "demo: HO at {}, relay at {}",
+        clusters.ho.url("ho"),
+        clusters.relay.url("relay")
+    );
+
+    let mut relay = connect("relay", &clusters.relay.url("relay")).await?;
+    crate::relay::migrate::migrate(&mut relay, crate::relay::migrate::Target::Relay).await?;
+    let relay = crate::relay::Relay::connect(&clusters.relay.url("relay")).await?;
+    for code in SITES {
+        relay.add_site(code).await?;
+        println!("$ relaysync site add {code}");
+    }
+    println!("$ relaysync setup ho");
+    for line in crate::ho::setup(&ho_cfg).await? {
+        println!("ho: {line}");
+    }
+    for (i, code) in SITES.iter().enumerate() {
+        println!("$ relaysync setup pos   # at {code}");
+        for line in crate::pos::setup(&clusters.config(i, &tables)).await? {
+            println!("pos: {line}");
+        }
+    }
+
+    println!(
+        "\ndemo: changes at HO:\n{}",
+        CHANGES
+            .lines()
+            .filter(|l| !l.starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    run_sql(&clusters.ho.url("ho"), CHANGES).await?;
+
+    println!("\n$ relaysync ho sync --once");
+    crate::ho::print_summary(&crate::ho::sync_once(&ho_cfg).await?);
+    for (i, code) in SITES.iter().enumerate() {
+        println!("\n$ relaysync pos sync --once   # at {code}");
+        crate::pos::print_summary(&crate::pos::sync_once(&clusters.config(i, &tables)).await?);
+    }
+    println!("\n$ relaysync ho sync --once   # reads the acks back");
+    crate::ho::print_summary(&crate::ho::sync_once(&ho_cfg).await?);
+
+    println!("\n$ relaysync status");
+    crate::status::print(&crate::status::sites(&relay.client).await?);
+
+    println!("\ndemo: each site compared with HO, row by row:");
+    let mut all_equal = true;
+    for (i, code) in SITES.iter().enumerate() {
+        let site_url = clusters.sites[i].url("pos");
+        for (table, filter) in [
+            ("public.items", "true".to_string()),
+            ("public.prices", format!("site_code = '{code}'")),
+        ] {
+            let (rows, diff) =
+                differences(&clusters.ho.url("ho"), &site_url, table, &filter).await?;
+            all_equal &= diff == 0;
+            println!(
+                "  {code} {table:<14} {rows} row(s) at HO for this site, {}",
+                if diff == 0 {
+                    "identical at the site".to_string()
+                } else {
+                    format!("{diff} row(s) differ")
+                }
+            );
+        }
+    }
+    println!(
+        "\ndemo: {} in {:.1}s; the clusters are removed now.",
+        if all_equal {
+            "both sites equal HO"
+        } else {
+            "SITES DIFFER FROM HO"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    if !all_equal {
+        return Err(crate::Error::Setup(
+            "the demo sites differ from HO; this is a bug, please report it".into(),
+        ));
+    }
+    Ok(())
+}

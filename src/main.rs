@@ -1,0 +1,34 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = relaysync::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("RELAYSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<ExitCode> = runtime
+        .block_on(relaysync::cli::run(cli))
+        .map_err(Into::into);
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", relaysync::error_chain(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}

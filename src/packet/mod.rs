@@ -1,0 +1,64 @@
+//! Packets: batches of changes encoded as Arrow IPC streams, one part per
+//! (table, target).
+//!
+//! A part is a standard Arrow IPC stream (zstd-compressed bodies) that any
+//! Arrow reader opens. Its data columns are typed from the PostgreSQL types
+//! (see [`value`]); each field's metadata names the PostgreSQL type so the
+//! apply side restores the exact value. Three meta columns follow the data:
+//! `_op` (`I`, `U`, `D`, or `T` for a truncate), `_lsn` (the commit LSN) and
+//! `_unchanged` (the names of columns whose unchanged TOAST value was not
+//! sent; the receiver keeps its own).
+
+mod decode;
+mod encode;
+pub mod value;
+
+pub use decode::{read_part, Part, PartColumn};
+pub use encode::{encode_part, Change, Op};
+
+use thiserror::Error;
+
+/// Schema metadata key: the source table, `schema.table`.
+pub const META_TABLE: &str = "relaysync.table";
+/// Schema metadata key: the key columns, as a JSON array of names.
+pub const META_KEY: &str = "relaysync.key";
+/// Field metadata key: the column's PostgreSQL type, as `format_type` writes it.
+pub const META_PG_TYPE: &str = "relaysync.pg_type";
+/// Field metadata key: the column's PostgreSQL type OID.
+pub const META_PG_OID: &str = "relaysync.pg_oid";
+
+/// The meta column holding the operation.
+pub const COL_OP: &str = "_op";
+/// The meta column holding the commit LSN.
+pub const COL_LSN: &str = "_lsn";
+/// The meta column listing unchanged TOAST columns.
+pub const COL_UNCHANGED: &str = "_unchanged";
+
+/// One column of a table as packets describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnShape {
+    pub name: String,
+    pub type_oid: u32,
+    pub type_modifier: i32,
+    /// The type as PostgreSQL names it, e.g. `numeric(10,2)` or `text[]`.
+    pub pg_type: String,
+}
+
+/// The shape of a table: its qualified name, columns and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableShape {
+    /// `schema.table`, unquoted.
+    pub name: String,
+    pub columns: Vec<ColumnShape>,
+    /// Indexes into `columns` of the key columns; empty for a table without a key.
+    pub key: Vec<usize>,
+}
+
+/// Why a packet part could not be encoded or read.
+#[derive(Debug, Error)]
+pub enum PacketError {
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("packet part is not a relaysync part: {0}")]
+    Invalid(String),
+}

@@ -1,0 +1,492 @@
+//! The site worker: `setup pos`, `pos sync --once`, `pos run`.
+//!
+//! A site applies packets in id order. A group (the packets HO stored in one
+//! relay transaction) is applied in one site transaction together with the
+//! new `applied_through`, so a crash at any point leaves either all of it or
+//! none of it. Acks go to the relay after the commit; the ones a crash
+//! interrupted are sent again on the next run.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+use crate::apply::apply_part;
+use crate::config::Config;
+use crate::error::{db_message, DbContext, Error, Result};
+use crate::packet::read_part;
+use crate::postgres::{connect, qualified};
+use crate::relay::migrate::{self, Target};
+use crate::relay::{Ack, PacketInfo, Relay};
+
+/// Packets listed per round trip to the relay.
+const FETCH: i64 = 500;
+
+/// Checks the site's tables against HO's and creates the site's bookkeeping schema.
+pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
+    let pos = cfg.pos()?;
+    let relay = Relay::connect(&cfg.relay()?.url).await?;
+    relay.require_site(&pos.site).await?;
+    let mut client = connect("pos", &pos.url).await?;
+    let published = relay
+        .client
+        .query(
+            "SELECT name, key_columns, columns::text FROM relay.tables",
+            &[],
+        )
+        .await
+        .ctx(|| "reading relay.tables".into())?;
+    let published: HashMap<String, (Vec<String>, String)> = published
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    for t in &cfg.tables {
+        let Some((key, columns)) = published.get(&t.name) else {
+            return Err(Error::Setup(format!(
+                "HO has not published table {} to the relay; run `relaysync setup ho` with the same [[tables]]",
+                t.name
+            )));
+        };
+        let columns: Vec<serde_json::Value> = serde_json::from_str(columns).unwrap_or_default();
+        check_table(&client, &t.name, key, &columns).await?;
+    }
+    let existing: Option<String> = if migrate::is_set_up(&client, Target::Pos).await? {
+        client
+            .query_opt("SELECT site FROM relaysync.site", &[])
+            .await
+            .ctx(|| "reading relaysync.site".into())?
+            .map(|r| r.get(0))
+    } else {
+        None
+    };
+    if let Some(other) = existing.filter(|s| s != &pos.site) {
+        return Err(Error::Setup(format!(
+            "this database belongs to site '{other}'; give site '{}' its own database (or fix [pos] site)",
+            pos.site
+        )));
+    }
+    migrate::migrate(&mut client, Target::Pos).await?;
+    client
+        .execute(
+            "INSERT INTO relaysync.site (site) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&pos.site],
+        )
+        .await
+        .ctx(|| "writing relaysync.site".into())?;
+    Ok(vec![format!(
+        "site {}: {} table(s) checked, bookkeeping schema relaysync ready",
+        pos.site,
+        cfg.tables.len()
+    )])
+}
+
+/// Checks that a site table has HO's columns, types and a unique key.
+async fn check_table(
+    client: &Client,
+    name: &str,
+    key: &[String],
+    columns: &[serde_json::Value],
+) -> Result<()> {
+    let q = qualified(name);
+    let oid = crate::capture::catalog::table_oid(client, name).await?.ok_or_else(|| {
+        Error::Setup(format!(
+            "table {name} does not exist at the site; create it as at HO (pg_dump --schema-only -t {name} at HO, then psql at the site)"
+        ))
+    })?;
+    let site_cols: HashMap<String, String> = crate::capture::catalog::column_types(client, oid)
+        .await?
+        .into_iter()
+        .collect();
+    for c in columns {
+        let (Some(n), Some(t)) = (c["name"].as_str(), c["type"].as_str()) else {
+            continue;
+        };
+        match site_cols.get(n) {
+            None => {
+                return Err(Error::Setup(format!(
+                    "table {name} at the site lacks column {n}; run ALTER TABLE {q} ADD COLUMN {} {t}",
+                    crate::postgres::ident(n)
+                )))
+            }
+            Some(st) if st != t => {
+                return Err(Error::Setup(format!(
+                    "column {n} of {name} is {st} at the site but {t} at HO; run ALTER TABLE {q} ALTER COLUMN {} TYPE {t}",
+                    crate::postgres::ident(n)
+                )))
+            }
+            _ => {}
+        }
+    }
+    if !key.is_empty() {
+        let unique: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = $1 AND i.indisunique
+                   AND i.indpred IS NULL AND i.indexprs IS NULL
+                   AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a
+                         WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[]))
+                       = (SELECT array_agg(k ORDER BY k) FROM unnest($2::text[]) k))",
+                &[&oid, &key],
+            )
+            .await
+            .ctx(|| format!("reading the indexes of {name}"))?
+            .get(0);
+        if !unique {
+            let cols = key
+                .iter()
+                .map(|k| crate::postgres::ident(k))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Error::Setup(format!(
+                "table {name} at the site has no unique index on its key ({cols}); run ALTER TABLE {q} ADD PRIMARY KEY ({cols})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What one `pos sync` did.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub site: String,
+    pub packets: u64,
+    pub rows: u64,
+    pub acks_resent: u64,
+    /// The packet the site's stream stopped at, and why.
+    pub failed: Option<(i64, String)>,
+    pub applied_through: i64,
+    pub elapsed: Duration,
+}
+
+async fn open(cfg: &Config) -> Result<(Client, Relay, String)> {
+    let pos = cfg.pos()?;
+    let relay = Relay::connect(&cfg.relay()?.url).await?;
+    relay.require_site(&pos.site).await?;
+    let client = connect("pos", &pos.url).await?;
+    let set_up = migrate::is_set_up(&client, Target::Pos).await?
+        && client
+            .query_opt("SELECT 1 FROM relaysync.site WHERE site = $1", &[&pos.site])
+            .await
+            .ctx(|| "reading relaysync.site".into())?
+            .is_some();
+    if !set_up {
+        return Err(Error::Setup(format!(
+            "this database is not set up for site '{}'; run `relaysync setup pos` first",
+            pos.site
+        )));
+    }
+    Ok((client, relay, pos.site.clone()))
+}
+
+/// Sends the acks a crash left unsent.
+async fn resend_acks(client: &Client, relay: &Relay, site: &str) -> Result<u64> {
+    let rows = client
+        .query(
+            "SELECT packet_id, status, row_count, error FROM relaysync.received_packets
+              WHERE NOT acked ORDER BY packet_id",
+            &[],
+        )
+        .await
+        .ctx(|| "reading relaysync.received_packets".into())?;
+    let acks: Vec<Ack> = rows
+        .iter()
+        .map(|r| Ack {
+            packet_id: r.get(0),
+            status: if r.get::<_, &str>(1) == "PROCESSED" {
+                "PROCESSED"
+            } else {
+                "FAILED"
+            },
+            rows: r.get(2),
+            error: r.get(3),
+        })
+        .collect();
+    send_acks(client, relay, site, &acks).await?;
+    Ok(acks.len() as u64)
+}
+
+async fn send_acks(client: &Client, relay: &Relay, site: &str, acks: &[Ack]) -> Result<()> {
+    if acks.is_empty() {
+        return Ok(());
+    }
+    relay.ack(site, acks).await?;
+    let ids: Vec<i64> = acks.iter().map(|a| a.packet_id).collect();
+    client
+        .execute(
+            "UPDATE relaysync.received_packets SET acked = true WHERE packet_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .ctx(|| "writing relaysync.received_packets".into())?;
+    Ok(())
+}
+
+/// Applies one group in one transaction; on failure returns the failing packet and error.
+async fn apply_group(
+    client: &Client,
+    relay: &Relay,
+    site: &str,
+    group: &[PacketInfo],
+) -> Result<std::result::Result<Vec<Ack>, (i64, String)>> {
+    client
+        .batch_execute("BEGIN")
+        .await
+        .ctx(|| "site: BEGIN".into())?;
+    let mut acks = Vec::with_capacity(group.len());
+    let mut stage = 0usize;
+    let mut failure = None;
+    'packets: for (i, p) in group.iter().enumerate() {
+        if i == 0 {
+            if let Err(e) = client
+                .batch_execute("SET LOCAL session_replication_role = replica")
+                .await
+            {
+                failure = Some((p.id, format!(
+                    "cannot set session_replication_role ({}); connect the site worker as a superuser or GRANT SET ON PARAMETER session_replication_role TO its role",
+                    db_message(&e)
+                )));
+                break;
+            }
+        }
+        let parts = relay.parts(p.id, site).await?;
+        let mut rows = 0u64;
+        for stored in parts {
+            let part = match read_part(&stored.arrow_ipc) {
+                Ok(part) => part,
+                Err(e) => {
+                    failure = Some((
+                        p.id,
+                        format!(
+                            "part {} of packet {} is not readable: {e}; the relay copy is damaged",
+                            stored.table_name, p.id
+                        ),
+                    ));
+                    break 'packets;
+                }
+            };
+            if part.table != stored.table_name {
+                failure = Some((
+                    p.id,
+                    format!(
+                        "part says table {} but the relay row says {}",
+                        part.table, stored.table_name
+                    ),
+                ));
+                break 'packets;
+            }
+            stage += 1;
+            match apply_part(client, &part, stage).await {
+                Ok(n) => rows += n,
+                Err(e) => {
+                    failure = Some((p.id, format!("{}: {}", part.table, db_message(&e))));
+                    break 'packets;
+                }
+            }
+        }
+        acks.push(Ack {
+            packet_id: p.id,
+            status: "PROCESSED",
+            rows: rows as i64,
+            error: None,
+        });
+        if i == 0 {
+            crate::failpoint::hit("pos_mid_apply");
+        }
+    }
+    if let Some(f) = failure {
+        client
+            .batch_execute("ROLLBACK")
+            .await
+            .ctx(|| "site: ROLLBACK".into())?;
+        return Ok(Err(f));
+    }
+    let last = group.last().map_or(0, |p| p.id);
+    for (a, p) in acks.iter().zip(group) {
+        client
+            .execute(
+                "INSERT INTO relaysync.received_packets (packet_id, group_id, kind, row_count, status)
+                 VALUES ($1, $2, $3, $4, 'PROCESSED')
+                 ON CONFLICT (packet_id) DO UPDATE SET status = 'PROCESSED', error = NULL,
+                   row_count = EXCLUDED.row_count, applied_at = now(), acked = false",
+                &[&a.packet_id, &p.group_id, &p.kind, &a.rows],
+            )
+            .await
+            .ctx(|| "writing relaysync.received_packets".into())?;
+    }
+    client
+        .execute(
+            "UPDATE relaysync.site SET applied_through = $2, last_sync_at = now(), last_success_at = now()
+              WHERE site = $1",
+            &[&site, &last],
+        )
+        .await
+        .ctx(|| "writing relaysync.site".into())?;
+    client
+        .batch_execute("COMMIT")
+        .await
+        .ctx(|| "site: COMMIT".into())?;
+    crate::failpoint::hit("pos_after_commit");
+    Ok(Ok(acks))
+}
+
+/// Fetches, applies and acks every packet for this site, in order.
+pub async fn sync_once(cfg: &Config) -> Result<Summary> {
+    let started = Instant::now();
+    let (client, relay, site) = open(cfg).await?;
+    let mut summary = Summary {
+        site: site.clone(),
+        ..Summary::default()
+    };
+    summary.acks_resent = resend_acks(&client, &relay, &site).await?;
+    let mut applied: i64 = client
+        .query_one(
+            "SELECT applied_through FROM relaysync.site WHERE site = $1",
+            &[&site],
+        )
+        .await
+        .ctx(|| "reading relaysync.site".into())?
+        .get(0);
+    let mut last_log = Instant::now();
+    loop {
+        let listed = relay.next_packets(&site, applied, FETCH).await?;
+        if listed.is_empty() {
+            break;
+        }
+        let mut groups: Vec<Vec<PacketInfo>> = Vec::new();
+        for p in listed.iter().cloned() {
+            match groups.last_mut() {
+                Some(g) if g[0].group_id == p.group_id => g.push(p),
+                _ => groups.push(vec![p]),
+            }
+        }
+        if listed.len() as i64 == FETCH {
+            // The last group may go on past the listing: take it whole, on its own.
+            if groups.len() > 1 {
+                groups.pop();
+            } else {
+                groups = vec![relay.group_packets(&site, groups[0][0].group_id).await?];
+            }
+        }
+        for group in groups {
+            match apply_group(&client, &relay, &site, &group).await? {
+                Ok(acks) => {
+                    applied = group.last().map_or(applied, |p| p.id);
+                    summary.packets += acks.len() as u64;
+                    summary.rows += acks.iter().map(|a| a.rows as u64).sum::<u64>();
+                    send_acks(&client, &relay, &site, &acks).await?;
+                }
+                Err((packet, error)) => {
+                    record_failure(&client, &relay, &site, &group, packet, &error).await?;
+                    summary.failed = Some((packet, error));
+                    summary.applied_through = applied;
+                    summary.elapsed = started.elapsed();
+                    return Ok(summary);
+                }
+            }
+            if last_log.elapsed() > Duration::from_secs(5) {
+                last_log = Instant::now();
+                tracing::info!(site = %site, packets = summary.packets, rows = summary.rows, "applying");
+            }
+        }
+    }
+    client
+        .execute("UPDATE relaysync.site SET last_sync_at = now(), last_success_at = now() WHERE site = $1", &[&site])
+        .await
+        .ctx(|| "writing relaysync.site".into())?;
+    summary.applied_through = applied;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+async fn record_failure(
+    client: &Client,
+    relay: &Relay,
+    site: &str,
+    group: &[PacketInfo],
+    packet: i64,
+    error: &str,
+) -> Result<()> {
+    tracing::error!(site = %site, packet, error = %error, "packet failed; this site's stream stops here until it applies");
+    let p = group.iter().find(|p| p.id == packet).unwrap_or(&group[0]);
+    client
+        .execute(
+            "INSERT INTO relaysync.received_packets (packet_id, group_id, kind, row_count, status, error)
+             VALUES ($1, $2, $3, 0, 'FAILED', $4)
+             ON CONFLICT (packet_id) DO UPDATE SET status = 'FAILED', error = EXCLUDED.error,
+               applied_at = now(), acked = false",
+            &[&packet, &p.group_id, &p.kind, &error],
+        )
+        .await
+        .ctx(|| "writing relaysync.received_packets".into())?;
+    client
+        .execute(
+            "UPDATE relaysync.site SET last_sync_at = now() WHERE site = $1",
+            &[&site],
+        )
+        .await
+        .ctx(|| "writing relaysync.site".into())?;
+    send_acks(
+        client,
+        relay,
+        site,
+        &[Ack {
+            packet_id: packet,
+            status: "FAILED",
+            rows: 0,
+            error: Some(error.to_string()),
+        }],
+    )
+    .await
+}
+
+/// Runs until shutdown: a sync every `interval`; at zero, a sync whenever HO
+/// announces new packets (LISTEN relaysync_packets), and every few seconds.
+pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let interval = cfg.interval()?;
+    let mut wake = if interval.is_zero() {
+        Some(crate::postgres::listen(&cfg.relay()?.url, "relaysync_packets").await?)
+    } else {
+        None
+    };
+    let pause = if interval.is_zero() {
+        Duration::from_secs(5)
+    } else {
+        interval
+    };
+    loop {
+        match sync_once(cfg).await {
+            Ok(s) => print_summary(&s),
+            Err(e) => tracing::error!(error = %crate::error_chain(&e), "pos sync failed; retrying"),
+        }
+        tokio::select! {
+            _ = crate::shutdown::requested(&mut shutdown) => return Ok(()),
+            _ = tokio::time::sleep(pause) => {}
+            _ = async { match wake.as_mut() { Some(w) => { w.recv().await; } None => std::future::pending().await } } => {}
+        }
+        if let Some(w) = wake.as_mut() {
+            while w.try_recv().is_ok() {}
+        }
+    }
+}
+
+/// Prints what a sync did.
+pub fn print_summary(s: &Summary) {
+    println!(
+        "pos {}: applied {} packet(s), {} row(s) in {:.2}s; applied through packet {}",
+        s.site,
+        s.packets,
+        s.rows,
+        s.elapsed.as_secs_f64(),
+        s.applied_through
+    );
+    if s.acks_resent > 0 {
+        println!(
+            "pos {}: re-sent {} ack(s) an earlier run left unsent",
+            s.site, s.acks_resent
+        );
+    }
+    if let Some((packet, error)) = &s.failed {
+        println!("pos {}: packet {packet} FAILED: {error}", s.site);
+        println!("pos {}: status Failed; fix the cause and run `relaysync pos sync --once` again to retry", s.site);
+    }
+}

@@ -1,0 +1,274 @@
+//! Throwaway PostgreSQL clusters: initdb into a temporary directory, a free
+//! port on 127.0.0.1, the unix socket in the same directory,
+//! `wal_level = logical`. Used by `demo`, `bench` and the tests.
+//!
+//! When running as root the cluster runs as the `postgres` user (initdb
+//! refuses root). A small watchdog shell stops the server and removes the
+//! directory when the owning process goes away, even after a kill -9;
+//! `Drop` does the same at once.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A running throwaway cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    dir: PathBuf,
+    port: u16,
+    watchdog: Child,
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+/// The directory of PostgreSQL's server binaries: `RELAYSYNC_PG_BINDIR`,
+/// else `pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`.
+pub fn bindir() -> Result<PathBuf> {
+    if let Ok(dir) = std::env::var("RELAYSYNC_PG_BINDIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let has_server = |d: &Path| d.join("initdb").exists() && d.join("postgres").exists();
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && has_server(&dir) {
+            return Ok(dir);
+        }
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse().ok()?;
+            let d = e.path().join("bin");
+            has_server(&d).then_some((v, d))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, d)| d).ok_or_else(|| {
+        Error::Setup(
+            "no PostgreSQL server binaries found (initdb, postgres); install PostgreSQL 14+ \
+             (Debian: apt-get install postgresql) or set RELAYSYNC_PG_BINDIR"
+                .into(),
+        )
+    })
+}
+
+/// uid and gid of the `postgres` user when running as root.
+fn run_as() -> Result<Option<(u32, u32)>> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let name = CString::new("postgres").expect("no NUL");
+    // SAFETY: getpwnam returns NULL or a pointer to a static record we read at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(Error::Setup(
+            "running as root, PostgreSQL needs an unprivileged user: create one with `useradd postgres`".into(),
+        ));
+    }
+    // SAFETY: pw is non-null and points to a valid passwd record.
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    Ok(Some((uid, gid)))
+}
+
+fn command(program: &Path, user: Option<(u32, u32)>) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(program);
+    if let Some((uid, gid)) = user {
+        c.uid(uid).gid(gid);
+    }
+    c
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
+    Ok(l.local_addr().map_err(io("finding a free port"))?.port())
+}
+
+const WATCHDOG: &str = r#"
+owner=$1; dir=$2; bin=$3
+"$bin/postgres" -D "$dir" >"$dir/server.log" 2>&1 &
+pid=$!
+stop() { kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"; exit 0; }
+trap stop TERM INT
+while [ -d "/proc/$owner" ] && kill -0 $pid 2>/dev/null; do sleep 1 & wait $!; done
+stop
+"#;
+
+impl Cluster {
+    /// Creates and starts a cluster named `name` (used in its directory name).
+    /// `settings` are extra postgresql.conf lines.
+    pub fn start(name: &str, settings: &[&str]) -> Result<Cluster> {
+        let bin = bindir()?;
+        let user = run_as()?;
+        let dir = std::env::temp_dir().join(format!(
+            "relaysync-{name}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                .map_err(io(format!("giving {} to the postgres user", dir.display())))?;
+        }
+        let out = command(&bin.join("initdb"), user)
+            .args(["-D"])
+            .arg(&dir)
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ])
+            .output()
+            .map_err(io("running initdb"))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(Error::Setup(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let mut last_err = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            let mut conf = format!(
+                "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+                 wal_level = logical\nmax_replication_slots = 64\nmax_wal_senders = 64\n\
+                 max_connections = 200\nfsync = off\nfull_page_writes = off\n\
+                 synchronous_commit = off\nlogging_collector = off\n",
+                dir.display()
+            );
+            for s in settings {
+                conf.push_str(s);
+                conf.push('\n');
+            }
+            let conf_path = dir.join("postgresql.auto.conf");
+            std::fs::write(&conf_path, conf).map_err(io("writing postgresql.auto.conf"))?;
+            if let Some((uid, gid)) = user {
+                let _ = std::os::unix::fs::chown(&conf_path, Some(uid), Some(gid));
+            }
+            let watchdog = command(Path::new("/bin/sh"), user)
+                .args(["-c", WATCHDOG, "watchdog"])
+                .arg(std::process::id().to_string())
+                .arg(&dir)
+                .arg(&bin)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(io("starting postgres"))?;
+            let mut cluster = Cluster {
+                dir: dir.clone(),
+                port,
+                watchdog,
+            };
+            match cluster.wait_ready(Duration::from_secs(60)) {
+                Ok(()) => return Ok(cluster),
+                Err(e) => {
+                    let _ = cluster.watchdog.kill();
+                    let _ = cluster.watchdog.wait();
+                    // Keep the directory for the next try: forget without Drop.
+                    std::mem::forget(cluster);
+                    last_err = Some(e);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Err(last_err.unwrap_or_else(|| Error::Setup("postgres did not start".into())))
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let pid_file = self.dir.join("postmaster.pid");
+        loop {
+            if let Ok(s) = std::fs::read_to_string(&pid_file) {
+                let lines: Vec<&str> = s.lines().collect();
+                if lines.len() >= 8
+                    && lines[7].trim() == "ready"
+                    && lines[3].trim() == self.port.to_string()
+                {
+                    return Ok(());
+                }
+            }
+            if let Ok(Some(_)) = self.watchdog.try_wait() {
+                let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+                return Err(Error::Setup(format!(
+                    "postgres exited at start: {}",
+                    log.trim()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Setup(format!(
+                    "postgres in {} was not ready within {timeout:?}",
+                    self.dir.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The TCP port the cluster listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory holding the data and the unix socket.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A connection URL for `database` as the `postgres` superuser.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Creates a database (no error if it exists).
+    pub async fn create_database(&self, name: &str) -> Result<()> {
+        let client = super::connect("pos", &self.url("postgres")).await?;
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await
+            .map_err(|source| Error::Db {
+                context: "looking up a database".into(),
+                source,
+            })?;
+        if exists.is_none() {
+            client
+                .batch_execute(&format!("CREATE DATABASE {}", super::ident(name)))
+                .await
+                .map_err(|source| Error::Db {
+                    context: format!("creating database {name}"),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // SAFETY: sending SIGTERM to our own child process.
+        unsafe {
+            libc::kill(self.watchdog.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.watchdog.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,151 @@
+//! PostgreSQL plumbing: ordinary SQL connections, LSNs, quoting, and
+//! throwaway clusters for the demo, the benchmark and the tests.
+
+pub mod cluster;
+
+use std::str::FromStr;
+
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, NoTls};
+
+use crate::error::{Error, Result};
+
+/// Opens an SQL connection for `role` ("ho", "relay" or "pos") and drives it
+/// in the background.
+pub async fn connect(role: &'static str, url: &str) -> Result<Client> {
+    let mut config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| Error::Config(format!("[{role}] url is not a PostgreSQL URL ({e})")))?;
+    config.application_name(format!("relaysync-{role}"));
+    config.connect_timeout(std::time::Duration::from_secs(10));
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|source| Error::Connect {
+            role,
+            target: describe(&config),
+            source,
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(role, error = %e, "connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// A connection that LISTENs on a channel; each notification wakes `recv`.
+pub struct Listener {
+    _client: Client,
+    rx: tokio::sync::mpsc::Receiver<()>,
+}
+
+impl Listener {
+    /// Waits for the next notification (forever, if the connection is gone).
+    pub async fn recv(&mut self) {
+        if self.rx.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Takes a pending notification without waiting.
+    pub fn try_recv(&mut self) -> Result<(), tokio::sync::mpsc::error::TryRecvError> {
+        self.rx.try_recv()
+    }
+}
+
+/// Opens a relay connection that LISTENs on `channel`.
+pub async fn listen(url: &str, channel: &str) -> Result<Listener> {
+    use futures_util::StreamExt;
+    let config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| Error::Config(format!("[relay] url is not a PostgreSQL URL ({e})")))?;
+    let (client, mut connection) =
+        config
+            .connect(NoTls)
+            .await
+            .map_err(|source| Error::Connect {
+                role: "relay",
+                target: describe(&config),
+                source,
+            })?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(_) = message {
+                let _ = tx.try_send(());
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {}", ident(channel)))
+        .await
+        .map_err(|source| Error::Db {
+            context: format!("LISTEN {channel}"),
+            source,
+        })?;
+    Ok(Listener {
+        _client: client,
+        rx,
+    })
+}
+
+/// `host:port/database` of a connection config, without secrets.
+pub fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{host}:{port}/{}",
+        config.get_dbname().unwrap_or("postgres")
+    )
+}
+
+/// Quotes an identifier for SQL.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes `schema.table` for SQL.
+pub fn qualified(name: &str) -> String {
+    match crate::config::split_table(name) {
+        Some((s, t)) => format!("{}.{}", ident(s), ident(t)),
+        None => ident(name),
+    }
+}
+
+/// Quotes a string literal for SQL.
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Parses `X/Y` LSN text.
+pub fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// Formats an LSN as `X/Y`.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_text() {
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
+        assert_eq!(parse_lsn("nope"), None);
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(qualified("public.it\"ems"), "\"public\".\"it\"\"ems\"");
+        assert_eq!(literal("o'k"), "'o''k'");
+    }
+}

@@ -1,0 +1,73 @@
+//! The schemas relaysync owns, created and migrated by the tool itself.
+
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+
+mod relay {
+    refinery::embed_migrations!("migrations/relay");
+}
+mod ho {
+    refinery::embed_migrations!("migrations/ho");
+}
+mod pos {
+    refinery::embed_migrations!("migrations/pos");
+}
+
+/// Which database a schema is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// The relay database: schema `relay`.
+    Relay,
+    /// HO's database: schema `relaysync`.
+    Ho,
+    /// A site's database: schema `relaysync`.
+    Pos,
+}
+
+impl Target {
+    /// The schema this target's tables live in.
+    pub fn schema(self) -> &'static str {
+        match self {
+            Target::Relay => "relay",
+            Target::Ho | Target::Pos => "relaysync",
+        }
+    }
+}
+
+/// Creates or migrates the schema of `target`, in one transaction.
+pub async fn migrate(client: &mut Client, target: Target) -> Result<()> {
+    let schema = target.schema();
+    client
+        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .await
+        .map_err(|source| Error::Db {
+            context: format!("creating schema {schema}"),
+            source,
+        })?;
+    let runner = match target {
+        Target::Relay => relay::migrations::runner(),
+        Target::Ho => ho::migrations::runner(),
+        Target::Pos => pos::migrations::runner(),
+    };
+    runner
+        .set_grouped(true)
+        .set_migration_table_name(format!("{schema}.schema_history"))
+        .run_async(client)
+        .await
+        .map_err(|e| Error::Setup(format!("migrating schema {schema}: {e}")))?;
+    Ok(())
+}
+
+/// Whether `target`'s schema is in place (its history table exists).
+pub async fn is_set_up(client: &Client, target: Target) -> Result<bool> {
+    let name = format!("{}.schema_history", target.schema());
+    let row = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+        .await
+        .map_err(|source| Error::Db {
+            context: "looking up relaysync's schema".into(),
+            source,
+        })?;
+    Ok(row.get(0))
+}

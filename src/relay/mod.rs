@@ -1,0 +1,358 @@
+//! The relay database: its schema and every query relaysync runs against it.
+
+pub mod migrate;
+
+use tokio_postgres::Client;
+
+use crate::error::{DbContext, Error, Result};
+use crate::postgres::{format_lsn, parse_lsn};
+
+/// A packet as the relay lists it (without its parts).
+#[derive(Debug, Clone)]
+pub struct PacketInfo {
+    pub id: i64,
+    pub group_id: i64,
+    pub kind: String,
+    pub row_count: i64,
+    pub byte_count: i64,
+    pub targets: Vec<String>,
+    pub status: String,
+    pub created_at: std::time::SystemTime,
+}
+
+/// One part of a packet as stored.
+#[derive(Debug)]
+pub struct StoredPart {
+    pub table_name: String,
+    pub target: String,
+    pub row_count: i64,
+    pub arrow_ipc: Vec<u8>,
+}
+
+/// A new packet's row in `relay.packets`.
+#[derive(Debug)]
+pub struct NewPacket<'a> {
+    pub direction: &'a str,
+    pub origin: &'a str,
+    pub kind: &'a str,
+    pub group_id: Option<i64>,
+    pub lsn_from: u64,
+    pub lsn_to: u64,
+    pub targets: &'a [String],
+    pub row_count: i64,
+    pub byte_count: i64,
+}
+
+/// An acknowledgement from a site.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub packet_id: i64,
+    pub status: &'static str,
+    pub rows: i64,
+    pub error: Option<String>,
+}
+
+/// A connection to the relay database.
+pub struct Relay {
+    pub client: Client,
+}
+
+const PACKET_COLUMNS: &str =
+    "id, group_id, kind, row_count, byte_count, targets, status, created_at";
+
+fn packet_info(row: &tokio_postgres::Row) -> PacketInfo {
+    PacketInfo {
+        id: row.get(0),
+        group_id: row.get(1),
+        kind: row.get(2),
+        row_count: row.get(3),
+        byte_count: row.get(4),
+        targets: row.get(5),
+        status: row.get(6),
+        created_at: row.get(7),
+    }
+}
+
+impl Relay {
+    /// Connects and checks that `relaysync setup relay` has run.
+    pub async fn connect(url: &str) -> Result<Relay> {
+        let client = crate::postgres::connect("relay", url).await?;
+        if !migrate::is_set_up(&client, migrate::Target::Relay).await? {
+            return Err(Error::Setup(
+                "the relay database has no relay schema; run `relaysync setup relay` first".into(),
+            ));
+        }
+        Ok(Relay { client })
+    }
+
+    /// Runs `sql` (BEGIN, COMMIT, ROLLBACK…).
+    pub async fn exec(&self, sql: &str) -> Result<()> {
+        self.client
+            .batch_execute(sql)
+            .await
+            .ctx(|| format!("relay: {sql}"))
+    }
+
+    /// Codes of the registered sites.
+    pub async fn sites(&self) -> Result<Vec<String>> {
+        let rows = self
+            .client
+            .query("SELECT code FROM relay.sites ORDER BY code", &[])
+            .await
+            .ctx(|| "reading relay.sites".into())?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Registers a site; false when it was registered already.
+    pub async fn add_site(&self, code: &str) -> Result<bool> {
+        let n = self
+            .client
+            .execute(
+                "INSERT INTO relay.sites (code) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&code],
+            )
+            .await
+            .ctx(|| "registering the site".into())?;
+        Ok(n == 1)
+    }
+
+    /// Fails with the fix when `site` is not registered.
+    pub async fn require_site(&self, site: &str) -> Result<()> {
+        let row = self
+            .client
+            .query_opt("SELECT 1 FROM relay.sites WHERE code = $1", &[&site])
+            .await
+            .ctx(|| "reading relay.sites".into())?;
+        if row.is_none() {
+            return Err(Error::Setup(format!(
+                "site '{site}' is not registered in the relay; run `relaysync site add {site}`"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The end LSN of the last transaction captured from `origin` (0 if none).
+    pub async fn capture_lsn(&self, origin: &str) -> Result<u64> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT lsn::text FROM relay.capture_state WHERE origin = $1",
+                &[&origin],
+            )
+            .await
+            .ctx(|| "reading relay.capture_state".into())?;
+        Ok(row
+            .and_then(|r| parse_lsn(r.get::<_, &str>(0)))
+            .unwrap_or(0))
+    }
+
+    /// Records the capture position (inside the packets' transaction).
+    pub async fn set_capture_lsn(&self, origin: &str, slot: &str, lsn: u64) -> Result<()> {
+        self.client
+            .execute(
+                "INSERT INTO relay.capture_state (origin, slot, lsn) VALUES ($1, $2, $3::text::pg_lsn)
+                 ON CONFLICT (origin) DO UPDATE SET slot = EXCLUDED.slot,
+                   lsn = greatest(relay.capture_state.lsn, EXCLUDED.lsn), updated_at = now()",
+                &[&origin, &slot, &format_lsn(lsn)],
+            )
+            .await
+            .ctx(|| "writing relay.capture_state".into())?;
+        Ok(())
+    }
+
+    /// Inserts a packet row and returns its id; a packet without a group
+    /// starts one (its group id is its own id).
+    pub async fn insert_packet(&self, p: &NewPacket<'_>) -> Result<i64> {
+        let row = self
+            .client
+            .query_one(
+                "INSERT INTO relay.packets (direction, origin, kind, group_id, lsn_from, lsn_to,
+                    targets, row_count, byte_count)
+                 VALUES ($1, $2, $3, coalesce($4::int8, 0), $5::text::pg_lsn, $6::text::pg_lsn, $7, $8, $9)
+                 RETURNING id",
+                &[
+                    &p.direction,
+                    &p.origin,
+                    &p.kind,
+                    &p.group_id,
+                    &format_lsn(p.lsn_from),
+                    &format_lsn(p.lsn_to),
+                    &p.targets,
+                    &p.row_count,
+                    &p.byte_count,
+                ],
+            )
+            .await
+            .ctx(|| "writing relay.packets".into())?;
+        let id: i64 = row.get(0);
+        if p.group_id.is_none() {
+            self.client
+                .execute(
+                    "UPDATE relay.packets SET group_id = id WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .ctx(|| "writing relay.packets".into())?;
+        }
+        Ok(id)
+    }
+
+    /// Inserts one part of a packet.
+    pub async fn insert_part(
+        &self,
+        packet_id: i64,
+        seq: i32,
+        table: &str,
+        target: &str,
+        rows: i64,
+        arrow_ipc: &[u8],
+    ) -> Result<()> {
+        self.client
+            .execute(
+                "INSERT INTO relay.packet_parts (packet_id, seq, table_name, target, row_count, arrow_ipc)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&packet_id, &seq, &table, &target, &rows, &arrow_ipc],
+            )
+            .await
+            .ctx(|| "writing relay.packet_parts".into())?;
+        Ok(())
+    }
+
+    /// Down packets for `site` after `after`, in order, at most `limit`.
+    pub async fn next_packets(
+        &self,
+        site: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<PacketInfo>> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT {PACKET_COLUMNS} FROM relay.packets
+                     WHERE direction = 'down' AND id > $2 AND $1 = ANY(targets)
+                     ORDER BY id LIMIT $3"
+                ),
+                &[&site, &after, &limit],
+            )
+            .await
+            .ctx(|| "reading relay.packets".into())?;
+        Ok(rows.iter().map(packet_info).collect())
+    }
+
+    /// Every down packet of `group` for `site`, in order.
+    pub async fn group_packets(&self, site: &str, group: i64) -> Result<Vec<PacketInfo>> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT {PACKET_COLUMNS} FROM relay.packets
+                     WHERE direction = 'down' AND group_id = $2 AND $1 = ANY(targets) ORDER BY id"
+                ),
+                &[&site, &group],
+            )
+            .await
+            .ctx(|| "reading relay.packets".into())?;
+        Ok(rows.iter().map(packet_info).collect())
+    }
+
+    /// The parts of a packet meant for `site` (its own and those for every site).
+    pub async fn parts(&self, packet_id: i64, site: &str) -> Result<Vec<StoredPart>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT table_name, target, row_count, arrow_ipc FROM relay.packet_parts
+                 WHERE packet_id = $1 AND target IN ($2, '*') ORDER BY seq",
+                &[&packet_id, &site],
+            )
+            .await
+            .ctx(|| format!("reading the parts of packet {packet_id}"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredPart {
+                table_name: r.get(0),
+                target: r.get(1),
+                row_count: r.get(2),
+                arrow_ipc: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Writes `site`'s acks and updates each packet's status: `PROCESSED` once
+    /// every target acked it, `FAILED` while any target failed it.
+    pub async fn ack(&self, site: &str, acks: &[Ack]) -> Result<()> {
+        if acks.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = acks.iter().map(|a| a.packet_id).collect();
+        self.exec("BEGIN").await?;
+        let result = async {
+            // Lock the packets so that two sites acking at once both see each other's acks.
+            self.client
+                .execute(
+                    "SELECT 1 FROM relay.packets WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                    &[&ids],
+                )
+                .await
+                .ctx(|| "locking relay.packets".into())?;
+            for a in acks {
+                self.client
+                    .execute(
+                        "INSERT INTO relay.acks (packet_id, site, status, rows, error)
+                         VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (packet_id, site) DO UPDATE SET status = EXCLUDED.status,
+                           rows = EXCLUDED.rows, error = EXCLUDED.error, acked_at = now()",
+                        &[&a.packet_id, &site, &a.status, &a.rows, &a.error],
+                    )
+                    .await
+                    .ctx(|| "writing relay.acks".into())?;
+            }
+            self.client
+                .execute(
+                    "UPDATE relay.packets p SET status = CASE
+                       WHEN EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.status = 'FAILED')
+                         THEN 'FAILED'
+                       WHEN (SELECT count(*) FROM relay.acks a WHERE a.packet_id = p.id AND a.status = 'PROCESSED')
+                            >= cardinality(p.targets)
+                         THEN 'PROCESSED'
+                       ELSE 'UPLOADED' END
+                     WHERE p.id = ANY($1)",
+                    &[&ids],
+                )
+                .await
+                .ctx(|| "updating relay.packets status".into())?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        match result {
+            Ok(()) => self.exec("COMMIT").await,
+            Err(e) => {
+                let _ = self.exec("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Down packets with id above `after`, or among `ids`, for HO's record.
+    pub async fn packets_since(
+        &self,
+        after: i64,
+        ids: &[i64],
+    ) -> Result<Vec<(PacketInfo, Option<String>)>> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT {PACKET_COLUMNS},
+                       (SELECT string_agg(a.site || ': ' || a.error, '; ' ORDER BY a.site)
+                          FROM relay.acks a WHERE a.packet_id = p.id AND a.status = 'FAILED')
+                     FROM relay.packets p
+                     WHERE direction = 'down' AND (id > $1 OR id = ANY($2)) ORDER BY id"
+                ),
+                &[&after, &ids],
+            )
+            .await
+            .ctx(|| "reading relay.packets".into())?;
+        Ok(rows.iter().map(|r| (packet_info(r), r.get(8))).collect())
+    }
+}
