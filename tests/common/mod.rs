@@ -1,0 +1,209 @@
+//! Test harness: one set of real PostgreSQL clusters per test binary (HO,
+//! relay, two sites), a fresh database and slot per test, and the
+//! `relaysync` binary run as users run it.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use relaysync::postgres::cluster::Cluster;
+use tokio_postgres::{Client, NoTls};
+
+pub const SITES: [&str; 2] = ["s1", "s2"];
+
+pub struct Clusters {
+    pub ho: Cluster,
+    pub relay: Cluster,
+    pub sites: Vec<Cluster>,
+}
+
+/// The clusters shared by every test of this binary; they are stopped and
+/// removed by their watchdog when the test process exits.
+pub fn clusters() -> &'static Clusters {
+    static CLUSTERS: OnceLock<Clusters> = OnceLock::new();
+    CLUSTERS.get_or_init(|| Clusters {
+        ho: Cluster::start("test-ho", &[]).expect("start HO cluster"),
+        relay: Cluster::start("test-relay", &[]).expect("start relay cluster"),
+        sites: (0..2)
+            .map(|i| Cluster::start(&format!("test-site{i}"), &[]).expect("start site cluster"))
+            .collect(),
+    })
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+pub async fn client(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+async fn create_db(cluster: &Cluster, name: &str) {
+    cluster
+        .create_database(name)
+        .await
+        .expect("create database");
+}
+
+/// One test's databases, slot and config file.
+pub struct Bed {
+    pub name: String,
+    pub ho_url: String,
+    pub relay_url: String,
+    pub site_urls: Vec<String>,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Bed {
+    /// Fresh databases named after the test; `schema` is run at HO and at both sites.
+    pub async fn new(test: &str, schema: &str, tables: &[(&str, &str)], extra: &str) -> Bed {
+        let c = clusters();
+        let name = format!("{test}_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        create_db(&c.ho, &name).await;
+        create_db(&c.relay, &name).await;
+        for s in &c.sites {
+            create_db(s, &name).await;
+        }
+        let dir = std::env::temp_dir().join(format!("relaysync-bed-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bed = Bed {
+            ho_url: c.ho.url(&name),
+            relay_url: c.relay.url(&name),
+            site_urls: c.sites.iter().map(|s| s.url(&name)).collect(),
+            config: dir.join("relaysync.toml"),
+            dir,
+            name,
+        };
+        bed.write_config(tables, extra);
+        for url in std::iter::once(&bed.ho_url).chain(&bed.site_urls) {
+            client(url)
+                .await
+                .batch_execute(schema)
+                .await
+                .expect("schema");
+        }
+        bed
+    }
+
+    pub fn write_config(&self, tables: &[(&str, &str)], extra: &str) {
+        let mut s = format!(
+            "[ho]\nurl = \"{}\"\nslot = \"{}\"\npublication = \"{}\"\n[relay]\nurl = \"{}\"\n[pos]\nsite = \"{}\"\nurl = \"{}\"\n{extra}\n",
+            self.ho_url, self.name, self.name, self.relay_url, SITES[0], self.site_urls[0]
+        );
+        for (t, r) in tables {
+            s.push_str(&format!("[[tables]]\nname = \"{t}\"\nroute = \"{r}\"\n"));
+        }
+        std::fs::write(&self.config, s).unwrap();
+    }
+
+    /// The command line for `args`, as site `site` (0 or 1).
+    pub fn command(&self, site: usize, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_relaysync"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("RELAYSYNC__POS__SITE", SITES[site])
+            .env("RELAYSYNC__POS__URL", &self.site_urls[site])
+            .env_remove("RELAYSYNC_FAILPOINT")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `relaysync args` as site `site` and returns its output.
+    pub async fn run(&self, site: usize, args: &[&str]) -> Output {
+        let mut cmd = self.command(site, args);
+        tokio::task::spawn_blocking(move || cmd.output().expect("run relaysync"))
+            .await
+            .unwrap()
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub async fn ok(&self, site: usize, args: &[&str]) -> String {
+        let out = self.run(site, args).await;
+        assert!(
+            out.status.success(),
+            "relaysync {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// setup relay, both sites added, setup ho, setup pos at both sites.
+    pub async fn setup(&self) {
+        self.ok(0, &["setup", "relay"]).await;
+        for s in SITES {
+            self.ok(0, &["site", "add", s]).await;
+        }
+        self.ok(0, &["setup", "ho"]).await;
+        self.ok(0, &["setup", "pos"]).await;
+        self.ok(1, &["setup", "pos"]).await;
+    }
+
+    /// ho sync, then pos sync at both sites, then ho sync again (acks).
+    pub async fn sync_all(&self) {
+        self.ok(0, &["ho", "sync", "--once"]).await;
+        self.ok(0, &["pos", "sync", "--once"]).await;
+        self.ok(1, &["pos", "sync", "--once"]).await;
+        self.ok(0, &["ho", "sync", "--once"]).await;
+    }
+
+    pub async fn ho(&self) -> Client {
+        client(&self.ho_url).await
+    }
+    pub async fn relay(&self) -> Client {
+        client(&self.relay_url).await
+    }
+    pub async fn site(&self, i: usize) -> Client {
+        client(&self.site_urls[i]).await
+    }
+}
+
+/// Every row of `query`'s result as text, as a set.
+pub async fn rows(c: &Client, query: &str) -> BTreeSet<String> {
+    c.query(&format!("SELECT q::text FROM ({query}) q"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Asserts that HO's rows of `query` (and only them) are at site `site`:
+/// row-by-row equality, both ways (HO EXCEPT site, site EXCEPT HO).
+pub async fn assert_same(bed: &Bed, site: usize, ho_query: &str, site_query: &str) {
+    let ho = rows(&bed.ho().await, ho_query).await;
+    let st = rows(&bed.site(site).await, site_query).await;
+    let missing: Vec<_> = ho.difference(&st).collect();
+    let extra: Vec<_> = st.difference(&ho).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "site {} differs from HO for {ho_query}:\n missing at the site: {missing:?}\n extra at the site: {extra:?}",
+        SITES[site]
+    );
+}
+
+pub async fn count(c: &Client, query: &str) -> i64 {
+    c.query_one(query, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+        .get(0)
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,480 @@
+//! The down path end to end on real clusters: types, TOAST, routing,
+//! several transactions, acks.
+
+mod common;
+
+use common::*;
+
+const TYPES_SCHEMA: &str = r#"
+CREATE TYPE mood AS ENUM ('happy', 'sad', 'it''s ok');
+CREATE TABLE public.everything (
+    id int8 PRIMARY KEY,
+    i2 int2, i4 int4, i8 int8,
+    n numeric(12,3), nu numeric,
+    f8 float8, f4 float4, b bool,
+    t text, vc varchar(20), bp char(5), ba bytea,
+    d date, ts timestamp, tstz timestamptz, tm time, iv interval,
+    u uuid, j json, jb jsonb, ia int[], ta text[], m mood
+);
+CREATE TABLE public.other (id int PRIMARY KEY, note text);
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_insert_update_delete_truncate_arrive_exactly() {
+    let bed = Bed::new(
+        "types",
+        TYPES_SCHEMA,
+        &[("public.everything", "all"), ("public.other", "all")],
+        "",
+    )
+    .await;
+    bed.setup().await;
+    let ho = bed.ho().await;
+    ho.batch_execute(
+        r#"
+        INSERT INTO public.everything VALUES
+        (1, 1, 2, 3, 123456789.123, 3.14159265358979323846264338327950288419716939937510,
+         1.5, 2.25, true,
+         E'tab\there\nnewline "double" ''single'' back\\slash ü 日本 🎉 \r cr', 'varchar ü', 'ab',
+         '\x00ff10'::bytea, '2024-02-29', '2024-05-06 07:08:09.123456', '2024-05-06 07:08:09.5+02',
+         '23:59:59.999999', '1 year 2 mons 3 days 04:05:06.7', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+         '{"a": [1, 2, {"b": null}],  "s": "x\ty"}', '{"k": "v", "n": 1.5}', '{1,NULL,3}',
+         '{"a b",NULL,"c,d","e\"f","g\\h"}', 'it''s ok'),
+        (2, -32768, -2147483648, -9223372036854775808, 'NaN', 'NaN',
+         'NaN', 'Infinity', false, '', '', '', '\x'::bytea, 'infinity', '-infinity', 'infinity',
+         '00:00', '-1 days', '00000000-0000-0000-0000-000000000000', '[]', '{}', '{}', '{}', 'happy'),
+        (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        (4, 32767, 2147483647, 9223372036854775807, -999999999.999, '1e-30'::numeric,
+         '-Infinity', '-1.17549435e-38', true, 'x', 'y', 'z', '\xdeadbeef', '0044-03-15 BC',
+         '1900-01-01 00:00:00', '1970-01-01 00:00:00+00', '12:00', '0', 'ffffffff-ffff-ffff-ffff-ffffffffffff',
+         'null', 'null', '{{1,2},{3,4}}', '{""}', 'sad'),
+        (5, 0, 0, 0, 0, '-0.000001', 4.9e-324, 1e-45, false, 'plain', 'v', 'b', '\x00', '2000-01-01',
+         '2262-04-11 23:47:16.854775', '9999-12-31 23:59:59.999999+00', '00:00:00.000001', '1 microsecond',
+         'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12', '1', '1', '{NULL}', '{NULL}', 'happy');
+        "#,
+    )
+    .await
+    .unwrap();
+    ho.batch_execute(
+        "UPDATE public.everything SET t = 'changed\\there', jb = '{\"changed\": true}', ia = NULL WHERE id = 1;
+         UPDATE public.everything SET id = 40 WHERE id = 4;
+         DELETE FROM public.everything WHERE id = 5;
+         INSERT INTO public.other SELECT g, 'note ' || g FROM generate_series(1, 50) g;",
+    )
+    .await
+    .unwrap();
+    ho.batch_execute("BEGIN; TRUNCATE public.other; INSERT INTO public.other VALUES (7, 'after truncate'); COMMIT;")
+        .await
+        .unwrap();
+    ho.batch_execute("UPDATE public.other SET note = 'last' WHERE id = 7")
+        .await
+        .unwrap();
+    let out = bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert!(out.contains("captured 4 transaction(s)"), "{out}");
+    assert!(
+        out.trim_end()
+            .ends_with("Sync process completed, flushing buffer."),
+        "{out}"
+    );
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    bed.ok(1, &["pos", "sync", "--once"]).await;
+    for site in 0..2 {
+        assert_same(
+            &bed,
+            site,
+            "SELECT * FROM public.everything",
+            "SELECT * FROM public.everything",
+        )
+        .await;
+        assert_same(
+            &bed,
+            site,
+            "SELECT * FROM public.other",
+            "SELECT * FROM public.other",
+        )
+        .await;
+    }
+    let site = bed.site(1).await;
+    assert_eq!(count(&site, "SELECT count(*) FROM public.other").await, 1);
+    assert_eq!(
+        count(&site, "SELECT count(*) FROM public.everything").await,
+        4
+    );
+    // Row 3 is NULL in every column but the key.
+    assert_eq!(
+        count(&site, "SELECT count(*) FROM public.everything e WHERE id = 3 AND (SELECT count(*) FROM json_each(row_to_json(e)) WHERE value::text = 'null') = 23").await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_toast_value_is_kept_at_the_site() {
+    let bed = Bed::new(
+        "toast",
+        "CREATE TABLE public.docs (id int PRIMARY KEY, small int, body text);",
+        &[("public.docs", "all")],
+        "",
+    )
+    .await;
+    bed.setup().await;
+    let ho = bed.ho().await;
+    ho.batch_execute(
+        "INSERT INTO public.docs SELECT g, 0, (SELECT string_agg(md5(random()::text || g || s), '')
+                                               FROM generate_series(1, 4000) s)
+           FROM generate_series(1, 3) g",
+    )
+    .await
+    .unwrap();
+    bed.sync_all().await;
+    ho.batch_execute("UPDATE public.docs SET small = small + 1")
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    // The update packet does not carry the 128 KB bodies.
+    let relay = bed.relay().await;
+    let last_bytes = count(
+        &relay,
+        "SELECT byte_count FROM relay.packets ORDER BY id DESC LIMIT 1",
+    )
+    .await;
+    assert!(
+        last_bytes < 16_000,
+        "the update packet holds {last_bytes} bytes: TOAST was sent"
+    );
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    bed.ok(1, &["pos", "sync", "--once"]).await;
+    for site in 0..2 {
+        assert_same(
+            &bed,
+            site,
+            "SELECT id, small, md5(body) FROM public.docs",
+            "SELECT id, small, md5(body) FROM public.docs",
+        )
+        .await;
+    }
+    assert_eq!(
+        count(
+            &bed.site(0).await,
+            "SELECT count(*) FROM public.docs WHERE length(body) = 128000 AND small = 1"
+        )
+        .await,
+        3
+    );
+}
+
+const ROUTING_SCHEMA: &str = "
+CREATE TABLE public.items (id int PRIMARY KEY, name text);
+CREATE TABLE public.prices (site_code text, item_id int, price numeric(10,2), PRIMARY KEY (site_code, item_id));
+CREATE TABLE public.stock (id int PRIMARY KEY, site_code text, qty int);
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_all_once_and_by_column_and_moves_rows() {
+    let bed = Bed::new(
+        "routing",
+        ROUTING_SCHEMA,
+        &[
+            ("public.items", "all"),
+            ("public.prices", "column:site_code"),
+            ("public.stock", "column:site_code"),
+        ],
+        "",
+    )
+    .await;
+    let ho = bed.ho().await;
+    ho.batch_execute("ALTER TABLE public.stock REPLICA IDENTITY FULL")
+        .await
+        .unwrap();
+    bed.setup().await;
+    ho.batch_execute(
+        "INSERT INTO public.items SELECT g, 'item ' || g FROM generate_series(1, 20) g;
+         INSERT INTO public.prices SELECT s, g, g * 1.5 FROM generate_series(1, 10) g, unnest(ARRAY['s1', 's2']) s;
+         INSERT INTO public.stock SELECT g, CASE WHEN g % 2 = 0 THEN 's1' ELSE 's2' END, g FROM generate_series(1, 10) g;",
+    )
+    .await
+    .unwrap();
+    bed.sync_all().await;
+    ho.batch_execute(
+        "UPDATE public.prices SET site_code = 's2', item_id = 100 WHERE site_code = 's1' AND item_id = 1;
+         UPDATE public.stock SET site_code = 's2', qty = 99 WHERE id = 2;
+         UPDATE public.stock SET site_code = 's1' WHERE id = 3;
+         UPDATE public.items SET name = 'renamed' WHERE id = 5;",
+    )
+    .await
+    .unwrap();
+    bed.sync_all().await;
+    for (site, code) in SITES.iter().enumerate() {
+        assert_same(
+            &bed,
+            site,
+            "SELECT * FROM public.items",
+            "SELECT * FROM public.items",
+        )
+        .await;
+        assert_same(
+            &bed,
+            site,
+            &format!("SELECT * FROM public.prices WHERE site_code = '{code}'"),
+            "SELECT * FROM public.prices",
+        )
+        .await;
+        assert_same(
+            &bed,
+            site,
+            &format!("SELECT * FROM public.stock WHERE site_code = '{code}'"),
+            "SELECT * FROM public.stock",
+        )
+        .await;
+    }
+    assert_eq!(
+        count(
+            &bed.site(1).await,
+            "SELECT count(*) FROM public.stock WHERE id IN (2, 3)"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &bed.site(0).await,
+            "SELECT count(*) FROM public.stock WHERE id = 3"
+        )
+        .await,
+        1
+    );
+    // route = all is stored once per packet, for every site at once.
+    let relay = bed.relay().await;
+    assert_eq!(
+        count(&relay, "SELECT count(*) FROM relay.packet_parts WHERE table_name = 'public.items' AND target <> '*'").await,
+        0
+    );
+    assert_eq!(
+        count(&relay, "SELECT count(*) FROM relay.packet_parts WHERE table_name = 'public.items'").await,
+        count(&relay, "SELECT count(DISTINCT packet_id) FROM relay.packet_parts WHERE table_name = 'public.items'").await,
+    );
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT sum(row_count)::int8 FROM relay.packet_parts WHERE table_name = 'public.items'"
+        )
+        .await,
+        21
+    );
+    // Column-routed parts name one site each.
+    assert_eq!(
+        count(&relay, "SELECT count(*) FROM relay.packet_parts WHERE table_name = 'public.prices' AND target NOT IN ('s1', 's2')").await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_all_storage_does_not_grow_with_sites() {
+    // The same changes with two sites and with ten sites store the same bytes.
+    let mut sizes = Vec::new();
+    for sites in [2usize, 10] {
+        let bed = Bed::new("fanout", ROUTING_SCHEMA, &[("public.items", "all")], "").await;
+        bed.ok(0, &["setup", "relay"]).await;
+        for i in 0..sites {
+            bed.ok(0, &["site", "add", &format!("site{i}")]).await;
+        }
+        bed.ok(0, &["setup", "ho"]).await;
+        bed.ho()
+            .await
+            .batch_execute(
+                "INSERT INTO public.items SELECT g, 'item ' || g FROM generate_series(1, 1000) g",
+            )
+            .await
+            .unwrap();
+        bed.ok(0, &["ho", "sync", "--once"]).await;
+        let relay = bed.relay().await;
+        let bytes = count(
+            &relay,
+            "SELECT sum(length(arrow_ipc))::int8 FROM relay.packet_parts",
+        )
+        .await;
+        let parts = count(&relay, "SELECT count(*) FROM relay.packet_parts").await;
+        let targets = count(
+            &relay,
+            "SELECT max(cardinality(targets))::int8 FROM relay.packets",
+        )
+        .await;
+        assert_eq!(parts, 1);
+        assert_eq!(targets, sites as i64);
+        sizes.push(bytes);
+    }
+    assert_eq!(
+        sizes[0], sizes[1],
+        "relay bytes grew with the number of sites: {sizes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_reach_the_relay_and_ho() {
+    let bed = Bed::new(
+        "acks",
+        ROUTING_SCHEMA,
+        &[
+            ("public.items", "all"),
+            ("public.prices", "column:site_code"),
+        ],
+        "",
+    )
+    .await;
+    bed.setup().await;
+    bed.ho()
+        .await
+        .batch_execute(
+            "INSERT INTO public.items VALUES (1, 'a'), (2, 'b');
+             INSERT INTO public.prices VALUES ('s1', 1, 1.0);",
+        )
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    let relay = bed.relay().await;
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.packets WHERE status = 'UPLOADED'"
+        )
+        .await,
+        1
+    );
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.acks WHERE site = 's1' AND status = 'PROCESSED'"
+        )
+        .await,
+        1
+    );
+    // Site s2 has not acked yet: the packet is not PROCESSED.
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.packets WHERE status = 'UPLOADED'"
+        )
+        .await,
+        1
+    );
+    bed.ok(1, &["pos", "sync", "--once"]).await;
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.packets WHERE status = 'PROCESSED'"
+        )
+        .await,
+        1
+    );
+    let ho = bed.ho().await;
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert_eq!(
+        count(
+            &ho,
+            "SELECT count(*) FROM relaysync.sent_packets WHERE status = 'PROCESSED'"
+        )
+        .await,
+        1
+    );
+    let status = bed.ok(0, &["status"]).await;
+    assert!(
+        status.lines().filter(|l| l.contains("Success")).count() == 2,
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packet_a_site_cannot_apply_fails_there_only_and_a_rerun_applies_it() {
+    let bed = Bed::new("failed", ROUTING_SCHEMA, &[("public.items", "all")], "").await;
+    bed.setup().await;
+    // The DBA drops a column at site s2 after setup.
+    bed.site(1)
+        .await
+        .batch_execute("ALTER TABLE public.items DROP COLUMN name")
+        .await
+        .unwrap();
+    let ho = bed.ho().await;
+    ho.batch_execute("INSERT INTO public.items VALUES (1, 'a'), (2, 'b')")
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    let out = bed.run(1, &["pos", "sync", "--once"]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("column \"name\""), "{stderr}");
+    let relay = bed.relay().await;
+    assert_eq!(
+        count(&relay, "SELECT count(*) FROM relay.acks WHERE site = 's2' AND status = 'FAILED' AND error LIKE '%column \"name\"%'").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.packets WHERE status = 'FAILED'"
+        )
+        .await,
+        1
+    );
+    let status = bed.ok(0, &["status"]).await;
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("s2") && l.contains("Failed") && l.contains("retry")),
+        "{status}"
+    );
+    // More changes: s1 goes on, s2 stays stopped at the failed packet.
+    ho.batch_execute("INSERT INTO public.items VALUES (3, 'c')")
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    assert!(!bed
+        .run(1, &["pos", "sync", "--once"])
+        .await
+        .status
+        .success());
+    assert_same(
+        &bed,
+        0,
+        "SELECT * FROM public.items",
+        "SELECT * FROM public.items",
+    )
+    .await;
+    assert_eq!(
+        count(&bed.site(1).await, "SELECT count(*) FROM public.items").await,
+        0
+    );
+    // The DBA fixes the table; a plain rerun applies everything in order.
+    bed.site(1)
+        .await
+        .batch_execute("ALTER TABLE public.items ADD COLUMN name text")
+        .await
+        .unwrap();
+    bed.ok(1, &["pos", "sync", "--once"]).await;
+    assert_same(
+        &bed,
+        1,
+        "SELECT * FROM public.items",
+        "SELECT * FROM public.items",
+    )
+    .await;
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.packets WHERE status <> 'PROCESSED'"
+        )
+        .await,
+        0
+    );
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert_eq!(
+        count(
+            &bed.ho().await,
+            "SELECT count(*) FROM relaysync.sent_packets WHERE status <> 'PROCESSED'"
+        )
+        .await,
+        0
+    );
+}
