@@ -155,10 +155,8 @@ impl Config {
                     .try_parsing(true),
             )
             .build()
-            .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
-        let cfg: Config = raw
-            .try_deserialize()
-            .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
+            .map_err(|e| file_error(path, &e))?;
+        let cfg: Config = raw.try_deserialize().map_err(|e| file_error(path, &e))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -262,6 +260,21 @@ impl Config {
             })
             .collect()
     }
+}
+
+/// A config error on one line: the parser's source excerpt is left out.
+fn file_error(path: &Path, e: &config::ConfigError) -> Error {
+    let text = e.to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.contains(" | "))
+        .collect();
+    Error::Config(format!(
+        "config file {}: {}",
+        path.display(),
+        parts.join(": ")
+    ))
 }
 
 fn missing(section: &str, keys: &str) -> Error {

@@ -27,7 +27,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", relaysync::error_chain(e.as_ref()));
+            let line = relaysync::error_chain(e.as_ref()).replace('\n', " ");
+            eprintln!("error: {line}");
             ExitCode::FAILURE
         }
     }
