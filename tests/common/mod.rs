@@ -207,3 +207,50 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A finished process: its output, peak resident memory and run time.
+pub struct Measured {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub peak_rss_mb: f64,
+    pub elapsed: Duration,
+}
+
+/// Runs `cmd` to the end and measures its peak RSS (from wait4's rusage).
+// The child is reaped by wait4 itself, which std cannot see.
+#[allow(clippy::zombie_processes)]
+pub fn run_measured(mut cmd: Command) -> Measured {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child, with valid out-pointers.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert!(pid > 0, "wait4 failed");
+    Measured {
+        success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+        peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+        elapsed: started.elapsed(),
+    }
+}
