@@ -455,7 +455,10 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     };
     loop {
         match sync_once(cfg).await {
-            Ok(s) => print_summary(&s),
+            Ok(s) if s.packets > 0 || s.failed.is_some() || !interval.is_zero() => {
+                print_summary(&s)
+            }
+            Ok(_) => {}
             Err(e) => tracing::error!(error = %crate::error_chain(&e), "pos sync failed; retrying"),
         }
         tokio::select! {

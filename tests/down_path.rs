@@ -478,3 +478,74 @@ async fn a_packet_a_site_cannot_apply_fails_there_only_and_a_rerun_applies_it() 
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_streams_changes_and_stops_gracefully_on_sigterm() {
+    let bed = Bed::new(
+        "streaming",
+        ROUTING_SCHEMA,
+        &[("public.items", "all")],
+        "[sync]\ninterval = \"0s\"",
+    )
+    .await;
+    bed.setup().await;
+    let mut ho_worker = bed.command(0, &["ho", "run"]).spawn().unwrap();
+    let mut pos_worker = bed.command(1, &["pos", "run"]).spawn().unwrap();
+    let ho = bed.ho().await;
+    let site = bed.site(1).await;
+    for round in 0..3 {
+        ho.execute(
+            "INSERT INTO public.items SELECT g, 'x' FROM generate_series($1::int * 100 + 1, $1::int * 100 + 100) g",
+            &[&round],
+        )
+        .await
+        .unwrap();
+        let want = (round as i64 + 1) * 100;
+        wait_for(
+            std::time::Duration::from_secs(30),
+            "streamed rows at the site",
+            || {
+                let site = &site;
+                async move { count(site, "SELECT count(*) FROM public.items").await == want }
+            },
+        )
+        .await;
+    }
+    ho.execute("DELETE FROM public.items WHERE id % 2 = 0", &[])
+        .await
+        .unwrap();
+    wait_for(
+        std::time::Duration::from_secs(30),
+        "streamed deletes at the site",
+        || {
+            let site = &site;
+            async move { count(site, "SELECT count(*) FROM public.items").await == 150 }
+        },
+    )
+    .await;
+    assert_same(
+        &bed,
+        1,
+        "SELECT * FROM public.items",
+        "SELECT * FROM public.items",
+    )
+    .await;
+    for child in [&mut ho_worker, &mut pos_worker] {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+    for child in [&mut ho_worker, &mut pos_worker] {
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "worker did not stop gracefully: {status:?}"
+        );
+    }
+    // Acks flowed back while streaming: HO's record shows them.
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    let relay = bed.relay().await;
+    assert_eq!(
+        count(&relay, "SELECT count(*) FROM relay.packets p WHERE NOT EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.site = 's2')").await,
+        0
+    );
+}
