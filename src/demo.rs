@@ -8,6 +8,7 @@ use crate::postgres::cluster::Cluster;
 use crate::postgres::connect;
 
 const SCHEMA: &str = include_str!("../sql/demo_schema.sql");
+const DATA: &str = include_str!("../sql/demo_data.sql");
 const CHANGES: &str = include_str!("../sql/demo_changes.sql");
 const SITES: [&str; 2] = ["store-001", "store-002"];
 
@@ -122,6 +123,20 @@ pub async fn differences(
     Ok((count_a, diff))
 }
 
+async fn sync_sites(clusters: &Clusters, tables: &[(&str, &str)]) -> Result<()> {
+    for (i, code) in SITES.iter().enumerate() {
+        println!("\n$ relaysync pos sync --once   # at {code}");
+        crate::pos::print_summary(&crate::pos::sync_once(&clusters.config(i, tables)).await?);
+    }
+    Ok(())
+}
+
+async fn ho_sync(cfg: &Config, why: &str) -> Result<()> {
+    println!("\n$ relaysync ho sync --once{why}");
+    crate::ho::print_summary(&crate::ho::sync_once(cfg).await?);
+    Ok(())
+}
+
 /// Runs the demo and prints what happened.
 pub async fn run() -> Result<()> {
     let started = Instant::now();
@@ -136,20 +151,22 @@ pub async fn run() -> Result<()> {
     ];
     let ho_cfg = clusters.config(usize::MAX, &tables);
     run_sql(&clusters.ho.url("ho"), SCHEMA).await?;
+    run_sql(&clusters.ho.url("ho"), DATA).await?;
     for s in &clusters.sites {
         run_sql(&s.url("pos"), SCHEMA).await?;
     }
     println!(
-        "demo: HO at {}, relay at {}",
+        "demo: HO at {} holds 4 items and 4 store prices; relay at {}; the sites are empty",
         clusters.ho.url("ho"),
         clusters.relay.url("relay")
     );
 
     let mut relay = connect("relay", &clusters.relay.url("relay")).await?;
+    println!("\n$ relaysync setup relay");
     crate::relay::migrate::migrate(&mut relay, crate::relay::migrate::Target::Relay).await?;
     let relay = crate::relay::Relay::connect(&clusters.relay.url("relay")).await?;
     for code in SITES {
-        relay.add_site(code).await?;
+        relay.add_site_with_first_sync(code).await?;
         println!("$ relaysync site add {code}");
     }
     println!("$ relaysync setup ho");
@@ -162,6 +179,11 @@ pub async fn run() -> Result<()> {
             println!("pos: {line}");
         }
     }
+    println!("\n$ relaysync status");
+    crate::status::print(&crate::status::sites(&relay.client).await?);
+
+    ho_sync(&ho_cfg, "   # serves each site's first sync: a full sync").await?;
+    sync_sites(&clusters, &tables).await?;
 
     println!(
         "\ndemo: changes at HO:\n{}",
@@ -172,15 +194,9 @@ pub async fn run() -> Result<()> {
             .join("\n")
     );
     run_sql(&clusters.ho.url("ho"), CHANGES).await?;
-
-    println!("\n$ relaysync ho sync --once");
-    crate::ho::print_summary(&crate::ho::sync_once(&ho_cfg).await?);
-    for (i, code) in SITES.iter().enumerate() {
-        println!("\n$ relaysync pos sync --once   # at {code}");
-        crate::pos::print_summary(&crate::pos::sync_once(&clusters.config(i, &tables)).await?);
-    }
-    println!("\n$ relaysync ho sync --once   # reads the acks back");
-    crate::ho::print_summary(&crate::ho::sync_once(&ho_cfg).await?);
+    ho_sync(&ho_cfg, "").await?;
+    sync_sites(&clusters, &tables).await?;
+    ho_sync(&ho_cfg, "   # reads the acks back").await?;
 
     println!("\n$ relaysync status");
     crate::status::print(&crate::status::sites(&relay.client).await?);

@@ -177,6 +177,8 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
     pub capture: Outcome,
+    /// Full syncs served after the capture.
+    pub served: Vec<crate::capture::snapshot::Served>,
     /// Packets in HO's record by status.
     pub sent: Vec<(String, i64)>,
     pub elapsed: Duration,
@@ -225,9 +227,11 @@ pub async fn sync_once(cfg: &Config) -> Result<Summary> {
         crate::shutdown::never(),
     )
     .await?;
+    let served = crate::capture::snapshot::serve(&sql, &relay, &cfg.routes(), bounds(cfg)).await?;
     let sent = record_sent(&sql, &relay).await?;
     Ok(Summary {
         capture,
+        served,
         sent,
         elapsed: started.elapsed(),
     })
@@ -349,6 +353,15 @@ pub fn print_summary(s: &Summary) {
         human_bytes(c.bytes),
         s.elapsed.as_secs_f64()
     );
+    for f in &s.served {
+        println!(
+            "ho: full sync for {}: {} table(s), {} row(s) in {} packet(s)",
+            f.sites.join(", "),
+            f.tables.len(),
+            f.rows,
+            f.packets
+        );
+    }
     if c.skipped_transactions > 0 {
         println!(
             "ho: skipped {} transaction(s) already in the relay",

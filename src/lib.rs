@@ -17,6 +17,7 @@ pub mod ho;
 pub mod packet;
 pub mod pos;
 pub mod postgres;
+pub mod progress;
 pub mod relay;
 pub mod route;
 pub mod shutdown;

@@ -235,6 +235,13 @@ async fn apply_group(
     let mut acks = Vec::with_capacity(group.len());
     let mut stage = 0usize;
     let mut failure = None;
+    let snapshot = group.iter().any(|p| p.kind == "snapshot");
+    // Per table: rows loaded by a full sync in this group.
+    let mut full: HashMap<String, i64> = HashMap::new();
+    let mut progress = snapshot.then(|| {
+        let total: i64 = group.iter().map(|p| p.row_count).sum();
+        crate::progress::Progress::new(format!("full sync at {site}"), Some(total.max(0) as u64))
+    });
     'packets: for (i, p) in group.iter().enumerate() {
         if i == 0 {
             if let Err(e) = client
@@ -275,8 +282,17 @@ async fn apply_group(
                 break 'packets;
             }
             stage += 1;
+            if p.kind == "snapshot" {
+                let loaded = part.rows() - usize::from(part.has_truncate());
+                *full.entry(part.table.clone()).or_default() += loaded as i64;
+            }
             match apply_part(client, &part, stage).await {
-                Ok(n) => rows += n,
+                Ok(n) => {
+                    rows += n;
+                    if let Some(pr) = progress.as_mut() {
+                        pr.add(n);
+                    }
+                }
                 Err(e) => {
                     failure = Some((p.id, format!("{}: {}", part.table, db_message(&e))));
                     break 'packets;
@@ -299,6 +315,18 @@ async fn apply_group(
             .await
             .ctx(|| "site: ROLLBACK".into())?;
         return Ok(Err(f));
+    }
+    for (table, rows) in &full {
+        client
+            .execute(
+                "INSERT INTO relaysync.table_sync (table_name, last_full_sync, rows, packet_group)
+                 VALUES ($1, now(), $2, $3)
+                 ON CONFLICT (table_name) DO UPDATE SET last_full_sync = now(), rows = EXCLUDED.rows,
+                   packet_group = EXCLUDED.packet_group",
+                &[table, rows, &group[0].group_id],
+            )
+            .await
+            .ctx(|| "writing relaysync.table_sync".into())?;
     }
     let last = group.last().map_or(0, |p| p.id);
     for (a, p) in acks.iter().zip(group) {
@@ -325,6 +353,9 @@ async fn apply_group(
         .batch_execute("COMMIT")
         .await
         .ctx(|| "site: COMMIT".into())?;
+    if let Some(pr) = progress {
+        pr.finish();
+    }
     crate::failpoint::hit("pos_after_commit");
     Ok(Ok(acks))
 }

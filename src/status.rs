@@ -30,8 +30,16 @@ pub async fn sites(relay: &Client) -> Result<Vec<SiteStatus>> {
                     (SELECT max(a.acked_at) FROM relay.acks a WHERE a.site = s.code AND a.status = 'PROCESSED'),
                     pend.n, pend.oldest,
                     (SELECT 'packet ' || a.packet_id || ': ' || a.error FROM relay.acks a
-                      WHERE a.site = s.code AND a.status = 'FAILED' ORDER BY a.packet_id LIMIT 1)
+                      WHERE a.site = s.code AND a.status = 'FAILED' ORDER BY a.packet_id LIMIT 1),
+                    req.unserved_first, req.open
                FROM relay.sites s
+               CROSS JOIN LATERAL (
+                 SELECT coalesce(bool_or(r.reason = 'first' AND r.served_at IS NULL), false) AS unserved_first,
+                        count(*) FILTER (WHERE r.served_at IS NULL OR NOT EXISTS (
+                          SELECT 1 FROM relay.acks a WHERE a.packet_id = r.group_id AND a.site = s.code
+                             AND a.status = 'PROCESSED')) AS open
+                   FROM relay.sync_requests r
+                  WHERE r.site = s.code AND (r.group_id IS NOT NULL OR r.served_at IS NULL)) req
                CROSS JOIN LATERAL (
                  SELECT count(*) AS n, extract(epoch FROM now() - min(p.created_at))::float8 AS oldest
                    FROM relay.packets p
@@ -49,11 +57,13 @@ pub async fn sites(relay: &Client) -> Result<Vec<SiteStatus>> {
             let applied: Option<i64> = r.get(1);
             let pending: i64 = r.get(3);
             let error: Option<String> = r.get(5);
+            let unserved_first: bool = r.get(6);
+            let open_requests: i64 = r.get(7);
             let state = if error.is_some() {
                 "Failed"
-            } else if applied.is_none() && pending > 0 {
+            } else if unserved_first || (applied.is_none() && pending > 0) {
                 "Not started"
-            } else if pending > 0 {
+            } else if pending > 0 || open_requests > 0 {
                 "In progress"
             } else {
                 "Success"

@@ -256,14 +256,14 @@ async fn routes_all_once_and_by_column_and_moves_rows() {
     assert_eq!(
         count(
             &relay,
-            "SELECT sum(row_count)::int8 FROM relay.packet_parts WHERE table_name = 'public.items'"
+            "SELECT sum(t.row_count)::int8 FROM relay.packet_parts t JOIN relay.packets p ON p.id = t.packet_id WHERE t.table_name = 'public.items' AND p.kind = 'delta'"
         )
         .await,
         21
     );
     // Column-routed parts name one site each.
     assert_eq!(
-        count(&relay, "SELECT count(*) FROM relay.packet_parts WHERE table_name = 'public.prices' AND target NOT IN ('s1', 's2')").await,
+        count(&relay, "SELECT count(*) FROM relay.packet_parts t JOIN relay.packets p ON p.id = t.packet_id WHERE t.table_name = 'public.prices' AND t.target NOT IN ('s1', 's2') AND p.kind = 'delta'").await,
         0
     );
 }
@@ -290,13 +290,13 @@ async fn route_all_storage_does_not_grow_with_sites() {
         let relay = bed.relay().await;
         let bytes = count(
             &relay,
-            "SELECT sum(length(arrow_ipc))::int8 FROM relay.packet_parts",
+            "SELECT sum(length(arrow_ipc))::int8 FROM relay.packet_parts t JOIN relay.packets p ON p.id = t.packet_id WHERE p.kind = 'delta'",
         )
         .await;
-        let parts = count(&relay, "SELECT count(*) FROM relay.packet_parts").await;
+        let parts = count(&relay, "SELECT count(*) FROM relay.packet_parts t JOIN relay.packets p ON p.id = t.packet_id WHERE p.kind = 'delta'").await;
         let targets = count(
             &relay,
-            "SELECT max(cardinality(targets))::int8 FROM relay.packets",
+            "SELECT max(cardinality(targets))::int8 FROM relay.packets WHERE kind = 'delta'",
         )
         .await;
         assert_eq!(parts, 1);
@@ -335,7 +335,7 @@ async fn acks_reach_the_relay_and_ho() {
     assert_eq!(
         count(
             &relay,
-            "SELECT count(*) FROM relay.packets WHERE status = 'UPLOADED'"
+            "SELECT count(*) FROM relay.packets WHERE status = 'UPLOADED' AND kind = 'delta'"
         )
         .await,
         1
@@ -344,7 +344,7 @@ async fn acks_reach_the_relay_and_ho() {
     assert_eq!(
         count(
             &relay,
-            "SELECT count(*) FROM relay.acks WHERE site = 's1' AND status = 'PROCESSED'"
+            "SELECT count(*) FROM relay.acks a JOIN relay.packets p ON p.id = a.packet_id WHERE a.site = 's1' AND a.status = 'PROCESSED' AND p.kind = 'delta'"
         )
         .await,
         1
@@ -353,7 +353,7 @@ async fn acks_reach_the_relay_and_ho() {
     assert_eq!(
         count(
             &relay,
-            "SELECT count(*) FROM relay.packets WHERE status = 'UPLOADED'"
+            "SELECT count(*) FROM relay.packets WHERE status = 'UPLOADED' AND kind = 'delta'"
         )
         .await,
         1
@@ -362,7 +362,7 @@ async fn acks_reach_the_relay_and_ho() {
     assert_eq!(
         count(
             &relay,
-            "SELECT count(*) FROM relay.packets WHERE status = 'PROCESSED'"
+            "SELECT count(*) FROM relay.packets WHERE status = 'PROCESSED' AND kind = 'delta'"
         )
         .await,
         1
@@ -372,7 +372,7 @@ async fn acks_reach_the_relay_and_ho() {
     assert_eq!(
         count(
             &ho,
-            "SELECT count(*) FROM relaysync.sent_packets WHERE status = 'PROCESSED'"
+            "SELECT count(*) FROM relaysync.sent_packets WHERE status = 'PROCESSED' AND kind = 'delta'"
         )
         .await,
         1

@@ -14,25 +14,23 @@ use crate::postgres::{ident, literal, qualified};
 /// Rows written per COPY chunk.
 const CHUNK_BYTES: usize = 1 << 20;
 
-/// Applies one part; returns the number of rows it carried.
+/// Applies one part; returns the number of rows it carried (a truncate is no row).
 pub async fn apply_part(
     client: &Client,
     part: &Part,
     stage_no: usize,
 ) -> Result<u64, tokio_postgres::Error> {
     let target = qualified(&part.table);
-    let mut applied = 0u64;
     if part.has_truncate() {
         // DELETE rather than TRUNCATE: no lock upgrade, no foreign-key refusal
         // (replica mode leaves referential checks to the source).
         client
             .batch_execute(&format!("DELETE FROM {target}"))
             .await?;
-        applied += 1;
     }
     let cols: Vec<String> = part.columns.iter().map(|c| ident(&c.name)).collect();
     if cols.is_empty() {
-        return Ok(applied);
+        return Ok(0);
     }
     let stage = format!("relaysync_stage_{stage_no}");
     let col_list = cols.join(", ");
@@ -60,10 +58,9 @@ pub async fn apply_part(
         sink.send(Bytes::from(buf)).await?;
     }
     let staged = sink.finish().await?;
-    applied += staged;
     if staged == 0 {
         client.batch_execute(&format!("DROP TABLE {stage}")).await?;
-        return Ok(applied);
+        return Ok(0);
     }
     if staged > 1000 {
         client.batch_execute(&format!("ANALYZE {stage}")).await?;
@@ -137,5 +134,5 @@ pub async fn apply_part(
     }
     sql.push_str(&format!("DROP TABLE {stage};"));
     client.batch_execute(&sql).await?;
-    Ok(applied)
+    Ok(staged)
 }

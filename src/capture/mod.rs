@@ -15,7 +15,9 @@
 
 pub mod batch;
 pub mod catalog;
+pub mod copy_text;
 pub mod pgoutput;
+pub mod snapshot;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -67,24 +69,72 @@ pub struct Outcome {
 }
 
 /// Writes sealed packets into the relay, one relay transaction per group.
-struct Writer<'a> {
+pub(crate) struct Writer<'a> {
     relay: &'a Relay,
     origin: String,
     slot: String,
+    kind: &'static str,
+    /// The sites a `*` part is for: every registered site, or these.
+    only_sites: Option<Vec<String>>,
     open: bool,
     group: Option<i64>,
     sites: Vec<String>,
     outcome: Outcome,
 }
 
-impl Writer<'_> {
-    async fn write(&mut self, draft: PacketDraft) -> Result<()> {
+impl<'a> Writer<'a> {
+    /// A writer of `kind` packets (`delta` or `snapshot`) from `origin`.
+    pub(crate) fn new(
+        relay: &'a Relay,
+        origin: &str,
+        slot: &str,
+        kind: &'static str,
+    ) -> Writer<'a> {
+        Writer {
+            relay,
+            origin: origin.to_string(),
+            slot: slot.to_string(),
+            kind,
+            only_sites: None,
+            open: false,
+            group: None,
+            sites: Vec::new(),
+            outcome: Outcome::default(),
+        }
+    }
+
+    /// Packets go to these sites only (a snapshot for the sites that asked).
+    pub(crate) fn for_sites(mut self, sites: Vec<String>) -> Self {
+        self.only_sites = Some(sites);
+        self
+    }
+
+    /// The group being written, once its first packet is.
+    pub(crate) fn group(&self) -> Option<i64> {
+        self.group
+    }
+
+    /// What was written so far.
+    pub(crate) fn outcome(&self) -> &Outcome {
+        &self.outcome
+    }
+
+    /// Opens the relay transaction if needed.
+    pub(crate) async fn begin(&mut self) -> Result<()> {
         if !self.open {
             self.relay.exec("BEGIN").await?;
             self.open = true;
             self.group = None;
-            self.sites = self.relay.sites().await?;
+            self.sites = match &self.only_sites {
+                Some(s) => s.clone(),
+                None => self.relay.sites().await?,
+            };
         }
+        Ok(())
+    }
+
+    pub(crate) async fn write(&mut self, draft: PacketDraft) -> Result<()> {
+        self.begin().await?;
         let mut targets: Vec<String> = Vec::new();
         let mut parts = Vec::with_capacity(draft.parts.len());
         let mut rows = 0i64;
@@ -122,7 +172,7 @@ impl Writer<'_> {
             .insert_packet(&NewPacket {
                 direction: if self.origin == "ho" { "down" } else { "up" },
                 origin: &self.origin,
-                kind: "delta",
+                kind: self.kind,
                 group_id: self.group,
                 lsn_from: draft.lsn_from,
                 lsn_to: draft.lsn_to,
@@ -154,14 +204,27 @@ impl Writer<'_> {
 
     /// Commits the open group (if any) with the capture position `lsn`.
     async fn commit(&mut self, lsn: u64) -> Result<()> {
+        self.begin().await?;
+        let result = self
+            .relay
+            .set_capture_lsn(&self.origin, &self.slot, lsn)
+            .await;
+        match result {
+            Ok(()) => self.commit_group().await,
+            Err(e) => {
+                self.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits the open group, waking the site workers.
+    pub(crate) async fn commit_group(&mut self) -> Result<()> {
         if !self.open {
-            self.relay.exec("BEGIN").await?;
+            return Ok(());
         }
         self.open = false;
         let result = async {
-            self.relay
-                .set_capture_lsn(&self.origin, &self.slot, lsn)
-                .await?;
             self.relay.exec("NOTIFY relaysync_packets").await?;
             self.relay.exec("COMMIT").await
         }
@@ -172,7 +235,17 @@ impl Writer<'_> {
         result
     }
 
-    async fn abort(&mut self) {
+    /// Marks full-sync requests as served by `group`, in the open transaction.
+    pub(crate) async fn relay_mark_served(
+        &mut self,
+        requests: &[i64],
+        group: Option<i64>,
+    ) -> Result<()> {
+        self.begin().await?;
+        self.relay.mark_served(requests, group).await
+    }
+
+    pub(crate) async fn abort(&mut self) {
         if self.open {
             let _ = self.relay.exec("ROLLBACK").await;
             self.open = false;
@@ -311,15 +384,7 @@ pub async fn capture(
 
     let routes: HashMap<&str, &Route> = tables.iter().map(|(n, r)| (n.as_str(), r)).collect();
     let mut batcher = Batcher::new(bounds);
-    let mut writer = Writer {
-        relay,
-        origin: source.origin.clone(),
-        slot: source.slot.clone(),
-        open: false,
-        group: None,
-        sites: Vec::new(),
-        outcome: Outcome::default(),
-    };
+    let mut writer = Writer::new(relay, &source.origin, &source.slot, "delta");
     let mut in_txn = false;
     let mut skip = false;
     let mut txn_lsn = 0u64;
@@ -327,8 +392,22 @@ pub async fn capture(
     let mut stored_end = relay_lsn;
     let mut last_progress = Instant::now();
 
+    let mut last_requests_check = Instant::now();
     let result: Result<()> = async {
         loop {
+            // While streaming, serve full-sync requests between transactions,
+            // once everything captured is stored (see snapshot.rs for why).
+            if stop.is_none() && !in_txn && last_requests_check.elapsed() >= Duration::from_secs(1) {
+                last_requests_check = Instant::now();
+                if last_end > stored_end {
+                    flush(&mut batcher, &mut writer, last_end).await?;
+                    stored_end = last_end;
+                    confirm(&repl, stored_end);
+                }
+                for s in snapshot::serve(sql, relay, tables, bounds).await? {
+                    tracing::info!(sites = ?s.sites, rows = s.rows, packets = s.packets, "full sync served");
+                }
+            }
             let event = tokio::select! {
                 _ = crate::shutdown::requested(&mut shutdown), if !in_txn => break,
                 ev = tokio::time::timeout(linger, repl.recv()) => ev,

@@ -47,7 +47,27 @@ pub enum Command {
     Ho(WorkerCommand),
     /// The site worker: apply packets for this site in order, ack them.
     #[command(subcommand)]
-    Pos(WorkerCommand),
+    Pos(PosCommand),
+    /// Reload tables at chosen sites from HO's current data: Sync Selective
+    /// (`--site A --site B`) or Sync All (`--all`). HO's worker serves the
+    /// request on its next sync; each site applies it on its next sync, in one
+    /// transaction that clears and reloads its rows of those tables.
+    Push {
+        /// A site to reload (repeat for several).
+        #[arg(
+            long = "site",
+            value_name = "CODE",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        sites: Vec<String>,
+        /// Every registered site.
+        #[arg(long)]
+        all: bool,
+        /// A table to reload (repeat for several); default: every configured table.
+        #[arg(long = "table", value_name = "SCHEMA.TABLE")]
+        tables: Vec<String>,
+    },
     /// Show each site's status: Not started, In progress, Success or Failed.
     Status,
     /// Start throwaway PostgreSQL clusters (HO, relay, two sites), sync both
@@ -73,6 +93,23 @@ pub enum SiteCommand {
     Add { code: String },
     /// List the registered sites.
     List,
+}
+
+/// The site worker's commands.
+#[derive(Debug, Subcommand)]
+pub enum PosCommand {
+    /// Apply every packet for this site now, print a summary and exit (for cron).
+    Sync {
+        /// Run one sync and exit (the only mode of `sync`; `run` repeats).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Sync every [sync] interval (default 30m), or whenever HO stores
+    /// packets at "0s", until SIGINT or SIGTERM; then stop gracefully.
+    Run,
+    /// Ask for a clean reload of every table at this site (served by HO's
+    /// worker, applied by this site's next sync in one transaction).
+    Resync,
 }
 
 /// How a worker runs.
@@ -115,8 +152,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Site(SiteCommand::Add { code }) => {
             check_site_code(&code)?;
             let relay = Relay::connect(&cfg.relay()?.url).await?;
-            if relay.add_site(&code).await? {
-                println!("site {code} registered");
+            if relay.add_site_with_first_sync(&code).await? {
+                println!("site {code} registered; its first sync will be a full sync");
             } else {
                 println!("site {code} was registered already");
             }
@@ -134,7 +171,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ho(WorkerCommand::Run) => {
             crate::ho::run(&cfg, crate::shutdown::on_signals()).await?;
         }
-        Command::Pos(WorkerCommand::Sync { .. }) => {
+        Command::Pos(PosCommand::Sync { .. }) => {
             let s = crate::pos::sync_once(&cfg).await?;
             crate::pos::print_summary(&s);
             if let Some((packet, error)) = s.failed {
@@ -144,8 +181,49 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 )));
             }
         }
-        Command::Pos(WorkerCommand::Run) => {
+        Command::Pos(PosCommand::Run) => {
             crate::pos::run(&cfg, crate::shutdown::on_signals()).await?;
+        }
+        Command::Pos(PosCommand::Resync) => {
+            let site = cfg.pos()?.site.clone();
+            let relay = Relay::connect(&cfg.relay()?.url).await?;
+            relay
+                .request_sync(std::slice::from_ref(&site), None, "resync")
+                .await?;
+            println!("site {site}: clean resync requested; it is served on HO's next sync and applied on this site's next sync");
+        }
+        Command::Push { sites, all, tables } => {
+            for t in &tables {
+                if !cfg.tables.iter().any(|c| &c.name == t) {
+                    let known = cfg
+                        .tables
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(Error::Config(format!(
+                        "table {t} is not in [[tables]] (configured: {known}); push only configured tables"
+                    )));
+                }
+            }
+            let relay = Relay::connect(&cfg.relay()?.url).await?;
+            let sites = if all { relay.sites().await? } else { sites };
+            if sites.is_empty() {
+                return Err(Error::Setup(
+                    "no site is registered; run `relaysync site add CODE` first".into(),
+                ));
+            }
+            let tables = (!tables.is_empty()).then_some(tables);
+            relay
+                .request_sync(&sites, tables.as_deref(), "push")
+                .await?;
+            println!(
+                "full sync of {} requested for {}; served on HO's next sync",
+                tables
+                    .as_ref()
+                    .map_or("every configured table".to_string(), |t| t.join(", ")),
+                sites.join(", ")
+            );
         }
         Command::Status => {
             let relay = Relay::connect(&cfg.relay()?.url).await?;

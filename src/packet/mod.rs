@@ -9,7 +9,7 @@
 //! `_unchanged` (the names of columns whose unchanged TOAST value was not
 //! sent; the receiver keeps its own).
 
-mod decode;
+pub(crate) mod decode;
 mod encode;
 pub mod value;
 

@@ -52,6 +52,15 @@ pub struct Ack {
     pub error: Option<String>,
 }
 
+/// A pending full-sync request.
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    pub id: i64,
+    pub site: String,
+    /// None: every configured table.
+    pub tables: Option<Vec<String>>,
+}
+
 /// A connection to the relay database.
 pub struct Relay {
     pub client: Client,
@@ -114,6 +123,74 @@ impl Relay {
             .await
             .ctx(|| "registering the site".into())?;
         Ok(n == 1)
+    }
+
+    /// Registers a site and asks for its first full sync; false when it was
+    /// registered already.
+    pub async fn add_site_with_first_sync(&self, code: &str) -> Result<bool> {
+        let n = self
+            .client
+            .execute(
+                "WITH added AS (INSERT INTO relay.sites (code) VALUES ($1) ON CONFLICT DO NOTHING RETURNING code)
+                 INSERT INTO relay.sync_requests (site, reason) SELECT code, 'first' FROM added",
+                &[&code],
+            )
+            .await
+            .ctx(|| "registering the site".into())?;
+        Ok(n == 1)
+    }
+
+    /// Asks for a full sync of `tables` (None: all) at each of `sites`.
+    pub async fn request_sync(
+        &self,
+        sites: &[String],
+        tables: Option<&[String]>,
+        reason: &str,
+    ) -> Result<()> {
+        let tables: Option<Vec<String>> = tables.map(|t| t.to_vec());
+        for site in sites {
+            self.require_site(site).await?;
+        }
+        self.client
+            .execute(
+                "INSERT INTO relay.sync_requests (site, tables, reason) SELECT s, $2, $3 FROM unnest($1::text[]) s",
+                &[&sites, &tables, &reason],
+            )
+            .await
+            .ctx(|| "writing relay.sync_requests".into())?;
+        Ok(())
+    }
+
+    /// Full-sync requests not served yet, oldest first.
+    pub async fn pending_requests(&self) -> Result<Vec<SyncRequest>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT id, site, tables FROM relay.sync_requests WHERE served_at IS NULL ORDER BY id",
+                &[],
+            )
+            .await
+            .ctx(|| "reading relay.sync_requests".into())?;
+        Ok(rows
+            .iter()
+            .map(|r| SyncRequest {
+                id: r.get(0),
+                site: r.get(1),
+                tables: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Marks requests served by a snapshot group (inside its transaction).
+    pub async fn mark_served(&self, ids: &[i64], group: Option<i64>) -> Result<()> {
+        self.client
+            .execute(
+                "UPDATE relay.sync_requests SET served_at = now(), group_id = $2 WHERE id = ANY($1)",
+                &[&ids, &group],
+            )
+            .await
+            .ctx(|| "writing relay.sync_requests".into())?;
+        Ok(())
     }
 
     /// Fails with the fix when `site` is not registered.

@@ -134,7 +134,8 @@ impl Bed {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// setup relay, both sites added, setup ho, setup pos at both sites.
+    /// setup relay, both sites added, setup ho, setup pos at both sites,
+    /// and their first (full) sync.
     pub async fn setup(&self) {
         self.ok(0, &["setup", "relay"]).await;
         for s in SITES {
@@ -143,6 +144,7 @@ impl Bed {
         self.ok(0, &["setup", "ho"]).await;
         self.ok(0, &["setup", "pos"]).await;
         self.ok(1, &["setup", "pos"]).await;
+        self.sync_all().await;
     }
 
     /// ho sync, then pos sync at both sites, then ho sync again (acks).

@@ -1,0 +1,269 @@
+//! Full sync: the HO worker serves the sites' full-sync requests (first
+//! contact, `push`, `pos resync`) as snapshot groups.
+//!
+//! Why the order of packets makes this consistent while HO keeps writing:
+//! 1. The HO worker is the relay's single writer, and it serves requests
+//!    only when every transaction it has captured is stored: every packet
+//!    before the snapshot group holds transactions that committed before the
+//!    capture's position, hence before the snapshot is taken.
+//! 2. The snapshot (REPEATABLE READ) sees every transaction committed before
+//!    it; those committed after the capture's position and before the
+//!    snapshot are captured later, into packets after the snapshot group.
+//! 3. A site applies the snapshot group in one transaction (clear, load) and
+//!    then those later packets in order. Replaying a change the snapshot
+//!    already holds is harmless: each change sets its key to HO's row as of
+//!    that commit (or deletes it), so after the last change for a key the
+//!    site has HO's row, whatever it had before.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio_postgres::Client;
+
+use super::batch::{Batcher, Bounds, Captured};
+use super::copy_text::parse_line;
+use super::{catalog, Writer};
+use crate::error::{DbContext, Error, Result};
+use crate::packet::{ColumnShape, TableShape};
+use crate::postgres::{ident, parse_lsn, qualified};
+use crate::progress::Progress;
+use crate::relay::Relay;
+use crate::route::Route;
+
+/// A full sync served: which sites, which tables, how much.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub sites: Vec<String>,
+    pub tables: Vec<String>,
+    pub group: Option<i64>,
+    pub packets: u64,
+    pub rows: u64,
+}
+
+/// The shape of a table from the catalog (what a Relation message would say).
+pub async fn shape_of(sql: &Client, name: &str) -> Result<TableShape> {
+    let oid = catalog::table_oid(sql, name).await?.ok_or_else(|| {
+        Error::Setup(format!("table {name} does not exist at HO; fix [[tables]]"))
+    })?;
+    let rows = sql
+        .query(
+            "SELECT attname::text, atttypid, atttypmod, format_type(atttypid, atttypmod)
+               FROM pg_attribute
+              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+              ORDER BY attnum",
+            &[&oid],
+        )
+        .await
+        .ctx(|| format!("reading the columns of {name}"))?;
+    let columns: Vec<ColumnShape> = rows
+        .iter()
+        .map(|r| ColumnShape {
+            name: r.get(0),
+            type_oid: r.get(1),
+            type_modifier: r.get(2),
+            pg_type: r.get(3),
+        })
+        .collect();
+    let key = catalog::key_columns(sql, oid)
+        .await?
+        .iter()
+        .filter_map(|k| columns.iter().position(|c| &c.name == k))
+        .collect();
+    Ok(TableShape {
+        name: name.to_string(),
+        columns,
+        key,
+    })
+}
+
+/// Serves every pending request. Requests for the same tables share one
+/// snapshot (a `route = "all"` table is stored once for all of them).
+pub async fn serve(
+    sql: &Client,
+    relay: &Relay,
+    tables: &[(String, Route)],
+    bounds: Bounds,
+) -> Result<Vec<Served>> {
+    let pending = relay.pending_requests().await?;
+    if pending.is_empty() {
+        return Ok(Vec::new());
+    }
+    let configured: BTreeSet<&str> = tables.iter().map(|(n, _)| n.as_str()).collect();
+    let mut by_tables: BTreeMap<Vec<String>, (Vec<i64>, BTreeSet<String>)> = BTreeMap::new();
+    for r in pending {
+        let wanted: Vec<String> = match r.tables {
+            None => configured.iter().map(|s| s.to_string()).collect(),
+            Some(t) => t
+                .into_iter()
+                .filter(|t| configured.contains(t.as_str()))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        };
+        let entry = by_tables.entry(wanted).or_default();
+        entry.0.push(r.id);
+        entry.1.insert(r.site);
+    }
+    let mut served = Vec::new();
+    for (names, (ids, sites)) in by_tables {
+        let sites: Vec<String> = sites.into_iter().collect();
+        let chosen: Vec<(String, Route)> = tables
+            .iter()
+            .filter(|(n, _)| names.contains(n))
+            .cloned()
+            .collect();
+        served.push(snapshot(sql, relay, &chosen, &sites, &ids, bounds).await?);
+    }
+    Ok(served)
+}
+
+/// Writes one snapshot group of `tables` for `sites`, and marks `requests` served.
+async fn snapshot(
+    sql: &Client,
+    relay: &Relay,
+    tables: &[(String, Route)],
+    sites: &[String],
+    requests: &[i64],
+    bounds: Bounds,
+) -> Result<Served> {
+    tracing::info!(sites = ?sites, tables = tables.len(), "full sync starting");
+    sql.batch_execute(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+         SET LOCAL DateStyle = ISO; SET LOCAL TimeZone = 'UTC'; SET LOCAL IntervalStyle = postgres;
+         SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = hex;",
+    )
+    .await
+    .ctx(|| "starting the full-sync snapshot at HO".into())?;
+    let mut writer = Writer::new(relay, "ho", "", "snapshot").for_sites(sites.to_vec());
+    let result = write_snapshot(sql, &mut writer, tables, sites, requests, bounds).await;
+    let _ = sql.batch_execute("COMMIT").await;
+    match result {
+        Ok(rows) => {
+            let o = writer.outcome().clone();
+            Ok(Served {
+                sites: sites.to_vec(),
+                tables: tables.iter().map(|(n, _)| n.clone()).collect(),
+                group: writer.group(),
+                packets: o.packets,
+                rows,
+            })
+        }
+        Err(e) => {
+            writer.abort().await;
+            Err(e)
+        }
+    }
+}
+
+async fn write_snapshot(
+    sql: &Client,
+    writer: &mut Writer<'_>,
+    tables: &[(String, Route)],
+    sites: &[String],
+    requests: &[i64],
+    bounds: Bounds,
+) -> Result<u64> {
+    let mut total = 0u64;
+    let lsn_row = sql
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .ctx(|| "reading the WAL position".into())?;
+    let lsn = parse_lsn(lsn_row.get(0)).unwrap_or(0);
+    let mut batcher = Batcher::new(bounds);
+    writer.begin().await?;
+    for (i, (name, route)) in tables.iter().enumerate() {
+        let shape = shape_of(sql, name).await?;
+        let rel = i as u32;
+        let (route_column, filter) = match route {
+            Route::All => (None, String::new()),
+            Route::Column(c) => {
+                let idx = shape
+                    .columns
+                    .iter()
+                    .position(|x| &x.name == c)
+                    .ok_or_else(|| {
+                        Error::Setup(format!(
+                            "routing column {c} is not a column of {name}; fix route in [[tables]]"
+                        ))
+                    })?;
+                (Some(idx), format!(" WHERE {}::text = ANY($1)", ident(c)))
+            }
+        };
+        let columns = shape
+            .columns
+            .iter()
+            .map(|c| ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        batcher.relation(
+            rel,
+            Captured {
+                shape: Arc::new(shape),
+                route: route.clone(),
+                route_column,
+            },
+        );
+        // The site clears its rows of the table first, in the same transaction.
+        batcher.truncate(&[rel], lsn);
+        let estimate: Option<i64> = sql
+            .query_one(
+                "SELECT reltuples::int8 FROM pg_class WHERE oid = to_regclass($1)",
+                &[&qualified(name)],
+            )
+            .await
+            .ok()
+            .and_then(|r| r.get(0));
+        let mut progress = Progress::new(
+            format!("full sync {name}"),
+            estimate.map(|n| n.max(0) as u64),
+        );
+        let copy = if filter.is_empty() {
+            format!("COPY (SELECT {columns} FROM {}) TO STDOUT", qualified(name))
+        } else {
+            // COPY takes no parameters: the site codes are quoted literals.
+            let list = sites
+                .iter()
+                .map(|s| crate::postgres::literal(s))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "COPY (SELECT {columns} FROM {}{}) TO STDOUT",
+                qualified(name),
+                filter.replace("$1", &format!("ARRAY[{list}]::text[]"))
+            )
+        };
+        let stream = sql
+            .copy_out(&copy)
+            .await
+            .ctx(|| format!("reading {name} at HO"))?;
+        futures_util::pin_mut!(stream);
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.ctx(|| format!("reading {name} at HO"))?;
+            pending.extend_from_slice(&chunk);
+            let mut start = 0;
+            let mut n = 0u64;
+            while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
+                batcher.insert(rel, parse_line(&pending[start..start + pos]), lsn);
+                start += pos + 1;
+                n += 1;
+            }
+            pending.drain(..start);
+            progress.add(n);
+            for draft in batcher.take_sealed() {
+                writer.write(draft).await?;
+            }
+        }
+        total += progress.rows();
+        progress.finish();
+    }
+    batcher.seal();
+    for draft in batcher.take_sealed() {
+        writer.write(draft).await?;
+    }
+    let group = writer.group();
+    writer.relay_mark_served(requests, group).await?;
+    writer.commit_group().await?;
+    Ok(total)
+}
