@@ -61,7 +61,7 @@ pub async fn sites(relay: &Client) -> Result<Vec<SiteStatus>> {
             let open_requests: i64 = r.get(7);
             let state = if error.is_some() {
                 "Failed"
-            } else if unserved_first || (applied.is_none() && pending > 0) {
+            } else if unserved_first {
                 "Not started"
             } else if pending > 0 || open_requests > 0 {
                 "In progress"

@@ -4,29 +4,27 @@
 
 mod common;
 
+use std::sync::Mutex;
+use std::time::Instant;
+
 use common::*;
 
 const ROWS: i64 = 1_000_000;
+const TABLE: &str =
+    "CREATE TABLE public.big (id int8 PRIMARY KEY, name text, qty int, price numeric(10,2), at timestamptz);";
+const FILL: &str = "INSERT INTO public.big SELECT g, 'item ' || g, g % 1000, (g % 100000) / 100.0,
+                '2024-01-01'::timestamptz + g * interval '1 second'
+           FROM generate_series(1, $1::int8) g";
+/// The big tests measure time and memory: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_million_row_transaction_arrives_whole_in_bounded_memory() {
-    let bed = Bed::new(
-        "million",
-        "CREATE TABLE public.big (id int8 PRIMARY KEY, name text, qty int, price numeric(10,2), at timestamptz);",
-        &[("public.big", "all")],
-        "",
-    )
-    .await;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = Bed::new("million", TABLE, &[("public.big", "all")], "").await;
     bed.setup().await;
     let ho = bed.ho().await;
-    ho.execute(
-        "INSERT INTO public.big SELECT g, 'item ' || g, g % 1000, (g % 100000) / 100.0,
-                '2024-01-01'::timestamptz + g * interval '1 second'
-           FROM generate_series(1, $1::int8) g",
-        &[&ROWS],
-    )
-    .await
-    .unwrap();
+    ho.execute(FILL, &[&ROWS]).await.unwrap();
 
     let cmd = bed.command(0, &["ho", "sync", "--once"]);
     let ho_run = tokio::task::spawn_blocking(move || run_measured(cmd))
@@ -74,6 +72,118 @@ async fn one_million_row_transaction_arrives_whole_in_bounded_memory() {
         pos_run.elapsed.as_secs_f64(),
         pos_run.peak_rss_mb,
         ROWS as f64 / total.as_secs_f64()
+    );
+    assert!(
+        ho_run.peak_rss_mb < 200.0,
+        "ho worker peak RSS {:.0} MB",
+        ho_run.peak_rss_mb
+    );
+    assert!(
+        pos_run.peak_rss_mb < 200.0,
+        "pos worker peak RSS {:.0} MB",
+        pos_run.peak_rss_mb
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_million_row_full_sync_streams_in_bounded_memory() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = Bed::new("million_full", TABLE, &[("public.big", "all")], "").await;
+    let ho = bed.ho().await;
+    ho.execute(FILL, &[&ROWS]).await.unwrap();
+    ho.batch_execute("ANALYZE public.big").await.unwrap();
+    bed.ok(0, &["setup", "relay"]).await;
+    bed.ok(0, &["site", "add", SITES[0]]).await;
+    bed.ok(0, &["setup", "ho"]).await;
+    bed.ok(0, &["setup", "pos"]).await;
+
+    let cmd = bed.command(0, &["ho", "sync", "--once"]);
+    let ho_run = tokio::task::spawn_blocking(move || run_measured(cmd))
+        .await
+        .unwrap();
+    assert!(ho_run.success, "ho sync failed: {}", ho_run.stderr);
+    let cmd = bed.command(0, &["pos", "sync", "--once"]);
+    let pos_run = tokio::task::spawn_blocking(move || run_measured(cmd))
+        .await
+        .unwrap();
+    assert!(pos_run.success, "pos sync failed: {}", pos_run.stderr);
+
+    // Progress: not a terminal here, so lines on stdout, and a final one per table.
+    assert!(
+        ho_run
+            .stdout
+            .contains("full sync public.big: 1000000 rows in"),
+        "{}",
+        ho_run.stdout
+    );
+    assert!(
+        pos_run.stdout.contains("full sync at s1: 1000000 rows in"),
+        "{}",
+        pos_run.stdout
+    );
+    if ho_run.elapsed.as_secs() > 4 {
+        assert!(
+            ho_run
+                .stdout
+                .lines()
+                .filter(|l| l.contains("rows/s"))
+                .count()
+                >= 2,
+            "{}",
+            ho_run.stdout
+        );
+    }
+    let site = bed.site(0).await;
+    let digest = "SELECT md5(string_agg(b::text, '|' ORDER BY id)) FROM public.big b";
+    let ho_digest: String = ho.query_one(digest, &[]).await.unwrap().get(0);
+    let site_digest: String = site.query_one(digest, &[]).await.unwrap().get(0);
+    assert_eq!(ho_digest, site_digest, "site rows differ from HO");
+    assert_eq!(
+        count(
+            &site,
+            "SELECT rows FROM relaysync.table_sync WHERE table_name = 'public.big'"
+        )
+        .await,
+        ROWS
+    );
+    assert_eq!(
+        count(&site, "SELECT count(DISTINCT xmin::text) FROM public.big").await,
+        1
+    );
+
+    // The same table through pg_dump | psql into an empty database at the site's cluster.
+    let c = clusters();
+    c.sites[0]
+        .create_database(&format!("{}_dump", bed.name))
+        .await
+        .unwrap();
+    let bin = relaysync::postgres::cluster::bindir().unwrap();
+    let started = Instant::now();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{}/pg_dump -h 127.0.0.1 -p {} -U postgres -t public.big {} | {}/psql -q -h 127.0.0.1 -p {} -U postgres -d {}_dump >/dev/null",
+            bin.display(),
+            c.ho.port(),
+            bed.name,
+            bin.display(),
+            c.sites[0].port(),
+            bed.name
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dump = started.elapsed();
+    let ours = ho_run.elapsed + pos_run.elapsed;
+    println!(
+        "1M-row full sync: relaysync {:.1}s ({:.0} rows/s; ho peak RSS {:.0} MB, pos peak RSS {:.0} MB) vs pg_dump | psql {:.1}s ({:.0} rows/s); ratio {:.2}",
+        ours.as_secs_f64(),
+        ROWS as f64 / ours.as_secs_f64(),
+        ho_run.peak_rss_mb,
+        pos_run.peak_rss_mb,
+        dump.as_secs_f64(),
+        ROWS as f64 / dump.as_secs_f64(),
+        ours.as_secs_f64() / dump.as_secs_f64()
     );
     assert!(
         ho_run.peak_rss_mb < 200.0,
