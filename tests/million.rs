@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::Mutex;
 use std::time::Instant;
 
 use common::*;
@@ -16,11 +15,11 @@ const FILL: &str = "INSERT INTO public.big SELECT g, 'item ' || g, g % 1000, (g 
                 '2024-01-01'::timestamptz + g * interval '1 second'
            FROM generate_series(1, $1::int8) g";
 /// The big tests measure time and memory: one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_million_row_transaction_arrives_whole_in_bounded_memory() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let bed = Bed::new("million", TABLE, &[("public.big", "all")], "").await;
     bed.setup().await;
     let ho = bed.ho().await;
@@ -87,7 +86,7 @@ async fn one_million_row_transaction_arrives_whole_in_bounded_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_million_row_full_sync_streams_in_bounded_memory() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let bed = Bed::new("million_full", TABLE, &[("public.big", "all")], "").await;
     let ho = bed.ho().await;
     ho.execute(FILL, &[&ROWS]).await.unwrap();
