@@ -14,6 +14,21 @@ const TABLE: &str =
 const FILL: &str = "INSERT INTO public.big SELECT g, 'item ' || g, g % 1000, (g % 100000) / 100.0,
                 '2024-01-01'::timestamptz + g * interval '1 second'
            FROM generate_series(1, $1::int8) g";
+/// `ho sync` then `pos sync` at site s1, each measured.
+async fn sync_measured(bed: &Bed) -> (Measured, Measured) {
+    let mut runs = Vec::new();
+    for role in ["ho", "pos"] {
+        let cmd = bed.command(0, &[role, "sync", "--once"]);
+        let run = tokio::task::spawn_blocking(move || run_measured(cmd))
+            .await
+            .unwrap();
+        assert!(run.success, "{role} sync failed: {}", run.stderr);
+        runs.push(run);
+    }
+    let pos = runs.pop().unwrap();
+    (runs.pop().unwrap(), pos)
+}
+
 /// The big tests measure time and memory: one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -25,16 +40,7 @@ async fn one_million_row_transaction_arrives_whole_in_bounded_memory() {
     let ho = bed.ho().await;
     ho.execute(FILL, &[&ROWS]).await.unwrap();
 
-    let cmd = bed.command(0, &["ho", "sync", "--once"]);
-    let ho_run = tokio::task::spawn_blocking(move || run_measured(cmd))
-        .await
-        .unwrap();
-    assert!(ho_run.success, "ho sync failed: {}", ho_run.stderr);
-    let cmd = bed.command(0, &["pos", "sync", "--once"]);
-    let pos_run = tokio::task::spawn_blocking(move || run_measured(cmd))
-        .await
-        .unwrap();
-    assert!(pos_run.success, "pos sync failed: {}", pos_run.stderr);
+    let (ho_run, pos_run) = sync_measured(&bed).await;
 
     let relay = bed.relay().await;
     let packets = count(
@@ -96,16 +102,7 @@ async fn one_million_row_full_sync_streams_in_bounded_memory() {
     bed.ok(0, &["setup", "ho"]).await;
     bed.ok(0, &["setup", "pos"]).await;
 
-    let cmd = bed.command(0, &["ho", "sync", "--once"]);
-    let ho_run = tokio::task::spawn_blocking(move || run_measured(cmd))
-        .await
-        .unwrap();
-    assert!(ho_run.success, "ho sync failed: {}", ho_run.stderr);
-    let cmd = bed.command(0, &["pos", "sync", "--once"]);
-    let pos_run = tokio::task::spawn_blocking(move || run_measured(cmd))
-        .await
-        .unwrap();
-    assert!(pos_run.success, "pos sync failed: {}", pos_run.stderr);
+    let (ho_run, pos_run) = sync_measured(&bed).await;
 
     // Progress: not a terminal here, so lines on stdout, and a final one per table.
     assert!(

@@ -4,6 +4,27 @@
 use tokio_postgres::Client;
 
 use crate::error::{DbContext, Result};
+use crate::packet::{ColumnShape, TableShape};
+
+/// The shape of table `relid` named `name` with these columns: its key
+/// (see [`key_columns`]) as indexes into them.
+pub async fn shape(
+    client: &Client,
+    relid: u32,
+    name: &str,
+    columns: Vec<ColumnShape>,
+) -> Result<TableShape> {
+    let key = key_columns(client, relid)
+        .await?
+        .iter()
+        .filter_map(|k| columns.iter().position(|c| &c.name == k))
+        .collect();
+    Ok(TableShape {
+        name: name.to_string(),
+        columns,
+        key,
+    })
+}
 
 /// Key columns of a table, in index order: its primary key, else its replica
 /// identity index; empty when it has neither.

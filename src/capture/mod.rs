@@ -259,7 +259,6 @@ async fn describe(sql: &Client, rel: &Relation, name: &str) -> Result<TableShape
         .await?
         .into_iter()
         .collect();
-    let key_names = catalog::key_columns(sql, rel.id).await?;
     let columns: Vec<ColumnShape> = rel
         .columns
         .iter()
@@ -270,15 +269,7 @@ async fn describe(sql: &Client, rel: &Relation, name: &str) -> Result<TableShape
             pg_type: types.get(&c.name).cloned().unwrap_or_else(|| "text".into()),
         })
         .collect();
-    let key = key_names
-        .iter()
-        .filter_map(|k| columns.iter().position(|c| &c.name == k))
-        .collect();
-    Ok(TableShape {
-        name: name.to_string(),
-        columns,
-        key,
-    })
+    catalog::shape(sql, rel.id, name, columns).await
 }
 
 fn replication_config(source: &Source, start: u64) -> Result<ReplicationConfig> {

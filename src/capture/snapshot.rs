@@ -65,16 +65,7 @@ pub async fn shape_of(sql: &Client, name: &str) -> Result<TableShape> {
             pg_type: r.get(3),
         })
         .collect();
-    let key = catalog::key_columns(sql, oid)
-        .await?
-        .iter()
-        .filter_map(|k| columns.iter().position(|c| &c.name == k))
-        .collect();
-    Ok(TableShape {
-        name: name.to_string(),
-        columns,
-        key,
-    })
+    catalog::shape(sql, oid, name, columns).await
 }
 
 /// Serves every pending request. Requests for the same tables share one
