@@ -23,6 +23,8 @@ pub struct Config {
     pub packet: PacketConfig,
     #[serde(default)]
     pub tables: Vec<TableConfig>,
+    #[serde(default)]
+    pub upstream: Vec<UpstreamConfig>,
 }
 
 /// `[ho]`: the head-office database and its replication slot.
@@ -49,6 +51,47 @@ pub struct RelayConfig {
 pub struct PosConfig {
     pub site: String,
     pub url: String,
+    /// The slot that captures this site's upstream tables.
+    #[serde(default = "default_up_name")]
+    pub slot: String,
+    /// The publication of this site's upstream tables.
+    #[serde(default = "default_up_name")]
+    pub publication: String,
+}
+
+/// How HO merges an upstream table's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Merge {
+    /// Insert; a row whose key HO has is ignored (device event logs).
+    Append,
+    /// A new key is inserted; for a key HO has, only HO's NULL or '' columns
+    /// take the site's value: HO's values win.
+    FillVacant,
+    /// The site's row wins.
+    Upsert,
+}
+
+/// What a delete at a site does at HO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deletes {
+    /// Nothing: a site's delete never deletes at HO.
+    #[default]
+    Ignore,
+    /// HO deletes the row too.
+    Apply,
+}
+
+/// `[[upstream]]`: one site table whose rows go up to HO.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `schema.table`, the same at the sites and at HO.
+    pub name: String,
+    pub merge: Merge,
+    #[serde(default)]
+    pub deletes: Deletes,
 }
 
 /// `[sync]`: scheduling of `run`.
@@ -100,6 +143,9 @@ pub struct TableConfig {
 
 fn default_name() -> String {
     "relaysync".into()
+}
+fn default_up_name() -> String {
+    "relaysync_up".into()
 }
 fn default_interval() -> String {
     "30m".into()
@@ -214,7 +260,30 @@ impl Config {
             Route::from_str(&t.route)
                 .map_err(|e| Error::Config(format!("[[tables]] {}: {e}", t.name)))?;
         }
+        let mut seen = std::collections::HashSet::new();
+        for u in &self.upstream {
+            if split_table(&u.name).is_none() {
+                return Err(Error::Config(format!(
+                    "[[upstream]] name '{}' must be schema-qualified, e.g. public.{}",
+                    u.name, u.name
+                )));
+            }
+            if !seen.insert(u.name.as_str()) {
+                return Err(Error::Config(format!(
+                    "[[upstream]] lists {} twice; keep one entry per table",
+                    u.name
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The upstream tables as captured tables (every change goes up to HO).
+    pub fn upstream_routes(&self) -> Vec<(String, Route)> {
+        self.upstream
+            .iter()
+            .map(|u| (u.name.clone(), Route::All))
+            .collect()
     }
 
     /// The `[sync] interval` as a duration.

@@ -57,6 +57,8 @@ impl Clusters {
                     .get(site)
                     .map_or_else(|| format!("site-{site:03}"), |s| s.to_string()),
                 url: c.url("pos"),
+                slot: "relaysync_up".into(),
+                publication: "relaysync_up".into(),
             }),
             sync: Default::default(),
             packet: Default::default(),
@@ -67,6 +69,7 @@ impl Clusters {
                     route: r.to_string(),
                 })
                 .collect(),
+            upstream: Vec::new(),
         }
     }
 }

@@ -109,7 +109,31 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
         described.push((name, route, key, columns));
     }
 
+    for u in &cfg.upstream {
+        let oid = catalog::table_oid(&sql, &u.name).await?.ok_or_else(|| {
+            Error::Setup(format!(
+                "upstream table {} does not exist at HO; create it as at the sites or fix [[upstream]] name",
+                u.name
+            ))
+        })?;
+        if u.merge != crate::config::Merge::Append
+            && catalog::key_columns(&sql, oid).await?.is_empty()
+        {
+            return Err(Error::Setup(format!(
+                "upstream table {} has no primary key at HO, so rows cannot be merged by key; add one (ALTER TABLE {} ADD PRIMARY KEY (…))",
+                u.name,
+                qualified(&u.name)
+            )));
+        }
+    }
+
     migrate::migrate(&mut sql, Target::Ho).await?;
+    if !cfg.upstream.is_empty() {
+        let origin = ensure_origin(&sql, crate::MERGE_ORIGIN).await?;
+        said.push(format!(
+            "replication origin {origin} marks what HO merges from the sites"
+        ));
+    }
     let publication = ident(&ho.publication);
     let table_list = described
         .iter()
@@ -173,10 +197,53 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
     Ok(said)
 }
 
+/// The name of this database's replication origin `base`: origins are per
+/// server, so the database's name is appended.
+pub async fn origin_name(sql: &Client, base: &str) -> Result<String> {
+    let row = sql
+        .query_one("SELECT $1 || '_' || current_database()", &[&base])
+        .await
+        .ctx(|| "reading the database name".into())?;
+    Ok(row.get(0))
+}
+
+/// Creates this database's replication origin `base` if it does not exist;
+/// returns its name.
+pub async fn ensure_origin(sql: &Client, base: &str) -> Result<String> {
+    let name = origin_name(sql, base).await?;
+    sql.execute(
+        "SELECT pg_replication_origin_create($1)
+          WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+        &[&name],
+    )
+    .await
+    .ctx(|| {
+        format!(
+            "creating replication origin {name}; it needs a superuser, or GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text) to relaysync's role"
+        )
+    })?;
+    Ok(name)
+}
+
+/// Marks this session's writes with this database's replication origin `base`.
+pub async fn use_origin(sql: &Client, base: &str, setup: &str) -> Result<()> {
+    let name = origin_name(sql, base).await?;
+    sql.execute("SELECT pg_replication_origin_session_setup($1)", &[&name])
+        .await
+        .ctx(|| {
+            format!(
+                "marking this session with replication origin {name}; run `relaysync setup {setup}`, and stop any other worker on this database"
+            )
+        })?;
+    Ok(())
+}
+
 /// What one `ho sync` did.
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
     pub capture: Outcome,
+    /// Site data merged into HO before the capture.
+    pub merged: crate::apply::merge::Outcome,
     /// Full syncs served after the capture.
     pub served: Vec<crate::capture::snapshot::Served>,
     /// Packets in HO's record by status.
@@ -203,6 +270,8 @@ fn source(cfg: &Config) -> Result<Source> {
         slot: ho.slot.clone(),
         publication: ho.publication.clone(),
         origin: "ho".into(),
+        skip_origin: None,
+        targets: None,
     })
 }
 
@@ -217,6 +286,8 @@ fn bounds(cfg: &Config) -> Bounds {
 pub async fn sync_once(cfg: &Config) -> Result<Summary> {
     let started = Instant::now();
     let (sql, relay) = open(cfg).await?;
+    // Merge what the sites sent first: the capture then fans it out.
+    let merged = crate::apply::merge::apply_up(&sql, &relay, &cfg.upstream).await?;
     let capture = capture::capture(
         &sql,
         &relay,
@@ -231,6 +302,7 @@ pub async fn sync_once(cfg: &Config) -> Result<Summary> {
     let sent = record_sent(&sql, &relay).await?;
     Ok(Summary {
         capture,
+        merged,
         served,
         sent,
         elapsed: started.elapsed(),
@@ -343,6 +415,16 @@ async fn stream(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<()> {
 
 /// Prints what a sync did, ending with the line operators look for.
 pub fn print_summary(s: &Summary) {
+    let m = &s.merged;
+    if m.packets > 0 || m.failed.is_some() {
+        println!(
+            "ho: merged {} up packet(s) from the sites: {} row(s), {} changed HO, {} rejected (see relaysync events)",
+            m.packets, m.rows, m.merged, m.rejected
+        );
+    }
+    if let Some((packet, error)) = &m.failed {
+        println!("ho: up packet {packet} FAILED: {error}; fix the cause and run `relaysync ho sync --once` again");
+    }
     let c = &s.capture;
     println!(
         "ho: captured {} transaction(s), {} change(s) into {} packet(s): {} row(s), {} compressed, in {:.2}s",

@@ -25,6 +25,15 @@ pub mod status;
 
 pub use error::{Error, Result};
 
+/// The replication origin (with `_<database>` appended: origins are per
+/// server) of what a site's applier writes: the site's own capture skips it,
+/// so nothing echoes back up.
+pub const APPLY_ORIGIN: &str = "relaysync_apply";
+/// The replication origin (with `_<database>` appended) of what HO's applier
+/// merges from the sites: HO's capture sends it down marked with this name,
+/// and the sites log it.
+pub const MERGE_ORIGIN: &str = "relaysync_up";
+
 /// An error and its causes on one line: `what: why: deeper why`.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

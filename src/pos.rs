@@ -20,9 +20,6 @@ use crate::postgres::{connect, qualified};
 use crate::relay::migrate::{self, Target};
 use crate::relay::{Ack, PacketInfo, Relay};
 
-/// Packets listed per round trip to the relay.
-const FETCH: i64 = 500;
-
 /// Checks the site's tables against HO's and creates the site's bookkeeping schema.
 pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
     let pos = cfg.pos()?;
@@ -66,6 +63,7 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
             pos.site
         )));
     }
+    let upstream = check_upstream(&client, cfg).await?;
     migrate::migrate(&mut client, Target::Pos).await?;
     client
         .execute(
@@ -74,11 +72,135 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
         )
         .await
         .ctx(|| "writing relaysync.site".into())?;
-    Ok(vec![format!(
+    let mut said = vec![format!(
         "site {}: {} table(s) checked, bookkeeping schema relaysync ready",
         pos.site,
         cfg.tables.len()
-    )])
+    )];
+    if let Some(slot_exists) = upstream {
+        prepare_upstream(&client, cfg, slot_exists).await?;
+        said.push(format!(
+            "upstream capture ready: publication {} and slot {} for {} table(s)",
+            pos.publication,
+            pos.slot,
+            cfg.upstream.len()
+        ));
+    }
+    Ok(said)
+}
+
+/// Checks the site for upstream capture (wal_level, free slot, keys) before
+/// anything is created; returns whether the slot exists, or None without
+/// upstream tables.
+async fn check_upstream(client: &Client, cfg: &Config) -> Result<Option<bool>> {
+    if cfg.upstream.is_empty() {
+        return Ok(None);
+    }
+    let pos = cfg.pos()?;
+    let wal_level: String = client
+        .query_one("SHOW wal_level", &[])
+        .await
+        .ctx(|| "reading wal_level".into())?
+        .get(0);
+    if wal_level != "logical" {
+        return Err(Error::Setup(format!(
+            "wal_level is '{wal_level}' at site {}; upstream tables need wal_level = logical in postgresql.conf and a restart",
+            pos.site
+        )));
+    }
+    let row = client
+        .query_one(
+            "SELECT (SELECT database::text FROM pg_replication_slots WHERE slot_name = $1),
+                    (SELECT count(*)::int FROM pg_replication_slots) < current_setting('max_replication_slots')::int,
+                    current_database()::text",
+            &[&pos.slot],
+        )
+        .await
+        .ctx(|| "reading replication slots".into())?;
+    let (slot_db, free, db): (Option<String>, bool, String) = (row.get(0), row.get(1), row.get(2));
+    if let Some(other) = slot_db.as_ref().filter(|d| **d != db) {
+        return Err(Error::Setup(format!(
+            "replication slot {} belongs to database {other} on this server; set [pos] slot to a free name",
+            pos.slot
+        )));
+    }
+    let exists = slot_db.is_some();
+    if !exists && !free {
+        return Err(Error::Setup(format!(
+            "no free replication slot at site {} for its upstream tables; raise max_replication_slots and restart",
+            pos.site
+        )));
+    }
+    for u in &cfg.upstream {
+        let oid = crate::capture::catalog::table_oid(client, &u.name)
+            .await?
+            .ok_or_else(|| {
+                Error::Setup(format!(
+                "upstream table {} does not exist at the site; create it or fix [[upstream]] name",
+                u.name
+            ))
+            })?;
+        let identity: i8 = client
+            .query_one(
+                "SELECT relreplident::\"char\" FROM pg_class WHERE oid = $1",
+                &[&oid],
+            )
+            .await
+            .ctx(|| format!("reading the replica identity of {}", u.name))?
+            .get(0);
+        if crate::capture::catalog::key_columns(client, oid)
+            .await?
+            .is_empty()
+            && identity as u8 != b'f'
+        {
+            return Err(Error::Setup(format!(
+                "upstream table {} has no primary key at the site; add one (ALTER TABLE {} ADD PRIMARY KEY (…))",
+                u.name,
+                qualified(&u.name)
+            )));
+        }
+    }
+    Ok(Some(exists))
+}
+
+/// Creates the publication, slot and replication origin of upstream capture.
+async fn prepare_upstream(client: &Client, cfg: &Config, slot_exists: bool) -> Result<()> {
+    let pos = cfg.pos()?;
+    let tables = cfg
+        .upstream
+        .iter()
+        .map(|u| qualified(&u.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let publication = crate::postgres::ident(&pos.publication);
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&pos.publication],
+        )
+        .await
+        .ctx(|| "reading pg_publication".into())?
+        .is_some();
+    let statement = if exists {
+        format!("ALTER PUBLICATION {publication} SET TABLE {tables}")
+    } else {
+        format!("CREATE PUBLICATION {publication} FOR TABLE {tables}")
+    };
+    client
+        .batch_execute(&statement)
+        .await
+        .ctx(|| format!("creating publication {}", pos.publication))?;
+    if !slot_exists {
+        client
+            .execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&pos.slot],
+            )
+            .await
+            .ctx(|| format!("creating replication slot {}", pos.slot))?;
+    }
+    crate::ho::ensure_origin(client, crate::APPLY_ORIGIN).await?;
+    Ok(())
 }
 
 /// Checks that a site table has HO's columns, types and a unique key.
@@ -149,6 +271,8 @@ async fn check_table(
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
     pub site: String,
+    /// What went up to HO, when the site has upstream tables.
+    pub uploaded: Option<crate::capture::Outcome>,
     pub packets: u64,
     pub rows: u64,
     pub acks_resent: u64,
@@ -286,7 +410,7 @@ async fn apply_group(
                 let loaded = part.rows() - usize::from(part.has_truncate());
                 *full.entry(part.table.clone()).or_default() += loaded as i64;
             }
-            match apply_part(client, &part, stage).await {
+            match apply_part(client, site, &part, stage).await {
                 Ok(n) => {
                     rows += n;
                     if let Some(pr) = progress.as_mut() {
@@ -368,6 +492,36 @@ pub async fn sync_once(cfg: &Config) -> Result<Summary> {
         site: site.clone(),
         ..Summary::default()
     };
+    if !cfg.upstream.is_empty() {
+        let pos = cfg.pos()?;
+        let source = crate::capture::Source {
+            url: pos.url.clone(),
+            slot: pos.slot.clone(),
+            publication: pos.publication.clone(),
+            origin: site.clone(),
+            // What this site's applier wrote came from HO: never send it back.
+            skip_origin: Some(crate::ho::origin_name(&client, crate::APPLY_ORIGIN).await?),
+            targets: Some(vec!["ho".into()]),
+        };
+        let bounds = crate::capture::batch::Bounds {
+            max_rows: cfg.packet.max_rows,
+            max_bytes: cfg.packet.max_bytes,
+        };
+        summary.uploaded = Some(
+            crate::capture::capture(
+                &client,
+                &relay,
+                &source,
+                &cfg.upstream_routes(),
+                bounds,
+                crate::capture::Mode::Once,
+                crate::shutdown::never(),
+            )
+            .await?,
+        );
+        // Mark what this session applies so this site's capture skips it.
+        crate::ho::use_origin(&client, crate::APPLY_ORIGIN, "pos").await?;
+    }
     summary.acks_resent = resend_acks(&client, &relay, &site).await?;
     let mut applied: i64 = client
         .query_one(
@@ -379,24 +533,9 @@ pub async fn sync_once(cfg: &Config) -> Result<Summary> {
         .get(0);
     let mut last_log = Instant::now();
     loop {
-        let listed = relay.next_packets(&site, applied, FETCH).await?;
-        if listed.is_empty() {
+        let groups = relay.next_groups("down", &site, applied).await?;
+        if groups.is_empty() {
             break;
-        }
-        let mut groups: Vec<Vec<PacketInfo>> = Vec::new();
-        for p in listed.iter().cloned() {
-            match groups.last_mut() {
-                Some(g) if g[0].group_id == p.group_id => g.push(p),
-                _ => groups.push(vec![p]),
-            }
-        }
-        if listed.len() as i64 == FETCH {
-            // The last group may go on past the listing: take it whole, on its own.
-            if groups.len() > 1 {
-                groups.pop();
-            } else {
-                groups = vec![relay.group_packets(&site, groups[0][0].group_id).await?];
-            }
         }
         for group in groups {
             match apply_group(&client, &relay, &site, &group).await? {
@@ -505,6 +644,12 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
 
 /// Prints what a sync did.
 pub fn print_summary(s: &Summary) {
+    if let Some(up) = &s.uploaded {
+        println!(
+            "pos {}: uploaded {} transaction(s), {} change(s) in {} packet(s) for HO",
+            s.site, up.transactions, up.changes, up.packets
+        );
+    }
     println!(
         "pos {}: applied {} packet(s), {} row(s) in {:.2}s; applied through packet {}",
         s.site,

@@ -111,7 +111,7 @@ async fn ho_killed_in_the_middle_of_a_group() {
         )
         .await
         .unwrap();
-    run_killed_at(&bed, 0, &["ho", "sync", "--once"], "ho_mid_group").await;
+    run_killed_at(&bed, 0, &["ho", "sync", "--once"], "capture_mid_group").await;
     let relay = bed.relay().await;
     assert_eq!(
         count(
@@ -165,7 +165,13 @@ async fn ho_killed_between_relay_commit_and_slot_confirmation() {
     ho.batch_execute("UPDATE public.items SET qty = qty + 1 WHERE id <= 10")
         .await
         .unwrap();
-    run_killed_at(&bed, 0, &["ho", "sync", "--once"], "ho_after_relay_commit").await;
+    run_killed_at(
+        &bed,
+        0,
+        &["ho", "sync", "--once"],
+        "capture_after_relay_commit",
+    )
+    .await;
     assert_slot_behind_relay(&bed, &start).await;
     let relay = bed.relay().await;
     let packets = count(

@@ -8,42 +8,75 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio_postgres::Client;
 
+pub mod merge;
+
 use crate::packet::Part;
 use crate::postgres::{ident, literal, qualified};
 
 /// Rows written per COPY chunk.
 const CHUNK_BYTES: usize = 1 << 20;
 
-/// Applies one part; returns the number of rows it carried (a truncate is no row).
-pub async fn apply_part(
+/// A part loaded into a temporary staging table (dropped at commit): its
+/// columns, then `relaysync_op`, `relaysync_unchanged`, `relaysync_origin`
+/// and `relaysync_seq` (the row's place in the part).
+pub(crate) struct Stage {
+    pub name: String,
+    pub target: String,
+    /// The part's columns, quoted.
+    pub cols: Vec<String>,
+    /// The key columns, quoted.
+    pub key: Vec<String>,
+    pub rows: u64,
+}
+
+impl Stage {
+    /// `t.k = s.k AND …` over the key.
+    pub fn key_match(&self) -> String {
+        self.key
+            .iter()
+            .map(|k| format!("t.{k} = s.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// The key as one text value, for logs.
+    pub fn key_text(&self, alias: &str) -> String {
+        if self.key.is_empty() {
+            return "''".into();
+        }
+        format!(
+            "concat_ws(',', {})",
+            self.key
+                .iter()
+                .map(|k| format!("{alias}.{k}::text"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// COPYs a part's rows (truncate rows aside) into a new staging table shaped
+/// like the target's columns.
+pub(crate) async fn stage_part(
     client: &Client,
     part: &Part,
     stage_no: usize,
-) -> Result<u64, tokio_postgres::Error> {
+) -> Result<Stage, tokio_postgres::Error> {
     let target = qualified(&part.table);
-    if part.has_truncate() {
-        // DELETE rather than TRUNCATE: no lock upgrade, no foreign-key refusal
-        // (replica mode leaves referential checks to the source).
-        client
-            .batch_execute(&format!("DELETE FROM {target}"))
-            .await?;
-    }
     let cols: Vec<String> = part.columns.iter().map(|c| ident(&c.name)).collect();
-    if cols.is_empty() {
-        return Ok(0);
-    }
-    let stage = format!("relaysync_stage_{stage_no}");
+    let name = format!("relaysync_stage_{stage_no}");
     let col_list = cols.join(", ");
     client
         .batch_execute(&format!(
-            "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {col_list} FROM {target} WITH NO DATA;
-             ALTER TABLE {stage} ADD COLUMN relaysync_op text, ADD COLUMN relaysync_unchanged text[];"
+            "CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {col_list} FROM {target} WITH NO DATA;
+             ALTER TABLE {name} ADD COLUMN relaysync_op text, ADD COLUMN relaysync_unchanged text[],
+               ADD COLUMN relaysync_origin text,
+               ADD COLUMN relaysync_seq bigint GENERATED ALWAYS AS IDENTITY;"
         ))
         .await?;
-
     let sink = client
         .copy_in(&format!(
-            "COPY {stage} ({col_list}, relaysync_op, relaysync_unchanged) FROM STDIN"
+            "COPY {name} ({col_list}, relaysync_op, relaysync_unchanged, relaysync_origin) FROM STDIN"
         ))
         .await?;
     futures_util::pin_mut!(sink);
@@ -57,16 +90,47 @@ pub async fn apply_part(
     if !buf.is_empty() {
         sink.send(Bytes::from(buf)).await?;
     }
-    let staged = sink.finish().await?;
+    let rows = sink.finish().await?;
+    if rows > 1000 {
+        client.batch_execute(&format!("ANALYZE {name}")).await?;
+    }
+    Ok(Stage {
+        name,
+        target,
+        cols,
+        key: part.key.iter().map(|k| ident(k)).collect(),
+        rows,
+    })
+}
+
+/// Applies one part at a site; returns the number of rows it carried (a
+/// truncate is no row).
+pub async fn apply_part(
+    client: &Client,
+    site: &str,
+    part: &Part,
+    stage_no: usize,
+) -> Result<u64, tokio_postgres::Error> {
+    if part.has_truncate() {
+        // DELETE rather than TRUNCATE: no lock upgrade, no foreign-key refusal
+        // (replica mode leaves referential checks to the source).
+        client
+            .batch_execute(&format!("DELETE FROM {}", qualified(&part.table)))
+            .await?;
+    }
+    if part.columns.is_empty() {
+        return Ok(0);
+    }
+    let st = stage_part(client, part, stage_no).await?;
+    let (stage, target, cols) = (&st.name, &st.target, &st.cols);
+    let col_list = cols.join(", ");
+    let staged = st.rows;
     if staged == 0 {
         client.batch_execute(&format!("DROP TABLE {stage}")).await?;
         return Ok(0);
     }
-    if staged > 1000 {
-        client.batch_execute(&format!("ANALYZE {stage}")).await?;
-    }
 
-    let key: Vec<String> = part.key.iter().map(|k| ident(k)).collect();
+    let key = &st.key;
     let mut sql = String::new();
     if key.is_empty() {
         // No key: a delete removes one row equal in every column.
@@ -87,11 +151,7 @@ pub async fn apply_part(
              INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage} WHERE relaysync_op <> 'D';"
         ));
     } else {
-        let on = key
-            .iter()
-            .map(|k| format!("t.{k} = s.{k}"))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let on = st.key_match();
         let key_list = key.join(", ");
         let non_key: Vec<&String> = cols.iter().filter(|c| !key.contains(c)).collect();
         let conflict = if non_key.is_empty() {
@@ -132,7 +192,18 @@ pub async fn apply_part(
             ));
         }
     }
-    sql.push_str(&format!("DROP TABLE {stage};"));
+    // Rows HO merged from a site come back down marked with its origin:
+    // the site logs each one.
+    let key_text = st.key_text("s");
+    sql.push_str(&format!(
+        "INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
+         SELECT {site}, {table}, {key_text}, 'User update succeeded (HO)', relaysync_op
+           FROM {stage} s WHERE relaysync_origin = {origin} AND relaysync_op <> 'D';
+         DROP TABLE {stage};",
+        site = literal(site),
+        table = literal(&part.table),
+        origin = literal(crate::MERGE_ORIGIN),
+    ));
     client.batch_execute(&sql).await?;
     Ok(staged)
 }

@@ -66,6 +66,8 @@ pub struct Batcher {
     bytes: usize,
     rows: usize,
     sealed: Vec<PacketDraft>,
+    /// The replication origin of the transaction being captured.
+    origin: Option<Arc<str>>,
 }
 
 fn value_len(v: &Value) -> usize {
@@ -93,6 +95,7 @@ impl Batcher {
             bytes: 0,
             rows: 0,
             sealed: Vec::new(),
+            origin: None,
         }
     }
 
@@ -105,6 +108,11 @@ impl Batcher {
             }
         }
         self.tables.insert(id, table);
+    }
+
+    /// Sets the replication origin of the changes that follow (per transaction).
+    pub fn set_origin(&mut self, origin: Option<Arc<str>>) {
+        self.origin = origin;
     }
 
     /// Whether a relation id belongs to a captured table.
@@ -160,7 +168,12 @@ impl Batcher {
                 .map(|&k| values.get(k).and_then(text_of).cloned())
                 .collect()
         };
-        let mut change = Change { op, lsn, values };
+        let mut change = Change {
+            op,
+            lsn,
+            values,
+            origin: self.origin.clone(),
+        };
         match key_values.map(|k| (part.by_key.get(&k).copied(), k)) {
             Some((Some(at), _)) => {
                 let prev = &part.changes[at];
@@ -313,6 +326,7 @@ impl Batcher {
                 op: Op::Truncate,
                 lsn,
                 values: vec![Value::Null; width],
+                origin: self.origin.clone(),
             };
             self.current.parts.push(PartDraft {
                 shape: table.shape.clone(),

@@ -45,6 +45,11 @@ pub struct Source {
     pub publication: String,
     /// `ho`, or a site code for upstream capture.
     pub origin: String,
+    /// Transactions of this replication origin are skipped (what our own
+    /// applier wrote: no echo).
+    pub skip_origin: Option<String>,
+    /// The sites every packet is for; None: every registered site.
+    pub targets: Option<Vec<String>>,
 }
 
 /// How long to read.
@@ -198,7 +203,7 @@ impl<'a> Writer<'a> {
         self.outcome.packets += 1;
         self.outcome.rows += rows as u64;
         self.outcome.bytes += bytes as u64;
-        crate::failpoint::hit("ho_mid_group");
+        crate::failpoint::hit("capture_mid_group");
         Ok(())
     }
 
@@ -307,7 +312,8 @@ fn replication_config(source: &Source, start: u64) -> Result<ReplicationConfig> 
 }
 
 /// The slot's confirmed position; errors name the fix when it is missing or busy.
-async fn slot_position(sql: &Client, slot: &str) -> Result<u64> {
+async fn slot_position(sql: &Client, slot: &str, origin: &str) -> Result<u64> {
+    let setup = if origin == "ho" { "ho" } else { "pos" };
     let row = sql
         .query_opt(
             "SELECT confirmed_flush_lsn::text, active_pid FROM pg_replication_slots
@@ -318,7 +324,7 @@ async fn slot_position(sql: &Client, slot: &str) -> Result<u64> {
         .ctx(|| "reading pg_replication_slots".into())?
         .ok_or_else(|| {
             Error::Setup(format!(
-                "replication slot '{slot}' does not exist in this database; run `relaysync setup ho`"
+                "replication slot '{slot}' does not exist in this database; run `relaysync setup {setup}`"
             ))
         })?;
     if let Some(pid) = row.get::<_, Option<i32>>(1) {
@@ -343,7 +349,7 @@ pub async fn capture(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Outcome> {
     let relay_lsn = relay.capture_lsn(&source.origin).await?;
-    let slot_lsn = slot_position(sql, &source.slot).await?;
+    let slot_lsn = slot_position(sql, &source.slot, &source.origin).await?;
     let stop = match mode {
         Mode::Once => {
             let row = sql
@@ -376,6 +382,9 @@ pub async fn capture(
     let routes: HashMap<&str, &Route> = tables.iter().map(|(n, r)| (n.as_str(), r)).collect();
     let mut batcher = Batcher::new(bounds);
     let mut writer = Writer::new(relay, &source.origin, &source.slot, "delta");
+    if let Some(targets) = &source.targets {
+        writer = writer.for_sites(targets.clone());
+    }
     let mut in_txn = false;
     let mut skip = false;
     let mut txn_lsn = 0u64;
@@ -388,7 +397,11 @@ pub async fn capture(
         loop {
             // While streaming, serve full-sync requests between transactions,
             // once everything captured is stored (see snapshot.rs for why).
-            if stop.is_none() && !in_txn && last_requests_check.elapsed() >= Duration::from_secs(1) {
+            if stop.is_none()
+                && source.origin == "ho"
+                && !in_txn
+                && last_requests_check.elapsed() >= Duration::from_secs(1)
+            {
                 last_requests_check = Instant::now();
                 if last_end > stored_end {
                     flush(&mut batcher, &mut writer, last_end).await?;
@@ -429,6 +442,7 @@ pub async fn capture(
                     in_txn = true;
                     txn_lsn = final_lsn.as_u64();
                     skip = txn_lsn < relay_lsn;
+                    batcher.set_origin(None);
                 }
                 ReplicationEvent::XLogData { data, .. } => {
                     let message = pgoutput::decode(data)?;
@@ -444,6 +458,16 @@ pub async fn capture(
                                     })?),
                                 };
                                 batcher.relation(rel.id, Captured { shape: Arc::new(shape), route: (*route).clone(), route_column });
+                            }
+                        }
+                        Message::Origin { name, .. } => {
+                            if source.skip_origin.as_deref() == Some(name.as_str()) {
+                                skip = true;
+                            } else if name.starts_with(crate::MERGE_ORIGIN) {
+                                // HO's merges: marked so the sites log them.
+                                batcher.set_origin(Some(crate::MERGE_ORIGIN.into()));
+                            } else {
+                                batcher.set_origin(Some(name.into()));
                             }
                         }
                         _ if skip => {}
@@ -533,7 +557,7 @@ async fn flush(batcher: &mut Batcher, writer: &mut Writer<'_>, lsn: u64) -> Resu
         writer.write(draft).await?;
     }
     writer.commit(lsn).await?;
-    crate::failpoint::hit("ho_after_relay_commit");
+    crate::failpoint::hit("capture_after_relay_commit");
     Ok(())
 }
 

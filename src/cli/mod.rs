@@ -70,6 +70,19 @@ pub enum Command {
     },
     /// Show each site's status: Not started, In progress, Success or Failed.
     Status,
+    /// List the event log: at HO (default), rows merged from the sites
+    /// (`User update succeeded (Device)`) and rows HO could not store (`Fail
+    /// to save to the server DB`, with the error; the row is in
+    /// relaysync.rejects); with --pos, this site's log (`User update
+    /// succeeded (HO)`).
+    Events {
+        /// How far back, e.g. 1h, 1d, 7d.
+        #[arg(long, default_value = "1d")]
+        since: String,
+        /// Read this site's log instead of HO's.
+        #[arg(long)]
+        pos: bool,
+    },
     /// Start throwaway PostgreSQL clusters (HO, relay, two sites), sync both
     /// sites and print what happened. Needs PostgreSQL's server binaries.
     Demo,
@@ -167,6 +180,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ho(WorkerCommand::Sync { .. }) => {
             let s = crate::ho::sync_once(&cfg).await?;
             crate::ho::print_summary(&s);
+            if let Some((packet, error)) = s.merged.failed {
+                return Err(Error::Setup(format!(
+                    "up packet {packet} failed at HO: {error}; fix the cause and run `relaysync ho sync --once` again"
+                )));
+            }
         }
         Command::Ho(WorkerCommand::Run) => {
             crate::ho::run(&cfg, crate::shutdown::on_signals()).await?;
@@ -224,6 +242,37 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                     .map_or("every configured table".to_string(), |t| t.join(", ")),
                 sites.join(", ")
             );
+        }
+        Command::Events { since, pos } => {
+            let since = humantime::parse_duration(&since).map_err(|e| {
+                Error::Config(format!("--since {since}: {e}; write e.g. 1h, 1d or 7d"))
+            })?;
+            let (role, url) = if pos {
+                ("pos", cfg.pos()?.url.clone())
+            } else {
+                ("ho", cfg.ho()?.url.clone())
+            };
+            let client = crate::postgres::connect(role, &url).await?;
+            let rows = client
+                .query(
+                    "SELECT to_char(at, 'YYYY-MM-DD HH24:MI:SS'), coalesce(site, ''), table_name, key, event,
+                            coalesce(detail, '')
+                       FROM relaysync.event_log WHERE at >= now() - make_interval(secs => $1)
+                      ORDER BY id",
+                    &[&since.as_secs_f64()],
+                )
+                .await
+                .map_err(|source| Error::Db {
+                    context: format!("reading relaysync.event_log at {role}; has `relaysync setup {role}` run?"),
+                    source,
+                })?;
+            for r in rows {
+                let cols: Vec<&str> = (0..6).map(|i| r.get(i)).collect();
+                println!(
+                    "{}  {:<12} {:<20} {:<12} {}  {}",
+                    cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]
+                );
+            }
         }
         Command::Status => {
             let relay = Relay::connect(&cfg.relay()?.url).await?;

@@ -12,7 +12,9 @@ use arrow::datatypes::{DataType, TimeUnit};
 use arrow::ipc::reader::StreamReader;
 
 use super::value;
-use super::{PacketError, COL_LSN, COL_OP, COL_UNCHANGED, META_KEY, META_PG_TYPE, META_TABLE};
+use super::{
+    PacketError, COL_LSN, COL_OP, COL_ORIGIN, COL_UNCHANGED, META_KEY, META_PG_TYPE, META_TABLE,
+};
 
 /// A data column of a part: its name and PostgreSQL type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +65,11 @@ fn read_part_unchecked(bytes: &[u8]) -> Result<Part, PacketError> {
                 }
             }
             COL_LSN => {}
+            COL_ORIGIN => {
+                if field.data_type() != &DataType::Utf8 {
+                    return Err(invalid("_origin is not Utf8"));
+                }
+            }
             COL_UNCHANGED => match field.data_type() {
                 DataType::List(inner) if inner.data_type() == &DataType::Utf8 => {}
                 _ => return Err(invalid("_unchanged is not a list of Utf8")),
@@ -301,7 +308,8 @@ impl Part {
     }
 
     /// Writes the rows of batch `index` as COPY text lines: the data columns,
-    /// then `_op`, then `_unchanged` as a `text[]`. Truncate rows are skipped.
+    /// then `_op`, `_unchanged` as a `text[]`, and `_origin`. Truncate rows
+    /// are skipped.
     pub fn write_copy_text(&self, index: usize, out: &mut Vec<u8>) {
         let Some(batch) = self.batches.get(index) else {
             return;
@@ -318,6 +326,9 @@ impl Part {
         let unchanged = batch
             .column_by_name(COL_UNCHANGED)
             .and_then(|a| a.as_any().downcast_ref::<ListArray>());
+        let origin = batch
+            .column_by_name(COL_ORIGIN)
+            .and_then(|a| a.as_string_opt::<i32>());
         let mut scratch = Vec::new();
         for row in 0..batch.num_rows() {
             let op = ops.value(row);
@@ -338,6 +349,11 @@ impl Part {
                         None => out.extend_from_slice(b"\\N"),
                     }
                 }
+                _ => out.extend_from_slice(b"\\N"),
+            }
+            out.push(b'\t');
+            match origin {
+                Some(o) if o.is_valid(row) => copy_escape(o.value(row).as_bytes(), out),
                 _ => out.extend_from_slice(b"\\N"),
             }
             out.push(b'\n');
@@ -384,6 +400,7 @@ mod tests {
                 op: Op::Insert,
                 lsn: 10,
                 values: vec![t("1"), t("12.50"), t("a\tb\\c\nd"), t("NaN"), t("\\x00ff")],
+                origin: None,
             },
             Change {
                 op: Op::Update,
@@ -395,11 +412,13 @@ mod tests {
                     t("-Infinity"),
                     Value::Null,
                 ],
+                origin: None,
             },
             Change {
                 op: Op::Delete,
                 lsn: 12,
                 values: vec![t("3"), Value::Null, Value::Null, Value::Null, Value::Null],
+                origin: Some("up".into()),
             },
         ];
         let bytes = encode_part(&shape(), &changes).unwrap();
@@ -411,9 +430,9 @@ mod tests {
         part.write_copy_text(0, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "1\t12.50\ta\\tb\\\\c\\nd\tNaN\t\\\\x00ff\tI\t\\N\n\
-             2\t\\N\t\\N\t-Infinity\t\\N\tU\t{\"note\"}\n\
-             3\t\\N\t\\N\t\\N\t\\N\tD\t\\N\n"
+            "1\t12.50\ta\\tb\\\\c\\nd\tNaN\t\\\\x00ff\tI\t\\N\t\\N\n\
+             2\t\\N\t\\N\t-Infinity\t\\N\tU\t{\"note\"}\t\\N\n\
+             3\t\\N\t\\N\t\\N\t\\N\tD\t\\N\tup\n"
         );
     }
 
@@ -423,6 +442,7 @@ mod tests {
             op: Op::Insert,
             lsn: 1,
             values: vec![t("1"), t("NaN"), Value::Null, Value::Null, Value::Null],
+            origin: None,
         }];
         let part = read_part(&encode_part(&shape(), &changes).unwrap()).unwrap();
         let mut out = Vec::new();
@@ -444,7 +464,7 @@ mod tests {
         #[test]
         fn never_panics_on_a_damaged_part(flip in 0usize..2000, byte in any::<u8>()) {
             let changes = vec![Change { op: Op::Insert, lsn: 1,
-                values: vec![t("1"), t("2.00"), t("x"), t("1.5"), t("\\x01")] }];
+                values: vec![t("1"), t("2.00"), t("x"), t("1.5"), t("\\x01")], origin: Some("o".into()) }];
             let mut bytes = encode_part(&shape(), &changes).unwrap();
             let i = flip % bytes.len();
             bytes[i] = byte;

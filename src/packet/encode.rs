@@ -14,8 +14,8 @@ use arrow::ipc::CompressionType;
 
 use super::value::{self, arrow_type};
 use super::{
-    PacketError, TableShape, COL_LSN, COL_OP, COL_UNCHANGED, META_KEY, META_PG_OID, META_PG_TYPE,
-    META_TABLE,
+    PacketError, TableShape, COL_LSN, COL_OP, COL_ORIGIN, COL_UNCHANGED, META_KEY, META_PG_OID,
+    META_PG_TYPE, META_TABLE,
 };
 use crate::capture::pgoutput::Value;
 
@@ -58,6 +58,8 @@ pub struct Change {
     pub op: Op,
     pub lsn: u64,
     pub values: Vec<Value>,
+    /// The replication origin of the change's transaction, if it had one.
+    pub origin: Option<Arc<str>>,
 }
 
 fn text(v: &Value) -> Option<&[u8]> {
@@ -175,6 +177,14 @@ pub fn encode_part(shape: &TableShape, changes: &[Change]) -> Result<Vec<u8>, Pa
     arrays.push(Arc::new(op.finish()));
     arrays.push(Arc::new(lsn.finish()));
     arrays.push(Arc::new(unchanged));
+    if changes.iter().any(|c| c.origin.is_some()) {
+        let mut origin = StringBuilder::with_capacity(changes.len(), 0);
+        for c in changes {
+            origin.append_option(c.origin.as_deref());
+        }
+        fields.push(Field::new(COL_ORIGIN, DataType::Utf8, true));
+        arrays.push(Arc::new(origin.finish()));
+    }
 
     let key: Vec<String> = shape
         .key

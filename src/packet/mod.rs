@@ -7,7 +7,8 @@
 //! apply side restores the exact value. Three meta columns follow the data:
 //! `_op` (`I`, `U`, `D`, or `T` for a truncate), `_lsn` (the commit LSN) and
 //! `_unchanged` (the names of columns whose unchanged TOAST value was not
-//! sent; the receiver keeps its own).
+//! sent; the receiver keeps its own). An optional `_origin` names the
+//! replication origin of the change's transaction.
 
 pub(crate) mod decode;
 mod encode;
@@ -33,6 +34,9 @@ pub const COL_OP: &str = "_op";
 pub const COL_LSN: &str = "_lsn";
 /// The meta column listing unchanged TOAST columns.
 pub const COL_UNCHANGED: &str = "_unchanged";
+/// The optional meta column naming the replication origin of a change
+/// (`relaysync_up` for what HO merged from the sites); absent when none has one.
+pub const COL_ORIGIN: &str = "_origin";
 
 /// One column of a table as packets describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,8 @@ use crate::postgres::{format_lsn, parse_lsn};
 #[derive(Debug, Clone)]
 pub struct PacketInfo {
     pub id: i64,
+    /// `ho`, or the site an up packet comes from.
+    pub origin: String,
     pub group_id: i64,
     pub kind: String,
     pub row_count: i64,
@@ -67,7 +69,7 @@ pub struct Relay {
 }
 
 const PACKET_COLUMNS: &str =
-    "id, group_id, kind, row_count, byte_count, targets, status, created_at";
+    "id, group_id, kind, row_count, byte_count, targets, status, created_at, origin";
 
 fn packet_info(row: &tokio_postgres::Row) -> PacketInfo {
     PacketInfo {
@@ -79,6 +81,7 @@ fn packet_info(row: &tokio_postgres::Row) -> PacketInfo {
         targets: row.get(5),
         status: row.get(6),
         created_at: row.get(7),
+        origin: row.get(8),
     }
 }
 
@@ -295,9 +298,11 @@ impl Relay {
         Ok(())
     }
 
-    /// Down packets for `site` after `after`, in order, at most `limit`.
+    /// Packets of `direction` for `site` (`ho` for up packets) after
+    /// `after`, in order, at most `limit`.
     pub async fn next_packets(
         &self,
+        direction: &str,
         site: &str,
         after: i64,
         limit: i64,
@@ -307,26 +312,88 @@ impl Relay {
             .query(
                 &format!(
                     "SELECT {PACKET_COLUMNS} FROM relay.packets
-                     WHERE direction = 'down' AND id > $2 AND $1 = ANY(targets)
+                     WHERE direction = $4 AND id > $2 AND $1 = ANY(targets)
                      ORDER BY id LIMIT $3"
                 ),
-                &[&site, &after, &limit],
+                &[&site, &after, &limit, &direction],
             )
             .await
             .ctx(|| "reading relay.packets".into())?;
         Ok(rows.iter().map(packet_info).collect())
     }
 
-    /// Every down packet of `group` for `site`, in order.
-    pub async fn group_packets(&self, site: &str, group: i64) -> Result<Vec<PacketInfo>> {
+    /// The next groups of packets of `direction` for `site` after `after`,
+    /// each whole (a group is applied in one transaction), in order.
+    pub async fn next_groups(
+        &self,
+        direction: &str,
+        site: &str,
+        after: i64,
+    ) -> Result<Vec<Vec<PacketInfo>>> {
+        /// Packets listed per round trip.
+        const FETCH: i64 = 500;
+        let listed = self.next_packets(direction, site, after, FETCH).await?;
+        let mut groups: Vec<Vec<PacketInfo>> = Vec::new();
+        for p in listed.iter().cloned() {
+            match groups.last_mut() {
+                Some(g) if g[0].group_id == p.group_id => g.push(p),
+                _ => groups.push(vec![p]),
+            }
+        }
+        if listed.len() as i64 == FETCH {
+            // The last group may go on past the listing: take it whole, on its own.
+            if groups.len() > 1 {
+                groups.pop();
+            } else {
+                groups = vec![
+                    self.group_packets(direction, site, groups[0][0].group_id)
+                        .await?,
+                ];
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Packets of `direction` for `site` up to `through` that `site` has not
+    /// acked: a crash came between applying them and the ack.
+    pub async fn unacked(
+        &self,
+        direction: &str,
+        site: &str,
+        through: i64,
+    ) -> Result<Vec<PacketInfo>> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT {PACKET_COLUMNS} FROM relay.packets p
+                     WHERE direction = $1 AND id <= $3 AND $2 = ANY(targets)
+                       AND NOT EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.site = $2
+                                          AND a.status = 'PROCESSED')
+                     ORDER BY id"
+                ),
+                &[&direction, &site, &through],
+            )
+            .await
+            .ctx(|| "reading relay.packets".into())?;
+        Ok(rows.iter().map(packet_info).collect())
+    }
+
+    /// Every packet of `direction` in `group` for `site`, in order.
+    pub async fn group_packets(
+        &self,
+        direction: &str,
+        site: &str,
+        group: i64,
+    ) -> Result<Vec<PacketInfo>> {
         let rows = self
             .client
             .query(
                 &format!(
                     "SELECT {PACKET_COLUMNS} FROM relay.packets
-                     WHERE direction = 'down' AND group_id = $2 AND $1 = ANY(targets) ORDER BY id"
+                     WHERE direction = $3 AND group_id = $2 AND $1 = ANY(targets) ORDER BY id"
                 ),
-                &[&site, &group],
+                &[&site, &group, &direction],
             )
             .await
             .ctx(|| "reading relay.packets".into())?;

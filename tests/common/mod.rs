@@ -92,8 +92,8 @@ impl Bed {
 
     pub fn write_config(&self, tables: &[(&str, &str)], extra: &str) {
         let mut s = format!(
-            "[ho]\nurl = \"{}\"\nslot = \"{}\"\npublication = \"{}\"\n[relay]\nurl = \"{}\"\n[pos]\nsite = \"{}\"\nurl = \"{}\"\n{extra}\n",
-            self.ho_url, self.name, self.name, self.relay_url, SITES[0], self.site_urls[0]
+            "[ho]\nurl = \"{}\"\nslot = \"{}\"\npublication = \"{}\"\n[relay]\nurl = \"{}\"\n[pos]\nsite = \"{}\"\nurl = \"{}\"\nslot = \"{}_up\"\n{extra}\n",
+            self.ho_url, self.name, self.name, self.relay_url, SITES[0], self.site_urls[0], self.name
         );
         for (t, r) in tables {
             s.push_str(&format!("[[tables]]\nname = \"{t}\"\nroute = \"{r}\"\n"));

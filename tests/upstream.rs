@@ -1,0 +1,370 @@
+//! Up: device event logs exactly once at HO, users merged with fill_vacant,
+//! deletes ignored, rejects logged, no echo, offline sites catching up.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+
+use common::*;
+
+const SCHEMA: &str = "
+CREATE TABLE public.users (id int PRIMARY KEY, name text, email text, card text);
+CREATE TABLE public.device_events (site text, device int, seq int, at timestamptz DEFAULT now(), kind text,
+                                   PRIMARY KEY (site, device, seq));
+";
+const TABLES: &[(&str, &str)] = &[("public.users", "all")];
+const UPSTREAM: &str = "
+[[upstream]]
+name = \"public.device_events\"
+merge = \"append\"
+[[upstream]]
+name = \"public.users\"
+merge = \"fill_vacant\"
+deletes = \"ignore\"
+";
+
+async fn bed(name: &str, extra: &str) -> Bed {
+    let bed = Bed::new(name, SCHEMA, TABLES, &format!("{UPSTREAM}{extra}")).await;
+    // HO refuses e-mail addresses without '@'; the sites do not check.
+    bed.ho()
+        .await
+        .batch_execute(
+            "ALTER TABLE public.users ADD CONSTRAINT email_has_at CHECK (email IS NULL OR email = '' OR email LIKE '%@%');
+             INSERT INTO public.users VALUES (1, 'Ann', NULL, ''), (2, 'Bob', 'bob@ho', 'B-HO');",
+        )
+        .await
+        .unwrap();
+    bed.setup().await;
+    bed
+}
+
+async fn events_at(bed: &Bed, site: usize, n: i32) {
+    bed.site(site)
+        .await
+        .execute(
+            "INSERT INTO public.device_events (site, device, seq, kind)
+             SELECT $1, 1, g, 'door' FROM generate_series((SELECT coalesce(max(seq), 0) + 1 FROM public.device_events), 
+                                                          (SELECT coalesce(max(seq), 0) FROM public.device_events) + $2) g",
+            &[&SITES[site], &n],
+        )
+        .await
+        .unwrap();
+}
+
+async fn ho_events(bed: &Bed, site: &str) -> i64 {
+    bed.ho()
+        .await
+        .query_one(
+            "SELECT count(*) FROM public.device_events WHERE site = $1",
+            &[&site],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn killed(bed: &Bed, site: usize, args: &[&str], failpoint: &str) {
+    let mut cmd = bed.command(site, args);
+    cmd.env("RELAYSYNC_FAILPOINT", failpoint);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "not killed at {failpoint}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_events_arrive_exactly_once_despite_kills() {
+    let bed = bed("up_once", "[packet]\nmax_rows = 50").await;
+    events_at(&bed, 0, 300).await;
+    events_at(&bed, 1, 200).await;
+    // Site s1's upload dies in the middle of a group, then after the relay commit.
+    killed(&bed, 0, &["pos", "sync", "--once"], "capture_mid_group").await;
+    killed(
+        &bed,
+        0,
+        &["pos", "sync", "--once"],
+        "capture_after_relay_commit",
+    )
+    .await;
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    bed.ok(1, &["pos", "sync", "--once"]).await;
+    // HO dies in the middle of merging, then between its commit and the ack.
+    killed(&bed, 0, &["ho", "sync", "--once"], "ho_mid_merge").await;
+    assert_eq!(ho_events(&bed, "s1").await + ho_events(&bed, "s2").await, 0);
+    killed(&bed, 0, &["ho", "sync", "--once"], "ho_after_merge_commit").await;
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert_eq!(ho_events(&bed, "s1").await, 300);
+    assert_eq!(ho_events(&bed, "s2").await, 200);
+    // More events, more syncs, a repeated sync: still exactly once.
+    events_at(&bed, 0, 100).await;
+    bed.sync_all().await;
+    bed.sync_all().await;
+    assert_eq!(ho_events(&bed, "s1").await, 400);
+    assert_eq!(ho_events(&bed, "s2").await, 200);
+    assert_same(
+        &bed,
+        0,
+        "SELECT site, device, seq, kind FROM public.device_events WHERE site = 's1'",
+        "SELECT site, device, seq, kind FROM public.device_events",
+    )
+    .await;
+    let relay = bed.relay().await;
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.packets WHERE direction = 'up' AND status <> 'PROCESSED'"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_fill_only_vacant_fields_and_fan_out() {
+    let bed = bed("fill_vacant", "").await;
+    // At s1: user 1 edited (HO has no e-mail and an empty card), user 2's
+    // filled fields edited, user 3 enrolled.
+    bed.site(0)
+        .await
+        .batch_execute(
+            "UPDATE public.users SET name = 'Annie', email = 'ann@s1', card = 'C-1' WHERE id = 1;
+             UPDATE public.users SET name = 'Robert', email = 'robert@s1' WHERE id = 2;
+             INSERT INTO public.users VALUES (3, 'Cid', 'cid@s1', 'C-3');",
+        )
+        .await
+        .unwrap();
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    let out = bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert!(out.contains("merged 1 up packet(s)"), "{out}");
+    let ho = bed.ho().await;
+    assert_eq!(
+        rows(&ho, "SELECT * FROM public.users").await,
+        [
+            "(1,Ann,ann@s1,C-1)".to_string(),
+            "(2,Bob,bob@ho,B-HO)".to_string(),
+            "(3,Cid,cid@s1,C-3)".to_string()
+        ]
+        .into()
+    );
+    // HO logged each merged row (user 2's edit lost: HO's row goes back down).
+    assert_eq!(
+        rows(&ho, "SELECT site, key, event FROM relaysync.event_log").await,
+        [
+            "(s1,1,\"User update succeeded (Device)\")".to_string(),
+            "(s1,2,\"User update succeeded (Device)\")".to_string(),
+            "(s1,3,\"User update succeeded (Device)\")".to_string()
+        ]
+        .into()
+    );
+    // The merged rows reach every site, the origin included.
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    bed.ok(1, &["pos", "sync", "--once"]).await;
+    for site in 0..2 {
+        assert_same(
+            &bed,
+            site,
+            "SELECT * FROM public.users",
+            "SELECT * FROM public.users",
+        )
+        .await;
+        let logged = rows(
+            &bed.site(site).await,
+            "SELECT key, event FROM relaysync.event_log",
+        )
+        .await;
+        assert!(
+            logged.contains("(1,\"User update succeeded (HO)\")"),
+            "{logged:?}"
+        );
+        assert!(
+            logged.contains("(3,\"User update succeeded (HO)\")"),
+            "{logged:?}"
+        );
+    }
+    let listed = bed.ok(0, &["events"]).await;
+    assert!(
+        listed.contains("User update succeeded (Device)"),
+        "{listed}"
+    );
+    let listed = bed.ok(0, &["events", "--pos"]).await;
+    assert!(listed.contains("User update succeeded (HO)"), "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_delete_never_deletes_at_ho() {
+    let bed = bed("deletes_ignore", "").await;
+    bed.site(1)
+        .await
+        .batch_execute("DELETE FROM public.users WHERE id = 1")
+        .await
+        .unwrap();
+    bed.sync_all().await;
+    bed.sync_all().await;
+    assert_eq!(
+        count(
+            &bed.ho().await,
+            "SELECT count(*) FROM public.users WHERE id = 1"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &bed.site(0).await,
+            "SELECT count(*) FROM public.users WHERE id = 1"
+        )
+        .await,
+        1
+    );
+    // The deleting site stays without the row until it reloads from HO.
+    assert_eq!(
+        count(
+            &bed.site(1).await,
+            "SELECT count(*) FROM public.users WHERE id = 1"
+        )
+        .await,
+        0
+    );
+    bed.ok(1, &["pos", "resync"]).await;
+    bed.sync_all().await;
+    assert_same(
+        &bed,
+        1,
+        "SELECT * FROM public.users",
+        "SELECT * FROM public.users",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_echo_and_idle_syncs_add_nothing() {
+    let bed = bed("no_echo", "").await;
+    bed.site(0)
+        .await
+        .batch_execute("UPDATE public.users SET card = 'C-1' WHERE id = 1")
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        bed.sync_all().await;
+    }
+    for site in 0..2 {
+        assert_same(
+            &bed,
+            site,
+            "SELECT * FROM public.users",
+            "SELECT * FROM public.users",
+        )
+        .await;
+    }
+    let relay = bed.relay().await;
+    let packets = count(&relay, "SELECT count(*) FROM relay.packets").await;
+    // Converged: further syncs store nothing; the rows the sites applied
+    // were not captured back up.
+    for _ in 0..3 {
+        bed.sync_all().await;
+    }
+    assert_eq!(
+        count(&relay, "SELECT count(*) FROM relay.packets").await,
+        packets
+    );
+    // An edit that HO's values win over: HO keeps its row and sends it back
+    // to the site, which converges; then nothing more moves.
+    bed.site(1)
+        .await
+        .batch_execute("UPDATE public.users SET name = 'Someone else' WHERE id = 2")
+        .await
+        .unwrap();
+    bed.sync_all().await;
+    bed.sync_all().await;
+    for site in 0..2 {
+        assert_same(
+            &bed,
+            site,
+            "SELECT * FROM public.users",
+            "SELECT * FROM public.users",
+        )
+        .await;
+    }
+    let packets = count(&relay, "SELECT count(*) FROM relay.packets").await;
+    bed.sync_all().await;
+    assert_eq!(
+        count(&relay, "SELECT count(*) FROM relay.packets").await,
+        packets
+    );
+    assert_eq!(
+        count(
+            &bed.ho().await,
+            "SELECT count(*) FROM public.users WHERE name = 'Bob'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_ho_cannot_store_are_rejected_and_the_rest_applied() {
+    let bed = bed("rejects", "").await;
+    bed.site(0)
+        .await
+        .batch_execute("INSERT INTO public.users VALUES (3, 'Bad', 'no-at-sign', 'C-3'), (4, 'Good', 'good@s1', 'C-4');")
+        .await
+        .unwrap();
+    events_at(&bed, 0, 10).await;
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    let out = bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert!(out.contains("1 rejected"), "{out}");
+    let ho = bed.ho().await;
+    assert_eq!(
+        count(&ho, "SELECT count(*) FROM public.users WHERE id = 4").await,
+        1
+    );
+    assert_eq!(
+        count(&ho, "SELECT count(*) FROM public.users WHERE id = 3").await,
+        0
+    );
+    assert_eq!(ho_events(&bed, "s1").await, 10);
+    assert_eq!(
+        count(&ho, "SELECT count(*) FROM relaysync.rejects WHERE key = '3' AND error LIKE '%email_has_at%' AND row_data->>'email' = 'no-at-sign'").await,
+        1
+    );
+    assert_eq!(
+        count(&ho, "SELECT count(*) FROM relaysync.event_log WHERE key = '3' AND event = 'Fail to save to the server DB' AND detail LIKE '%email_has_at%'").await,
+        1
+    );
+    // The site's own row is untouched.
+    assert_eq!(
+        count(
+            &bed.site(0).await,
+            "SELECT count(*) FROM public.users WHERE id = 3 AND email = 'no-at-sign'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_site_keeps_its_data_and_uploads_it_later() {
+    let bed = bed("offline", "").await;
+    events_at(&bed, 0, 25).await;
+    let mut cmd = bed.command(0, &["pos", "sync", "--once"]);
+    cmd.env(
+        "RELAYSYNC__RELAY__URL",
+        "postgres://postgres@127.0.0.1:1/relay",
+    );
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to the relay database"),
+        "{stderr}"
+    );
+    events_at(&bed, 0, 5).await;
+    bed.sync_all().await;
+    assert_eq!(ho_events(&bed, "s1").await, 30);
+}
