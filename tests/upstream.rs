@@ -368,3 +368,26 @@ async fn an_offline_site_keeps_its_data_and_uploads_it_later() {
     bed.sync_all().await;
     assert_eq!(ho_events(&bed, "s1").await, 30);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_device_events_reach_ho_in_one_sync() {
+    let bed = bed("up_100k", "").await;
+    events_at(&bed, 0, 100_000).await;
+    let started = std::time::Instant::now();
+    let up = bed.ok(0, &["pos", "sync", "--once"]).await;
+    let uploaded = started.elapsed();
+    let merged = bed.ok(0, &["ho", "sync", "--once"]).await;
+    let total = started.elapsed();
+    assert!(
+        up.contains("uploaded 1 transaction(s), 100000 change(s)"),
+        "{up}"
+    );
+    assert!(merged.contains("100000 row(s)"), "{merged}");
+    assert_eq!(ho_events(&bed, "s1").await, 100_000);
+    println!(
+        "100k device events from one site to HO: {:.0} rows/s (pos sync {:.1}s, ho sync {:.1}s)",
+        100_000.0 / total.as_secs_f64(),
+        uploaded.as_secs_f64(),
+        (total - uploaded).as_secs_f64()
+    );
+}
