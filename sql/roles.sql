@@ -27,3 +27,16 @@ GRANT TEMPORARY ON DATABASE pos TO relaysync_pos;      -- staging tables
 -- Applying as a replica (no triggers, no FK checks) needs this (PostgreSQL 15+):
 GRANT SET ON PARAMETER session_replication_role TO relaysync_pos;
 -- (On PostgreSQL 14, run the site worker as a superuser instead.)
+
+-- With [[upstream]] tables (site data merged into HO):
+-- at each site, the site role captures its own upstream tables and marks what
+-- it applies with a replication origin (so it is not captured back up):
+ALTER ROLE relaysync_pos REPLICATION;
+GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text) TO relaysync_pos;
+GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text) TO relaysync_pos;
+GRANT SELECT ON public.device_events, public.users TO relaysync_pos;
+-- at HO, the HO role merges into the upstream tables and marks its merges:
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.device_events, public.users TO relaysync_ho;
+GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text) TO relaysync_ho;
+GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text) TO relaysync_ho;
+GRANT SET ON PARAMETER session_replication_role TO relaysync_ho;
