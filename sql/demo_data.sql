@@ -8,3 +8,7 @@ INSERT INTO public.items (id, name, kind, price, tags, attrs) VALUES
 INSERT INTO public.prices (site_code, item_id, price) VALUES
     ('store-001', 1, 2.10), ('store-001', 2, 1.70),
     ('store-002', 1, 2.40), ('store-002', 3, 3.30);
+
+INSERT INTO public.users (id, name, email, card) VALUES
+    (1, 'Ann Lee', NULL, ''),
+    (2, 'Bob Diaz', 'bob@example.com', 'CARD-0002');

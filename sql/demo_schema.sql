@@ -19,3 +19,21 @@ CREATE TABLE public.prices (
     valid_from date NOT NULL DEFAULT current_date,
     PRIMARY KEY (site_code, item_id)
 );
+
+-- Users: HO's master data, also enrolled or edited at the stores' devices.
+CREATE TABLE public.users (
+    id    integer PRIMARY KEY,
+    name  text NOT NULL,
+    email text,
+    card  text
+);
+
+-- Door and till events logged at each store, collected at HO.
+CREATE TABLE public.device_events (
+    site   text NOT NULL,
+    device integer NOT NULL,
+    seq    integer NOT NULL,
+    at     timestamptz NOT NULL DEFAULT now(),
+    kind   text NOT NULL,
+    PRIMARY KEY (site, device, seq)
+);

@@ -2,7 +2,9 @@
 
 use std::time::Instant;
 
-use crate::config::{Config, HoConfig, PosConfig, RelayConfig, TableConfig};
+use crate::config::{
+    Config, Deletes, HoConfig, Merge, PosConfig, RelayConfig, TableConfig, UpstreamConfig,
+};
 use crate::error::{DbContext, Result};
 use crate::postgres::cluster::Cluster;
 use crate::postgres::connect;
@@ -10,6 +12,7 @@ use crate::postgres::connect;
 const SCHEMA: &str = include_str!("../sql/demo_schema.sql");
 const DATA: &str = include_str!("../sql/demo_data.sql");
 const CHANGES: &str = include_str!("../sql/demo_changes.sql");
+const SITE_CHANGES: &str = include_str!("../sql/demo_site_changes.sql");
 const SITES: [&str; 2] = ["store-001", "store-002"];
 
 /// The clusters of a demo or benchmark: HO, relay and sites.
@@ -69,7 +72,18 @@ impl Clusters {
                     route: r.to_string(),
                 })
                 .collect(),
-            upstream: Vec::new(),
+            upstream: vec![
+                UpstreamConfig {
+                    name: "public.device_events".into(),
+                    merge: Merge::Append,
+                    deletes: Deletes::Ignore,
+                },
+                UpstreamConfig {
+                    name: "public.users".into(),
+                    merge: Merge::FillVacant,
+                    deletes: Deletes::Ignore,
+                },
+            ],
         }
     }
 }
@@ -140,6 +154,23 @@ async fn ho_sync(cfg: &Config, why: &str) -> Result<()> {
     Ok(())
 }
 
+async fn print_events(url: &str) -> Result<()> {
+    let client = connect("ho", url).await?;
+    let rows = client
+        .query(
+            "SELECT coalesce(site, ''), table_name, key, event FROM relaysync.event_log ORDER BY id",
+            &[],
+        )
+        .await
+        .ctx(|| "reading the event log".into())?;
+    for r in rows {
+        let (site, table, key, event): (&str, &str, &str, &str) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        println!("  {site:<10} {table:<14} key {key:<3} {event}");
+    }
+    Ok(())
+}
+
 /// Runs the demo and prints what happened.
 pub async fn run() -> Result<()> {
     let started = Instant::now();
@@ -151,6 +182,7 @@ pub async fn run() -> Result<()> {
     let tables = [
         ("public.items", "all"),
         ("public.prices", "column:site_code"),
+        ("public.users", "all"),
     ];
     let ho_cfg = clusters.config(usize::MAX, &tables);
     run_sql(&clusters.ho.url("ho"), SCHEMA).await?;
@@ -201,6 +233,29 @@ pub async fn run() -> Result<()> {
     sync_sites(&clusters, &tables).await?;
     ho_sync(&ho_cfg, "   # reads the acks back").await?;
 
+    println!(
+        "\ndemo: meanwhile at store-001:\n{}",
+        SITE_CHANGES
+            .lines()
+            .filter(|l| !l.starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    run_sql(&clusters.sites[0].url("pos"), SITE_CHANGES).await?;
+    println!("\n$ relaysync pos sync --once   # at store-001: uploads its changes");
+    crate::pos::print_summary(&crate::pos::sync_once(&clusters.config(0, &tables)).await?);
+    ho_sync(
+        &ho_cfg,
+        "   # merges them (HO's values win) and sends the merged users down",
+    )
+    .await?;
+    sync_sites(&clusters, &tables).await?;
+    ho_sync(&ho_cfg, "   # reads the acks back").await?;
+    println!("\n$ relaysync events   # at HO");
+    print_events(&clusters.ho.url("ho")).await?;
+    println!("\n$ relaysync events --pos   # at store-002");
+    print_events(&clusters.sites[1].url("pos")).await?;
+
     println!("\n$ relaysync status");
     crate::status::print(&crate::status::sites(&relay.client).await?);
 
@@ -211,6 +266,7 @@ pub async fn run() -> Result<()> {
         for (table, filter) in [
             ("public.items", "true".to_string()),
             ("public.prices", format!("site_code = '{code}'")),
+            ("public.users", "true".to_string()),
         ] {
             let (rows, diff) =
                 differences(&clusters.ho.url("ho"), &site_url, table, &filter).await?;
@@ -225,10 +281,18 @@ pub async fn run() -> Result<()> {
             );
         }
     }
+    let ho = connect("ho", &clusters.ho.url("ho")).await?;
+    let events: i64 = ho
+        .query_one("SELECT count(*) FROM public.device_events", &[])
+        .await
+        .ctx(|| "counting device events".into())?
+        .get(0);
+    println!("  HO holds {events} device event(s) from store-001 (20 logged there)");
+    all_equal &= events == 20;
     println!(
         "\ndemo: {} in {:.1}s; the clusters are removed now.",
         if all_equal {
-            "both sites equal HO"
+            "both sites equal HO and HO has every device event"
         } else {
             "SITES DIFFER FROM HO"
         },
