@@ -625,7 +625,12 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     };
     loop {
         match sync_once(cfg).await {
-            Ok(s) if s.packets > 0 || s.failed.is_some() || !interval.is_zero() => {
+            Ok(s)
+                if s.packets > 0
+                    || s.failed.is_some()
+                    || s.uploaded.as_ref().is_some_and(|u| u.changes > 0)
+                    || !interval.is_zero() =>
+            {
                 print_summary(&s)
             }
             Ok(_) => {}

@@ -549,3 +549,57 @@ async fn run_streams_changes_and_stops_gracefully_on_sigterm() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_slot_does_not_hold_wal_for_unsynced_tables() {
+    let bed = Bed::new("idle_slot", ROUTING_SCHEMA, &[("public.items", "all")], "").await;
+    bed.setup().await;
+    let ho = bed.ho().await;
+    // Busy tables relaysync does not sync: the slot must move past their WAL.
+    ho.batch_execute(
+        "CREATE TABLE public.not_synced (id int PRIMARY KEY, body text);
+         INSERT INTO public.not_synced SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g;",
+    )
+    .await
+    .unwrap();
+    let after: String = ho
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let out = bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert!(out.contains("captured 0 transaction(s)"), "{out}");
+    wait_for(std::time::Duration::from_secs(10), "the slot to move past idle WAL", || {
+        let (ho, after, slot) = (&ho, after.clone(), bed.name.clone());
+        async move {
+            ho.query_one(
+                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $2",
+                &[&after, &slot],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+        }
+    })
+    .await;
+    // The relay records the same position: the slot never passes it.
+    let relay_lsn: String = bed
+        .relay()
+        .await
+        .query_one(
+            "SELECT lsn::text FROM relay.capture_state WHERE origin = 'ho'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let ok: bool = ho
+        .query_one(
+            "SELECT confirmed_flush_lsn <= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $2",
+            &[&relay_lsn, &bed.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ok);
+}

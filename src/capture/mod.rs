@@ -230,7 +230,9 @@ impl<'a> Writer<'a> {
         }
         self.open = false;
         let result = async {
-            self.relay.exec("NOTIFY relaysync_packets").await?;
+            if self.group.is_some() {
+                self.relay.exec("NOTIFY relaysync_packets").await?;
+            }
             self.relay.exec("COMMIT").await
         }
         .await;
@@ -393,6 +395,7 @@ pub async fn capture(
     let mut last_progress = Instant::now();
 
     let mut last_requests_check = Instant::now();
+    let mut last_idle_confirm = Instant::now();
     let result: Result<()> = async {
         loop {
             // While streaming, serve full-sync requests between transactions,
@@ -518,7 +521,24 @@ pub async fn capture(
                     }
                 }
                 ReplicationEvent::KeepAlive { wal_end, .. } => {
-                    if !in_txn && stop.is_some_and(|s| wal_end.as_u64() >= s) {
+                    // Idle and everything captured is stored: the WAL up to
+                    // here held nothing for us. Record that in the relay and
+                    // confirm it, so the slot does not keep that WAL.
+                    let w = wal_end.as_u64();
+                    let finishing = !in_txn && stop.is_some_and(|s| w >= s);
+                    if !in_txn
+                        && last_end == stored_end
+                        && batcher.is_empty()
+                        && w > stored_end
+                        && (finishing || last_idle_confirm.elapsed() >= Duration::from_secs(1))
+                    {
+                        writer.commit(w).await?;
+                        last_end = w;
+                        stored_end = w;
+                        confirm(&repl, stored_end);
+                        last_idle_confirm = Instant::now();
+                    }
+                    if finishing {
                         break;
                     }
                 }
