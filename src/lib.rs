@@ -7,6 +7,7 @@
 //! [`relay`] → [`apply`]; [`ho`] and [`pos`] are the two workers.
 
 pub mod apply;
+pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod config;

@@ -86,6 +86,20 @@ pub enum Command {
     /// Start throwaway PostgreSQL clusters (HO, relay, two sites), sync both
     /// sites and print what happened. Needs PostgreSQL's server binaries.
     Demo,
+    /// Measure relaysync beside PostgreSQL's own logical replication (one
+    /// CREATE SUBSCRIPTION per site) on throwaway clusters, in one run, and
+    /// print a table (workload, relaysync, native, unit, ratio).
+    Bench {
+        /// Rows of the bulk insert and bulk update workloads.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Sites: relaysync site databases, and as many subscriptions.
+        #[arg(long, default_value_t = 10)]
+        sites: usize,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What `setup` prepares.
@@ -141,12 +155,17 @@ pub enum WorkerCommand {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
-    if let Command::Demo = cli.command {
-        return crate::demo::run().await.map(|()| ExitCode::SUCCESS);
+    match cli.command {
+        Command::Demo => return crate::demo::run().await.map(|()| ExitCode::SUCCESS),
+        Command::Bench { rows, sites, json } => {
+            let args = crate::bench::Args { rows, sites, json };
+            return crate::bench::run(args).await.map(|_| ExitCode::SUCCESS);
+        }
+        _ => {}
     }
     let cfg = Config::load(&cli.config)?;
     match cli.command {
-        Command::Demo => unreachable!("handled above"),
+        Command::Demo | Command::Bench { .. } => unreachable!("handled above"),
         Command::Setup(SetupTarget::Relay) => {
             let mut client = crate::postgres::connect("relay", &cfg.relay()?.url).await?;
             migrate::migrate(&mut client, Target::Relay).await?;
