@@ -298,8 +298,9 @@ struct Results {
     after_bulk_insert: String,
 }
 
-/// HO-side CPU seconds of a system so far: its walsenders, and relaysync's HO worker.
-async fn ho_cpu(ho: &Client, system: System, rig: &Rig) -> Result<f64> {
+/// HO-side CPU seconds of a system so far: its walsenders, and relaysync's
+/// HO worker (also returned on its own).
+async fn ho_cpu(ho: &Client, system: System, rig: &Rig) -> Result<(f64, f64)> {
     let pattern = match system {
         System::Relaysync => "relaysync-ho",
         System::Native => "native_%",
@@ -311,14 +312,15 @@ async fn ho_cpu(ho: &Client, system: System, rig: &Rig) -> Result<f64> {
         )
         .await
         .ctx(|| "reading pg_stat_replication".into())?;
-    let mut cpu: f64 = rows
+    let walsenders: f64 = rows
         .iter()
         .map(|r| cpu_seconds(r.get::<_, i32>(0) as u32))
         .sum();
-    if system == System::Relaysync {
-        cpu += rig.ho_worker.map_or(0.0, cpu_seconds);
-    }
-    Ok(cpu)
+    let worker = match system {
+        System::Relaysync => rig.ho_worker.map_or(0.0, cpu_seconds),
+        System::Native => 0.0,
+    };
+    Ok((walsenders + worker, worker))
 }
 
 async fn run_system(
@@ -422,8 +424,14 @@ async fn run_system(
     .ctx(|| "fanout insert".into())?;
     let total = n + (SMALL_TXNS + FANOUT_ROWS) as i64;
     wait_sites(&sites, &count, total, long).await?;
-    let fanout_cpu =
-        (ho_cpu(&ho, system, rig).await? - cpu_before) * 100_000.0 / FANOUT_ROWS as f64;
+    let cpu_after = ho_cpu(&ho, system, rig).await?;
+    let scale = 100_000.0 / FANOUT_ROWS as f64;
+    let fanout_cpu = (cpu_after.0 - cpu_before.0) * scale;
+    out(&format!(
+        "{}: HO CPU {fanout_cpu:.3} s per 100k changes, of which the HO worker {:.3} s",
+        name(system),
+        (cpu_after.1 - cpu_before.1) * scale
+    ));
 
     out(&format!(
         "{}: latency at {LATENCY_RATE} transactions/s for {LATENCY_SECONDS}s",

@@ -11,7 +11,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: the replication stream and the worker hand each other a
+    // message per row, and waking another thread for each costs more than
+    // the work (PostgreSQL does the heavy lifting in its own processes).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -486,8 +486,47 @@ async fn apply_group(
 
 /// Fetches, applies and acks every packet for this site, in order.
 pub async fn sync_once(cfg: &Config) -> Result<Summary> {
+    let mut session = Session::open(cfg).await?;
+    session.sync(cfg).await
+}
+
+/// A site worker's connections, kept across the syncs of `pos run`.
+pub struct Session {
+    client: Client,
+    relay: Relay,
+    site: String,
+    /// Whether this session's writes are marked with the apply origin.
+    origin_set: bool,
+}
+
+impl Session {
+    /// Connects to the relay and the site and checks both are set up.
+    pub async fn open(cfg: &Config) -> Result<Session> {
+        let (client, relay, site) = open(cfg).await?;
+        Ok(Session {
+            client,
+            relay,
+            site,
+            origin_set: false,
+        })
+    }
+
+    /// Uploads, fetches, applies and acks, as `pos sync --once` does.
+    pub async fn sync(&mut self, cfg: &Config) -> Result<Summary> {
+        let (client, relay) = (&self.client, &self.relay);
+        let site = self.site.clone();
+        sync_with(cfg, client, relay, site, &mut self.origin_set).await
+    }
+}
+
+async fn sync_with(
+    cfg: &Config,
+    client: &Client,
+    relay: &Relay,
+    site: String,
+    origin_set: &mut bool,
+) -> Result<Summary> {
     let started = Instant::now();
-    let (client, relay, site) = open(cfg).await?;
     let mut summary = Summary {
         site: site.clone(),
         ..Summary::default()
@@ -500,7 +539,7 @@ pub async fn sync_once(cfg: &Config) -> Result<Summary> {
             publication: pos.publication.clone(),
             origin: site.clone(),
             // What this site's applier wrote came from HO: never send it back.
-            skip_origin: Some(crate::ho::origin_name(&client, crate::APPLY_ORIGIN).await?),
+            skip_origin: Some(crate::ho::origin_name(client, crate::APPLY_ORIGIN).await?),
             targets: Some(vec!["ho".into()]),
         };
         let bounds = crate::capture::batch::Bounds {
@@ -509,8 +548,8 @@ pub async fn sync_once(cfg: &Config) -> Result<Summary> {
         };
         summary.uploaded = Some(
             crate::capture::capture(
-                &client,
-                &relay,
+                client,
+                relay,
                 &source,
                 &cfg.upstream_routes(),
                 bounds,
@@ -520,9 +559,12 @@ pub async fn sync_once(cfg: &Config) -> Result<Summary> {
             .await?,
         );
         // Mark what this session applies so this site's capture skips it.
-        crate::ho::use_origin(&client, crate::APPLY_ORIGIN, "pos").await?;
+        if !*origin_set {
+            crate::ho::use_origin(client, crate::APPLY_ORIGIN, "pos").await?;
+            *origin_set = true;
+        }
     }
-    summary.acks_resent = resend_acks(&client, &relay, &site).await?;
+    summary.acks_resent = resend_acks(client, relay, &site).await?;
     let mut applied: i64 = client
         .query_one(
             "SELECT applied_through FROM relaysync.site WHERE site = $1",
@@ -538,15 +580,15 @@ pub async fn sync_once(cfg: &Config) -> Result<Summary> {
             break;
         }
         for group in groups {
-            match apply_group(&client, &relay, &site, &group).await? {
+            match apply_group(client, relay, &site, &group).await? {
                 Ok(acks) => {
                     applied = group.last().map_or(applied, |p| p.id);
                     summary.packets += acks.len() as u64;
                     summary.rows += acks.iter().map(|a| a.rows as u64).sum::<u64>();
-                    send_acks(&client, &relay, &site, &acks).await?;
+                    send_acks(client, relay, &site, &acks).await?;
                 }
                 Err((packet, error)) => {
-                    record_failure(&client, &relay, &site, &group, packet, &error).await?;
+                    record_failure(client, relay, &site, &group, packet, &error).await?;
                     summary.failed = Some((packet, error));
                     summary.applied_through = applied;
                     summary.elapsed = started.elapsed();
@@ -623,8 +665,20 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     } else {
         interval
     };
+    let mut session: Option<Session> = None;
     loop {
-        match sync_once(cfg).await {
+        let result = match session.as_mut() {
+            Some(s) => s.sync(cfg).await,
+            None => match Session::open(cfg).await {
+                Ok(s) => session.insert(s).sync(cfg).await,
+                Err(e) => Err(e),
+            },
+        };
+        if result.is_err() {
+            // Reconnect next time: a connection may be what failed.
+            session = None;
+        }
+        match result {
             Ok(s)
                 if s.packets > 0
                     || s.failed.is_some()

@@ -5,6 +5,7 @@
 //! Pure code, no IO: the capture loop feeds it and writes what it seals.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,8 +29,8 @@ pub struct PartDraft {
     pub shape: Arc<TableShape>,
     pub target: String,
     pub changes: Vec<Change>,
-    /// Key values → index in `changes`, for compaction.
-    by_key: HashMap<Vec<Bytes>, usize>,
+    /// Key → index in `changes`, for compaction.
+    by_key: KeyIndex,
 }
 
 /// A packet ready to encode: its parts and the range of commit LSNs it holds.
@@ -63,6 +64,7 @@ pub struct Batcher {
     tables: HashMap<u32, Captured>,
     current: PacketDraft,
     part_index: HashMap<(String, String), usize>,
+    last_part: Option<usize>,
     bytes: usize,
     rows: usize,
     sealed: Vec<PacketDraft>,
@@ -92,6 +94,7 @@ impl Batcher {
             tables: HashMap::new(),
             current: PacketDraft::default(),
             part_index: HashMap::new(),
+            last_part: None,
             bytes: 0,
             rows: 0,
             sealed: Vec::new(),
@@ -137,12 +140,21 @@ impl Batcher {
         }
         let draft = std::mem::take(&mut self.current);
         self.part_index.clear();
+        self.last_part = None;
         self.bytes = 0;
         self.rows = 0;
         self.sealed.push(draft);
     }
 
-    fn push(&mut self, table: &Captured, target: &str, op: Op, lsn: u64, values: Tuple) {
+    /// The index of the part for (table, target), made when missing. Rows
+    /// mostly go to the part the previous row went to: that is checked first.
+    fn part_for(&mut self, table: &Captured, target: &str) -> usize {
+        if let Some(i) = self.last_part {
+            let p = &self.current.parts[i];
+            if Arc::ptr_eq(&p.shape, &table.shape) && p.target == target {
+                return i;
+            }
+        }
         let key = (table.shape.name.clone(), target.to_string());
         let idx = match self.part_index.get(&key) {
             Some(&i) => i,
@@ -151,31 +163,31 @@ impl Batcher {
                     shape: table.shape.clone(),
                     target: target.to_string(),
                     changes: Vec::new(),
-                    by_key: HashMap::new(),
+                    by_key: KeyIndex::default(),
                 });
                 self.part_index.insert(key, self.current.parts.len() - 1);
                 self.current.parts.len() - 1
             }
         };
+        self.last_part = Some(idx);
+        idx
+    }
+
+    fn push(&mut self, table: &Captured, target: &str, op: Op, lsn: u64, values: Tuple) {
+        let idx = self.part_for(table, target);
         let part = &mut self.current.parts[idx];
         self.bytes += values.iter().map(value_len).sum::<usize>();
-        let key_values: Option<Vec<Bytes>> = if part.shape.key.is_empty() {
-            None
-        } else {
-            part.shape
-                .key
-                .iter()
-                .map(|&k| values.get(k).and_then(text_of).cloned())
-                .collect()
-        };
         let mut change = Change {
             op,
             lsn,
             values,
             origin: self.origin.clone(),
         };
-        match key_values.map(|k| (part.by_key.get(&k).copied(), k)) {
-            Some((Some(at), _)) => {
+        let found = part
+            .by_key
+            .find(&part.shape.key, &part.changes, &change.values);
+        match found {
+            Found::At(at) => {
                 let prev = &part.changes[at];
                 if op != Op::Delete && prev.op != Op::Delete {
                     // Unchanged TOAST columns take the value of the earlier write.
@@ -190,12 +202,13 @@ impl Batcher {
                 }
                 part.changes[at] = change;
             }
-            Some((None, k)) => {
-                part.by_key.insert(k, part.changes.len());
+            Found::New(slot) => {
+                let at = part.changes.len();
+                part.by_key.insert(slot, at);
                 part.changes.push(change);
                 self.rows += 1;
             }
-            None => {
+            Found::NoKey => {
                 part.changes.push(change);
                 self.rows += 1;
             }
@@ -332,10 +345,109 @@ impl Batcher {
                 shape: table.shape.clone(),
                 target: ALL_SITES.to_string(),
                 changes: vec![change],
-                by_key: HashMap::new(),
+                by_key: KeyIndex::default(),
             });
         }
         self.seal();
+    }
+}
+
+/// A hasher for keys that are already hashes.
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// Key → row index within a part: a 64-bit hash of the key values, checked
+/// against the row's own key; the rare keys whose hash another key took
+/// go to a second, exact map.
+#[derive(Debug, Default)]
+struct KeyIndex {
+    by_hash: HashMap<u64, usize, BuildHasherDefault<IdentityHasher>>,
+    collided: HashMap<Vec<Bytes>, usize>,
+}
+
+/// Where a change's key is in a part.
+enum Found {
+    At(usize),
+    /// Not there yet: insert at this slot.
+    New(Slot),
+    /// The change has no usable key (no key columns, or a NULL in them).
+    NoKey,
+}
+
+enum Slot {
+    Hash(u64),
+    Exact(Vec<Bytes>),
+}
+
+/// FNV-1a over the key values, each length-prefixed.
+fn key_hash(key: &[usize], values: &Tuple) -> Option<u64> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &k in key {
+        let v = text_of(values.get(k)?)?;
+        for b in (v.len() as u32).to_le_bytes().iter().chain(v.iter()) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    Some(h)
+}
+
+fn same_key(key: &[usize], a: &Tuple, b: &Tuple) -> bool {
+    key.iter().all(
+        |&k| match (a.get(k).and_then(text_of), b.get(k).and_then(text_of)) {
+            (Some(x), Some(y)) => x == y,
+            _ => false,
+        },
+    )
+}
+
+impl KeyIndex {
+    fn find(&self, key: &[usize], changes: &[Change], values: &Tuple) -> Found {
+        if key.is_empty() {
+            return Found::NoKey;
+        }
+        let Some(h) = key_hash(key, values) else {
+            return Found::NoKey;
+        };
+        match self.by_hash.get(&h) {
+            None => Found::New(Slot::Hash(h)),
+            Some(&at) if same_key(key, &changes[at].values, values) => Found::At(at),
+            Some(_) => {
+                let exact: Vec<Bytes> = key
+                    .iter()
+                    .filter_map(|&k| values.get(k).and_then(text_of).cloned())
+                    .collect();
+                match self.collided.get(&exact) {
+                    Some(&at) => Found::At(at),
+                    None => Found::New(Slot::Exact(exact)),
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, slot: Slot, at: usize) {
+        match slot {
+            Slot::Hash(h) => {
+                self.by_hash.insert(h, at);
+            }
+            Slot::Exact(k) => {
+                self.collided.insert(k, at);
+            }
+        }
     }
 }
 
@@ -441,5 +553,33 @@ mod tests {
         assert_eq!(sealed.len(), 3);
         assert_eq!(sealed[1].parts[0].changes[0].op, Op::Truncate);
         assert_eq!(sealed[2].parts[0].changes[0].values[0], t("7"));
+    }
+
+    #[test]
+    fn a_key_whose_hash_is_taken_still_compacts_exactly() {
+        let key = [0usize];
+        let a = vec![t("a"), t("1")];
+        let b = vec![t("b"), t("2")];
+        let change = |values: &Tuple| Change {
+            op: Op::Insert,
+            lsn: 1,
+            values: values.clone(),
+            origin: None,
+        };
+        let mut changes = vec![change(&a)];
+        let mut idx = KeyIndex::default();
+        // Make b's hash point at a's row, as a collision would.
+        idx.by_hash.insert(key_hash(&key, &b).unwrap(), 0);
+        let Found::New(slot) = idx.find(&key, &changes, &b) else {
+            panic!("b was taken for a")
+        };
+        assert!(matches!(slot, Slot::Exact(_)));
+        idx.insert(slot, 1);
+        changes.push(change(&b));
+        assert!(matches!(idx.find(&key, &changes, &b), Found::At(1)));
+        assert!(matches!(
+            idx.find(&key, &changes, &vec![Value::Null, t("3")]),
+            Found::NoKey
+        ));
     }
 }

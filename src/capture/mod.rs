@@ -57,7 +57,8 @@ pub struct Source {
 pub enum Mode {
     /// Up to the WAL position current at start, then return.
     Once,
-    /// Until shutdown; a batch is stored once the stream is quiet for `linger`.
+    /// Until shutdown; what is pending is stored every `linger` between
+    /// transactions.
     Stream { linger: Duration },
 }
 
@@ -85,6 +86,8 @@ pub(crate) struct Writer<'a> {
     group: Option<i64>,
     sites: Vec<String>,
     outcome: Outcome,
+    /// When the last group was committed.
+    last_flush: Instant,
 }
 
 impl<'a> Writer<'a> {
@@ -105,6 +108,7 @@ impl<'a> Writer<'a> {
             group: None,
             sites: Vec::new(),
             outcome: Outcome::default(),
+            last_flush: Instant::now(),
         }
     }
 
@@ -374,6 +378,8 @@ pub async fn capture(
         Mode::Stream { linger } => linger,
         Mode::Once => Duration::from_secs(3600),
     };
+    let mut tick = tokio::time::interval(linger);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let start = relay_lsn;
     tracing::info!(origin = %source.origin, slot = %source.slot, from = %format_lsn(start.max(slot_lsn)),
         to = %stop.map(format_lsn).unwrap_or_else(|| "streaming".into()), "capture starting");
@@ -415,13 +421,14 @@ pub async fn capture(
                     tracing::info!(sites = ?s.sites, rows = s.rows, packets = s.packets, "full sync served");
                 }
             }
+            // One ticker, not a timer per event: the stream carries up to a
+            // message per row.
             let event = tokio::select! {
+                biased;
                 _ = crate::shutdown::requested(&mut shutdown), if !in_txn => break,
-                ev = tokio::time::timeout(linger, repl.recv()) => ev,
-            };
-            let event = match event {
-                Err(_) => {
-                    // Quiet stream: store what is pending.
+                ev = repl.recv() => ev,
+                _ = tick.tick(), if stop.is_none() => {
+                    // Store what is pending between transactions.
                     if !in_txn && last_end > stored_end {
                         flush(&mut batcher, &mut writer, last_end).await?;
                         stored_end = last_end;
@@ -429,13 +436,15 @@ pub async fn capture(
                     }
                     continue;
                 }
-                Ok(Err(e)) => return Err(replication_error(&source.origin, e)),
-                Ok(Ok(None)) => {
+            };
+            let event = match event {
+                Err(e) => return Err(replication_error(&source.origin, e)),
+                Ok(None) => {
                     return Err(Error::Setup(format!(
                         "the replication stream of {} ended unexpectedly; check the server log", source.origin
                     )))
                 }
-                Ok(Ok(Some(ev))) => ev,
+                Ok(Some(ev)) => ev,
             };
             match event {
                 ReplicationEvent::Begin { final_lsn, .. } => {
@@ -519,6 +528,12 @@ pub async fn capture(
                     if stop.is_some_and(|s| end >= s) {
                         break;
                     }
+                    // While streaming, a busy stream is stored at least this often.
+                    if stop.is_none() && last_end > stored_end && writer.last_flush.elapsed() >= STREAM_FLUSH_EVERY {
+                        flush(&mut batcher, &mut writer, last_end).await?;
+                        stored_end = last_end;
+                        confirm(&repl, stored_end);
+                    }
                 }
                 ReplicationEvent::KeepAlive { wal_end, .. } => {
                     // Idle and everything captured is stored: the WAL up to
@@ -570,6 +585,9 @@ pub async fn capture(
     Ok(outcome)
 }
 
+/// While streaming, the longest a committed transaction waits to be stored.
+const STREAM_FLUSH_EVERY: Duration = Duration::from_millis(25);
+
 /// Seals and writes what is pending, then commits the group at `lsn`.
 async fn flush(batcher: &mut Batcher, writer: &mut Writer<'_>, lsn: u64) -> Result<()> {
     batcher.seal();
@@ -577,6 +595,7 @@ async fn flush(batcher: &mut Batcher, writer: &mut Writer<'_>, lsn: u64) -> Resu
         writer.write(draft).await?;
     }
     writer.commit(lsn).await?;
+    writer.last_flush = Instant::now();
     crate::failpoint::hit("capture_after_relay_commit");
     Ok(())
 }
