@@ -601,8 +601,14 @@ async fn sync_with(
             }
         }
     }
+    // A sync that found nothing records itself at most once a minute: a
+    // streaming worker syncs many times a second.
     client
-        .execute("UPDATE relaysync.site SET last_sync_at = now(), last_success_at = now() WHERE site = $1", &[&site])
+        .execute(
+            "UPDATE relaysync.site SET last_sync_at = now(), last_success_at = now()
+              WHERE site = $1 AND (last_sync_at IS NULL OR last_sync_at < now() - interval '1 minute')",
+            &[&site],
+        )
         .await
         .ctx(|| "writing relaysync.site".into())?;
     summary.applied_through = applied;
