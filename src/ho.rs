@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 use crate::capture::{self, batch::Bounds, catalog, Mode, Outcome, Source};
 use crate::config::Config;
 use crate::error::{DbContext, Error, Result};
-use crate::postgres::{connect, ident, qualified};
+use crate::postgres::{connect, qualified};
 use crate::relay::migrate::{self, Target};
 use crate::relay::Relay;
 use crate::route::Route;
@@ -134,28 +134,13 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
             "replication origin {origin} marks what HO merges from the sites"
         ));
     }
-    let publication = ident(&ho.publication);
-    let table_list = described
+    let names: Vec<String> = described.iter().map(|(n, ..)| n.clone()).collect();
+    crate::postgres::ensure_publication(&sql, &ho.publication, &names).await?;
+    let table_list = names
         .iter()
-        .map(|(n, ..)| qualified(n))
+        .map(|n| qualified(n))
         .collect::<Vec<_>>()
         .join(", ");
-    let exists = sql
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&ho.publication],
-        )
-        .await
-        .ctx(|| "reading pg_publication".into())?
-        .is_some();
-    let statement = if exists {
-        format!("ALTER PUBLICATION {publication} SET TABLE {table_list}")
-    } else {
-        format!("CREATE PUBLICATION {publication} FOR TABLE {table_list}")
-    };
-    sql.batch_execute(&statement)
-        .await
-        .ctx(|| format!("creating publication {}", ho.publication))?;
     said.push(format!(
         "publication {} covers {table_list}",
         ho.publication

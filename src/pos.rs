@@ -166,30 +166,8 @@ async fn check_upstream(client: &Client, cfg: &Config) -> Result<Option<bool>> {
 /// Creates the publication, slot and replication origin of upstream capture.
 async fn prepare_upstream(client: &Client, cfg: &Config, slot_exists: bool) -> Result<()> {
     let pos = cfg.pos()?;
-    let tables = cfg
-        .upstream
-        .iter()
-        .map(|u| qualified(&u.name))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let publication = crate::postgres::ident(&pos.publication);
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&pos.publication],
-        )
-        .await
-        .ctx(|| "reading pg_publication".into())?
-        .is_some();
-    let statement = if exists {
-        format!("ALTER PUBLICATION {publication} SET TABLE {tables}")
-    } else {
-        format!("CREATE PUBLICATION {publication} FOR TABLE {tables}")
-    };
-    client
-        .batch_execute(&statement)
-        .await
-        .ctx(|| format!("creating publication {}", pos.publication))?;
+    let tables: Vec<String> = cfg.upstream.iter().map(|u| u.name.clone()).collect();
+    crate::postgres::ensure_publication(client, &pos.publication, &tables).await?;
     if !slot_exists {
         client
             .execute(
