@@ -59,6 +59,12 @@ pub struct Bed {
     pub config: PathBuf,
 }
 
+impl Drop for Bed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Bed {
     /// Fresh databases named after the test; `schema` is run at HO and at both sites.
     pub async fn new(test: &str, schema: &str, tables: &[(&str, &str)], extra: &str) -> Bed {
