@@ -296,6 +296,20 @@ async fn no_echo_and_idle_syncs_add_nothing() {
         count(&relay, "SELECT count(*) FROM relay.packets").await,
         packets
     );
+    // A site row equal to HO's goes up, and HO's merge writes nothing: no
+    // change comes back down.
+    let down = "SELECT count(*) FROM relay.packets WHERE direction = 'down'";
+    let up = "SELECT count(*) FROM relay.packets WHERE direction = 'up'";
+    let (down_before, up_before) = (count(&relay, down).await, count(&relay, up).await);
+    bed.site(0)
+        .await
+        .batch_execute("UPDATE public.users SET name = name")
+        .await
+        .unwrap();
+    bed.sync_all().await;
+    bed.sync_all().await;
+    assert_eq!(count(&relay, up).await, up_before + 1);
+    assert_eq!(count(&relay, down).await, down_before);
     assert_eq!(
         count(
             &bed.ho().await,
