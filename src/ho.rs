@@ -21,16 +21,7 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
     let mut sql = connect("ho", &ho.url).await?;
     let mut said = Vec::new();
 
-    let wal_level: String = sql
-        .query_one("SHOW wal_level", &[])
-        .await
-        .ctx(|| "reading wal_level".into())?
-        .get(0);
-    if wal_level != "logical" {
-        return Err(Error::Setup(format!(
-            "wal_level is '{wal_level}' at HO; set wal_level = logical in postgresql.conf and restart PostgreSQL"
-        )));
-    }
+    crate::postgres::require_logical(&sql, "HO").await?;
     let row = sql
         .query_one(
             "SELECT current_setting('max_replication_slots')::int,

@@ -97,17 +97,7 @@ async fn check_upstream(client: &Client, cfg: &Config) -> Result<Option<bool>> {
         return Ok(None);
     }
     let pos = cfg.pos()?;
-    let wal_level: String = client
-        .query_one("SHOW wal_level", &[])
-        .await
-        .ctx(|| "reading wal_level".into())?
-        .get(0);
-    if wal_level != "logical" {
-        return Err(Error::Setup(format!(
-            "wal_level is '{wal_level}' at site {}; upstream tables need wal_level = logical in postgresql.conf and a restart",
-            pos.site
-        )));
-    }
+    crate::postgres::require_logical(client, &format!("site {}", pos.site)).await?;
     let row = client
         .query_one(
             "SELECT (SELECT database::text FROM pg_replication_slots WHERE slot_name = $1),

@@ -89,6 +89,25 @@ pub async fn listen(url: &str, channel: &str) -> Result<Listener> {
     })
 }
 
+/// Fails with the fix unless the server has `wal_level = logical`; `place`
+/// says which server (`HO`, `site store-001`).
+pub async fn require_logical(client: &Client, place: &str) -> Result<()> {
+    let wal_level: String = client
+        .query_one("SHOW wal_level", &[])
+        .await
+        .map_err(|source| Error::Db {
+            context: "reading wal_level".into(),
+            source,
+        })?
+        .get(0);
+    if wal_level != "logical" {
+        return Err(Error::Setup(format!(
+            "wal_level is '{wal_level}' at {place}; set wal_level = logical in postgresql.conf and restart PostgreSQL"
+        )));
+    }
+    Ok(())
+}
+
 /// Creates publication `name` for `tables` (`schema.table` names), or sets
 /// an existing one to exactly those tables.
 pub async fn ensure_publication(client: &Client, name: &str, tables: &[String]) -> Result<()> {
