@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use common::*;
@@ -13,20 +12,6 @@ const SCHEMA: &str = "CREATE TABLE public.items (id int PRIMARY KEY, name text, 
 const TABLES: &[(&str, &str)] = &[("public.items", "all")];
 /// Small packets, so that one transaction makes a group of several.
 const SMALL_PACKETS: &str = "[packet]\nmax_rows = 100";
-
-async fn run_killed_at(bed: &Bed, site: usize, args: &[&str], failpoint: &str) {
-    let mut cmd = bed.command(site, args);
-    cmd.env("RELAYSYNC_FAILPOINT", failpoint);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        out.status.signal(),
-        Some(9),
-        "relaysync {args:?} was not killed at {failpoint}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The slot's confirmed LSN never passes the relay's captured LSN (or the
 /// slot's starting point when nothing was captured yet).
@@ -111,7 +96,8 @@ async fn ho_killed_in_the_middle_of_a_group() {
         )
         .await
         .unwrap();
-    run_killed_at(&bed, 0, &["ho", "sync", "--once"], "capture_mid_group").await;
+    bed.run_killed_at(0, &["ho", "sync", "--once"], "capture_mid_group")
+        .await;
     let relay = bed.relay().await;
     assert_eq!(
         count(
@@ -165,13 +151,8 @@ async fn ho_killed_between_relay_commit_and_slot_confirmation() {
     ho.batch_execute("UPDATE public.items SET qty = qty + 1 WHERE id <= 10")
         .await
         .unwrap();
-    run_killed_at(
-        &bed,
-        0,
-        &["ho", "sync", "--once"],
-        "capture_after_relay_commit",
-    )
-    .await;
+    bed.run_killed_at(0, &["ho", "sync", "--once"], "capture_after_relay_commit")
+        .await;
     assert_slot_behind_relay(&bed, &start).await;
     let relay = bed.relay().await;
     let packets = count(
@@ -231,7 +212,8 @@ async fn pos_killed_in_the_middle_of_applying_a_group() {
     bed.ok(0, &["ho", "sync", "--once"]).await;
     let site = bed.site(0).await;
     let before = count(&site, "SELECT applied_through FROM relaysync.site").await;
-    run_killed_at(&bed, 0, &["pos", "sync", "--once"], "pos_mid_apply").await;
+    bed.run_killed_at(0, &["pos", "sync", "--once"], "pos_mid_apply")
+        .await;
     // The group is applied whole or not at all.
     assert_eq!(count(&site, "SELECT count(*) FROM public.items").await, 0);
     assert_eq!(
@@ -252,7 +234,8 @@ async fn pos_killed_between_its_commit_and_the_ack() {
     .await
     .unwrap();
     bed.ok(0, &["ho", "sync", "--once"]).await;
-    run_killed_at(&bed, 0, &["pos", "sync", "--once"], "pos_after_commit").await;
+    bed.run_killed_at(0, &["pos", "sync", "--once"], "pos_after_commit")
+        .await;
     let relay = bed.relay().await;
     assert_eq!(
         count(&bed.site(0).await, "SELECT count(*) FROM public.items").await,

@@ -18,17 +18,6 @@ const TABLES: &[(&str, &str)] = &[
     ("public.prices", "column:site_code"),
 ];
 
-/// setup relay, both sites, setup ho and pos, without syncing.
-async fn register(bed: &Bed) {
-    bed.ok(0, &["setup", "relay"]).await;
-    for s in SITES {
-        bed.ok(0, &["site", "add", s]).await;
-    }
-    bed.ok(0, &["setup", "ho"]).await;
-    bed.ok(0, &["setup", "pos"]).await;
-    bed.ok(1, &["setup", "pos"]).await;
-}
-
 async fn load_ho(bed: &Bed, items: i32) {
     bed.ho()
         .await
@@ -85,7 +74,7 @@ fn site_state(status: &str, site: &str) -> String {
 async fn first_contact_loads_every_routed_row_and_reports_status() {
     let bed = Bed::new("first_contact", SCHEMA, TABLES, "").await;
     load_ho(&bed, 3000).await;
-    register(&bed).await;
+    bed.register().await;
     let status = bed.ok(0, &["status"]).await;
     assert_eq!(site_state(&status, "s1"), "Not started", "{status}");
     let out = bed.ok(0, &["ho", "sync", "--once"]).await;
@@ -130,7 +119,7 @@ async fn first_contact_loads_every_routed_row_and_reports_status() {
 async fn consistent_while_ho_keeps_writing() {
     let bed = Bed::new("concurrent", SCHEMA, TABLES, "[packet]\nmax_rows = 2000").await;
     load_ho(&bed, 30_000).await;
-    register(&bed).await;
+    bed.register().await;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
@@ -185,7 +174,7 @@ async fn consistent_while_ho_keeps_writing() {
 async fn push_reloads_chosen_sites_only_and_removes_strays() {
     let bed = Bed::new("push", SCHEMA, TABLES, "").await;
     load_ho(&bed, 500).await;
-    register(&bed).await;
+    bed.register().await;
     bed.sync_all().await;
     // Strays at both sites: rows HO does not have.
     for site in 0..2 {
@@ -253,7 +242,7 @@ async fn push_reloads_chosen_sites_only_and_removes_strays() {
 async fn a_failed_full_sync_keeps_the_old_data_and_is_retried() {
     let bed = Bed::new("atomic", SCHEMA, TABLES, "[packet]\nmax_rows = 500").await;
     load_ho(&bed, 5000).await;
-    register(&bed).await;
+    bed.register().await;
     bed.sync_all().await;
     let before = rows(&bed.site(0).await, "SELECT * FROM public.items").await;
     bed.ho()

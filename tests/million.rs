@@ -78,16 +78,8 @@ async fn one_million_row_transaction_arrives_whole_in_bounded_memory() {
         pos_run.peak_rss_mb,
         ROWS as f64 / total.as_secs_f64()
     );
-    assert!(
-        ho_run.peak_rss_mb < 200.0,
-        "ho worker peak RSS {:.0} MB",
-        ho_run.peak_rss_mb
-    );
-    assert!(
-        pos_run.peak_rss_mb < 200.0,
-        "pos worker peak RSS {:.0} MB",
-        pos_run.peak_rss_mb
-    );
+    ho_run.assert_peak_rss_under("ho", 200.0);
+    pos_run.assert_peak_rss_under("pos", 200.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,14 +173,6 @@ async fn one_million_row_full_sync_streams_in_bounded_memory() {
         ROWS as f64 / dump.as_secs_f64(),
         ours.as_secs_f64() / dump.as_secs_f64()
     );
-    assert!(
-        ho_run.peak_rss_mb < 200.0,
-        "ho worker peak RSS {:.0} MB",
-        ho_run.peak_rss_mb
-    );
-    assert!(
-        pos_run.peak_rss_mb < 200.0,
-        "pos worker peak RSS {:.0} MB",
-        pos_run.peak_rss_mb
-    );
+    ho_run.assert_peak_rss_under("ho", 200.0);
+    pos_run.assert_peak_rss_under("pos", 200.0);
 }

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::os::unix::process::ExitStatusExt;
-
 use common::*;
 
 const SCHEMA: &str = "
@@ -63,40 +61,24 @@ async fn ho_events(bed: &Bed, site: &str) -> i64 {
         .get(0)
 }
 
-async fn killed(bed: &Bed, site: usize, args: &[&str], failpoint: &str) {
-    let mut cmd = bed.command(site, args);
-    cmd.env("RELAYSYNC_FAILPOINT", failpoint);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        out.status.signal(),
-        Some(9),
-        "not killed at {failpoint}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_events_arrive_exactly_once_despite_kills() {
     let bed = bed("up_once", "[packet]\nmax_rows = 50").await;
     events_at(&bed, 0, 300).await;
     events_at(&bed, 1, 200).await;
     // Site s1's upload dies in the middle of a group, then after the relay commit.
-    killed(&bed, 0, &["pos", "sync", "--once"], "capture_mid_group").await;
-    killed(
-        &bed,
-        0,
-        &["pos", "sync", "--once"],
-        "capture_after_relay_commit",
-    )
-    .await;
+    bed.run_killed_at(0, &["pos", "sync", "--once"], "capture_mid_group")
+        .await;
+    bed.run_killed_at(0, &["pos", "sync", "--once"], "capture_after_relay_commit")
+        .await;
     bed.ok(0, &["pos", "sync", "--once"]).await;
     bed.ok(1, &["pos", "sync", "--once"]).await;
     // HO dies in the middle of merging, then between its commit and the ack.
-    killed(&bed, 0, &["ho", "sync", "--once"], "ho_mid_merge").await;
+    bed.run_killed_at(0, &["ho", "sync", "--once"], "ho_mid_merge")
+        .await;
     assert_eq!(ho_events(&bed, "s1").await + ho_events(&bed, "s2").await, 0);
-    killed(&bed, 0, &["ho", "sync", "--once"], "ho_after_merge_commit").await;
+    bed.run_killed_at(0, &["ho", "sync", "--once"], "ho_after_merge_commit")
+        .await;
     bed.ok(0, &["ho", "sync", "--once"]).await;
     assert_eq!(ho_events(&bed, "s1").await, 300);
     assert_eq!(ho_events(&bed, "s2").await, 200);

@@ -141,8 +141,8 @@ impl Bed {
     }
 
     /// setup relay, both sites added, setup ho, setup pos at both sites,
-    /// and their first (full) sync.
-    pub async fn setup(&self) {
+    /// without syncing.
+    pub async fn register(&self) {
         self.ok(0, &["setup", "relay"]).await;
         for s in SITES {
             self.ok(0, &["site", "add", s]).await;
@@ -150,7 +150,29 @@ impl Bed {
         self.ok(0, &["setup", "ho"]).await;
         self.ok(0, &["setup", "pos"]).await;
         self.ok(1, &["setup", "pos"]).await;
+    }
+
+    /// `register`, then the sites' first (full) sync.
+    pub async fn setup(&self) {
+        self.register().await;
         self.sync_all().await;
+    }
+
+    /// Runs `relaysync args` as site `site` with a failpoint and asserts it
+    /// was killed there (SIGKILL).
+    pub async fn run_killed_at(&self, site: usize, args: &[&str], failpoint: &str) {
+        use std::os::unix::process::ExitStatusExt;
+        let mut cmd = self.command(site, args);
+        cmd.env("RELAYSYNC_FAILPOINT", failpoint);
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "relaysync {args:?} was not killed at {failpoint}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// ho sync, then pos sync at both sites, then ho sync again (acks).
@@ -223,6 +245,17 @@ pub struct Measured {
     pub stderr: String,
     pub peak_rss_mb: f64,
     pub elapsed: Duration,
+}
+
+impl Measured {
+    /// Asserts the worker stayed under `mb` of resident memory.
+    pub fn assert_peak_rss_under(&self, what: &str, mb: f64) {
+        assert!(
+            self.peak_rss_mb < mb,
+            "{what} worker peak RSS {:.0} MB",
+            self.peak_rss_mb
+        );
+    }
 }
 
 /// Runs `cmd` to the end and measures its peak RSS (from wait4's rusage).
