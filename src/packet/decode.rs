@@ -38,11 +38,105 @@ pub struct Part {
 /// panic: the Arrow IPC reader can panic on some damaged inputs, so such a
 /// panic is caught and reported as a damaged part.
 pub fn read_part(bytes: &[u8]) -> Result<Part, PacketError> {
+    check_buffer_sizes(bytes)?;
     std::panic::catch_unwind(|| read_part_unchecked(bytes)).unwrap_or_else(|_| {
         Err(PacketError::Invalid(
             "the Arrow IPC stream is damaged (the reader gave up on it)".into(),
         ))
     })
+}
+
+/// The largest buffer a part may ask to be decompressed into (Arrow's
+/// offsets are 32-bit, so no buffer of a valid part is larger).
+const MAX_BUFFER_BYTES: u64 = 1 << 31;
+
+/// Checks what the Arrow reader trusts before it allocates: the length a
+/// compressed buffer states must be the length its zstd frame records, and
+/// sensible. A damaged length would otherwise ask for an allocation whose
+/// failure aborts the process, which no `catch_unwind` stops. Framing errors
+/// are left to the reader, which reports them.
+fn check_buffer_sizes(bytes: &[u8]) -> Result<(), PacketError> {
+    use arrow::ipc::{CompressionType, MessageHeader};
+    let invalid = |m: String| PacketError::Invalid(m);
+    let word =
+        |at: usize| -> Option<[u8; 4]> { bytes.get(at..at.checked_add(4)?)?.try_into().ok() };
+    let mut at = 0usize;
+    loop {
+        let Some(mut len) = word(at) else {
+            return Ok(());
+        };
+        if len == [0xff; 4] {
+            at += 4;
+            let Some(l) = word(at) else { return Ok(()) };
+            len = l;
+        }
+        let Ok(meta_len) = usize::try_from(i32::from_le_bytes(len)) else {
+            return Ok(());
+        };
+        if meta_len == 0 {
+            return Ok(());
+        }
+        let meta_start = at + 4;
+        let Some(meta) = meta_start
+            .checked_add(meta_len)
+            .and_then(|end| bytes.get(meta_start..end))
+        else {
+            return Ok(());
+        };
+        let message = arrow::ipc::root_as_message(meta)
+            .map_err(|e| invalid(format!("a message header is damaged: {e}")))?;
+        let Ok(body_len) = usize::try_from(message.bodyLength()) else {
+            return Ok(());
+        };
+        let body_start = meta_start + meta_len;
+        let Some(body) = body_start
+            .checked_add(body_len)
+            .and_then(|end| bytes.get(body_start..end))
+        else {
+            return Ok(());
+        };
+        if message.header_type() == MessageHeader::DictionaryBatch {
+            return Err(invalid(
+                "a part has a dictionary batch; relaysync writes none".into(),
+            ));
+        }
+        if let Some(compression) = message
+            .header_as_record_batch()
+            .and_then(|rb| rb.compression())
+        {
+            if compression.codec() != CompressionType::ZSTD {
+                return Err(invalid(
+                    "a part is compressed with a codec other than zstd".into(),
+                ));
+            }
+            let buffers = message.header_as_record_batch().and_then(|rb| rb.buffers());
+            for b in buffers.iter().flatten() {
+                let range = usize::try_from(b.offset())
+                    .ok()
+                    .and_then(|off| Some(off..off.checked_add(usize::try_from(b.length()).ok()?)?));
+                let Some(buf) = range.and_then(|r| body.get(r)) else {
+                    return Err(invalid("a buffer lies outside its message body".into()));
+                };
+                let Some((stated, frame)) = buf.split_first_chunk::<8>() else {
+                    continue;
+                };
+                let stated = i64::from_le_bytes(*stated);
+                // -1: stored uncompressed; 0: empty; negative: the reader refuses it.
+                if stated <= 0 {
+                    continue;
+                }
+                match zstd_safe::get_frame_content_size(frame) {
+                    Ok(Some(n)) if n == stated as u64 && n <= MAX_BUFFER_BYTES => {}
+                    _ => {
+                        return Err(invalid(format!(
+                            "a compressed buffer states {stated} bytes, which its zstd frame does not confirm"
+                        )))
+                    }
+                }
+            }
+        }
+        at = body_start + body_len;
+    }
 }
 
 fn read_part_unchecked(bytes: &[u8]) -> Result<Part, PacketError> {
@@ -300,10 +394,32 @@ impl Part {
 
     /// True when the part holds a truncate of its table.
     pub fn has_truncate(&self) -> bool {
+        self.has_op("T")
+    }
+
+    /// True when some row's `_op` is `op` (`I`, `U`, `D` or `T`).
+    pub fn has_op(&self, op: &str) -> bool {
         self.batches.iter().any(|b| {
             b.column_by_name(COL_OP)
                 .and_then(|a| a.as_string_opt::<i32>())
-                .is_some_and(|ops| ops.iter().any(|o| o == Some("T")))
+                .is_some_and(|ops| ops.iter().any(|o| o == Some(op)))
+        })
+    }
+
+    /// True when some row leaves out unchanged TOAST values.
+    pub fn has_unchanged(&self) -> bool {
+        self.batches.iter().any(|b| {
+            b.column_by_name(COL_UNCHANGED)
+                .is_some_and(|a| a.null_count() < a.len())
+        })
+    }
+
+    /// True when some row carries the replication origin `name`.
+    pub fn has_origin(&self, name: &str) -> bool {
+        self.batches.iter().any(|b| {
+            b.column_by_name(COL_ORIGIN)
+                .and_then(|a| a.as_string_opt::<i32>())
+                .is_some_and(|o| o.iter().any(|v| v == Some(name)))
         })
     }
 
@@ -448,6 +564,30 @@ mod tests {
         let mut out = Vec::new();
         part.write_copy_text(0, &mut out);
         assert!(String::from_utf8(out).unwrap().starts_with("1\tNaN\t"));
+    }
+
+    /// Every byte of a part set to values that turn a length into a huge
+    /// one: each read is an error or a part, and never an abort.
+    #[test]
+    fn any_damaged_byte_is_an_error_not_an_abort() {
+        let changes = vec![Change {
+            op: Op::Insert,
+            lsn: 1,
+            values: vec![t("1"), t("2.00"), t("x"), t("1.5"), t("\\x01")],
+            origin: Some("o".into()),
+        }];
+        let good = encode_part(&shape(), &changes).unwrap();
+        let mut damaged = 0;
+        for i in 0..good.len() {
+            for byte in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+                let mut bytes = good.clone();
+                bytes[i] = byte;
+                if read_part(&bytes).is_err() {
+                    damaged += 1;
+                }
+            }
+        }
+        assert!(damaged > 0);
     }
 
     proptest! {
