@@ -10,6 +10,8 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("RELAYSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours on a terminal only: cron mails and log files stay plain.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // One thread: the replication stream and the worker hand each other a
     // message per row, and waking another thread for each costs more than

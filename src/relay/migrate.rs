@@ -55,7 +55,19 @@ pub async fn migrate(client: &mut Client, target: Target) -> Result<()> {
         .set_migration_table_name(format!("{schema}.schema_history"))
         .run_async(client)
         .await
-        .map_err(|e| Error::Setup(format!("migrating schema {schema}: {e}")))?;
+        .map_err(|e| {
+            // Name the database's own complaint (refinery says only "db error").
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            let mut why = crate::error_chain(&e);
+            while let Some(c) = cause {
+                if let Some(db) = c.downcast_ref::<tokio_postgres::Error>() {
+                    why = crate::error::db_message(db);
+                    break;
+                }
+                cause = c.source();
+            }
+            Error::Setup(format!("migrating schema {schema}: {why}"))
+        })?;
     Ok(())
 }
 
