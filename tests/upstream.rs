@@ -387,3 +387,69 @@ async fn hundred_thousand_device_events_reach_ho_in_one_sync() {
         (total - uploaded).as_secs_f64()
     );
 }
+
+/// An up packet's row, as a site's capture writes it, in `relay`'s open
+/// transaction.
+async fn insert_up_packet(relay: &relaysync::relay::Relay, site: &str) -> i64 {
+    let targets = vec!["ho".to_string()];
+    relay
+        .insert_packet(&relaysync::relay::NewPacket {
+            direction: "up",
+            origin: site,
+            kind: "delta",
+            group_id: None,
+            lsn_from: 1,
+            lsn_to: 2,
+            targets: &targets,
+            row_count: 0,
+            byte_count: 0,
+        })
+        .await
+        .unwrap()
+}
+
+/// Sites upload at once, HO takes up packets by `id > last merged`: a packet
+/// must never commit after a higher id is visible, or HO would pass it by.
+/// The second writer waits for the first one's commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_packets_of_sites_uploading_at_once_commit_in_id_order() {
+    use relaysync::relay::Relay;
+    let bed = bed("uporder", "").await;
+    let first = Relay::connect(&bed.relay_url).await.unwrap();
+    first.exec("BEGIN").await.unwrap();
+    let a = insert_up_packet(&first, "s1").await;
+    let url = bed.relay_url.clone();
+    let second = tokio::spawn(async move {
+        let relay = Relay::connect(&url).await.unwrap();
+        relay.exec("BEGIN").await.unwrap();
+        let b = insert_up_packet(&relay, "s2").await;
+        relay.exec("COMMIT").await.unwrap();
+        b
+    });
+    let relay = bed.relay().await;
+    wait_for(
+        std::time::Duration::from_secs(30),
+        "the second writer to wait for the first",
+        || async {
+            count(
+                &relay,
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+                    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .await
+                == 1
+        },
+    )
+    .await;
+    assert_eq!(
+        count(
+            &relay,
+            &format!("SELECT count(*) FROM relay.packets WHERE direction = 'up' AND id >= {a}")
+        )
+        .await,
+        0
+    );
+    first.exec("COMMIT").await.unwrap();
+    let b = second.await.unwrap();
+    assert!(b > a, "{b} > {a}");
+}

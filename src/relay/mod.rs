@@ -5,7 +5,14 @@ pub mod migrate;
 use tokio_postgres::Client;
 
 use crate::error::{DbContext, Error, Result};
-use crate::postgres::{format_lsn, parse_lsn};
+use tokio_postgres::types::Type;
+
+use crate::postgres::{format_lsn, literal, parse_lsn};
+
+/// `ARRAY[a, b, …]` from SQL expressions (`ARRAY[]` needs a cast by the caller).
+fn literal_array(items: impl Iterator<Item = String>) -> String {
+    format!("ARRAY[{}]", items.collect::<Vec<_>>().join(", "))
+}
 
 /// A packet as the relay lists it (without its parts).
 #[derive(Debug, Clone)]
@@ -228,12 +235,18 @@ impl Relay {
 
     /// Records the capture position (inside the packets' transaction).
     pub async fn set_capture_lsn(&self, origin: &str, slot: &str, lsn: u64) -> Result<()> {
+        // Typed queries (here and on every per-packet path) go in one round
+        // trip; an untyped one is prepared first, which costs a second.
         self.client
-            .execute(
+            .execute_typed(
                 "INSERT INTO relay.capture_state (origin, slot, lsn) VALUES ($1, $2, $3::text::pg_lsn)
                  ON CONFLICT (origin) DO UPDATE SET slot = EXCLUDED.slot,
                    lsn = greatest(relay.capture_state.lsn, EXCLUDED.lsn), updated_at = now()",
-                &[&origin, &slot, &format_lsn(lsn)],
+                &[
+                    (&origin, Type::TEXT),
+                    (&slot, Type::TEXT),
+                    (&format_lsn(lsn), Type::TEXT),
+                ],
             )
             .await
             .ctx(|| "writing relay.capture_state".into())?;
@@ -242,39 +255,39 @@ impl Relay {
 
     /// Inserts a packet row and returns its id; a packet without a group
     /// starts one (its group id is its own id).
+    ///
+    /// Readers take packets by `id > last applied`, so the packets of a
+    /// direction must commit in id order: the first insert takes a
+    /// transaction lock per direction, held until the writer's commit (sites
+    /// uploading at once queue for it; HO is the only down writer).
     pub async fn insert_packet(&self, p: &NewPacket<'_>) -> Result<i64> {
-        let row = self
+        let rows = self
             .client
-            .query_one(
-                "INSERT INTO relay.packets (direction, origin, kind, group_id, lsn_from, lsn_to,
+            .query_typed(
+                "WITH l AS (SELECT pg_advisory_xact_lock(hashtext('relay.packets ' || $1))),
+                      n AS (SELECT nextval(pg_get_serial_sequence('relay.packets', 'id')) AS id FROM l)
+                 INSERT INTO relay.packets (id, direction, origin, kind, group_id, lsn_from, lsn_to,
                     targets, row_count, byte_count)
-                 VALUES ($1, $2, $3, coalesce($4::int8, 0), $5::text::pg_lsn, $6::text::pg_lsn, $7, $8, $9)
+                 OVERRIDING SYSTEM VALUE
+                 SELECT n.id, $1, $2, $3, coalesce($4, n.id), $5::text::pg_lsn, $6::text::pg_lsn,
+                        $7, $8, $9
+                   FROM n
                  RETURNING id",
                 &[
-                    &p.direction,
-                    &p.origin,
-                    &p.kind,
-                    &p.group_id,
-                    &format_lsn(p.lsn_from),
-                    &format_lsn(p.lsn_to),
-                    &p.targets,
-                    &p.row_count,
-                    &p.byte_count,
+                    (&p.direction, Type::TEXT),
+                    (&p.origin, Type::TEXT),
+                    (&p.kind, Type::TEXT),
+                    (&p.group_id, Type::INT8),
+                    (&format_lsn(p.lsn_from), Type::TEXT),
+                    (&format_lsn(p.lsn_to), Type::TEXT),
+                    (&p.targets, Type::TEXT_ARRAY),
+                    (&p.row_count, Type::INT8),
+                    (&p.byte_count, Type::INT8),
                 ],
             )
             .await
             .ctx(|| "writing relay.packets".into())?;
-        let id: i64 = row.get(0);
-        if p.group_id.is_none() {
-            self.client
-                .execute(
-                    "UPDATE relay.packets SET group_id = id WHERE id = $1",
-                    &[&id],
-                )
-                .await
-                .ctx(|| "writing relay.packets".into())?;
-        }
-        Ok(id)
+        Ok(rows[0].get(0))
     }
 
     /// Inserts one part of a packet.
@@ -288,10 +301,17 @@ impl Relay {
         arrow_ipc: &[u8],
     ) -> Result<()> {
         self.client
-            .execute(
+            .execute_typed(
                 "INSERT INTO relay.packet_parts (packet_id, seq, table_name, target, row_count, arrow_ipc)
                  VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&packet_id, &seq, &table, &target, &rows, &arrow_ipc],
+                &[
+                    (&packet_id, Type::INT8),
+                    (&seq, Type::INT4),
+                    (&table, Type::TEXT),
+                    (&target, Type::TEXT),
+                    (&rows, Type::INT8),
+                    (&arrow_ipc, Type::BYTEA),
+                ],
             )
             .await
             .ctx(|| "writing relay.packet_parts".into())?;
@@ -309,13 +329,18 @@ impl Relay {
     ) -> Result<Vec<PacketInfo>> {
         let rows = self
             .client
-            .query(
+            .query_typed(
                 &format!(
                     "SELECT {PACKET_COLUMNS} FROM relay.packets
                      WHERE direction = $4 AND id > $2 AND $1 = ANY(targets)
                      ORDER BY id LIMIT $3"
                 ),
-                &[&site, &after, &limit, &direction],
+                &[
+                    (&site, Type::TEXT),
+                    (&after, Type::INT8),
+                    (&limit, Type::INT8),
+                    (&direction, Type::TEXT),
+                ],
             )
             .await
             .ctx(|| "reading relay.packets".into())?;
@@ -402,22 +427,38 @@ impl Relay {
 
     /// The parts of a packet meant for `site` (its own and those for every site).
     pub async fn parts(&self, packet_id: i64, site: &str) -> Result<Vec<StoredPart>> {
+        Ok(self
+            .parts_of(&[packet_id], site)
+            .await?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect())
+    }
+
+    /// The parts of several packets for `site`, in packet order, each with
+    /// its packet id: one round trip for a run of small packets.
+    pub async fn parts_of(&self, packet_ids: &[i64], site: &str) -> Result<Vec<(i64, StoredPart)>> {
         let rows = self
             .client
-            .query(
-                "SELECT table_name, target, row_count, arrow_ipc FROM relay.packet_parts
-                 WHERE packet_id = $1 AND target IN ($2, '*') ORDER BY seq",
-                &[&packet_id, &site],
+            .query_typed(
+                "SELECT packet_id, table_name, target, row_count, arrow_ipc FROM relay.packet_parts
+                 WHERE packet_id = ANY($1) AND target IN ($2, '*') ORDER BY packet_id, seq",
+                &[(&packet_ids, Type::INT8_ARRAY), (&site, Type::TEXT)],
             )
             .await
-            .ctx(|| format!("reading the parts of packet {packet_id}"))?;
+            .ctx(|| format!("reading the parts of packets {packet_ids:?}"))?;
         Ok(rows
             .into_iter()
-            .map(|r| StoredPart {
-                table_name: r.get(0),
-                target: r.get(1),
-                row_count: r.get(2),
-                arrow_ipc: r.get(3),
+            .map(|r| {
+                (
+                    r.get(0),
+                    StoredPart {
+                        table_name: r.get(1),
+                        target: r.get(2),
+                        row_count: r.get(3),
+                        arrow_ipc: r.get(4),
+                    },
+                )
             })
             .collect())
     }
@@ -428,53 +469,47 @@ impl Relay {
         if acks.is_empty() {
             return Ok(());
         }
-        let ids: Vec<i64> = acks.iter().map(|a| a.packet_id).collect();
-        self.exec("BEGIN").await?;
-        let result = async {
-            // Lock the packets so that two sites acking at once both see each other's acks.
-            self.client
-                .execute(
-                    "SELECT 1 FROM relay.packets WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-                    &[&ids],
-                )
-                .await
-                .ctx(|| "locking relay.packets".into())?;
-            for a in acks {
-                self.client
-                    .execute(
-                        "INSERT INTO relay.acks (packet_id, site, status, rows, error)
-                         VALUES ($1, $2, $3, $4, $5)
-                         ON CONFLICT (packet_id, site) DO UPDATE SET status = EXCLUDED.status,
-                           rows = EXCLUDED.rows, error = EXCLUDED.error, acked_at = now()",
-                        &[&a.packet_id, &site, &a.status, &a.rows, &a.error],
-                    )
-                    .await
-                    .ctx(|| "writing relay.acks".into())?;
-            }
-            self.client
-                .execute(
-                    "UPDATE relay.packets p SET status = CASE
-                       WHEN EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.status = 'FAILED')
-                         THEN 'FAILED'
-                       WHEN (SELECT count(*) FROM relay.acks a WHERE a.packet_id = p.id AND a.status = 'PROCESSED')
-                            >= cardinality(p.targets)
-                         THEN 'PROCESSED'
-                       ELSE 'UPLOADED' END
-                     WHERE p.id = ANY($1)",
-                    &[&ids],
-                )
-                .await
-                .ctx(|| "updating relay.packets status".into())?;
-            Ok::<_, Error>(())
+        // One round trip: ten sites ack the same packets, and each holds the
+        // packets' row locks until its commit. Statements of one simple query
+        // each take a new snapshot, so the status UPDATE, run after the lock,
+        // sees the acks of every site that committed before it.
+        let ids = literal_array(acks.iter().map(|a| a.packet_id.to_string()));
+        let statuses = literal_array(acks.iter().map(|a| literal(a.status)));
+        let rows = literal_array(acks.iter().map(|a| a.rows.to_string()));
+        let errors = literal_array(
+            acks.iter()
+                .map(|a| a.error.as_deref().map_or("NULL".to_string(), literal)),
+        );
+        let sql = format!(
+            "BEGIN;
+             SELECT 1 FROM relay.packets WHERE id = ANY({ids}::int8[]) ORDER BY id FOR UPDATE;
+             INSERT INTO relay.acks (packet_id, site, status, rows, error)
+               SELECT a.id, {site}, a.status, a.rows, a.error
+                 FROM unnest({ids}::int8[], {statuses}::text[], {rows}::int8[], {errors}::text[])
+                      AS a (id, status, rows, error)
+             ON CONFLICT (packet_id, site) DO UPDATE SET status = EXCLUDED.status,
+               rows = EXCLUDED.rows, error = EXCLUDED.error, acked_at = now();
+             UPDATE relay.packets p SET status = CASE
+               WHEN EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.status = 'FAILED')
+                 THEN 'FAILED'
+               WHEN (SELECT count(*) FROM relay.acks a WHERE a.packet_id = p.id AND a.status = 'PROCESSED')
+                    >= cardinality(p.targets)
+                 THEN 'PROCESSED'
+               ELSE 'UPLOADED' END
+             WHERE p.id = ANY({ids}::int8[]);
+             COMMIT;",
+            site = literal(site),
+        );
+        let result = self
+            .client
+            .batch_execute(&sql)
+            .await
+            .ctx(|| "writing relay.acks".into());
+        if result.is_err() {
+            // A failed statement leaves the explicit transaction open and aborted.
+            let _ = self.exec("ROLLBACK").await;
         }
-        .await;
-        match result {
-            Ok(()) => self.exec("COMMIT").await,
-            Err(e) => {
-                let _ = self.exec("ROLLBACK").await;
-                Err(e)
-            }
-        }
+        result
     }
 
     /// Down packets with id above `after`, or among `ids`, for HO's record.
