@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
-use crate::apply::apply_part;
+use crate::apply::{apply_part, Stages};
 use crate::config::Config;
 use crate::error::{db_message, DbContext, Error, Result};
 use crate::packet::read_part;
-use crate::postgres::{connect, qualified};
+use crate::postgres::{connect, literal, qualified};
 use crate::relay::migrate::{self, Target};
 use crate::relay::{Ack, PacketInfo, Relay};
 
@@ -313,43 +313,85 @@ async fn send_acks(client: &Client, relay: &Relay, site: &str, acks: &[Ack]) -> 
     Ok(())
 }
 
-/// Applies one group in one transaction; on failure returns the failing packet and error.
-async fn apply_group(
+/// Consecutive delta groups applied in one site transaction when a site is
+/// behind, up to this many rows: each group stays whole, and one commit, one
+/// ack and one round of bookkeeping serve them all.
+const BATCH_ROWS: i64 = 100_000;
+/// Compressed bytes of parts fetched from the relay in one query.
+const FETCH_BYTES: i64 = 8 << 20;
+
+/// How many of `groups` (at least one) to apply in one transaction.
+fn batch_len(groups: &[Vec<PacketInfo>]) -> usize {
+    let mut rows = 0;
+    let mut n = 0;
+    for g in groups {
+        if g.iter().any(|p| p.kind != "delta") {
+            break;
+        }
+        rows += g.iter().map(|p| p.row_count).sum::<i64>();
+        if n > 0 && rows > BATCH_ROWS {
+            break;
+        }
+        n += 1;
+    }
+    n.max(1)
+}
+
+/// Applies whole groups (`packets`, in order) in one transaction, marking
+/// `acked` as acked at the relay; on failure returns the failing packet and
+/// error. The caller tells `stages` whether the transaction committed.
+async fn apply_packets(
     client: &Client,
     relay: &Relay,
     site: &str,
-    group: &[PacketInfo],
+    packets: &[PacketInfo],
+    acked: &[i64],
+    stages: &mut Stages,
 ) -> Result<std::result::Result<Vec<Ack>, (i64, String)>> {
-    client
-        .batch_execute("BEGIN")
+    // One round trip; a failed SET leaves the transaction aborted.
+    if let Err(e) = client
+        .batch_execute("BEGIN; SET LOCAL session_replication_role = replica")
         .await
-        .ctx(|| "site: BEGIN".into())?;
-    let mut acks = Vec::with_capacity(group.len());
-    let mut stage = 0usize;
+    {
+        client
+            .batch_execute("ROLLBACK")
+            .await
+            .ctx(|| "site: ROLLBACK".into())?;
+        return Ok(Err((packets[0].id, format!(
+            "cannot set session_replication_role ({}); connect the site worker as a superuser or GRANT SET ON PARAMETER session_replication_role TO its role",
+            db_message(&e)
+        ))));
+    }
+    let mut acks = Vec::with_capacity(packets.len());
     let mut failure = None;
-    let snapshot = group.iter().any(|p| p.kind == "snapshot");
+    let snapshot = packets.iter().any(|p| p.kind == "snapshot");
     // Per table: rows loaded by a full sync in this group.
     let mut full: HashMap<String, i64> = HashMap::new();
     let mut progress = snapshot.then(|| {
-        let total: i64 = group.iter().map(|p| p.row_count).sum();
+        let total: i64 = packets.iter().map(|p| p.row_count).sum();
         crate::progress::Progress::new(format!("full sync at {site}"), Some(total.max(0) as u64))
     });
-    'packets: for (i, p) in group.iter().enumerate() {
-        if i == 0 {
-            if let Err(e) = client
-                .batch_execute("SET LOCAL session_replication_role = replica")
-                .await
-            {
-                failure = Some((p.id, format!(
-                    "cannot set session_replication_role ({}); connect the site worker as a superuser or GRANT SET ON PARAMETER session_replication_role TO its role",
-                    db_message(&e)
-                )));
-                break;
+    // Parts of the packets from `fetched_from` on, fetched together.
+    let mut fetched: std::collections::VecDeque<(i64, crate::relay::StoredPart)> =
+        Default::default();
+    let mut fetched_to = 0usize;
+    'packets: for (i, p) in packets.iter().enumerate() {
+        if i == fetched_to {
+            let mut bytes = 0;
+            let mut ids = Vec::new();
+            for q in &packets[i..] {
+                if !ids.is_empty() && bytes + q.byte_count > FETCH_BYTES {
+                    break;
+                }
+                bytes += q.byte_count;
+                ids.push(q.id);
             }
+            fetched_to = i + ids.len();
+            fetched = relay.parts_of(&ids, site).await?.into();
         }
-        let parts = relay.parts(p.id, site).await?;
         let mut rows = 0u64;
-        for stored in parts {
+        while fetched.front().is_some_and(|(id, _)| *id == p.id) {
+            let (_, stored) = fetched.pop_front().expect("front checked");
             let part = match read_part(&stored.arrow_ipc) {
                 Ok(part) => part,
                 Err(e) => {
@@ -373,12 +415,12 @@ async fn apply_group(
                 ));
                 break 'packets;
             }
-            stage += 1;
+            drop(stored);
             if p.kind == "snapshot" {
                 let loaded = part.rows() - usize::from(part.has_truncate());
                 *full.entry(part.table.clone()).or_default() += loaded as i64;
             }
-            match apply_part(client, site, &part, stage).await {
+            match apply_part(client, site, &part, stages).await {
                 Ok(n) => {
                     rows += n;
                     if let Some(pr) = progress.as_mut() {
@@ -415,36 +457,40 @@ async fn apply_group(
                  VALUES ($1, now(), $2, $3)
                  ON CONFLICT (table_name) DO UPDATE SET last_full_sync = now(), rows = EXCLUDED.rows,
                    packet_group = EXCLUDED.packet_group",
-                &[table, rows, &group[0].group_id],
+                &[table, rows, &packets[0].group_id],
             )
             .await
             .ctx(|| "writing relaysync.table_sync".into())?;
     }
-    let last = group.last().map_or(0, |p| p.id);
-    for (a, p) in acks.iter().zip(group) {
-        client
-            .execute(
-                "INSERT INTO relaysync.received_packets (packet_id, group_id, kind, row_count, status)
-                 VALUES ($1, $2, $3, $4, 'PROCESSED')
-                 ON CONFLICT (packet_id) DO UPDATE SET status = 'PROCESSED', error = NULL,
-                   row_count = EXCLUDED.row_count, applied_at = now(), acked = false",
-                &[&a.packet_id, &p.group_id, &p.kind, &a.rows],
-            )
-            .await
-            .ctx(|| "writing relaysync.received_packets".into())?;
+    // The bookkeeping and the commit in one round trip (numbers and kinds
+    // only, so literals are safe).
+    let list = |items: Vec<String>| format!("ARRAY[{}]", items.join(", "));
+    let last = packets.last().map_or(0, |p| p.id);
+    let bookkeeping = format!(
+        "WITH received AS (
+           INSERT INTO relaysync.received_packets (packet_id, group_id, kind, row_count, status)
+           SELECT u.id, u.group_id, u.kind, u.row_count, 'PROCESSED'
+             FROM unnest({ids}::int8[], {groups}::int8[], {kinds}::text[], {rows}::int8[])
+                  AS u (id, group_id, kind, row_count)
+           ON CONFLICT (packet_id) DO UPDATE SET status = 'PROCESSED', error = NULL,
+             row_count = EXCLUDED.row_count, applied_at = now(), acked = false
+         ), acked AS (
+           UPDATE relaysync.received_packets SET acked = true WHERE packet_id = ANY({acked}::int8[])
+         )
+         UPDATE relaysync.site SET applied_through = {last}, last_sync_at = now(), last_success_at = now()
+          WHERE site = {site};
+         COMMIT",
+        ids = list(packets.iter().map(|p| p.id.to_string()).collect()),
+        groups = list(packets.iter().map(|p| p.group_id.to_string()).collect()),
+        kinds = list(packets.iter().map(|p| literal(&p.kind)).collect()),
+        rows = list(acks.iter().map(|a| a.rows.to_string()).collect()),
+        acked = list(acked.iter().map(|id| id.to_string()).collect()),
+        site = literal(site),
+    );
+    if let Err(e) = client.batch_execute(&bookkeeping).await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(e).ctx(|| "site: recording the applied packets".into());
     }
-    client
-        .execute(
-            "UPDATE relaysync.site SET applied_through = $2, last_sync_at = now(), last_success_at = now()
-              WHERE site = $1",
-            &[&site, &last],
-        )
-        .await
-        .ctx(|| "writing relaysync.site".into())?;
-    client
-        .batch_execute("COMMIT")
-        .await
-        .ctx(|| "site: COMMIT".into())?;
     if let Some(pr) = progress {
         pr.finish();
     }
@@ -458,13 +504,22 @@ pub async fn sync_once(cfg: &Config) -> Result<Summary> {
     session.sync(cfg).await
 }
 
-/// A site worker's connections, kept across the syncs of `pos run`.
+/// A site worker's connections and position, kept across the syncs of `pos run`.
 pub struct Session {
     client: Client,
     relay: Relay,
     site: String,
     /// Whether this session's writes are marked with the apply origin.
     origin_set: bool,
+    /// The last packet applied: read from the site by the first sync.
+    applied: Option<i64>,
+    /// Packets acked at the relay and not yet marked so at the site; the next
+    /// transaction marks them (a crash first sends them again, which the relay
+    /// takes as once).
+    acked: Vec<i64>,
+    /// When an idle sync last recorded itself.
+    idle_recorded: Option<Instant>,
+    stages: Stages,
 }
 
 impl Session {
@@ -476,36 +531,139 @@ impl Session {
             relay,
             site,
             origin_set: false,
+            applied: None,
+            acked: Vec::new(),
+            idle_recorded: None,
+            stages: Stages::kept(),
         })
     }
 
     /// Uploads, fetches, applies and acks, as `pos sync --once` does.
     pub async fn sync(&mut self, cfg: &Config) -> Result<Summary> {
-        let (client, relay) = (&self.client, &self.relay);
+        let started = Instant::now();
         let site = self.site.clone();
-        sync_with(cfg, client, relay, site, &mut self.origin_set).await
+        let mut summary = Summary {
+            site: site.clone(),
+            ..Summary::default()
+        };
+        if !cfg.upstream.is_empty() {
+            summary.uploaded = Some(self.upload(cfg).await?);
+        }
+        let (client, relay) = (&self.client, &self.relay);
+        let mut applied = match self.applied {
+            Some(a) => a,
+            None => {
+                summary.acks_resent = resend_acks(client, relay, &site).await?;
+                client
+                    .query_one(
+                        "SELECT applied_through FROM relaysync.site WHERE site = $1",
+                        &[&site],
+                    )
+                    .await
+                    .ctx(|| "reading relaysync.site".into())?
+                    .get(0)
+            }
+        };
+        self.applied = Some(applied);
+        let mut last_log = Instant::now();
+        loop {
+            let groups = relay.next_groups("down", &site, applied).await?;
+            if groups.is_empty() {
+                break;
+            }
+            let mut i = 0;
+            // After a batch of groups fails, its groups go one by one, so the
+            // ones before the failing packet commit and it is named exactly.
+            let mut single_until = 0;
+            let mut retried = None;
+            while i < groups.len() {
+                let n = if i < single_until {
+                    1
+                } else {
+                    batch_len(&groups[i..])
+                };
+                let packets: Vec<PacketInfo> = groups[i..i + n].concat();
+                let applied_now = apply_packets(
+                    client,
+                    relay,
+                    &site,
+                    &packets,
+                    &self.acked,
+                    &mut self.stages,
+                )
+                .await;
+                match &applied_now {
+                    Ok(Ok(_)) => self.stages.committed(),
+                    _ => self.stages.rolled_back(),
+                }
+                match applied_now? {
+                    Ok(acks) => {
+                        self.acked.clear();
+                        applied = packets.last().map_or(applied, |p| p.id);
+                        self.applied = Some(applied);
+                        summary.packets += acks.len() as u64;
+                        summary.rows += acks.iter().map(|a| a.rows as u64).sum::<u64>();
+                        relay.ack(&site, &acks).await?;
+                        self.acked.extend(acks.iter().map(|a| a.packet_id));
+                        i += n;
+                    }
+                    Err(failure) => {
+                        // A kept staging table may predate a change the DBA
+                        // made to its target: retry with new ones first.
+                        let had_kept = self.stages.reset(client).await;
+                        if n > 1 {
+                            single_until = i + n;
+                            continue;
+                        }
+                        if had_kept && retried != Some(i) {
+                            retried = Some(i);
+                            continue;
+                        }
+                        let (packet, error) = failure;
+                        record_failure(client, relay, &site, &groups[i], packet, &error).await?;
+                        summary.failed = Some((packet, error));
+                        summary.applied_through = applied;
+                        summary.elapsed = started.elapsed();
+                        return Ok(summary);
+                    }
+                }
+                if last_log.elapsed() > Duration::from_secs(5) {
+                    last_log = Instant::now();
+                    tracing::info!(site = %site, packets = summary.packets, rows = summary.rows, "applying");
+                }
+            }
+        }
+        if summary.packets == 0
+            && self
+                .idle_recorded
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+        {
+            // A sync that found nothing records itself at most once a minute:
+            // a streaming worker syncs many times a second.
+            client
+                .execute(
+                    "UPDATE relaysync.site SET last_sync_at = now(), last_success_at = now()
+                      WHERE site = $1 AND (last_sync_at IS NULL OR last_sync_at < now() - interval '1 minute')",
+                    &[&site],
+                )
+                .await
+                .ctx(|| "writing relaysync.site".into())?;
+            self.idle_recorded = Some(Instant::now());
+        }
+        summary.applied_through = applied;
+        summary.elapsed = started.elapsed();
+        Ok(summary)
     }
-}
 
-async fn sync_with(
-    cfg: &Config,
-    client: &Client,
-    relay: &Relay,
-    site: String,
-    origin_set: &mut bool,
-) -> Result<Summary> {
-    let started = Instant::now();
-    let mut summary = Summary {
-        site: site.clone(),
-        ..Summary::default()
-    };
-    if !cfg.upstream.is_empty() {
+    /// Sends this site's new upstream changes to the relay.
+    async fn upload(&mut self, cfg: &Config) -> Result<crate::capture::Outcome> {
+        let client = &self.client;
         let pos = cfg.pos()?;
         let source = crate::capture::Source {
             url: pos.url.clone(),
             slot: pos.slot.clone(),
             publication: pos.publication.clone(),
-            origin: site.clone(),
+            origin: self.site.clone(),
             // What this site's applier wrote came from HO: never send it back.
             skip_origin: Some(crate::ho::origin_name(client, crate::APPLY_ORIGIN).await?),
             targets: Some(vec!["ho".into()]),
@@ -514,74 +672,23 @@ async fn sync_with(
             max_rows: cfg.packet.max_rows,
             max_bytes: cfg.packet.max_bytes,
         };
-        summary.uploaded = Some(
-            crate::capture::capture(
-                client,
-                relay,
-                &source,
-                &cfg.upstream_routes(),
-                bounds,
-                crate::capture::Mode::Once,
-                crate::shutdown::never(),
-            )
-            .await?,
-        );
+        let outcome = crate::capture::capture(
+            client,
+            &self.relay,
+            &source,
+            &cfg.upstream_routes(),
+            bounds,
+            crate::capture::Mode::Once,
+            crate::shutdown::never(),
+        )
+        .await?;
         // Mark what this session applies so this site's capture skips it.
-        if !*origin_set {
+        if !self.origin_set {
             crate::ho::use_origin(client, crate::APPLY_ORIGIN, "pos").await?;
-            *origin_set = true;
+            self.origin_set = true;
         }
+        Ok(outcome)
     }
-    summary.acks_resent = resend_acks(client, relay, &site).await?;
-    let mut applied: i64 = client
-        .query_one(
-            "SELECT applied_through FROM relaysync.site WHERE site = $1",
-            &[&site],
-        )
-        .await
-        .ctx(|| "reading relaysync.site".into())?
-        .get(0);
-    let mut last_log = Instant::now();
-    loop {
-        let groups = relay.next_groups("down", &site, applied).await?;
-        if groups.is_empty() {
-            break;
-        }
-        for group in groups {
-            match apply_group(client, relay, &site, &group).await? {
-                Ok(acks) => {
-                    applied = group.last().map_or(applied, |p| p.id);
-                    summary.packets += acks.len() as u64;
-                    summary.rows += acks.iter().map(|a| a.rows as u64).sum::<u64>();
-                    send_acks(client, relay, &site, &acks).await?;
-                }
-                Err((packet, error)) => {
-                    record_failure(client, relay, &site, &group, packet, &error).await?;
-                    summary.failed = Some((packet, error));
-                    summary.applied_through = applied;
-                    summary.elapsed = started.elapsed();
-                    return Ok(summary);
-                }
-            }
-            if last_log.elapsed() > Duration::from_secs(5) {
-                last_log = Instant::now();
-                tracing::info!(site = %site, packets = summary.packets, rows = summary.rows, "applying");
-            }
-        }
-    }
-    // A sync that found nothing records itself at most once a minute: a
-    // streaming worker syncs many times a second.
-    client
-        .execute(
-            "UPDATE relaysync.site SET last_sync_at = now(), last_success_at = now()
-              WHERE site = $1 AND (last_sync_at IS NULL OR last_sync_at < now() - interval '1 minute')",
-            &[&site],
-        )
-        .await
-        .ctx(|| "writing relaysync.site".into())?;
-    summary.applied_through = applied;
-    summary.elapsed = started.elapsed();
-    Ok(summary)
 }
 
 async fn record_failure(

@@ -479,6 +479,210 @@ async fn a_packet_a_site_cannot_apply_fails_there_only_and_a_rerun_applies_it() 
     );
 }
 
+/// A site that is behind applies its pending groups in one transaction; when
+/// one of them fails there, the groups before it still commit and the
+/// failing packet is the one reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_a_site_is_behind_on_apply_together_and_a_failure_is_pinned_to_its_packet() {
+    let bed = Bed::new(
+        "batched",
+        ROUTING_SCHEMA,
+        &[("public.items", "all"), ("public.stock", "all")],
+        "",
+    )
+    .await;
+    bed.setup().await;
+    bed.site(1)
+        .await
+        .batch_execute("ALTER TABLE public.stock DROP COLUMN qty")
+        .await
+        .unwrap();
+    let ho = bed.ho().await;
+    // Three HO syncs: three groups.
+    for sql in [
+        "INSERT INTO public.items VALUES (1, 'a')",
+        "INSERT INTO public.stock VALUES (1, 's1', 5)",
+        "INSERT INTO public.items VALUES (2, 'b')",
+    ] {
+        ho.batch_execute(sql).await.unwrap();
+        bed.ok(0, &["ho", "sync", "--once"]).await;
+    }
+    let relay = bed.relay().await;
+    let groups: Vec<i64> = relay
+        .query(
+            "SELECT DISTINCT group_id FROM relay.packets WHERE kind = 'delta' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(groups.len(), 3, "{groups:?}");
+
+    // s1 takes all three in one transaction: its rows share one xmin.
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    let s1 = bed.site(0).await;
+    assert_eq!(
+        count(
+            &s1,
+            "SELECT count(DISTINCT x) FROM (SELECT xmin::text AS x FROM public.items
+              UNION ALL SELECT xmin::text FROM public.stock) r"
+        )
+        .await,
+        1
+    );
+    for table in ["public.items", "public.stock"] {
+        let q = format!("SELECT * FROM {table}");
+        assert_same(&bed, 0, &q, &q).await;
+    }
+
+    // s2 cannot apply the second group: the first commits, the second is
+    // FAILED, the third waits behind it.
+    assert!(!bed
+        .run(1, &["pos", "sync", "--once"])
+        .await
+        .status
+        .success());
+    let s2 = bed.site(1).await;
+    assert_eq!(
+        count(&s2, "SELECT count(*) FROM public.items WHERE id = 1").await,
+        1
+    );
+    assert_eq!(count(&s2, "SELECT count(*) FROM public.items").await, 1);
+    assert_eq!(
+        count(
+            &s2,
+            &format!(
+                "SELECT count(*) FROM relaysync.received_packets
+                  WHERE status = 'FAILED' AND group_id = {}",
+                groups[1]
+            )
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &relay,
+            &format!(
+                "SELECT count(*) FROM relay.acks a JOIN relay.packets p ON p.id = a.packet_id
+                  WHERE a.site = 's2' AND a.status = 'FAILED' AND p.group_id = {}",
+                groups[1]
+            )
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.acks a JOIN relay.packets p ON p.id = a.packet_id
+              WHERE a.site = 's2' AND a.status = 'PROCESSED' AND p.kind = 'delta'"
+        )
+        .await,
+        1
+    );
+
+    // Fixed, a rerun applies the rest.
+    s2.batch_execute("ALTER TABLE public.stock ADD COLUMN qty int")
+        .await
+        .unwrap();
+    bed.ok(1, &["pos", "sync", "--once"]).await;
+    for table in ["public.items", "public.stock"] {
+        let q = format!("SELECT * FROM {table}");
+        assert_same(&bed, 1, &q, &q).await;
+    }
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.packets WHERE kind = 'delta' AND status <> 'PROCESSED'"
+        )
+        .await,
+        0
+    );
+}
+
+/// A streaming site worker keeps its staging tables across syncs; when the
+/// DBA changes a column's type at HO and the site, the next change still
+/// applies (the worker restages instead of failing the packet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_site_follows_a_column_type_change() {
+    let bed = Bed::new(
+        "retype",
+        ROUTING_SCHEMA,
+        &[("public.stock", "all")],
+        "[sync]\ninterval = \"0s\"",
+    )
+    .await;
+    bed.setup().await;
+    let pos_worker = bed
+        .command(0, &["pos", "run"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ho = bed.ho().await;
+    let site = bed.site(0).await;
+    let arrived = |want: &'static str| {
+        let site = &site;
+        move || async move {
+            count(
+                site,
+                &format!("SELECT count(*) FROM public.stock WHERE {want}"),
+            )
+            .await
+                == 1
+        }
+    };
+    ho.batch_execute("INSERT INTO public.stock VALUES (1, 's1', 5)")
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    wait_for(
+        std::time::Duration::from_secs(30),
+        "the first row",
+        arrived("id = 1"),
+    )
+    .await;
+    for db in [&ho, &site] {
+        db.batch_execute("ALTER TABLE public.stock ALTER COLUMN qty TYPE numeric(10,2)")
+            .await
+            .unwrap();
+    }
+    ho.batch_execute("INSERT INTO public.stock VALUES (2, 's1', 2.5)")
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    wait_for(
+        std::time::Duration::from_secs(30),
+        "the row with a fractional quantity",
+        arrived("id = 2 AND qty = 2.5"),
+    )
+    .await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pos_worker.id() as libc::pid_t, libc::SIGTERM) };
+    let out = pos_worker.wait_with_output().unwrap();
+    assert!(out.status.success());
+    // Never a failed packet, not even one a later retry applied.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("packet failed"), "{log}");
+    assert_same(
+        &bed,
+        0,
+        "SELECT * FROM public.stock",
+        "SELECT * FROM public.stock",
+    )
+    .await;
+    assert_eq!(
+        count(
+            &bed.relay().await,
+            "SELECT count(*) FROM relay.acks WHERE status = 'FAILED'"
+        )
+        .await,
+        0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_streams_changes_and_stops_gracefully_on_sigterm() {
     let bed = Bed::new(

@@ -5,7 +5,7 @@
 
 use tokio_postgres::Client;
 
-use super::{stage_part, Stage};
+use super::{stage_part, Stage, Stages};
 use crate::config::{Deletes, Merge, UpstreamConfig};
 use crate::error::{db_message, DbContext, Result};
 use crate::packet::read_part;
@@ -336,7 +336,7 @@ async fn merge_group(
         .await
         .ctx(|| "HO: BEGIN".into())?;
     let mut acks = Vec::new();
-    let mut stage_no = 0;
+    let mut stages = Stages::per_part();
     let mut counts = (0u64, 0u64, 0u64);
     let mut failure = None;
     'packets: for p in group {
@@ -362,9 +362,8 @@ async fn merge_group(
                 ));
                 break 'packets;
             };
-            stage_no += 1;
             let result = async {
-                let st = stage_part(client, &part, stage_no).await?;
+                let st = stage_part(client, &part, &mut stages).await?;
                 let r = merge_part(client, &st, &part.table, &p.origin, p.id, policy).await?;
                 client
                     .batch_execute(&format!("DROP TABLE {}", st.name))

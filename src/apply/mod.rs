@@ -4,6 +4,8 @@
 //! columns the change carries. Rows whose unchanged TOAST values were not
 //! sent get an UPDATE that keeps the site's value of those columns.
 
+use std::collections::{HashMap, HashSet};
+
 use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio_postgres::Client;
@@ -27,6 +29,20 @@ pub(crate) struct Stage {
     /// The key columns, quoted.
     pub key: Vec<String>,
     pub rows: u64,
+    /// Kept for the session: emptied, not dropped.
+    pub kept: bool,
+}
+
+impl Stage {
+    /// SQL that disposes of the table after use: a kept one is emptied at
+    /// commit (or before its next load), any other is dropped.
+    pub fn done(&self) -> String {
+        if self.kept {
+            String::new()
+        } else {
+            format!("DROP TABLE {};", self.name)
+        }
+    }
 }
 
 impl Stage {
@@ -55,25 +71,108 @@ impl Stage {
     }
 }
 
-/// COPYs a part's rows (truncate rows aside) into a new staging table shaped
+/// The staging tables of one connection.
+///
+/// A site worker keeps one per table and column list for its whole session
+/// (`ON COMMIT DELETE ROWS`): creating and dropping a temporary table costs
+/// several times what applying a small part does. HO's merge makes a fresh
+/// one per part, dropped at commit.
+#[derive(Debug, Default)]
+pub struct Stages {
+    keep: bool,
+    /// `target(columns)` → the kept table.
+    kept: HashMap<String, String>,
+    /// Kept tables created by the open transaction (a rollback drops them).
+    created: Vec<String>,
+    /// Kept tables loaded in the open transaction (emptied before reuse).
+    loaded: HashSet<String>,
+    made: usize,
+}
+
+impl Stages {
+    /// Tables kept for the session.
+    pub fn kept() -> Stages {
+        Stages {
+            keep: true,
+            ..Stages::default()
+        }
+    }
+
+    /// A fresh table per part, dropped at commit.
+    pub fn per_part() -> Stages {
+        Stages::default()
+    }
+
+    /// The open transaction committed.
+    pub fn committed(&mut self) {
+        self.created.clear();
+        self.loaded.clear();
+    }
+
+    /// The open transaction rolled back: the tables it made are gone.
+    pub fn rolled_back(&mut self) {
+        for key in self.created.drain(..) {
+            self.kept.remove(&key);
+        }
+        self.loaded.clear();
+    }
+
+    /// Drops the kept tables, outside a transaction, so that the next part
+    /// stages into tables shaped like the targets as they are now (a DBA may
+    /// have altered one). Returns whether there were any.
+    pub async fn reset(&mut self, client: &Client) -> bool {
+        self.created.clear();
+        self.loaded.clear();
+        let names: Vec<String> = self.kept.drain().map(|(_, name)| name).collect();
+        for name in &names {
+            // The session may be gone; the tables are then gone with it.
+            let _ = client
+                .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+                .await;
+        }
+        !names.is_empty()
+    }
+}
+
+/// COPYs a part's rows (truncate rows aside) into a staging table shaped
 /// like the target's columns.
 pub(crate) async fn stage_part(
     client: &Client,
     part: &Part,
-    stage_no: usize,
+    stages: &mut Stages,
 ) -> Result<Stage, tokio_postgres::Error> {
     let target = qualified(&part.table);
     let cols: Vec<String> = part.columns.iter().map(|c| ident(&c.name)).collect();
-    let name = format!("relaysync_stage_{stage_no}");
     let col_list = cols.join(", ");
-    client
-        .batch_execute(&format!(
-            "CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {col_list} FROM {target} WITH NO DATA;
-             ALTER TABLE {name} ADD COLUMN relaysync_op text, ADD COLUMN relaysync_unchanged text[],
-               ADD COLUMN relaysync_origin text,
-               ADD COLUMN relaysync_seq bigint GENERATED ALWAYS AS IDENTITY;"
-        ))
-        .await?;
+    let shape = format!("{target}({col_list})");
+    let name = match stages.kept.get(&shape) {
+        Some(name) if stages.keep => {
+            let name = name.clone();
+            if !stages.loaded.insert(name.clone()) {
+                client.batch_execute(&format!("TRUNCATE {name}")).await?;
+            }
+            name
+        }
+        _ => {
+            stages.made += 1;
+            let name = format!("relaysync_stage_{}", stages.made);
+            let on_commit = if stages.keep { "DELETE ROWS" } else { "DROP" };
+            client
+                .batch_execute(&format!(
+                    "CREATE TEMP TABLE {name} ON COMMIT {on_commit} AS SELECT {col_list} FROM {target} WITH NO DATA;
+                     ALTER TABLE {name} ADD COLUMN relaysync_op text, ADD COLUMN relaysync_unchanged text[],
+                       ADD COLUMN relaysync_origin text,
+                       ADD COLUMN relaysync_seq bigint GENERATED ALWAYS AS IDENTITY;"
+                ))
+                .await?;
+            if stages.keep {
+                stages.kept.insert(shape.clone(), name.clone());
+                stages.created.push(shape);
+                stages.loaded.insert(name.clone());
+            }
+            name
+        }
+    };
     let sink = client
         .copy_in(&format!(
             "COPY {name} ({col_list}, relaysync_op, relaysync_unchanged, relaysync_origin) FROM STDIN"
@@ -100,16 +199,18 @@ pub(crate) async fn stage_part(
         cols,
         key: part.key.iter().map(|k| ident(k)).collect(),
         rows,
+        kept: stages.keep,
     })
 }
 
 /// Applies one part at a site; returns the number of rows it carried (a
-/// truncate is no row).
+/// truncate is no row). Only the statements the part needs are run: most
+/// parts have no deletes, no unchanged TOAST values and nothing HO merged.
 pub async fn apply_part(
     client: &Client,
     site: &str,
     part: &Part,
-    stage_no: usize,
+    stages: &mut Stages,
 ) -> Result<u64, tokio_postgres::Error> {
     if part.has_truncate() {
         // DELETE rather than TRUNCATE: no lock upgrade, no foreign-key refusal
@@ -121,14 +222,20 @@ pub async fn apply_part(
     if part.columns.is_empty() {
         return Ok(0);
     }
-    let st = stage_part(client, part, stage_no).await?;
+    let st = stage_part(client, part, stages).await?;
     let (stage, target, cols) = (&st.name, &st.target, &st.cols);
     let col_list = cols.join(", ");
     let staged = st.rows;
     if staged == 0 {
-        client.batch_execute(&format!("DROP TABLE {stage}")).await?;
+        let done = st.done();
+        if !done.is_empty() {
+            client.batch_execute(&done).await?;
+        }
         return Ok(0);
     }
+    let deletes = part.has_op("D");
+    let upserts = part.has_op("I") || part.has_op("U");
+    let unchanged = part.has_unchanged();
 
     let key = &st.key;
     let mut sql = String::new();
@@ -144,12 +251,18 @@ pub async fn apply_part(
             .map(|c| format!("s.{c}"))
             .collect::<Vec<_>>()
             .join(", ");
-        sql.push_str(&format!(
-            "DELETE FROM {target} WHERE ctid IN (
-               SELECT (SELECT t.ctid FROM {target} t WHERE ({row_t}) IS NOT DISTINCT FROM ({row_s}) LIMIT 1)
-                 FROM {stage} s WHERE s.relaysync_op = 'D');
-             INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage} WHERE relaysync_op <> 'D';"
-        ));
+        if deletes {
+            sql.push_str(&format!(
+                "DELETE FROM {target} WHERE ctid IN (
+                   SELECT (SELECT t.ctid FROM {target} t WHERE ({row_t}) IS NOT DISTINCT FROM ({row_s}) LIMIT 1)
+                     FROM {stage} s WHERE s.relaysync_op = 'D');"
+            ));
+        }
+        if upserts {
+            sql.push_str(&format!(
+                "INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage} WHERE relaysync_op <> 'D';"
+            ));
+        }
     } else {
         let on = st.key_match();
         let key_list = key.join(", ");
@@ -166,13 +279,19 @@ pub async fn apply_part(
                     .join(", ")
             )
         };
-        sql.push_str(&format!(
-            "DELETE FROM {target} t USING {stage} s WHERE s.relaysync_op = 'D' AND {on};
-             INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage}
-              WHERE relaysync_op <> 'D' AND relaysync_unchanged IS NULL
-             ON CONFLICT ({key_list}) {conflict};"
-        ));
-        if !non_key.is_empty() {
+        if deletes {
+            sql.push_str(&format!(
+                "DELETE FROM {target} t USING {stage} s WHERE s.relaysync_op = 'D' AND {on};"
+            ));
+        }
+        if upserts {
+            sql.push_str(&format!(
+                "INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage}
+                  WHERE relaysync_op <> 'D' AND relaysync_unchanged IS NULL
+                 ON CONFLICT ({key_list}) {conflict};"
+            ));
+        }
+        if unchanged && !non_key.is_empty() {
             let keep = part
                 .columns
                 .iter()
@@ -194,16 +313,20 @@ pub async fn apply_part(
     }
     // Rows HO merged from a site come back down marked with its origin:
     // the site logs each one.
-    let key_text = st.key_text("s");
-    sql.push_str(&format!(
-        "INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
-         SELECT {site}, {table}, {key_text}, 'User update succeeded (HO)', relaysync_op
-           FROM {stage} s WHERE relaysync_origin = {origin} AND relaysync_op <> 'D';
-         DROP TABLE {stage};",
-        site = literal(site),
-        table = literal(&part.table),
-        origin = literal(crate::MERGE_ORIGIN),
-    ));
-    client.batch_execute(&sql).await?;
+    if part.has_origin(crate::MERGE_ORIGIN) {
+        let key_text = st.key_text("s");
+        sql.push_str(&format!(
+            "INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
+             SELECT {site}, {table}, {key_text}, 'User update succeeded (HO)', relaysync_op
+               FROM {stage} s WHERE relaysync_origin = {origin} AND relaysync_op <> 'D';",
+            site = literal(site),
+            table = literal(&part.table),
+            origin = literal(crate::MERGE_ORIGIN),
+        ));
+    }
+    sql.push_str(&st.done());
+    if !sql.is_empty() {
+        client.batch_execute(&sql).await?;
+    }
     Ok(staged)
 }
