@@ -136,19 +136,71 @@ fn peak_rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU seconds (user + system) a process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+/// CPU seconds of a cluster so far: its postmaster and every process it
+/// started (the ones gone included, through the postmaster's child times).
+fn cluster_cpu(cluster: &Cluster) -> f64 {
+    let Some(pm) = std::fs::read_to_string(cluster.dir().join("postmaster.pid"))
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+    else {
         return 0.0;
     };
-    // Fields after the command name, which is in parentheses.
+    let mut total = cpu_seconds(pm) + children_cpu_seconds(pm);
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if stat_fields(pid).get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pm) {
+                total += cpu_seconds(pid);
+            }
+        }
+    }
+    total
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (state first).
+fn stat_fields(pid: u32) -> Vec<String> {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Vec::new();
+    };
+    // The command name is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    rest.split_whitespace().map(str::to_string).collect()
+}
+
+fn clock_ticks(fields: &[String], at: std::ops::Range<usize>) -> f64 {
+    let ticks: f64 = at
+        .filter_map(|i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     ticks / hz
+}
+
+/// CPU seconds a process has used (user + system).
+fn cpu_seconds(pid: u32) -> f64 {
+    clock_ticks(&stat_fields(pid), 11..13)
+}
+
+/// CPU seconds of a process's children that have exited.
+fn children_cpu_seconds(pid: u32) -> f64 {
+    clock_ticks(&stat_fields(pid), 13..15)
+}
+
+/// CPU seconds so far of each part of the rig: HO, relay and site clusters,
+/// and relaysync's workers.
+fn rig_cpu(rig: &Rig) -> [f64; 4] {
+    [
+        cluster_cpu(&rig.ho),
+        cluster_cpu(&rig.relay),
+        cluster_cpu(&rig.site),
+        rig.workers.iter().map(|w| cpu_seconds(w.id())).sum(),
+    ]
 }
 
 impl Rig {
@@ -397,6 +449,7 @@ async fn run_system(
         .await
         .ctx(|| "preparing".into())?;
     let base = n + 1;
+    let cpu_before = rig_cpu(rig);
     ho.execute(&insert, &[&base])
         .await
         .ctx(|| "small insert".into())?;
@@ -406,8 +459,19 @@ async fn run_system(
             .await
             .ctx(|| "small insert".into())?;
     }
+    let committed = first.elapsed().as_secs_f64();
     let done = wait_sites(&sites, &count, n + SMALL_TXNS as i64, long).await?;
     let small_txns = (done - first).as_secs_f64();
+    let cpu = rig_cpu(rig);
+    out(&format!(
+        "{}: small_txns committed at HO in {committed:.3} s, at every site after {small_txns:.3} s; \
+         CPU s: HO {:.2}, relay {:.2}, sites {:.2}, relaysync workers {:.2}",
+        name(system),
+        cpu[0] - cpu_before[0],
+        cpu[1] - cpu_before[1],
+        cpu[2] - cpu_before[2],
+        cpu[3] - cpu_before[3],
+    ));
 
     out(&format!(
         "{}: HO CPU for {FANOUT_ROWS} changes to {} sites",
