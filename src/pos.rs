@@ -427,6 +427,15 @@ async fn apply_packets(
                         pr.add(n);
                     }
                 }
+                Err(e) if stages.out_of_step() => {
+                    // Not a verdict on the packet: a new connection retries it.
+                    return Err(e).ctx(|| {
+                        format!(
+                            "site: applying {} (the connection is dropped and the packet retried)",
+                            part.table
+                        )
+                    });
+                }
                 Err(e) => {
                     failure = Some((p.id, format!("{}: {}", part.table, db_message(&e))));
                     break 'packets;

@@ -363,7 +363,7 @@ async fn merge_group(
                 break 'packets;
             };
             let result = async {
-                let st = stage_part(client, &part, &mut stages).await?;
+                let st = stage_part(client, &part, &mut stages, true).await?;
                 let r = merge_part(client, &st, &part.table, &p.origin, p.id, policy).await?;
                 client
                     .batch_execute(&format!("DROP TABLE {}", st.name))
@@ -377,6 +377,15 @@ async fn merge_group(
                     counts.0 += n;
                     counts.1 += merged;
                     counts.2 += rejected;
+                }
+                Err(e) if stages.out_of_step() => {
+                    // Not a verdict on the packet: a new connection retries it.
+                    return Err(e).ctx(|| {
+                        format!(
+                            "HO: merging {} (the connection is dropped and the packet retried)",
+                            part.table
+                        )
+                    });
                 }
                 Err(e) => {
                     failure = Some((p.id, format!("{}: {}", part.table, db_message(&e))));

@@ -71,6 +71,42 @@ impl Stage {
     }
 }
 
+/// Runs `copy` (a `COPY … FROM STDIN`) with the part's rows as `write` puts
+/// them; returns the rows copied.
+///
+/// A COPY the server refuses at its start (before any row) leaves the
+/// connection out of step: the client library has then sent one Sync too
+/// many, and later replies would answer the wrong requests. `stages` is
+/// marked so, and the caller must drop the connection without another
+/// statement. (A refusal during the rows is clean.)
+async fn copy_rows(
+    client: &Client,
+    copy: &str,
+    part: &Part,
+    write: fn(&Part, usize, &mut Vec<u8>),
+    stages: &mut Stages,
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = match client.copy_in(copy).await {
+        Ok(sink) => sink,
+        Err(e) => {
+            stages.out_of_step = true;
+            return Err(e);
+        }
+    };
+    futures_util::pin_mut!(sink);
+    let mut buf = Vec::with_capacity(CHUNK_BYTES + 4096);
+    for b in 0..part.batch_count() {
+        write(part, b, &mut buf);
+        if buf.len() >= CHUNK_BYTES {
+            sink.send(Bytes::from(std::mem::take(&mut buf))).await?;
+        }
+    }
+    if !buf.is_empty() {
+        sink.send(Bytes::from(buf)).await?;
+    }
+    sink.finish().await
+}
+
 /// The staging tables of one connection.
 ///
 /// A site worker keeps one per table and column list for its whole session
@@ -87,6 +123,8 @@ pub struct Stages {
     /// Kept tables loaded in the open transaction (emptied before reuse).
     loaded: HashSet<String>,
     made: usize,
+    /// The connection is out of step (see [`copy_rows`]): drop it.
+    out_of_step: bool,
 }
 
 impl Stages {
@@ -101,6 +139,12 @@ impl Stages {
     /// A fresh table per part, dropped at commit.
     pub fn per_part() -> Stages {
         Stages::default()
+    }
+
+    /// Whether the connection these tables live on must be dropped unused:
+    /// a failure then says nothing about the data.
+    pub fn out_of_step(&self) -> bool {
+        self.out_of_step
     }
 
     /// The open transaction committed.
@@ -135,11 +179,14 @@ impl Stages {
 }
 
 /// COPYs a part's rows (truncate rows aside) into a staging table shaped
-/// like the target's columns.
+/// like the target's columns. `joined`: the statements that follow join the
+/// stage with its target, so a large stage gets statistics for the planner
+/// (an upsert alone reads it once in any plan and needs none).
 pub(crate) async fn stage_part(
     client: &Client,
     part: &Part,
     stages: &mut Stages,
+    joined: bool,
 ) -> Result<Stage, tokio_postgres::Error> {
     let target = qualified(&part.table);
     let cols: Vec<String> = part.columns.iter().map(|c| ident(&c.name)).collect();
@@ -173,24 +220,17 @@ pub(crate) async fn stage_part(
             name
         }
     };
-    let sink = client
-        .copy_in(&format!(
+    let rows = copy_rows(
+        client,
+        &format!(
             "COPY {name} ({col_list}, relaysync_op, relaysync_unchanged, relaysync_origin) FROM STDIN"
-        ))
-        .await?;
-    futures_util::pin_mut!(sink);
-    let mut buf = Vec::with_capacity(CHUNK_BYTES + 4096);
-    for b in 0..part.batch_count() {
-        part.write_copy_text(b, &mut buf);
-        if buf.len() >= CHUNK_BYTES {
-            sink.send(Bytes::from(std::mem::take(&mut buf))).await?;
-        }
-    }
-    if !buf.is_empty() {
-        sink.send(Bytes::from(buf)).await?;
-    }
-    let rows = sink.finish().await?;
-    if rows > 1000 {
+        ),
+        part,
+        Part::write_copy_text,
+        stages,
+    )
+    .await?;
+    if joined && rows > 1000 {
         client.batch_execute(&format!("ANALYZE {name}")).await?;
     }
     Ok(Stage {
@@ -222,7 +262,17 @@ pub async fn apply_part(
     if part.columns.is_empty() {
         return Ok(0);
     }
-    let st = stage_part(client, part, stages).await?;
+    let deletes = part.has_op("D");
+    let updates = part.has_op("U");
+    let upserts = updates || part.has_op("I");
+    let unchanged = part.has_unchanged();
+    let merged = part.has_origin(crate::MERGE_ORIGIN);
+    if upserts && !updates && !deletes && !merged {
+        if let Some(rows) = copy_inserts(client, part, stages).await? {
+            return Ok(rows);
+        }
+    }
+    let st = stage_part(client, part, stages, deletes || unchanged).await?;
     let (stage, target, cols) = (&st.name, &st.target, &st.cols);
     let col_list = cols.join(", ");
     let staged = st.rows;
@@ -233,9 +283,6 @@ pub async fn apply_part(
         }
         return Ok(0);
     }
-    let deletes = part.has_op("D");
-    let upserts = part.has_op("I") || part.has_op("U");
-    let unchanged = part.has_unchanged();
 
     let key = &st.key;
     let mut sql = String::new();
@@ -313,7 +360,7 @@ pub async fn apply_part(
     }
     // Rows HO merged from a site come back down marked with its origin:
     // the site logs each one.
-    if part.has_origin(crate::MERGE_ORIGIN) {
+    if merged {
         let key_text = st.key_text("s");
         sql.push_str(&format!(
             "INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
@@ -329,4 +376,65 @@ pub async fn apply_part(
         client.batch_execute(&sql).await?;
     }
     Ok(staged)
+}
+
+/// Inserts a part of inserts only by COPY straight into its table (new rows,
+/// a full sync's load): no staging, and COPY's batched inserts. Rows the
+/// site has already (a replay after a crash, a snapshot that overlapped)
+/// make it fail: it is then undone and the caller takes the staged upsert.
+///
+/// Whatever would refuse the COPY at its start (a missing column, no INSERT
+/// privilege, a generated column, row-level security) is checked first, in
+/// the same round trip as the savepoint, and sends the part to the staged
+/// path, which reports it; the check's lock on the table keeps it so until
+/// the COPY.
+async fn copy_inserts(
+    client: &Client,
+    part: &Part,
+    stages: &mut Stages,
+) -> Result<Option<u64>, tokio_postgres::Error> {
+    let target = qualified(&part.table);
+    let cols = part
+        .columns
+        .iter()
+        .map(|c| ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let check = client
+        .simple_query(&format!(
+            "SAVEPOINT relaysync_copy;
+             INSERT INTO {target} ({cols}) SELECT {cols} FROM {target} WHERE false;
+             SELECT row_security_active({})",
+            literal(&target)
+        ))
+        .await;
+    let copyable = match check {
+        Ok(messages) => !messages.iter().any(
+            |m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("t")),
+        ),
+        Err(e) => {
+            tracing::debug!(table = %part.table, error = %crate::error::db_message(&e), "no COPY into the table; staging");
+            false
+        }
+    };
+    let copied = if copyable {
+        let copy = format!("COPY {target} ({cols}) FROM STDIN");
+        match copy_rows(client, &copy, part, Part::write_copy_data, stages).await {
+            Ok(rows) => Some(rows),
+            Err(e) if stages.out_of_step => return Err(e),
+            Err(e) => {
+                tracing::debug!(table = %part.table, error = %crate::error::db_message(&e), "COPY of new rows refused; upserting them");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let end = if copied.is_some() {
+        "RELEASE SAVEPOINT relaysync_copy"
+    } else {
+        "ROLLBACK TO SAVEPOINT relaysync_copy; RELEASE SAVEPOINT relaysync_copy"
+    };
+    client.batch_execute(end).await?;
+    Ok(copied)
 }

@@ -427,6 +427,17 @@ impl Part {
     /// then `_op`, `_unchanged` as a `text[]`, and `_origin`. Truncate rows
     /// are skipped.
     pub fn write_copy_text(&self, index: usize, out: &mut Vec<u8>) {
+        self.write_copy(index, out, true)
+    }
+
+    /// Writes the rows of batch `index` as COPY text lines of the data
+    /// columns only, as the target table takes them. Truncate rows are
+    /// skipped.
+    pub fn write_copy_data(&self, index: usize, out: &mut Vec<u8>) {
+        self.write_copy(index, out, false)
+    }
+
+    fn write_copy(&self, index: usize, out: &mut Vec<u8>, meta: bool) {
         let Some(batch) = self.batches.get(index) else {
             return;
         };
@@ -449,6 +460,16 @@ impl Part {
         for row in 0..batch.num_rows() {
             let op = ops.value(row);
             if op == "T" {
+                continue;
+            }
+            if !meta {
+                for (i, a) in data.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b'\t');
+                    }
+                    write_value(*a, row, out, &mut scratch);
+                }
+                out.push(b'\n');
                 continue;
             }
             for a in &data {
