@@ -203,6 +203,18 @@ fn rig_cpu(rig: &Rig) -> [f64; 4] {
     ]
 }
 
+/// The CPU each part of the rig spent since `before`, for a progress line.
+fn cpu_since(rig: &Rig, before: [f64; 4]) -> String {
+    let now = rig_cpu(rig);
+    format!(
+        "CPU s: HO {:.2}, relay {:.2}, sites {:.2}, relaysync workers {:.2}",
+        now[0] - before[0],
+        now[1] - before[1],
+        now[2] - before[2],
+        now[3] - before[3],
+    )
+}
+
 impl Rig {
     fn stop_workers(&mut self) {
         for w in &self.workers {
@@ -402,6 +414,7 @@ async fn run_system(
         "SELECT coalesce(sum(length(arrow_ipc)), 0)::int8 FROM relay.packet_parts",
     )
     .await?;
+    let cpu_before = rig_cpu(rig);
     ho.execute(
         &format!("INSERT INTO public.{t} (id, name, qty, price) SELECT g, 'item ' || g, g % 1000, (g % 100000) / 100.0 FROM generate_series(1, $1::int8) g"),
         &[&n],
@@ -416,6 +429,11 @@ async fn run_system(
         .get(0);
     let done = wait_sites(&sites, &count, n, long).await?;
     let bulk_insert = (done - committed).as_secs_f64();
+    out(&format!(
+        "{}: bulk_insert at every site after {bulk_insert:.3} s; {}",
+        name(system),
+        cpu_since(rig, cpu_before)
+    ));
     let relay_after = one_i64(
         &relay,
         "SELECT coalesce(sum(length(arrow_ipc)), 0)::int8 FROM relay.packet_parts",
@@ -424,6 +442,7 @@ async fn run_system(
     let bytes_per_change = (relay_after - relay_before) as f64 / n as f64;
 
     out(&format!("{}: bulk_update of {n} rows", name(system)));
+    let cpu_before = rig_cpu(rig);
     ho.batch_execute(&format!("UPDATE public.{t} SET qty = qty + 1"))
         .await
         .ctx(|| "bulk update at HO".into())?;
@@ -437,6 +456,11 @@ async fn run_system(
     )
     .await?;
     let bulk_update = (done - committed).as_secs_f64();
+    out(&format!(
+        "{}: bulk_update at every site after {bulk_update:.3} s; {}",
+        name(system),
+        cpu_since(rig, cpu_before)
+    ));
 
     out(&format!(
         "{}: small_txns, {SMALL_TXNS} single-row transactions",
@@ -462,15 +486,10 @@ async fn run_system(
     let committed = first.elapsed().as_secs_f64();
     let done = wait_sites(&sites, &count, n + SMALL_TXNS as i64, long).await?;
     let small_txns = (done - first).as_secs_f64();
-    let cpu = rig_cpu(rig);
     out(&format!(
-        "{}: small_txns committed at HO in {committed:.3} s, at every site after {small_txns:.3} s; \
-         CPU s: HO {:.2}, relay {:.2}, sites {:.2}, relaysync workers {:.2}",
+        "{}: small_txns committed at HO in {committed:.3} s, at every site after {small_txns:.3} s; {}",
         name(system),
-        cpu[0] - cpu_before[0],
-        cpu[1] - cpu_before[1],
-        cpu[2] - cpu_before[2],
-        cpu[3] - cpu_before[3],
+        cpu_since(rig, cpu_before)
     ));
 
     out(&format!(
