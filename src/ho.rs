@@ -353,20 +353,64 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     }
 }
 
-async fn stream(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<()> {
-    let (sql, relay) = open(cfg).await?;
-    let acks_cfg = cfg.clone();
-    let mut acks_shutdown = shutdown.clone();
-    let acks = tokio::spawn(async move {
-        let (sql, relay) = open(&acks_cfg).await?;
-        loop {
-            record_sent(&sql, &relay).await?;
-            tokio::select! {
-                _ = crate::shutdown::requested(&mut acks_shutdown) => return Ok::<_, Error>(()),
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+/// Streams until shutdown. A failure of a database or of the network (the
+/// relay restarting, say) is logged and the stream started again, after a
+/// pause that doubles up to a minute: capture resumes from the relay's
+/// position, so nothing is lost or doubled. A configuration or setup error
+/// stops the worker, with its fix.
+async fn stream(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let started = Instant::now();
+        match stream_once(cfg, shutdown.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e @ (Error::Config(_) | Error::Setup(_))) => return Err(e),
+            Err(e) => {
+                if started.elapsed() > Duration::from_secs(60) {
+                    pause = Duration::from_secs(1);
+                }
+                tracing::error!(error = %crate::error_chain(&e), retry_in = ?pause, "ho stream failed; starting it again");
             }
         }
-    });
+        tokio::select! {
+            _ = crate::shutdown::requested(&mut shutdown) => return Ok(()),
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Records the sites' acks in HO every two seconds until shutdown,
+/// reconnecting after a failure.
+async fn record_acks(cfg: Config, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let result = async {
+            let (sql, relay) = open(&cfg).await?;
+            loop {
+                record_sent(&sql, &relay).await?;
+                tokio::select! {
+                    _ = crate::shutdown::requested(&mut shutdown) => return Ok::<_, Error>(()),
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "recording acks in HO failed; retrying")
+            }
+        }
+        tokio::select! {
+            _ = crate::shutdown::requested(&mut shutdown) => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+async fn stream_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<()> {
+    let (sql, relay) = open(cfg).await?;
+    let acks = tokio::spawn(record_acks(cfg.clone(), shutdown.clone()));
     let outcome = capture::capture(
         &sql,
         &relay,

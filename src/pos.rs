@@ -745,11 +745,11 @@ async fn record_failure(
 /// announces new packets (LISTEN relaysync_packets), and every few seconds.
 pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()> {
     let interval = cfg.interval()?;
-    let mut wake = if interval.is_zero() {
-        Some(crate::postgres::listen(&cfg.relay()?.url, "relaysync_packets").await?)
-    } else {
-        None
-    };
+    let relay_url = cfg.relay()?.url.clone();
+    // Streaming: HO's NOTIFY wakes the worker. The LISTEN connection is
+    // opened again whenever it is gone (the relay restarted, say); until
+    // then the worker syncs every few seconds.
+    let mut wake: Option<crate::postgres::Listener> = None;
     let pause = if interval.is_zero() {
         Duration::from_secs(5)
     } else {
@@ -757,6 +757,15 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     };
     let mut session: Option<Session> = None;
     loop {
+        if interval.is_zero() && wake.as_ref().is_none_or(|w| w.is_closed()) {
+            wake = match crate::postgres::listen(&relay_url, "relaysync_packets").await {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(&e), "cannot LISTEN for new packets; polling");
+                    None
+                }
+            };
+        }
         let result = match session.as_mut() {
             Some(s) => s.sync(cfg).await,
             None => match Session::open(cfg).await {

@@ -640,24 +640,29 @@ async fn groups_a_site_is_behind_on_apply_together_and_a_failure_is_pinned_to_it
     );
 }
 
+/// A bed set up for `run` workers that stream (interval 0s), `table` routed
+/// to all sites.
+async fn streaming_bed(name: &str, table: &str) -> Bed {
+    let bed = Bed::new(
+        name,
+        ROUTING_SCHEMA,
+        &[(table, "all")],
+        "[sync]\ninterval = \"0s\"",
+    )
+    .await;
+    bed.setup().await;
+    bed
+}
+
 /// A streaming site worker keeps its staging tables across syncs; when the
 /// DBA changes a column's type at HO and the site, the next change still
 /// applies (the worker restages instead of failing the packet).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streaming_site_follows_a_column_type_change() {
-    let bed = Bed::new(
-        "retype",
-        ROUTING_SCHEMA,
-        &[("public.stock", "all")],
-        "[sync]\ninterval = \"0s\"",
-    )
-    .await;
-    bed.setup().await;
-    let pos_worker = bed
-        .command(0, &["pos", "run"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let bed = streaming_bed("retype", "public.stock").await;
+    let mut pos_cmd = bed.command(0, &["pos", "run"]);
+    pos_cmd.stderr(std::process::Stdio::piped());
+    let pos_worker = Worker::start(pos_cmd);
     let ho = bed.ho().await;
     let site = bed.site(0).await;
     let arrived = |want: &'static str| {
@@ -696,9 +701,7 @@ async fn a_streaming_site_follows_a_column_type_change() {
         arrived("id = 2 AND qty = 2.5"),
     )
     .await;
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pos_worker.id() as libc::pid_t, libc::SIGTERM) };
-    let out = pos_worker.wait_with_output().unwrap();
+    let out = pos_worker.stop();
     assert!(out.status.success());
     // Never a failed packet, not even one a later retry applied.
     let log = String::from_utf8_lossy(&out.stderr);
@@ -720,18 +723,132 @@ async fn a_streaming_site_follows_a_column_type_change() {
     );
 }
 
+/// Inserts items `ids` named `name` at HO and waits until the site has them.
+async fn insert_and_see(
+    ho: &tokio_postgres::Client,
+    site: &tokio_postgres::Client,
+    name: &str,
+    ids: std::ops::RangeInclusive<i32>,
+) {
+    ho.execute(
+        "INSERT INTO public.items SELECT g, $3 FROM generate_series($1::int, $2::int) g",
+        &[ids.start(), ids.end(), &name],
+    )
+    .await
+    .unwrap();
+    let q = format!(
+        "SELECT count(*) FROM public.items WHERE id BETWEEN {} AND {}",
+        ids.start(),
+        ids.end()
+    );
+    let want = (ids.end() - ids.start() + 1) as i64;
+    wait_for(std::time::Duration::from_secs(90), name, || async {
+        count(site, &q).await == want
+    })
+    .await;
+}
+
+/// The relay goes away under streaming workers (every connection cut, new
+/// ones refused for a while): both keep running, reconnect, LISTEN again,
+/// and what HO committed meanwhile reaches the site.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_streams_changes_and_stops_gracefully_on_sigterm() {
-    let bed = Bed::new(
-        "streaming",
-        ROUTING_SCHEMA,
-        &[("public.items", "all")],
-        "[sync]\ninterval = \"0s\"",
+async fn streaming_workers_ride_out_a_relay_outage() {
+    use std::time::Duration;
+    let bed = streaming_bed("outage", "public.items").await;
+    let mut workers = [bed.spawn(0, &["ho", "run"]), bed.spawn(0, &["pos", "run"])];
+    let ho = bed.ho().await;
+    let site = bed.site(0).await;
+    let rows_at_site = |want: i64| {
+        let site = &site;
+        move || async move { count(site, "SELECT count(*) FROM public.items").await == want }
+    };
+    let relay_admin = client(&clusters().relay.url("postgres")).await;
+    let listening = || {
+        let admin = &relay_admin;
+        let db = bed.name.clone();
+        async move {
+            count(
+                admin,
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = '{db}' AND query LIKE 'LISTEN%relaysync_packets%'"
+                ),
+            )
+            .await
+                == 1
+        }
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "the site worker to LISTEN",
+        listening,
     )
     .await;
-    bed.setup().await;
-    let mut ho_worker = bed.command(0, &["ho", "run"]).spawn().unwrap();
-    let mut pos_worker = bed.command(1, &["pos", "run"]).spawn().unwrap();
+    insert_and_see(&ho, &site, "before", 1..=10).await;
+
+    // The outage: refuse new connections, cut the open ones.
+    relay_admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {0} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'",
+            bed.name
+        ))
+        .await
+        .unwrap();
+    ho.batch_execute("INSERT INTO public.items SELECT g, 'during' FROM generate_series(11, 20) g")
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the workers to try the relay again", || async {
+        // Refused reconnections show in the relay's log only; give the
+        // workers a moment by waiting for HO's slot to be idle.
+        count(
+            &ho,
+            "SELECT count(*) FROM pg_replication_slots WHERE NOT active AND database = current_database()",
+        )
+        .await
+            == 1
+    })
+    .await;
+    for w in &mut workers {
+        assert!(w.is_running(), "a worker exited during the outage");
+    }
+    relay_admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            bed.name
+        ))
+        .await
+        .unwrap();
+
+    wait_for(
+        Duration::from_secs(90),
+        "rows committed during the outage",
+        rows_at_site(20),
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(30),
+        "the site worker to LISTEN again",
+        listening,
+    )
+    .await;
+    insert_and_see(&ho, &site, "after", 21..=30).await;
+    assert_same(
+        &bed,
+        0,
+        "SELECT * FROM public.items",
+        "SELECT * FROM public.items",
+    )
+    .await;
+    for w in workers {
+        assert!(w.stop().status.success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_streams_changes_and_stops_gracefully_on_sigterm() {
+    let bed = streaming_bed("streaming", "public.items").await;
+    let workers = [bed.spawn(0, &["ho", "run"]), bed.spawn(1, &["pos", "run"])];
     let ho = bed.ho().await;
     let site = bed.site(1).await;
     for round in 0..3 {
@@ -771,12 +888,8 @@ async fn run_streams_changes_and_stops_gracefully_on_sigterm() {
         "SELECT * FROM public.items",
     )
     .await;
-    for child in [&mut ho_worker, &mut pos_worker] {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    }
-    for child in [&mut ho_worker, &mut pos_worker] {
-        let status = child.wait().unwrap();
+    for w in workers {
+        let status = w.stop().status;
         assert!(
             status.success(),
             "worker did not stop gracefully: {status:?}"

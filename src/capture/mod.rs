@@ -438,9 +438,15 @@ pub async fn capture(
             let event = match event {
                 Err(e) => return Err(replication_error(&source.origin, e)),
                 Ok(None) => {
-                    return Err(Error::Setup(format!(
-                        "the replication stream of {} ended unexpectedly; check the server log", source.origin
-                    )))
+                    // The server closed it (a restart, a terminated walsender):
+                    // worth a retry, unlike a setup error.
+                    return Err(Error::Io {
+                        context: format!(
+                            "the replication stream of {} ended unexpectedly; check the server log",
+                            source.origin
+                        ),
+                        source: std::io::ErrorKind::ConnectionAborted.into(),
+                    });
                 }
                 Ok(Some(ev)) => ev,
             };

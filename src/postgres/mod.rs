@@ -47,6 +47,11 @@ impl Listener {
         }
     }
 
+    /// Whether the connection is gone (no notification will come).
+    pub fn is_closed(&self) -> bool {
+        self.rx.is_closed()
+    }
+
     /// Takes a pending notification without waiting.
     pub fn try_recv(&mut self) -> Result<(), tokio::sync::mpsc::error::TryRecvError> {
         self.rx.try_recv()

@@ -120,6 +120,11 @@ impl Bed {
         cmd
     }
 
+    /// Starts a long-running `relaysync args` (`ho run`, `pos run`) as site `site`.
+    pub fn spawn(&self, site: usize, args: &[&str]) -> Worker {
+        Worker::start(self.command(site, args))
+    }
+
     /// Runs `relaysync args` as site `site` and returns its output.
     pub async fn run(&self, site: usize, args: &[&str]) -> Output {
         let mut cmd = self.command(site, args);
@@ -293,5 +298,39 @@ pub fn run_measured(mut cmd: Command) -> Measured {
         stderr: err_reader.join().unwrap(),
         peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
         elapsed: started.elapsed(),
+    }
+}
+
+/// A running `relaysync … run`, killed if dropped: a failing test must not
+/// leave it behind (it would also keep the test's output open, so that
+/// `cargo test` never ends).
+pub struct Worker(Option<std::process::Child>);
+
+impl Worker {
+    pub fn start(mut cmd: Command) -> Worker {
+        Worker(Some(cmd.spawn().expect("start relaysync")))
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        let child = self.0.as_mut().expect("a worker not yet stopped");
+        child.try_wait().expect("wait for relaysync").is_none()
+    }
+
+    /// Asks it to stop (SIGTERM) and waits: how it ended, and what it
+    /// wrote where its command piped it.
+    pub fn stop(mut self) -> Output {
+        let child = self.0.take().expect("a worker not yet stopped");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        child.wait_with_output().expect("wait for relaysync")
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
