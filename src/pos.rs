@@ -3,7 +3,8 @@
 //! A site applies packets in id order. A group (the packets HO stored in one
 //! relay transaction) is applied in one site transaction together with the
 //! new `applied_through`, so a crash at any point leaves either all of it or
-//! none of it. Acks go to the relay after the commit; the ones a crash
+//! none of it; a site that is behind takes several whole groups in one
+//! transaction. Acks go to the relay after the commit; the ones a crash
 //! interrupted are sent again on the next run.
 
 use std::collections::HashMap;
@@ -371,7 +372,8 @@ async fn apply_packets(
         let total: i64 = packets.iter().map(|p| p.row_count).sum();
         crate::progress::Progress::new(format!("full sync at {site}"), Some(total.max(0) as u64))
     });
-    // Parts of the packets from `fetched_from` on, fetched together.
+    // The parts of packets up to `fetched_to`, fetched together (at most
+    // FETCH_BYTES of them, or one packet's).
     let mut fetched: std::collections::VecDeque<(i64, crate::relay::StoredPart)> =
         Default::default();
     let mut fetched_to = 0usize;

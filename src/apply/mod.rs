@@ -1,5 +1,6 @@
 //! Apply: loads the parts of a packet into a database inside the caller's
-//! transaction, set-based: COPY into a staging table, then one DELETE for
+//! transaction, set-based. A part of new rows is COPYed straight into its
+//! table; any other goes by COPY into a staging table, then one DELETE for
 //! the deletes and one INSERT … ON CONFLICT for the upserts, setting only the
 //! columns the change carries. Rows whose unchanged TOAST values were not
 //! sent get an UPDATE that keeps the site's value of those columns.
@@ -43,9 +44,7 @@ impl Stage {
             format!("DROP TABLE {};", self.name)
         }
     }
-}
 
-impl Stage {
     /// `t.k = s.k AND …` over the key.
     pub fn key_match(&self) -> String {
         self.key
