@@ -17,7 +17,7 @@ use crate::apply::{apply_part, Stages};
 use crate::config::Config;
 use crate::error::{db_message, DbContext, Error, Result};
 use crate::packet::read_part;
-use crate::postgres::{connect, literal, qualified};
+use crate::postgres::{connect, literal, literal_array, qualified};
 use crate::relay::migrate::{self, Target};
 use crate::relay::{Ack, PacketInfo, Relay};
 
@@ -475,7 +475,6 @@ async fn apply_packets(
     }
     // The bookkeeping and the commit in one round trip (numbers and kinds
     // only, so literals are safe).
-    let list = |items: Vec<String>| format!("ARRAY[{}]", items.join(", "));
     let last = packets.last().map_or(0, |p| p.id);
     let bookkeeping = format!(
         "WITH received AS (
@@ -491,11 +490,11 @@ async fn apply_packets(
          UPDATE relaysync.site SET applied_through = {last}, last_sync_at = now(), last_success_at = now()
           WHERE site = {site};
          COMMIT",
-        ids = list(packets.iter().map(|p| p.id.to_string()).collect()),
-        groups = list(packets.iter().map(|p| p.group_id.to_string()).collect()),
-        kinds = list(packets.iter().map(|p| literal(&p.kind)).collect()),
-        rows = list(acks.iter().map(|a| a.rows.to_string()).collect()),
-        acked = list(acked.iter().map(|id| id.to_string()).collect()),
+        ids = literal_array(packets.iter().map(|p| p.id.to_string())),
+        groups = literal_array(packets.iter().map(|p| p.group_id.to_string())),
+        kinds = literal_array(packets.iter().map(|p| literal(&p.kind))),
+        rows = literal_array(acks.iter().map(|a| a.rows.to_string())),
+        acked = literal_array(acked.iter().map(|id| id.to_string())),
         site = literal(site),
     );
     if let Err(e) = client.batch_execute(&bookkeeping).await {

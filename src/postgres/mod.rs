@@ -175,6 +175,11 @@ pub fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
+/// `ARRAY[a, b, …]` from SQL expressions (`ARRAY[]` needs a cast by the caller).
+pub fn literal_array(items: impl Iterator<Item = String>) -> String {
+    format!("ARRAY[{}]", items.collect::<Vec<_>>().join(", "))
+}
+
 /// Parses `X/Y` LSN text.
 pub fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.split_once('/')?;

@@ -7,12 +7,7 @@ use tokio_postgres::Client;
 use crate::error::{DbContext, Error, Result};
 use tokio_postgres::types::Type;
 
-use crate::postgres::{format_lsn, literal, parse_lsn};
-
-/// `ARRAY[a, b, …]` from SQL expressions (`ARRAY[]` needs a cast by the caller).
-fn literal_array(items: impl Iterator<Item = String>) -> String {
-    format!("ARRAY[{}]", items.collect::<Vec<_>>().join(", "))
-}
+use crate::postgres::{format_lsn, literal, literal_array, parse_lsn};
 
 /// A packet as the relay lists it (without its parts).
 #[derive(Debug, Clone)]
