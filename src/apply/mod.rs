@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 
 pub mod merge;
 
-use crate::packet::Part;
+use crate::packet::{Op, Part};
 use crate::postgres::{ident, literal, qualified};
 
 /// Rows written per COPY chunk.
@@ -261,9 +261,9 @@ pub async fn apply_part(
     if part.columns.is_empty() {
         return Ok(0);
     }
-    let deletes = part.has_op("D");
-    let updates = part.has_op("U");
-    let upserts = updates || part.has_op("I");
+    let deletes = part.has_op(Op::Delete);
+    let updates = part.has_op(Op::Update);
+    let upserts = updates || part.has_op(Op::Insert);
     let unchanged = part.has_unchanged();
     let merged = part.has_origin(crate::MERGE_ORIGIN);
     if upserts && !updates && !deletes && !merged {

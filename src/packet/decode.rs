@@ -32,6 +32,8 @@ pub struct Part {
     pub key: Vec<String>,
     pub columns: Vec<PartColumn>,
     batches: Vec<RecordBatch>,
+    /// The operations its rows carry, each once.
+    ops: Vec<super::Op>,
 }
 
 /// Reads and checks one part. Any bytes give an error or a part, never a
@@ -196,18 +198,21 @@ fn read_part_unchecked(bytes: &[u8]) -> Result<Part, PacketError> {
         }
     }
     let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    let mut ops = Vec::new();
     for batch in &batches {
-        let ops = batch
+        let codes = batch
             .column_by_name(COL_OP)
             .and_then(|a| a.as_string_opt::<i32>())
             .ok_or_else(|| invalid("_op missing in a batch"))?;
-        if ops.null_count() > 0
-            || ops
-                .iter()
-                .flatten()
-                .any(|o| super::Op::from_code(o).is_none())
-        {
+        if codes.null_count() > 0 {
             return Err(invalid("_op holds a value other than I, U, D, T"));
+        }
+        for code in codes.iter().flatten() {
+            let op = super::Op::from_code(code)
+                .ok_or_else(|| invalid("_op holds a value other than I, U, D, T"))?;
+            if !ops.contains(&op) {
+                ops.push(op);
+            }
         }
     }
     Ok(Part {
@@ -215,6 +220,7 @@ fn read_part_unchecked(bytes: &[u8]) -> Result<Part, PacketError> {
         key,
         columns,
         batches,
+        ops,
     })
 }
 
@@ -394,16 +400,12 @@ impl Part {
 
     /// True when the part holds a truncate of its table.
     pub fn has_truncate(&self) -> bool {
-        self.has_op("T")
+        self.has_op(super::Op::Truncate)
     }
 
-    /// True when some row's `_op` is `op` (`I`, `U`, `D` or `T`).
-    pub fn has_op(&self, op: &str) -> bool {
-        self.batches.iter().any(|b| {
-            b.column_by_name(COL_OP)
-                .and_then(|a| a.as_string_opt::<i32>())
-                .is_some_and(|ops| ops.iter().any(|o| o == Some(op)))
-        })
+    /// True when some row's operation is `op`.
+    pub fn has_op(&self, op: super::Op) -> bool {
+        self.ops.contains(&op)
     }
 
     /// True when some row leaves out unchanged TOAST values.
