@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
-use crate::apply::{apply_part, Stages};
+use crate::apply::{apply_part, part_failure, Stages};
 use crate::config::Config;
 use crate::error::{db_message, DbContext, Error, Result};
 use crate::packet::read_part;
@@ -429,17 +429,9 @@ async fn apply_packets(
                         pr.add(n);
                     }
                 }
-                Err(e) if stages.out_of_step() => {
-                    // Not a verdict on the packet: a new connection retries it.
-                    return Err(e).ctx(|| {
-                        format!(
-                            "site: applying {} (the connection is dropped and the packet retried)",
-                            part.table
-                        )
-                    });
-                }
                 Err(e) => {
-                    failure = Some((p.id, format!("{}: {}", part.table, db_message(&e))));
+                    let error = part_failure(stages, "site: applying", &part.table, e)?;
+                    failure = Some((p.id, error));
                     break 'packets;
                 }
             }

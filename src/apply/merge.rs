@@ -5,7 +5,7 @@
 
 use tokio_postgres::Client;
 
-use super::{stage_part, Stage, Stages};
+use super::{part_failure, stage_part, Stage, Stages};
 use crate::config::{Deletes, Merge, UpstreamConfig};
 use crate::error::{db_message, DbContext, Result};
 use crate::packet::read_part;
@@ -378,17 +378,9 @@ async fn merge_group(
                     counts.1 += merged;
                     counts.2 += rejected;
                 }
-                Err(e) if stages.out_of_step() => {
-                    // Not a verdict on the packet: a new connection retries it.
-                    return Err(e).ctx(|| {
-                        format!(
-                            "HO: merging {} (the connection is dropped and the packet retried)",
-                            part.table
-                        )
-                    });
-                }
                 Err(e) => {
-                    failure = Some((p.id, format!("{}: {}", part.table, db_message(&e))));
+                    let error = part_failure(&stages, "HO: merging", &part.table, e)?;
+                    failure = Some((p.id, error));
                     break 'packets;
                 }
             }

@@ -106,6 +106,25 @@ async fn copy_rows(
     sink.finish().await
 }
 
+/// What a part that failed to apply says of its packet: the error to record
+/// as FAILED; or, when the connection is out of step (see [`copy_rows`]),
+/// nothing: an error that makes the caller drop the connection, so that a
+/// new one retries the packet. `doing` names the work: `site: applying`.
+pub fn part_failure(
+    stages: &Stages,
+    doing: &str,
+    table: &str,
+    e: tokio_postgres::Error,
+) -> crate::Result<String> {
+    if stages.out_of_step() {
+        return Err(crate::Error::Db {
+            context: format!("{doing} {table} (the connection is dropped and the packet retried)"),
+            source: e,
+        });
+    }
+    Ok(format!("{table}: {}", crate::error::db_message(&e)))
+}
+
 /// The staging tables of one connection.
 ///
 /// A site worker keeps one per table and column list for its whole session
