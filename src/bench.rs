@@ -623,7 +623,7 @@ async fn build_rig(args: Args) -> Result<Rig> {
     crate::relay::migrate::migrate(&mut relay_client, crate::relay::migrate::Target::Relay).await?;
     let relay = crate::relay::Relay::connect(&rig.relay.url("relay")).await?;
     for code in &rig.codes {
-        relay.add_site_with_first_sync(code).await?;
+        relay.add_site(code).await?;
     }
     crate::ho::setup(&rig_config(&rig, 0)).await?;
     for i in 0..k {

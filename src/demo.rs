@@ -143,14 +143,14 @@ pub async fn differences(
 async fn sync_sites(clusters: &Clusters, tables: &[(&str, &str)]) -> Result<()> {
     for (i, code) in SITES.iter().enumerate() {
         println!("\n$ relaysync pos sync --once   # at {code}");
-        crate::pos::print_summary(&crate::pos::sync_once(&clusters.config(i, tables)).await?);
+        crate::cli::summary::pos(&crate::pos::sync_once(&clusters.config(i, tables)).await?);
     }
     Ok(())
 }
 
 async fn ho_sync(cfg: &Config, why: &str) -> Result<()> {
     println!("\n$ relaysync ho sync --once{why}");
-    crate::ho::print_summary(&crate::ho::sync_once(cfg).await?);
+    crate::cli::summary::ho(&crate::ho::sync_once(cfg).await?);
     Ok(())
 }
 
@@ -201,7 +201,7 @@ pub async fn run() -> Result<()> {
     crate::relay::migrate::migrate(&mut relay, crate::relay::migrate::Target::Relay).await?;
     let relay = crate::relay::Relay::connect(&clusters.relay.url("relay")).await?;
     for code in SITES {
-        relay.add_site_with_first_sync(code).await?;
+        relay.add_site(code).await?;
         println!("$ relaysync site add {code}");
     }
     println!("$ relaysync setup ho");
@@ -215,7 +215,7 @@ pub async fn run() -> Result<()> {
         }
     }
     println!("\n$ relaysync status");
-    crate::status::print(&crate::status::sites(&relay.client).await?);
+    crate::cli::summary::status(&relay.site_status().await?);
 
     ho_sync(&ho_cfg, "   # serves each site's first sync: a full sync").await?;
     sync_sites(&clusters, &tables).await?;
@@ -243,7 +243,7 @@ pub async fn run() -> Result<()> {
     );
     run_sql(&clusters.sites[0].url("pos"), SITE_CHANGES).await?;
     println!("\n$ relaysync pos sync --once   # at store-001: uploads its changes");
-    crate::pos::print_summary(&crate::pos::sync_once(&clusters.config(0, &tables)).await?);
+    crate::cli::summary::pos(&crate::pos::sync_once(&clusters.config(0, &tables)).await?);
     ho_sync(
         &ho_cfg,
         "   # merges them (HO's values win) and sends the merged users down",
@@ -257,7 +257,7 @@ pub async fn run() -> Result<()> {
     print_events(&clusters.sites[1].url("pos")).await?;
 
     println!("\n$ relaysync status");
-    crate::status::print(&crate::status::sites(&relay.client).await?);
+    crate::cli::summary::status(&relay.site_status().await?);
 
     println!("\ndemo: each site compared with HO, row by row:");
     let mut all_equal = true;

@@ -391,15 +391,15 @@ async fn hundred_thousand_device_events_reach_ho_in_one_sync() {
 /// An up packet's row, as a site's capture writes it, in `relay`'s open
 /// transaction.
 async fn insert_up_packet(relay: &relaysync::relay::Relay, site: &str) -> i64 {
+    use relaysync::protocol::{Lsn, Origin, PacketKind};
     let targets = vec!["ho".to_string()];
     relay
         .insert_packet(&relaysync::relay::NewPacket {
-            direction: "up",
-            origin: site,
-            kind: "delta",
+            origin: &Origin::from(site),
+            kind: PacketKind::Delta,
             group_id: None,
-            lsn_from: 1,
-            lsn_to: 2,
+            lsn_from: Lsn::from(1),
+            lsn_to: Lsn::from(2),
             targets: &targets,
             row_count: 0,
             byte_count: 0,
@@ -416,14 +416,14 @@ async fn up_packets_of_sites_uploading_at_once_commit_in_id_order() {
     use relaysync::relay::Relay;
     let bed = bed("uporder", "").await;
     let first = Relay::connect(&bed.relay_url).await.unwrap();
-    first.exec("BEGIN").await.unwrap();
+    first.begin().await.unwrap();
     let a = insert_up_packet(&first, "s1").await;
     let url = bed.relay_url.clone();
     let second = tokio::spawn(async move {
         let relay = Relay::connect(&url).await.unwrap();
-        relay.exec("BEGIN").await.unwrap();
+        relay.begin().await.unwrap();
         let b = insert_up_packet(&relay, "s2").await;
-        relay.exec("COMMIT").await.unwrap();
+        relay.commit(false).await.unwrap();
         b
     });
     let relay = bed.relay().await;
@@ -449,7 +449,7 @@ async fn up_packets_of_sites_uploading_at_once_commit_in_id_order() {
         .await,
         0
     );
-    first.exec("COMMIT").await.unwrap();
+    first.commit(false).await.unwrap();
     let b = second.await.unwrap();
     assert!(b > a, "{b} > {a}");
 }

@@ -43,8 +43,8 @@ pub struct Source {
     pub url: String,
     pub slot: String,
     pub publication: String,
-    /// `ho`, or a site code for upstream capture.
-    pub origin: String,
+    /// HO, or a site for upstream capture.
+    pub origin: crate::protocol::Origin,
     /// Transactions of this replication origin are skipped (what our own
     /// applier wrote: no echo).
     pub skip_origin: Option<String>,
@@ -77,9 +77,9 @@ pub struct Outcome {
 /// Writes sealed packets into the relay, one relay transaction per group.
 pub(crate) struct Writer<'a> {
     relay: &'a Relay,
-    origin: String,
+    origin: crate::protocol::Origin,
     slot: String,
-    kind: &'static str,
+    kind: crate::protocol::PacketKind,
     /// The sites a `*` part is for: every registered site, or these.
     only_sites: Option<Vec<String>>,
     open: bool,
@@ -94,13 +94,13 @@ impl<'a> Writer<'a> {
     /// A writer of `kind` packets (`delta` or `snapshot`) from `origin`.
     pub(crate) fn new(
         relay: &'a Relay,
-        origin: &str,
+        origin: &crate::protocol::Origin,
         slot: &str,
-        kind: &'static str,
+        kind: crate::protocol::PacketKind,
     ) -> Writer<'a> {
         Writer {
             relay,
-            origin: origin.to_string(),
+            origin: origin.clone(),
             slot: slot.to_string(),
             kind,
             only_sites: None,
@@ -131,7 +131,7 @@ impl<'a> Writer<'a> {
     /// Opens the relay transaction if needed.
     pub(crate) async fn begin(&mut self) -> Result<()> {
         if !self.open {
-            self.relay.exec("BEGIN").await?;
+            self.relay.begin().await?;
             self.open = true;
             self.group = None;
             self.sites = match &self.only_sites {
@@ -179,12 +179,11 @@ impl<'a> Writer<'a> {
         let id = self
             .relay
             .insert_packet(&NewPacket {
-                direction: if self.origin == "ho" { "down" } else { "up" },
                 origin: &self.origin,
                 kind: self.kind,
                 group_id: self.group,
-                lsn_from: draft.lsn_from,
-                lsn_to: draft.lsn_to,
+                lsn_from: draft.lsn_from.into(),
+                lsn_to: draft.lsn_to.into(),
                 targets: &targets,
                 row_count: rows,
                 byte_count: bytes,
@@ -216,7 +215,7 @@ impl<'a> Writer<'a> {
         self.begin().await?;
         let result = self
             .relay
-            .set_capture_lsn(&self.origin, &self.slot, lsn)
+            .set_capture_lsn(&self.origin, &self.slot, lsn.into())
             .await;
         match result {
             Ok(()) => self.commit_group().await,
@@ -233,15 +232,7 @@ impl<'a> Writer<'a> {
             return Ok(());
         }
         self.open = false;
-        let result = if self.group.is_some() {
-            self.relay.exec("NOTIFY relaysync_packets; COMMIT").await
-        } else {
-            self.relay.exec("COMMIT").await
-        };
-        if result.is_err() {
-            let _ = self.relay.exec("ROLLBACK").await;
-        }
-        result
+        self.relay.commit(self.group.is_some()).await
     }
 
     /// Marks full-sync requests as served by `group`, in the open transaction.
@@ -256,7 +247,7 @@ impl<'a> Writer<'a> {
 
     pub(crate) async fn abort(&mut self) {
         if self.open {
-            let _ = self.relay.exec("ROLLBACK").await;
+            self.relay.rollback().await;
             self.open = false;
         }
     }
@@ -316,8 +307,12 @@ fn replication_config(source: &Source, start: u64) -> Result<ReplicationConfig> 
 }
 
 /// The slot's confirmed position; errors name the fix when it is missing or busy.
-async fn slot_position(sql: &Client, slot: &str, origin: &str) -> Result<u64> {
-    let setup = if origin == "ho" { "ho" } else { "pos" };
+async fn slot_position(sql: &Client, slot: &str, origin: &crate::protocol::Origin) -> Result<u64> {
+    let setup = if *origin == crate::protocol::Origin::Ho {
+        "ho"
+    } else {
+        "pos"
+    };
     let row = sql
         .query_opt(
             "SELECT confirmed_flush_lsn::text, active_pid FROM pg_replication_slots
@@ -352,7 +347,7 @@ pub async fn capture(
     mode: Mode,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Outcome> {
-    let relay_lsn = relay.capture_lsn(&source.origin).await?;
+    let relay_lsn: u64 = relay.capture_lsn(&source.origin).await?.into();
     let slot_lsn = slot_position(sql, &source.slot, &source.origin).await?;
     let stop = match mode {
         Mode::Once => {
@@ -387,7 +382,12 @@ pub async fn capture(
 
     let routes: HashMap<&str, &Route> = tables.iter().map(|(n, r)| (n.as_str(), r)).collect();
     let mut batcher = Batcher::new(bounds);
-    let mut writer = Writer::new(relay, &source.origin, &source.slot, "delta");
+    let mut writer = Writer::new(
+        relay,
+        &source.origin,
+        &source.slot,
+        crate::protocol::PacketKind::Delta,
+    );
     if let Some(targets) = &source.targets {
         writer = writer.for_sites(targets.clone());
     }
@@ -405,7 +405,7 @@ pub async fn capture(
             // While streaming, serve full-sync requests between transactions,
             // once everything captured is stored (see snapshot.rs for why).
             if stop.is_none()
-                && source.origin == "ho"
+                && source.origin == crate::protocol::Origin::Ho
                 && !in_txn
                 && last_requests_check.elapsed() >= Duration::from_secs(1)
             {
@@ -440,13 +440,7 @@ pub async fn capture(
                 Ok(None) => {
                     // The server closed it (a restart, a terminated walsender):
                     // worth a retry, unlike a setup error.
-                    return Err(Error::Io {
-                        context: format!(
-                            "the replication stream of {} ended unexpectedly; check the server log",
-                            source.origin
-                        ),
-                        source: std::io::ErrorKind::ConnectionAborted.into(),
-                    });
+                    return Err(Error::StreamEnded { role: if source.origin == crate::protocol::Origin::Ho { "ho" } else { "pos" } });
                 }
                 Ok(Some(ev)) => ev,
             };
@@ -621,9 +615,16 @@ async fn wait_confirmed(repl: &ReplicationClient, lsn: u64) {
     }
 }
 
-fn replication_error(origin: &str, e: pgwire_replication::PgWireError) -> Error {
+fn replication_error(
+    origin: &crate::protocol::Origin,
+    e: pgwire_replication::PgWireError,
+) -> Error {
     Error::Replication {
-        role: if origin == "ho" { "ho" } else { "pos" },
+        role: if *origin == crate::protocol::Origin::Ho {
+            "ho"
+        } else {
+            "pos"
+        },
         source: e,
     }
 }

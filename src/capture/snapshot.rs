@@ -126,7 +126,13 @@ async fn snapshot(
     )
     .await
     .ctx(|| "starting the full-sync snapshot at HO".into())?;
-    let mut writer = Writer::new(relay, "ho", "", "snapshot").for_sites(sites.to_vec());
+    let mut writer = Writer::new(
+        relay,
+        &crate::protocol::Origin::Ho,
+        "",
+        crate::protocol::PacketKind::Snapshot,
+    )
+    .for_sites(sites.to_vec());
     let result = write_snapshot(sql, &mut writer, tables, sites, requests, bounds).await;
     let _ = sql.batch_execute("COMMIT").await;
     match result {

@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod summary;
+
 use crate::config::{check_site_code, Config};
 use crate::error::{Error, Result};
+use crate::protocol::SyncReason;
 use crate::relay::migrate::{self, Target};
 use crate::relay::Relay;
 
@@ -184,7 +187,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Site(SiteCommand::Add { code }) => {
             check_site_code(&code)?;
             let relay = Relay::connect(&cfg.relay()?.url).await?;
-            if relay.add_site_with_first_sync(&code).await? {
+            if relay.add_site(&code).await? {
                 println!("site {code} registered; its first sync will be a full sync");
             } else {
                 println!("site {code} was registered already");
@@ -198,34 +201,32 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Ho(WorkerCommand::Sync { .. }) => {
             let s = crate::ho::sync_once(&cfg).await?;
-            crate::ho::print_summary(&s);
-            if let Some((packet, error)) = s.merged.failed {
-                return Err(Error::Setup(format!(
-                    "up packet {packet} failed at HO: {error}; fix the cause and run `relaysync ho sync --once` again"
-                )));
+            summary::ho(&s);
+            if let Some(e) = crate::ho::failure(&cfg, &s) {
+                return Err(e);
             }
         }
         Command::Ho(WorkerCommand::Run) => {
-            crate::ho::run(&cfg, crate::shutdown::on_signals()).await?;
+            let worker = crate::ho::HoWorker::new(&cfg, summary::ho)?;
+            crate::supervisor::supervise(worker, crate::shutdown::on_signals()).await?;
         }
         Command::Pos(PosCommand::Sync { .. }) => {
-            let s = crate::pos::sync_once(&cfg).await?;
-            crate::pos::print_summary(&s);
-            if let Some((packet, error)) = s.failed {
-                return Err(Error::Setup(format!(
-                    "site {}: packet {packet} failed: {error}; fix the cause and run `relaysync pos sync --once` again",
-                    s.site
-                )));
+            let mut session = crate::pos::Session::open(&cfg).await?;
+            let s = session.sync(&cfg).await?;
+            summary::pos(&s);
+            if let Some(e) = session.failure(&s) {
+                return Err(e);
             }
         }
         Command::Pos(PosCommand::Run) => {
-            crate::pos::run(&cfg, crate::shutdown::on_signals()).await?;
+            let worker = crate::pos::PosWorker::new(&cfg, summary::pos)?;
+            crate::supervisor::supervise(worker, crate::shutdown::on_signals()).await?;
         }
         Command::Pos(PosCommand::Resync) => {
             let site = cfg.pos()?.site.clone();
             let relay = Relay::connect(&cfg.relay()?.url).await?;
             relay
-                .request_sync(std::slice::from_ref(&site), None, "resync")
+                .request_sync(std::slice::from_ref(&site), None, SyncReason::Resync)
                 .await?;
             println!("site {site}: clean resync requested; it is served on HO's next sync and applied on this site's next sync");
         }
@@ -252,7 +253,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let tables = (!tables.is_empty()).then_some(tables);
             relay
-                .request_sync(&sites, tables.as_deref(), "push")
+                .request_sync(&sites, tables.as_deref(), SyncReason::Push)
                 .await?;
             println!(
                 "full sync of {} requested for {}; served on HO's next sync",
@@ -295,7 +296,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status => {
             let relay = Relay::connect(&cfg.relay()?.url).await?;
-            crate::status::print(&crate::status::sites(&relay.client).await?);
+            summary::status(&relay.site_status().await?);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -94,55 +94,6 @@ pub async fn listen(url: &str, channel: &str) -> Result<Listener> {
     })
 }
 
-/// Fails with the fix unless the server has `wal_level = logical`; `place`
-/// says which server (`HO`, `site store-001`).
-pub async fn require_logical(client: &Client, place: &str) -> Result<()> {
-    let wal_level: String = client
-        .query_one("SHOW wal_level", &[])
-        .await
-        .map_err(|source| Error::Db {
-            context: "reading wal_level".into(),
-            source,
-        })?
-        .get(0);
-    if wal_level != "logical" {
-        return Err(Error::Setup(format!(
-            "wal_level is '{wal_level}' at {place}; set wal_level = logical in postgresql.conf and restart PostgreSQL"
-        )));
-    }
-    Ok(())
-}
-
-/// Creates publication `name` for `tables` (`schema.table` names), or sets
-/// an existing one to exactly those tables.
-pub async fn ensure_publication(client: &Client, name: &str, tables: &[String]) -> Result<()> {
-    let list = tables
-        .iter()
-        .map(|t| qualified(t))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
-        .await
-        .map_err(|source| Error::Db {
-            context: "reading pg_publication".into(),
-            source,
-        })?
-        .is_some();
-    let statement = if exists {
-        format!("ALTER PUBLICATION {} SET TABLE {list}", ident(name))
-    } else {
-        format!("CREATE PUBLICATION {} FOR TABLE {list}", ident(name))
-    };
-    client
-        .batch_execute(&statement)
-        .await
-        .map_err(|source| Error::Db {
-            context: format!("creating publication {name}"),
-            source,
-        })
-}
-
 /// `host:port/database` of a connection config, without secrets.
 pub fn describe(config: &tokio_postgres::Config) -> String {
     let host = match config.get_hosts().first() {

@@ -1,0 +1,402 @@
+//! The one loop that applies packets, in both directions.
+//!
+//! Exactly once, whoever applies:
+//! - packets are applied in id order; a group (the packets HO stored in one
+//!   relay transaction) in one transaction, together with the new position
+//!   in the applier's own database, so a crash leaves all of it or none;
+//! - acks go to the relay after the commit; those a crash interrupted are
+//!   sent again when the next session starts;
+//! - a packet that cannot be applied stops this stream there, acked FAILED
+//!   with the error; the next sync tries it again.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use super::applier::{Applier, PartError};
+use super::stage::Stages;
+use crate::error::{db_message, DbContext, Error, Result};
+use crate::packet::read_part;
+use crate::protocol::PacketKind;
+use crate::relay::{Ack, PacketInfo, Relay, StoredPart};
+
+/// Consecutive delta groups applied in one transaction when a site is
+/// behind, up to this many rows: each group stays whole, and one commit, one
+/// ack and one round of bookkeeping serve them all.
+const BATCH_ROWS: i64 = 100_000;
+/// Compressed bytes of parts fetched from the relay in one query.
+const FETCH_BYTES: i64 = 8 << 20;
+
+/// What one round of consuming did.
+#[derive(Debug, Default, Clone)]
+pub struct Consumed {
+    pub packets: u64,
+    /// Rows the packets carried.
+    pub rows: u64,
+    /// Rows that changed something at HO (its merge only).
+    pub merged: u64,
+    /// Rows HO could not store (its merge only).
+    pub rejected: u64,
+    /// Acks an earlier run left unsent, sent now.
+    pub acks_resent: u64,
+    /// The packet the stream stopped at, and why.
+    pub failed: Option<(i64, String)>,
+    pub applied_through: i64,
+}
+
+impl Consumed {
+    /// The failed packet as an error naming the retry, if one failed.
+    pub fn failure(&self, applier: &Applier) -> Option<Error> {
+        self.failed
+            .as_ref()
+            .map(|(packet, error)| Error::PacketFailed {
+                at: applier.place(),
+                packet: *packet,
+                error: error.clone(),
+                retry: applier.retry(),
+            })
+    }
+}
+
+/// A consumer of packets, kept across the syncs of a long-running worker.
+pub struct Consumer {
+    applier: Applier,
+    stages: Stages,
+    /// The last packet applied: read from the applier's database on first use.
+    applied: Option<i64>,
+}
+
+/// A packet that failed, and why.
+type Failure = (i64, String);
+
+impl Consumer {
+    pub fn new(applier: Applier) -> Consumer {
+        Consumer {
+            stages: applier.stages(),
+            applier,
+            applied: None,
+        }
+    }
+
+    pub fn applier(&self) -> &Applier {
+        &self.applier
+    }
+
+    /// Applies every packet for this applier, in order, and acks them;
+    /// stops at the first that fails.
+    pub async fn consume(&mut self, client: &Client, relay: &Relay) -> Result<Consumed> {
+        let mut out = Consumed::default();
+        let mut applied = match self.applied {
+            Some(a) => a,
+            None => {
+                let a = self.applier.position(client).await?;
+                let acks = self.applier.unsent_acks(client, relay, a).await?;
+                relay.ack(self.applier.target(), &acks).await?;
+                self.applier.acked(client, &acks, true).await?;
+                out.acks_resent = acks.len() as u64;
+                a
+            }
+        };
+        self.applied = Some(applied);
+        loop {
+            let groups = relay
+                .next_groups(self.applier.direction(), self.applier.target(), applied)
+                .await?;
+            if groups.is_empty() {
+                break;
+            }
+            if !self.apply_groups(client, relay, &groups, &mut out).await? {
+                break;
+            }
+            applied = self.applied.unwrap_or(applied);
+        }
+        if out.packets == 0 && out.failed.is_none() {
+            self.applier.idle(client).await?;
+        }
+        out.applied_through = self.applied.unwrap_or(applied);
+        Ok(out)
+    }
+
+    /// Applies `groups` in order, several in one transaction where the
+    /// applier batches; false when a packet failed (recorded in `out`).
+    async fn apply_groups(
+        &mut self,
+        client: &Client,
+        relay: &Relay,
+        groups: &[Vec<PacketInfo>],
+        out: &mut Consumed,
+    ) -> Result<bool> {
+        let mut last_log = Instant::now();
+        let mut i = 0;
+        // After a batch of groups fails, its groups go one by one, so the
+        // ones before the failing packet commit and it is named exactly.
+        let mut single_until = 0;
+        let mut retried = None;
+        while i < groups.len() {
+            let n = if i < single_until || !self.applier.batches() {
+                1
+            } else {
+                batch_len(&groups[i..])
+            };
+            let packets: Vec<PacketInfo> = groups[i..i + n].concat();
+            let result = self.apply_batch(client, relay, &packets).await;
+            match &result {
+                Ok(Ok(_)) => self.stages.committed(),
+                _ => self.stages.rolled_back(),
+            }
+            match result? {
+                Ok(acks) => {
+                    self.applied = packets.last().map(|p| p.id).or(self.applied);
+                    let (merged, rejected) = self.applier.take_counts();
+                    out.packets += acks.len() as u64;
+                    out.rows += acks.iter().map(|a| a.rows as u64).sum::<u64>();
+                    out.merged += merged;
+                    out.rejected += rejected;
+                    relay.ack(self.applier.target(), &acks).await?;
+                    self.applier.acked(client, &acks, false).await?;
+                    i += n;
+                }
+                Err((packet, error)) => {
+                    // A kept staging table may predate a change the DBA
+                    // made to its target: retry with new ones first.
+                    let had_kept = self.stages.reset(client).await;
+                    if n > 1 {
+                        single_until = i + n;
+                        continue;
+                    }
+                    if had_kept && retried != Some(i) {
+                        retried = Some(i);
+                        continue;
+                    }
+                    self.fail(client, relay, &groups[i], packet, &error).await?;
+                    out.failed = Some((packet, error));
+                    return Ok(false);
+                }
+            }
+            if last_log.elapsed() > Duration::from_secs(5) {
+                last_log = Instant::now();
+                tracing::info!(packets = out.packets, rows = out.rows, "applying");
+            }
+        }
+        Ok(true)
+    }
+
+    /// Records a failed packet and acks it FAILED: this stream stops there.
+    async fn fail(
+        &mut self,
+        client: &Client,
+        relay: &Relay,
+        group: &[PacketInfo],
+        packet: i64,
+        error: &str,
+    ) -> Result<()> {
+        tracing::error!(packet, error = %error, "packet failed; this stream stops here until it applies");
+        self.applier
+            .record_failure(client, group, packet, error)
+            .await?;
+        let ack = [Ack::failed(packet, error)];
+        relay.ack(self.applier.target(), &ack).await?;
+        self.applier.acked(client, &ack, true).await
+    }
+
+    /// Applies whole groups (`packets`, in order) in one transaction; on a
+    /// packet that cannot be applied, rolls back and names it.
+    async fn apply_batch(
+        &mut self,
+        client: &Client,
+        relay: &Relay,
+        packets: &[PacketInfo],
+    ) -> Result<std::result::Result<Vec<Ack>, Failure>> {
+        if let Some(refused) = begin(client).await? {
+            return Ok(Err((packets[0].id, refused)));
+        }
+        self.applier.prepare(client).await?;
+        self.applier.begin(packets);
+        let (mid, after_commit) = self.applier.crash_points();
+        let mut acks = Vec::with_capacity(packets.len());
+        let mut fetched: VecDeque<StoredPart> = VecDeque::new();
+        let mut fetched_to = 0usize;
+        for (i, p) in packets.iter().enumerate() {
+            if i == fetched_to {
+                let ids = fetch_window(&packets[i..]);
+                fetched_to = i + ids.len();
+                fetched = relay.parts_of(&ids, self.applier.target()).await?.into();
+            }
+            let mut rows = 0u64;
+            while fetched.front().is_some_and(|s| s.packet_id == p.id) {
+                let stored = fetched.pop_front().expect("front checked");
+                match self.apply_stored(client, p, stored).await? {
+                    Ok(n) => rows += n,
+                    Err(error) => {
+                        client
+                            .batch_execute("ROLLBACK")
+                            .await
+                            .ctx(|| "ROLLBACK".into())?;
+                        return Ok(Err((p.id, error)));
+                    }
+                }
+            }
+            acks.push(Ack::processed(p.id, rows as i64));
+            if i == 0 {
+                crate::failpoint::hit(mid);
+            }
+        }
+        self.applier.commit(client, packets, &acks).await?;
+        crate::failpoint::hit(after_commit);
+        Ok(Ok(acks))
+    }
+
+    /// Reads and applies one stored part; a part that is damaged or that the
+    /// target refuses is the packet's failure.
+    async fn apply_stored(
+        &mut self,
+        client: &Client,
+        p: &PacketInfo,
+        stored: StoredPart,
+    ) -> Result<std::result::Result<u64, String>> {
+        let part = match read_part(&stored.arrow_ipc) {
+            Ok(part) => part,
+            Err(e) => {
+                return Ok(Err(format!(
+                    "part {} of packet {} is not readable: {e}; the relay copy is damaged",
+                    stored.table_name, p.id
+                )))
+            }
+        };
+        if part.table != stored.table_name {
+            return Ok(Err(format!(
+                "part says table {} but the relay row says {}",
+                part.table, stored.table_name
+            )));
+        }
+        drop(stored);
+        match self.applier.apply(client, p, &part, &mut self.stages).await {
+            Ok(n) => Ok(Ok(n)),
+            Err(PartError::Refused(error)) => Ok(Err(error)),
+            Err(PartError::Db(e)) => part_failure(&self.stages, &part.table, e).map(Err),
+        }
+    }
+}
+
+/// Opens the transaction as PostgreSQL's apply workers do (no triggers, no
+/// FK checks); Some(message) when the role may not.
+async fn begin(client: &Client) -> Result<Option<String>> {
+    // One round trip; a failed SET leaves the transaction aborted.
+    let Err(e) = client
+        .batch_execute("BEGIN; SET LOCAL session_replication_role = replica")
+        .await
+    else {
+        return Ok(None);
+    };
+    client
+        .batch_execute("ROLLBACK")
+        .await
+        .ctx(|| "ROLLBACK".into())?;
+    if e.code() != Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+        return Err(e).ctx(|| "BEGIN".into());
+    }
+    Ok(Some(format!(
+        "cannot set session_replication_role ({}); connect the worker as a superuser or GRANT SET ON PARAMETER session_replication_role TO its role",
+        db_message(&e)
+    )))
+}
+
+/// What a part that failed to apply says of its packet: the error to record
+/// as FAILED; or, when the connection is out of step (a COPY refused at its
+/// start), an error that makes the caller drop the connection, so that a
+/// new one retries the packet.
+fn part_failure(stages: &Stages, table: &str, e: tokio_postgres::Error) -> Result<String> {
+    if stages.out_of_step() {
+        return Err(Error::Db {
+            context: format!("applying {table} (the connection is dropped and the packet retried)"),
+            source: e,
+        });
+    }
+    Ok(format!("{table}: {}", db_message(&e)))
+}
+
+/// The ids of the packets whose parts are fetched together: at most
+/// FETCH_BYTES of them, or one packet's.
+fn fetch_window(packets: &[PacketInfo]) -> Vec<i64> {
+    let mut bytes = 0;
+    let mut ids = Vec::new();
+    for q in packets {
+        if !ids.is_empty() && bytes + q.byte_count > FETCH_BYTES {
+            break;
+        }
+        bytes += q.byte_count;
+        ids.push(q.id);
+    }
+    ids
+}
+
+/// How many of `groups` (at least one) to apply in one transaction: delta
+/// groups up to BATCH_ROWS rows; a full sync goes alone.
+fn batch_len(groups: &[Vec<PacketInfo>]) -> usize {
+    let mut rows = 0;
+    let mut n = 0;
+    for g in groups {
+        if g.iter().any(|p| p.kind != PacketKind::Delta) {
+            break;
+        }
+        rows += g.iter().map(|p| p.row_count).sum::<i64>();
+        if n > 0 && rows > BATCH_ROWS {
+            break;
+        }
+        n += 1;
+    }
+    n.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Direction, Origin, PacketStatus};
+
+    fn packet(id: i64, group: i64, kind: PacketKind, rows: i64, bytes: i64) -> PacketInfo {
+        PacketInfo {
+            id,
+            direction: Direction::Down,
+            origin: Origin::Ho,
+            group_id: group,
+            kind,
+            row_count: rows,
+            byte_count: bytes,
+            targets: vec!["s1".into()],
+            status: PacketStatus::Uploaded,
+            created_at: std::time::SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn delta_groups_batch_up_to_the_row_bound() {
+        let g = |id, rows| vec![packet(id, id, PacketKind::Delta, rows, 10)];
+        let groups = vec![g(1, 40_000), g(2, 40_000), g(3, 40_000), g(4, 1)];
+        assert_eq!(batch_len(&groups), 2);
+        assert_eq!(batch_len(&groups[2..]), 2);
+        // A group larger than the bound still goes, alone.
+        assert_eq!(batch_len(&[g(5, 500_000), g(6, 1)]), 1);
+    }
+
+    #[test]
+    fn a_full_sync_goes_alone() {
+        let delta = vec![packet(1, 1, PacketKind::Delta, 10, 10)];
+        let snap = vec![
+            packet(2, 2, PacketKind::Snapshot, 10, 10),
+            packet(3, 2, PacketKind::Snapshot, 10, 10),
+        ];
+        assert_eq!(batch_len(&[delta.clone(), snap.clone(), delta.clone()]), 1);
+        assert_eq!(batch_len(&[snap, delta]), 1);
+    }
+
+    #[test]
+    fn fetch_windows_are_bounded_by_bytes() {
+        let ps: Vec<PacketInfo> = (1..=5)
+            .map(|i| packet(i, 1, PacketKind::Delta, 1, 3 << 20))
+            .collect();
+        assert_eq!(fetch_window(&ps), vec![1, 2]);
+        let big = [packet(9, 9, PacketKind::Delta, 1, 100 << 20)];
+        assert_eq!(fetch_window(&big), vec![9]);
+    }
+}

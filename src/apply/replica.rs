@@ -1,0 +1,245 @@
+//! The site's apply of one part, as PostgreSQL's own apply workers do it
+//! (inside the caller's transaction, with `session_replication_role =
+//! replica`): a part of new rows is COPYed straight into its table; any
+//! other goes through a staging table, then one DELETE for the deletes and
+//! one INSERT … ON CONFLICT for the upserts, setting only the columns the
+//! change carries. Rows whose unchanged TOAST values were not sent get an
+//! UPDATE that keeps the site's value of those columns.
+
+use tokio_postgres::Client;
+
+use super::stage::{copy_rows, stage_part, Stage, Stages};
+use crate::packet::{Op, Part};
+use crate::postgres::{ident, literal, qualified};
+
+/// Which statements a part needs: most parts have no deletes, no unchanged
+/// TOAST values and nothing HO merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Needs {
+    deletes: bool,
+    upserts: bool,
+    unchanged: bool,
+    merged: bool,
+}
+
+impl Needs {
+    fn of(part: &Part) -> Needs {
+        let updates = part.has_op(Op::Update);
+        Needs {
+            deletes: part.has_op(Op::Delete),
+            upserts: updates || part.has_op(Op::Insert),
+            unchanged: part.has_unchanged(),
+            merged: part.has_origin(crate::MERGE_ORIGIN),
+        }
+    }
+
+    /// New rows only: they can be COPYed straight into the table.
+    fn inserts_only(self, part: &Part) -> bool {
+        self.upserts && !part.has_op(Op::Update) && !self.deletes && !self.merged
+    }
+}
+
+/// Applies one part at a site; returns the number of rows it carried (a
+/// truncate is no row). Only the statements the part needs are run.
+pub async fn apply_part(
+    client: &Client,
+    site: &str,
+    part: &Part,
+    stages: &mut Stages,
+) -> Result<u64, tokio_postgres::Error> {
+    if part.has_truncate() {
+        // DELETE rather than TRUNCATE: no lock upgrade, no foreign-key refusal
+        // (replica mode leaves referential checks to the source).
+        client
+            .batch_execute(&format!("DELETE FROM {}", qualified(&part.table)))
+            .await?;
+    }
+    if part.columns.is_empty() {
+        return Ok(0);
+    }
+    let needs = Needs::of(part);
+    if needs.inserts_only(part) {
+        if let Some(rows) = copy_inserts(client, part, stages).await? {
+            return Ok(rows);
+        }
+    }
+    let st = stage_part(client, part, stages, needs.deletes || needs.unchanged).await?;
+    let mut sql = String::new();
+    if st.rows > 0 {
+        sql = if st.key.is_empty() {
+            keyless_statements(&st, needs)
+        } else {
+            keyed_statements(&st, part, needs)
+        };
+        if needs.merged {
+            sql.push_str(&merged_events(&st, site, &part.table));
+        }
+    }
+    sql.push_str(&st.done());
+    if !sql.is_empty() {
+        client.batch_execute(&sql).await?;
+    }
+    Ok(st.rows)
+}
+
+/// Without a key: a delete removes one row equal in every column; every
+/// other row is inserted.
+fn keyless_statements(st: &Stage, needs: Needs) -> String {
+    let (stage, target) = (&st.name, &st.target);
+    let col_list = st.cols.join(", ");
+    let row = |alias: &str| {
+        st.cols
+            .iter()
+            .map(|c| format!("{alias}.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut sql = String::new();
+    if needs.deletes {
+        sql.push_str(&format!(
+            "DELETE FROM {target} WHERE ctid IN (
+               SELECT (SELECT t.ctid FROM {target} t WHERE ({row_t}) IS NOT DISTINCT FROM ({row_s}) LIMIT 1)
+                 FROM {stage} s WHERE s.relaysync_op = 'D');",
+            row_t = row("t"),
+            row_s = row("s"),
+        ));
+    }
+    if needs.upserts {
+        sql.push_str(&format!(
+            "INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage} WHERE relaysync_op <> 'D';"
+        ));
+    }
+    sql
+}
+
+/// With a key: one DELETE, one INSERT … ON CONFLICT setting the columns
+/// the change carries, and an UPDATE keeping unchanged TOAST values.
+fn keyed_statements(st: &Stage, part: &Part, needs: Needs) -> String {
+    let (stage, target) = (&st.name, &st.target);
+    let col_list = st.cols.join(", ");
+    let on = st.key_match();
+    let key_list = st.key.join(", ");
+    let non_key: Vec<&String> = st.cols.iter().filter(|c| !st.key.contains(c)).collect();
+    let conflict = if non_key.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        let set: Vec<String> = non_key
+            .iter()
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect();
+        format!("DO UPDATE SET {}", set.join(", "))
+    };
+    let mut sql = String::new();
+    if needs.deletes {
+        sql.push_str(&format!(
+            "DELETE FROM {target} t USING {stage} s WHERE s.relaysync_op = 'D' AND {on};"
+        ));
+    }
+    if needs.upserts {
+        sql.push_str(&format!(
+            "INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage}
+              WHERE relaysync_op <> 'D' AND relaysync_unchanged IS NULL
+             ON CONFLICT ({key_list}) {conflict};"
+        ));
+    }
+    if needs.unchanged && !non_key.is_empty() {
+        let keep: Vec<String> = part
+            .columns
+            .iter()
+            .filter(|c| !part.key.contains(&c.name))
+            .map(|c| {
+                let q = ident(&c.name);
+                format!(
+                    "{q} = CASE WHEN {} = ANY(s.relaysync_unchanged) THEN t.{q} ELSE s.{q} END",
+                    literal(&c.name)
+                )
+            })
+            .collect();
+        sql.push_str(&format!(
+            "UPDATE {target} t SET {} FROM {stage} s
+              WHERE s.relaysync_op <> 'D' AND s.relaysync_unchanged IS NOT NULL AND {on};",
+            keep.join(", ")
+        ));
+    }
+    sql
+}
+
+/// Rows HO merged from a site come back down marked with its origin: the
+/// site logs each one.
+fn merged_events(st: &Stage, site: &str, table: &str) -> String {
+    format!(
+        "INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
+         SELECT {site}, {table}, {key_text}, {event}, relaysync_op
+           FROM {stage} s WHERE relaysync_origin = {origin} AND relaysync_op <> 'D';",
+        site = literal(site),
+        table = literal(table),
+        key_text = st.key_text("s"),
+        event = literal(EVENT_MERGED_HERE),
+        stage = st.name,
+        origin = literal(crate::MERGE_ORIGIN),
+    )
+}
+
+/// The event a site logs for each row HO merged that comes back down.
+pub const EVENT_MERGED_HERE: &str = "User update succeeded (HO)";
+
+/// Inserts a part of inserts only by COPY straight into its table (new rows,
+/// a full sync's load): no staging, and COPY's batched inserts. Rows the
+/// site has already (a replay after a crash, a snapshot that overlapped)
+/// make it fail: it is then undone and the caller takes the staged upsert.
+///
+/// Whatever would refuse the COPY at its start (a missing column, no INSERT
+/// privilege, a generated column, row-level security) is checked first, in
+/// the same round trip as the savepoint, and sends the part to the staged
+/// path, which reports it; the check's lock on the table keeps it so until
+/// the COPY.
+async fn copy_inserts(
+    client: &Client,
+    part: &Part,
+    stages: &mut Stages,
+) -> Result<Option<u64>, tokio_postgres::Error> {
+    let target = qualified(&part.table);
+    let cols = part
+        .columns
+        .iter()
+        .map(|c| ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let check = client
+        .simple_query(&format!(
+            "SAVEPOINT relaysync_copy;
+             INSERT INTO {target} ({cols}) SELECT {cols} FROM {target} WHERE false;
+             SELECT row_security_active({})",
+            literal(&target)
+        ))
+        .await;
+    let copyable = match check {
+        Ok(messages) => !messages.iter().any(
+            |m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("t")),
+        ),
+        Err(e) => {
+            tracing::debug!(table = %part.table, error = %crate::error::db_message(&e), "no COPY into the table; staging");
+            false
+        }
+    };
+    let copied = if copyable {
+        let copy = format!("COPY {target} ({cols}) FROM STDIN");
+        match copy_rows(client, &copy, part, Part::write_copy_data, stages).await {
+            Ok(rows) => Some(rows),
+            Err(e) if stages.out_of_step() => return Err(e),
+            Err(e) => {
+                tracing::debug!(table = %part.table, error = %crate::error::db_message(&e), "COPY of new rows refused; upserting them");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let end = if copied.is_some() {
+        "RELEASE SAVEPOINT relaysync_copy"
+    } else {
+        "ROLLBACK TO SAVEPOINT relaysync_copy; RELEASE SAVEPOINT relaysync_copy"
+    };
+    client.batch_execute(end).await?;
+    Ok(copied)
+}

@@ -1,0 +1,237 @@
+//! Staging: a part's rows COPYed into a temporary table shaped like its
+//! target, from which set-based statements apply or merge them.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio_postgres::Client;
+
+use crate::packet::Part;
+use crate::postgres::{ident, qualified};
+
+/// Rows written per COPY chunk.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// A part loaded into a temporary staging table (dropped at commit): its
+/// columns, then `relaysync_op`, `relaysync_unchanged`, `relaysync_origin`
+/// and `relaysync_seq` (the row's place in the part).
+pub struct Stage {
+    pub name: String,
+    pub target: String,
+    /// The part's columns, quoted.
+    pub cols: Vec<String>,
+    /// The key columns, quoted.
+    pub key: Vec<String>,
+    pub rows: u64,
+    /// Kept for the session: emptied, not dropped.
+    pub kept: bool,
+}
+
+impl Stage {
+    /// SQL that disposes of the table after use: a kept one is emptied at
+    /// commit (or before its next load), any other is dropped.
+    pub fn done(&self) -> String {
+        if self.kept {
+            String::new()
+        } else {
+            format!("DROP TABLE {};", self.name)
+        }
+    }
+
+    /// `t.k = s.k AND …` over the key.
+    pub fn key_match(&self) -> String {
+        self.key
+            .iter()
+            .map(|k| format!("t.{k} = s.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// The key as one text value, for logs.
+    pub fn key_text(&self, alias: &str) -> String {
+        if self.key.is_empty() {
+            return "''".into();
+        }
+        format!(
+            "concat_ws(',', {})",
+            self.key
+                .iter()
+                .map(|k| format!("{alias}.{k}::text"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// Runs `copy` (a `COPY … FROM STDIN`) with the part's rows as `write` puts
+/// them; returns the rows copied.
+///
+/// A COPY the server refuses at its start (before any row) leaves the
+/// connection out of step: the client library has then sent one Sync too
+/// many, and later replies would answer the wrong requests. `stages` is
+/// marked so, and the caller must drop the connection without another
+/// statement. (A refusal during the rows is clean.)
+pub(super) async fn copy_rows(
+    client: &Client,
+    copy: &str,
+    part: &Part,
+    write: fn(&Part, usize, &mut Vec<u8>),
+    stages: &mut Stages,
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = match client.copy_in(copy).await {
+        Ok(sink) => sink,
+        Err(e) => {
+            stages.out_of_step = true;
+            return Err(e);
+        }
+    };
+    futures_util::pin_mut!(sink);
+    let mut buf = Vec::with_capacity(CHUNK_BYTES + 4096);
+    for b in 0..part.batch_count() {
+        write(part, b, &mut buf);
+        if buf.len() >= CHUNK_BYTES {
+            sink.send(Bytes::from(std::mem::take(&mut buf))).await?;
+        }
+    }
+    if !buf.is_empty() {
+        sink.send(Bytes::from(buf)).await?;
+    }
+    sink.finish().await
+}
+
+/// The staging tables of one connection.
+///
+/// A site worker keeps one per table and column list for its whole session
+/// (`ON COMMIT DELETE ROWS`): creating and dropping a temporary table costs
+/// several times what applying a small part does. HO's merge makes a fresh
+/// one per part, dropped at commit.
+#[derive(Debug, Default)]
+pub struct Stages {
+    keep: bool,
+    /// `target(columns)` → the kept table.
+    kept: HashMap<String, String>,
+    /// Kept tables created by the open transaction (a rollback drops them).
+    created: Vec<String>,
+    /// Kept tables loaded in the open transaction (emptied before reuse).
+    loaded: HashSet<String>,
+    made: usize,
+    /// The connection is out of step (see [`copy_rows`]): drop it.
+    out_of_step: bool,
+}
+
+impl Stages {
+    /// Tables kept for the session.
+    pub fn kept() -> Stages {
+        Stages {
+            keep: true,
+            ..Stages::default()
+        }
+    }
+
+    /// A fresh table per part, dropped at commit.
+    pub fn per_part() -> Stages {
+        Stages::default()
+    }
+
+    /// Whether the connection these tables live on must be dropped unused:
+    /// a failure then says nothing about the data.
+    pub fn out_of_step(&self) -> bool {
+        self.out_of_step
+    }
+
+    /// The open transaction committed.
+    pub fn committed(&mut self) {
+        self.created.clear();
+        self.loaded.clear();
+    }
+
+    /// The open transaction rolled back: the tables it made are gone.
+    pub fn rolled_back(&mut self) {
+        for key in self.created.drain(..) {
+            self.kept.remove(&key);
+        }
+        self.loaded.clear();
+    }
+
+    /// Drops the kept tables, outside a transaction, so that the next part
+    /// stages into tables shaped like the targets as they are now (a DBA may
+    /// have altered one). Returns whether there were any.
+    pub async fn reset(&mut self, client: &Client) -> bool {
+        self.created.clear();
+        self.loaded.clear();
+        let names: Vec<String> = self.kept.drain().map(|(_, name)| name).collect();
+        for name in &names {
+            // The session may be gone; the tables are then gone with it.
+            let _ = client
+                .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+                .await;
+        }
+        !names.is_empty()
+    }
+}
+
+/// COPYs a part's rows (truncate rows aside) into a staging table shaped
+/// like the target's columns. `joined`: the statements that follow join the
+/// stage with its target, so a large stage gets statistics for the planner
+/// (an upsert alone reads it once in any plan and needs none).
+pub async fn stage_part(
+    client: &Client,
+    part: &Part,
+    stages: &mut Stages,
+    joined: bool,
+) -> Result<Stage, tokio_postgres::Error> {
+    let target = qualified(&part.table);
+    let cols: Vec<String> = part.columns.iter().map(|c| ident(&c.name)).collect();
+    let col_list = cols.join(", ");
+    let shape = format!("{target}({col_list})");
+    let name = match stages.kept.get(&shape) {
+        Some(name) if stages.keep => {
+            let name = name.clone();
+            if !stages.loaded.insert(name.clone()) {
+                client.batch_execute(&format!("TRUNCATE {name}")).await?;
+            }
+            name
+        }
+        _ => {
+            stages.made += 1;
+            let name = format!("relaysync_stage_{}", stages.made);
+            let on_commit = if stages.keep { "DELETE ROWS" } else { "DROP" };
+            client
+                .batch_execute(&format!(
+                    "CREATE TEMP TABLE {name} ON COMMIT {on_commit} AS SELECT {col_list} FROM {target} WITH NO DATA;
+                     ALTER TABLE {name} ADD COLUMN relaysync_op text, ADD COLUMN relaysync_unchanged text[],
+                       ADD COLUMN relaysync_origin text,
+                       ADD COLUMN relaysync_seq bigint GENERATED ALWAYS AS IDENTITY;"
+                ))
+                .await?;
+            if stages.keep {
+                stages.kept.insert(shape.clone(), name.clone());
+                stages.created.push(shape);
+                stages.loaded.insert(name.clone());
+            }
+            name
+        }
+    };
+    let rows = copy_rows(
+        client,
+        &format!(
+            "COPY {name} ({col_list}, relaysync_op, relaysync_unchanged, relaysync_origin) FROM STDIN"
+        ),
+        part,
+        Part::write_copy_text,
+        stages,
+    )
+    .await?;
+    if joined && rows > 1000 {
+        client.batch_execute(&format!("ANALYZE {name}")).await?;
+    }
+    Ok(Stage {
+        name,
+        target,
+        cols,
+        key: part.key.iter().map(|k| ident(k)).collect(),
+        rows,
+        kept: stages.keep,
+    })
+}

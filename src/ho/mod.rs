@@ -1,0 +1,262 @@
+//! The HO worker: `setup ho`, `ho sync --once`, `ho run`.
+//!
+//! A sync merges what the sites sent up (through the [`Consumer`]), then
+//! captures HO's changes into packets (which fans the merged rows out too),
+//! serves pending full syncs, and copies the sites' acks into HO's own
+//! record of what it sent.
+
+mod setup;
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+pub use setup::setup;
+
+use crate::apply::{Applier, Consumed, Consumer};
+use crate::capture::{self, batch::Bounds, snapshot::Served, Mode, Outcome, Source};
+use crate::config::Config;
+use crate::error::{DbContext, Error, Result};
+use crate::postgres::connect;
+use crate::protocol::{Origin, PacketStatus};
+use crate::relay::migrate::{self, Target};
+use crate::relay::Relay;
+use crate::supervisor::{supervise, Worker};
+
+/// What one `ho sync` did.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub capture: Outcome,
+    /// Site data merged into HO before the capture.
+    pub merged: Consumed,
+    /// Full syncs served after the capture.
+    pub served: Vec<Served>,
+    /// Packets in HO's record by status.
+    pub sent: Vec<(PacketStatus, i64)>,
+    pub elapsed: Duration,
+}
+
+async fn open(cfg: &Config) -> Result<(Client, Relay)> {
+    let ho = cfg.ho()?;
+    let relay = Relay::connect(&cfg.relay()?.url).await?;
+    let sql = connect("ho", &ho.url).await?;
+    if !migrate::is_set_up(&sql, Target::Ho).await? {
+        return Err(Error::Setup(
+            "HO is not set up for relaysync; run `relaysync setup ho` first".into(),
+        ));
+    }
+    Ok((sql, relay))
+}
+
+fn source(cfg: &Config) -> Result<Source> {
+    let ho = cfg.ho()?;
+    Ok(Source {
+        url: ho.url.clone(),
+        slot: ho.slot.clone(),
+        publication: ho.publication.clone(),
+        origin: Origin::Ho,
+        skip_origin: None,
+        targets: None,
+    })
+}
+
+fn bounds(cfg: &Config) -> Bounds {
+    Bounds {
+        max_rows: cfg.packet.max_rows,
+        max_bytes: cfg.packet.max_bytes,
+    }
+}
+
+/// Merges, captures every change committed before the start, serves full
+/// syncs, then records acks. An up packet that cannot be merged is in
+/// `merged.failed` (see [`failure`]).
+pub async fn sync_once(cfg: &Config) -> Result<Summary> {
+    let started = Instant::now();
+    let (sql, relay) = open(cfg).await?;
+    // Merge what the sites sent first: the capture then fans it out.
+    let merged = Consumer::new(Applier::ho(&cfg.upstream))
+        .consume(&sql, &relay)
+        .await?;
+    let capture = capture::capture(
+        &sql,
+        &relay,
+        &source(cfg)?,
+        &cfg.routes(),
+        bounds(cfg),
+        Mode::Once,
+        crate::shutdown::never(),
+    )
+    .await?;
+    let served = capture::snapshot::serve(&sql, &relay, &cfg.routes(), bounds(cfg)).await?;
+    let sent = record_sent(&sql, &relay).await?;
+    Ok(Summary {
+        capture,
+        merged,
+        served,
+        sent,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The up packet `summary` stopped at, as an error naming the retry.
+pub fn failure(cfg: &Config, summary: &Summary) -> Option<Error> {
+    summary.merged.failure(&Applier::ho(&cfg.upstream))
+}
+
+/// Copies the packets' statuses from the relay into HO's own record
+/// (`relaysync.sent_packets`); returns the count per status.
+pub async fn record_sent(sql: &Client, relay: &Relay) -> Result<Vec<(PacketStatus, i64)>> {
+    let row = sql
+        .query_one(
+            "SELECT coalesce(max(packet_id), 0) AS after,
+                    coalesce(array_agg(packet_id) FILTER (WHERE status <> 'PROCESSED'), '{}') AS open
+               FROM relaysync.sent_packets",
+            &[],
+        )
+        .await
+        .ctx(|| "reading relaysync.sent_packets".into())?;
+    let (after, open): (i64, Vec<i64>) = (row.get("after"), row.get("open"));
+    for s in relay.sent_since(after, &open).await? {
+        let p = &s.packet;
+        sql.execute(
+            "INSERT INTO relaysync.sent_packets (packet_id, group_id, kind, targets, row_count,
+                byte_count, created_at, status, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (packet_id) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error,
+               targets = EXCLUDED.targets, updated_at = now()
+             WHERE relaysync.sent_packets.status IS DISTINCT FROM EXCLUDED.status
+                OR relaysync.sent_packets.error IS DISTINCT FROM EXCLUDED.error",
+            &[
+                &p.id,
+                &p.group_id,
+                &p.kind,
+                &p.targets,
+                &p.row_count,
+                &p.byte_count,
+                &p.created_at,
+                &p.status,
+                &s.error,
+            ],
+        )
+        .await
+        .ctx(|| "writing relaysync.sent_packets".into())?;
+    }
+    let rows = sql
+        .query(
+            "SELECT status, count(*) AS n FROM relaysync.sent_packets GROUP BY status ORDER BY status",
+            &[],
+        )
+        .await
+        .ctx(|| "reading relaysync.sent_packets".into())?;
+    rows.iter()
+        .map(|r| {
+            let status: PacketStatus = r
+                .try_get("status")
+                .ctx(|| "reading relaysync.sent_packets".into())?;
+            Ok((status, r.get("n")))
+        })
+        .collect()
+}
+
+/// `ho run` for the supervisor: a sync every `interval`, or, at zero, a
+/// stream that lasts until shutdown (restarted after a failure: capture
+/// resumes from the relay's position, so nothing is lost or doubled).
+pub struct HoWorker<R> {
+    cfg: Config,
+    interval: Duration,
+    report: R,
+}
+
+impl<R: FnMut(&Summary)> HoWorker<R> {
+    /// `report` is shown after each interval sync.
+    pub fn new(cfg: &Config, report: R) -> Result<HoWorker<R>> {
+        Ok(HoWorker {
+            interval: cfg.interval()?,
+            cfg: cfg.clone(),
+            report,
+        })
+    }
+}
+
+impl<R: FnMut(&Summary)> Worker for HoWorker<R> {
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("worker", role = "ho")
+    }
+
+    async fn cycle(&mut self, shutdown: watch::Receiver<bool>) -> Result<()> {
+        if self.interval.is_zero() {
+            return stream(&self.cfg, shutdown).await;
+        }
+        let summary = sync_once(&self.cfg).await?;
+        (self.report)(&summary);
+        Ok(())
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.interval).await
+    }
+}
+
+/// Streams until shutdown, with the sites' acks recorded beside it.
+async fn stream(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<()> {
+    let (sql, relay) = open(cfg).await?;
+    let acks = tokio::spawn(supervise(AckRecorder::new(cfg), shutdown.clone()));
+    let outcome = capture::capture(
+        &sql,
+        &relay,
+        &source(cfg)?,
+        &cfg.routes(),
+        bounds(cfg),
+        Mode::Stream {
+            linger: Duration::from_millis(20),
+        },
+        shutdown,
+    )
+    .await;
+    acks.abort();
+    let outcome = outcome?;
+    tracing::info!(
+        transactions = outcome.transactions,
+        packets = outcome.packets,
+        "ho stream stopped"
+    );
+    Ok(())
+}
+
+/// Records the sites' acks in HO every two seconds while HO streams.
+struct AckRecorder {
+    cfg: Config,
+    open: Option<(Client, Relay)>,
+}
+
+impl AckRecorder {
+    fn new(cfg: &Config) -> AckRecorder {
+        AckRecorder {
+            cfg: cfg.clone(),
+            open: None,
+        }
+    }
+}
+
+impl Worker for AckRecorder {
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("worker", role = "ho-acks")
+    }
+
+    async fn cycle(&mut self, _shutdown: watch::Receiver<bool>) -> Result<()> {
+        let (sql, relay) = match self.open.as_ref() {
+            Some(o) => o,
+            None => self.open.insert(open(&self.cfg).await?),
+        };
+        if let Err(e) = record_sent(sql, relay).await {
+            self.open = None;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(Duration::from_secs(2)).await
+    }
+}

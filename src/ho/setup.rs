@@ -1,0 +1,114 @@
+//! `setup ho`: checks HO as a capture source (wal_level, a free slot and
+//! WAL sender, keys and replica identity, routes, upstream tables) before
+//! anything is created; then its schema, publication, slot and origin, and
+//! the tables' shapes published to the relay.
+
+use tokio_postgres::Client;
+
+use crate::capture::catalog;
+use crate::checks;
+use crate::config::{Config, Merge};
+use crate::error::{Error, Result};
+use crate::postgres::{connect, qualified};
+use crate::relay::migrate::{self, Target};
+use crate::relay::{PublishedTable, Relay};
+use crate::route::Route;
+
+/// Checks HO and prepares it; returns what it did, a line each.
+pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
+    let ho = cfg.ho()?;
+    let relay = Relay::connect(&cfg.relay()?.url).await?;
+    let mut sql = connect("ho", &ho.url).await?;
+    let mut said = Vec::new();
+
+    checks::require_logical(&sql, "HO").await?;
+    let slot_exists = checks::slot_capacity(&sql, &ho.slot, "HO", "[ho] slot").await?;
+    if cfg.tables.is_empty() {
+        return Err(Error::Config(
+            "no [[tables]] in the config; add one per HO table to sync, e.g. [[tables]] name = \"public.items\"".into(),
+        ));
+    }
+    let mut described = Vec::new();
+    for (name, route) in cfg.routes() {
+        described.push(check_table(&sql, &name, &route).await?);
+    }
+    check_upstream(&sql, cfg).await?;
+
+    migrate::migrate(&mut sql, Target::Ho).await?;
+    if !cfg.upstream.is_empty() {
+        let origin = crate::apply::ensure_origin(&sql, crate::MERGE_ORIGIN).await?;
+        said.push(format!(
+            "replication origin {origin} marks what HO merges from the sites"
+        ));
+    }
+    let names: Vec<String> = described.iter().map(|t| t.name.clone()).collect();
+    checks::ensure_publication(&sql, &ho.publication, &names).await?;
+    let table_list = names
+        .iter()
+        .map(|n| qualified(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    said.push(format!(
+        "publication {} covers {table_list}",
+        ho.publication
+    ));
+    checks::create_slot(&sql, &ho.slot, slot_exists).await?;
+    said.push(format!(
+        "replication slot {} {}",
+        ho.slot,
+        if slot_exists { "exists" } else { "created" }
+    ));
+    for t in &described {
+        relay.publish_table(t).await?;
+    }
+    said.push(format!(
+        "{} table(s) published to the relay",
+        described.len()
+    ));
+    Ok(said)
+}
+
+/// Checks one synced table (key, replica identity, route) and reads its shape.
+async fn check_table(sql: &Client, name: &str, route: &Route) -> Result<PublishedTable> {
+    let id = checks::identity(sql, name, "table", "HO", "create it or fix [[tables]] name").await?;
+    let columns = catalog::column_types(sql, id.oid).await?;
+    if let Route::Column(c) = route {
+        if !columns.iter().any(|(n, _)| n == c) {
+            return Err(Error::Setup(format!(
+                "route column:{c} of {name}: {name} has no column {c}; fix route in [[tables]]"
+            )));
+        }
+        if !id.full && !id.key.contains(c) {
+            return Err(Error::Setup(format!(
+                "route column:{c} of {name} needs the old row to move rows between sites; run ALTER TABLE {} REPLICA IDENTITY FULL",
+                qualified(name)
+            )));
+        }
+    }
+    Ok(PublishedTable {
+        name: name.to_string(),
+        route: route.to_string(),
+        key_columns: id.key,
+        columns,
+    })
+}
+
+/// Checks that every upstream table exists at HO, with a key to merge by.
+async fn check_upstream(sql: &Client, cfg: &Config) -> Result<()> {
+    for u in &cfg.upstream {
+        let oid = catalog::table_oid(sql, &u.name).await?.ok_or_else(|| {
+            Error::Setup(format!(
+                "upstream table {} does not exist at HO; create it as at the sites or fix [[upstream]] name",
+                u.name
+            ))
+        })?;
+        if u.merge != Merge::Append && catalog::key_columns(sql, oid).await?.is_empty() {
+            return Err(Error::Setup(format!(
+                "upstream table {} has no primary key at HO, so rows cannot be merged by key; add one (ALTER TABLE {} ADD PRIMARY KEY (…))",
+                u.name,
+                qualified(&u.name)
+            )));
+        }
+    }
+    Ok(())
+}

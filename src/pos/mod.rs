@@ -1,0 +1,233 @@
+//! The site worker: `setup pos`, `pos sync --once`, `pos run`.
+//!
+//! A sync uploads the site's upstream changes (the site's own capture),
+//! then applies every packet for the site through the [`Consumer`], in
+//! order, and acks them.
+
+mod setup;
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+pub use setup::setup;
+
+use crate::apply::{Applier, Consumed, Consumer};
+use crate::capture::{self, batch::Bounds, Mode, Source};
+use crate::config::Config;
+use crate::error::{DbContext, Error, Result};
+use crate::postgres::{connect, Listener};
+use crate::protocol::Origin;
+use crate::relay::migrate::{self, Target};
+use crate::relay::Relay;
+use crate::supervisor::Worker;
+
+/// What one `pos sync` did.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub site: String,
+    /// What went up to HO, when the site has upstream tables.
+    pub uploaded: Option<capture::Outcome>,
+    /// What was applied.
+    pub applied: Consumed,
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    /// Whether anything happened worth a line in a streaming worker's log.
+    pub fn did_something(&self) -> bool {
+        self.applied.packets > 0
+            || self.applied.failed.is_some()
+            || self.uploaded.as_ref().is_some_and(|u| u.changes > 0)
+    }
+}
+
+/// Fetches, applies and acks every packet for this site, in order.
+pub async fn sync_once(cfg: &Config) -> Result<Summary> {
+    let mut session = Session::open(cfg).await?;
+    session.sync(cfg).await
+}
+
+/// A site worker's connections and position, kept across the syncs of `pos run`.
+pub struct Session {
+    client: Client,
+    relay: Relay,
+    site: String,
+    /// Whether this session's writes are marked with the apply origin.
+    origin_set: bool,
+    consumer: Consumer,
+}
+
+impl Session {
+    /// Connects to the relay and the site and checks both are set up.
+    pub async fn open(cfg: &Config) -> Result<Session> {
+        let pos = cfg.pos()?;
+        let relay = Relay::connect(&cfg.relay()?.url).await?;
+        relay.require_site(&pos.site).await?;
+        let client = connect("pos", &pos.url).await?;
+        let set_up = migrate::is_set_up(&client, Target::Pos).await?
+            && client
+                .query_opt("SELECT 1 FROM relaysync.site WHERE site = $1", &[&pos.site])
+                .await
+                .ctx(|| "reading relaysync.site".into())?
+                .is_some();
+        if !set_up {
+            return Err(Error::Setup(format!(
+                "this database is not set up for site '{}'; run `relaysync setup pos` first",
+                pos.site
+            )));
+        }
+        Ok(Session {
+            client,
+            relay,
+            site: pos.site.clone(),
+            origin_set: false,
+            consumer: Consumer::new(Applier::site(&pos.site)),
+        })
+    }
+
+    /// Uploads, fetches, applies and acks, as `pos sync --once` does.
+    pub async fn sync(&mut self, cfg: &Config) -> Result<Summary> {
+        let started = Instant::now();
+        let uploaded = if cfg.upstream.is_empty() {
+            None
+        } else {
+            Some(self.upload(cfg).await?)
+        };
+        let applied = self.consumer.consume(&self.client, &self.relay).await?;
+        Ok(Summary {
+            site: self.site.clone(),
+            uploaded,
+            applied,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// The failed packet of `summary` as an error naming the retry.
+    pub fn failure(&self, summary: &Summary) -> Option<Error> {
+        summary.applied.failure(self.consumer.applier())
+    }
+
+    /// Sends this site's new upstream changes to the relay.
+    async fn upload(&mut self, cfg: &Config) -> Result<capture::Outcome> {
+        let client = &self.client;
+        let pos = cfg.pos()?;
+        let source = Source {
+            url: pos.url.clone(),
+            slot: pos.slot.clone(),
+            publication: pos.publication.clone(),
+            origin: Origin::Site(self.site.clone()),
+            // What this site's applier wrote came from HO: never send it back.
+            skip_origin: Some(crate::apply::origin_name(client, crate::APPLY_ORIGIN).await?),
+            targets: Some(vec!["ho".into()]),
+        };
+        let bounds = Bounds {
+            max_rows: cfg.packet.max_rows,
+            max_bytes: cfg.packet.max_bytes,
+        };
+        let outcome = capture::capture(
+            client,
+            &self.relay,
+            &source,
+            &cfg.upstream_routes(),
+            bounds,
+            Mode::Once,
+            crate::shutdown::never(),
+        )
+        .await?;
+        // Mark what this session applies so this site's capture skips it.
+        if !self.origin_set {
+            crate::apply::use_origin(client, crate::APPLY_ORIGIN, "relaysync setup pos").await?;
+            self.origin_set = true;
+        }
+        Ok(outcome)
+    }
+}
+
+/// `pos run` for the supervisor: a sync every `interval`; at zero, a sync
+/// whenever HO announces new packets (LISTEN), and every few seconds.
+pub struct PosWorker<R> {
+    cfg: Config,
+    interval: Duration,
+    session: Option<Session>,
+    /// HO's NOTIFY wakes a streaming worker. The LISTEN connection is opened
+    /// again whenever it is gone (the relay restarted, say); until then the
+    /// worker syncs every few seconds.
+    wake: Option<Listener>,
+    report: R,
+}
+
+impl<R: FnMut(&Summary)> PosWorker<R> {
+    /// `report` is shown each sync that did something (every sync, on an
+    /// interval).
+    pub fn new(cfg: &Config, report: R) -> Result<PosWorker<R>> {
+        Ok(PosWorker {
+            interval: cfg.interval()?,
+            cfg: cfg.clone(),
+            session: None,
+            wake: None,
+            report,
+        })
+    }
+
+    async fn listen(&mut self) -> Result<()> {
+        if self.interval.is_zero() && self.wake.as_ref().is_none_or(|w| w.is_closed()) {
+            let url = &self.cfg.relay()?.url;
+            self.wake = match crate::postgres::listen(url, crate::relay::PACKETS_CHANNEL).await {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %crate::error::chain(&e), "cannot LISTEN for new packets; polling");
+                    None
+                }
+            };
+        }
+        Ok(())
+    }
+}
+
+impl<R: FnMut(&Summary)> Worker for PosWorker<R> {
+    fn span(&self) -> tracing::Span {
+        let site = self.cfg.pos.as_ref().map_or("", |p| p.site.as_str());
+        tracing::info_span!("worker", role = "pos", site = %site)
+    }
+
+    async fn cycle(&mut self, _shutdown: watch::Receiver<bool>) -> Result<()> {
+        self.listen().await?;
+        let session = match self.session.as_mut() {
+            Some(s) => s,
+            None => self.session.insert(Session::open(&self.cfg).await?),
+        };
+        match session.sync(&self.cfg).await {
+            Ok(s) => {
+                if s.did_something() || !self.interval.is_zero() {
+                    (self.report)(&s);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Reconnect next time: a connection may be what failed.
+                self.session = None;
+                Err(e)
+            }
+        }
+    }
+
+    async fn wait(&mut self) {
+        let pause = if self.interval.is_zero() {
+            Duration::from_secs(5)
+        } else {
+            self.interval
+        };
+        match self.wake.as_mut() {
+            Some(w) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = w.recv() => {}
+                }
+                while w.try_recv().is_ok() {}
+            }
+            None => tokio::time::sleep(pause).await,
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! One supervisor for every long-running worker (`ho run`, `pos run`, HO's
+//! ack recorder): it runs the worker's cycles on its schedule until
+//! shutdown, and decides what an error means by its kind:
+//! - configuration or setup: stop, with the error that names the fix;
+//! - transient (a lost connection, a restarting server) or data (a stream
+//!   that cannot be decoded): log it once and try again after a pause that
+//!   doubles from one second up to a minute, starting over once a cycle
+//!   succeeds (or a failed one had run longer than the ceiling).
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::error::{ErrorKind, Result};
+
+/// A long-running worker, as the supervisor drives it.
+pub trait Worker {
+    /// The span every cycle runs in: the worker's role, and its site.
+    fn span(&self) -> tracing::Span;
+
+    /// One cycle of work. A streaming worker's cycle may last until
+    /// `shutdown`.
+    fn cycle(&mut self, shutdown: watch::Receiver<bool>) -> impl Future<Output = Result<()>>;
+
+    /// Waits until the next cycle is due (a timer, or a wake-up).
+    fn wait(&mut self) -> impl Future<Output = ()>;
+}
+
+/// Pauses between failed cycles: doubling from `floor` to `ceiling`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    floor: Duration,
+    ceiling: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(floor: Duration, ceiling: Duration) -> Backoff {
+        Backoff {
+            floor,
+            ceiling,
+            next: floor,
+        }
+    }
+
+    /// The pause after a cycle that failed after running `ran` (a cycle that
+    /// ran longer than the ceiling had been healthy: start over).
+    pub fn after_failure(&mut self, ran: Duration) -> Duration {
+        if ran > self.ceiling {
+            self.next = self.floor;
+        }
+        let pause = self.next;
+        self.next = (self.next * 2).min(self.ceiling);
+        pause
+    }
+
+    /// A cycle succeeded.
+    pub fn reset(&mut self) {
+        self.next = self.floor;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
+    }
+}
+
+/// Runs `worker` until `shutdown`; returns the error of a configuration or
+/// setup problem, which no retry can fix.
+pub async fn supervise<W: Worker>(
+    mut worker: W,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let span = worker.span();
+    let mut backoff = Backoff::default();
+    loop {
+        let started = Instant::now();
+        let result = worker
+            .cycle(shutdown.clone())
+            .instrument(span.clone())
+            .await;
+        let pause = match result {
+            Ok(()) => {
+                backoff.reset();
+                None
+            }
+            Err(e) => match e.kind() {
+                ErrorKind::Config | ErrorKind::Setup => {
+                    span.in_scope(|| tracing::error!(error = %crate::error::chain(&e), "stopping"));
+                    return Err(e);
+                }
+                kind @ (ErrorKind::Transient | ErrorKind::Data) => {
+                    let pause = backoff.after_failure(started.elapsed());
+                    span.in_scope(|| {
+                        tracing::warn!(error = %crate::error::chain(&e), ?kind, retry_in = ?pause, "cycle failed; retrying")
+                    });
+                    Some(pause)
+                }
+            },
+        };
+        tokio::select! {
+            _ = crate::shutdown::requested(&mut shutdown) => return Ok(()),
+            _ = async {
+                match pause {
+                    Some(p) => tokio::time::sleep(p).await,
+                    None => worker.wait().instrument(span.clone()).await,
+                }
+            } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn backoff_doubles_to_the_ceiling_and_starts_over() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let short = Duration::from_millis(10);
+        let pauses: Vec<u64> = (0..8).map(|_| b.after_failure(short).as_secs()).collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 60, 60]);
+        b.reset();
+        assert_eq!(b.after_failure(short), Duration::from_secs(1));
+        b.after_failure(short);
+        // A cycle that ran for long had been healthy.
+        assert_eq!(
+            b.after_failure(Duration::from_secs(120)),
+            Duration::from_secs(1)
+        );
+    }
+
+    /// A worker whose cycles fail with the errors given, then succeed; it
+    /// records when each cycle started (on the paused clock).
+    struct Scripted {
+        errors: Vec<Error>,
+        starts: Arc<Mutex<Vec<Duration>>>,
+        t0: Instant,
+    }
+
+    impl Worker for Scripted {
+        fn span(&self) -> tracing::Span {
+            tracing::info_span!("test")
+        }
+        async fn cycle(&mut self, _: watch::Receiver<bool>) -> Result<()> {
+            self.starts.lock().unwrap().push(self.t0.elapsed());
+            match self.errors.pop() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        }
+        async fn wait(&mut self) {
+            tokio::time::sleep(Duration::from_secs(30)).await
+        }
+    }
+
+    fn transient() -> Error {
+        Error::StreamEnded { role: "pos" }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_errors_back_off_and_setup_errors_stop() {
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let worker = Scripted {
+            // Popped from the end: three transient failures, then setup.
+            errors: vec![
+                Error::Setup("run `relaysync setup pos`".into()),
+                transient(),
+                transient(),
+                transient(),
+            ],
+            starts: starts.clone(),
+            t0: Instant::now(),
+        };
+        let (_tx, rx) = watch::channel(false);
+        let err = supervise(worker, rx).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Setup);
+        let secs: Vec<u64> = starts.lock().unwrap().iter().map(|d| d.as_secs()).collect();
+        assert_eq!(secs, [0, 1, 3, 7]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_down_database_is_tried_a_handful_of_times_in_twenty_seconds() {
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let worker = Scripted {
+            errors: (0..100).map(|_| transient()).collect(),
+            starts: starts.clone(),
+            t0: Instant::now(),
+        };
+        let (tx, rx) = watch::channel(false);
+        let run = tokio::spawn(supervise(worker, rx));
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        tx.send(true).unwrap();
+        run.await.unwrap().unwrap();
+        assert_eq!(starts.lock().unwrap().len(), 5, "tries at 0, 1, 3, 7, 15 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn success_waits_for_the_schedule_and_shutdown_stops() {
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let worker = Scripted {
+            errors: vec![transient()],
+            starts: starts.clone(),
+            t0: Instant::now(),
+        };
+        let (tx, rx) = watch::channel(false);
+        let run = tokio::spawn(supervise(worker, rx));
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        tx.send(true).unwrap();
+        run.await.unwrap().unwrap();
+        let secs: Vec<u64> = starts.lock().unwrap().iter().map(|d| d.as_secs()).collect();
+        // Failed at 0, retried at 1, then every 30 s.
+        assert_eq!(secs, [0, 1, 31, 61, 91]);
+    }
+}
