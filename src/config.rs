@@ -165,6 +165,7 @@ pub fn check_site_code(code: &str) -> Result<()> {
     let ok = !code.is_empty()
         && code.len() <= 63
         && code != "*"
+        && code != "ho"
         && code
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
@@ -172,7 +173,7 @@ pub fn check_site_code(code: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Config(format!(
-            "site code '{code}' is not valid; use 1 to 63 letters, digits, '-', '_' or '.'"
+            "site code '{code}' is not valid; use 1 to 63 letters, digits, '-', '_' or '.' (not 'ho')"
         )))
     }
 }

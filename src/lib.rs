@@ -19,6 +19,7 @@ pub mod packet;
 pub mod pos;
 pub mod postgres;
 pub mod progress;
+pub mod protocol;
 pub mod relay;
 pub mod route;
 pub mod shutdown;
@@ -35,17 +36,4 @@ pub const APPLY_ORIGIN: &str = "relaysync_apply";
 /// and the sites log it.
 pub const MERGE_ORIGIN: &str = "relaysync_up";
 
-/// An error and its causes on one line: `what: why: deeper why`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !s.ends_with(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cause = c.source();
-    }
-    s
-}
+pub use error::chain as error_chain;

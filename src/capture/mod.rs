@@ -440,13 +440,7 @@ pub async fn capture(
                 Ok(None) => {
                     // The server closed it (a restart, a terminated walsender):
                     // worth a retry, unlike a setup error.
-                    return Err(Error::Io {
-                        context: format!(
-                            "the replication stream of {} ended unexpectedly; check the server log",
-                            source.origin
-                        ),
-                        source: std::io::ErrorKind::ConnectionAborted.into(),
-                    });
+                    return Err(Error::StreamEnded { role: if source.origin == "ho" { "ho" } else { "pos" } });
                 }
                 Ok(Some(ev)) => ev,
             };

@@ -1,0 +1,251 @@
+//! The words of the relay protocol as types: which way a packet travels,
+//! what kind it is, where it comes from, how a site answered, why a full sync
+//! was asked for. Each is stored as text in the relay (and in HO's and the
+//! sites' bookkeeping); these types are the only place that spells them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::BytesMut;
+use tokio_postgres::types::{accepts, to_sql_checked, FromSql, IsNull, ToSql, Type};
+
+/// A WAL position (`pg_lsn`): PostgreSQL's own type, read and written as such.
+pub use tokio_postgres::types::PgLsn as Lsn;
+
+/// A protocol word a relay column holds that this version does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown {what} '{value}' in the relay; is a newer relaysync writing to it?")]
+pub struct UnknownWord {
+    what: &'static str,
+    value: String,
+}
+
+/// Declares a text-stored enum: its spelling, parsing, display and its
+/// conversion to and from SQL text.
+macro_rules! words {
+    ($(#[$doc:meta])* $name:ident as $what:literal { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// How the relay spells it.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownWord;
+            fn from_str(s: &str) -> Result<Self, UnknownWord> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownWord { what: $what, value: s.chars().take(64).collect() }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ToSql for $name {
+            fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+                self.as_str().to_sql(ty, out)
+            }
+            accepts!(TEXT, VARCHAR);
+            to_sql_checked!();
+        }
+
+        impl<'a> FromSql<'a> for $name {
+            fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+                Ok(<&str as FromSql>::from_sql(ty, raw)?.parse()?)
+            }
+            accepts!(TEXT, VARCHAR);
+        }
+    };
+}
+
+words! {
+    /// Which way a packet travels.
+    Direction as "direction" {
+        /// HO to the sites.
+        Down = "down",
+        /// A site to HO.
+        Up = "up",
+    }
+}
+
+words! {
+    /// What a packet holds.
+    PacketKind as "packet kind" {
+        /// Changes captured from a replication slot.
+        Delta = "delta",
+        /// A full sync: the tables' rows from one snapshot.
+        Snapshot = "snapshot",
+    }
+}
+
+words! {
+    /// A packet's state, as HO and the sites list it.
+    PacketStatus as "packet status" {
+        /// Stored in the relay, not yet applied by every target.
+        Uploaded = "UPLOADED",
+        /// Applied by every target.
+        Processed = "PROCESSED",
+        /// A target could not apply it.
+        Failed = "FAILED",
+    }
+}
+
+words! {
+    /// How a target answered a packet.
+    AckStatus as "ack status" {
+        /// Applied, in the same transaction as the target's position.
+        Processed = "PROCESSED",
+        /// Not applied: the target's stream stops at it.
+        Failed = "FAILED",
+    }
+}
+
+words! {
+    /// Why a site gets a full sync.
+    SyncReason as "sync request reason" {
+        /// The site's first contact (`site add`).
+        First = "first",
+        /// Sync Selective or Sync All (`push`).
+        Push = "push",
+        /// The site asked for a clean reload (`pos resync`).
+        Resync = "resync",
+    }
+}
+
+impl From<AckStatus> for PacketStatus {
+    fn from(s: AckStatus) -> PacketStatus {
+        match s {
+            AckStatus::Processed => PacketStatus::Processed,
+            AckStatus::Failed => PacketStatus::Failed,
+        }
+    }
+}
+
+/// Where packets come from, and who acks up packets: HO, or a site by code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// The head office.
+    Ho,
+    /// A site, by its code.
+    Site(String),
+}
+
+impl Origin {
+    /// How the relay spells it: `ho`, or the site's code.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Origin::Ho => "ho",
+            Origin::Site(code) => code,
+        }
+    }
+
+    /// The way packets from here travel.
+    pub fn direction(&self) -> Direction {
+        match self {
+            Origin::Ho => Direction::Down,
+            Origin::Site(_) => Direction::Up,
+        }
+    }
+
+    /// The `relaysync setup …` command that prepares this side.
+    pub fn setup_command(&self) -> &'static str {
+        match self {
+            Origin::Ho => "relaysync setup ho",
+            Origin::Site(_) => "relaysync setup pos",
+        }
+    }
+
+    /// `ho` or `pos`: the role's name in logs and config sections.
+    pub fn role(&self) -> &'static str {
+        match self {
+            Origin::Ho => "ho",
+            Origin::Site(_) => "pos",
+        }
+    }
+}
+
+impl From<&str> for Origin {
+    fn from(s: &str) -> Origin {
+        if s == "ho" {
+            Origin::Ho
+        } else {
+            Origin::Site(s.to_string())
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ToSql for Origin {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.as_str().to_sql(ty, out)
+    }
+    accepts!(TEXT, VARCHAR);
+    to_sql_checked!();
+}
+
+impl<'a> FromSql<'a> for Origin {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Origin::from(<&str as FromSql>::from_sql(ty, raw)?))
+    }
+    accepts!(TEXT, VARCHAR);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_round_trip() {
+        for d in [Direction::Down, Direction::Up] {
+            assert_eq!(d.as_str().parse::<Direction>().unwrap(), d);
+        }
+        for s in [
+            PacketStatus::Uploaded,
+            PacketStatus::Processed,
+            PacketStatus::Failed,
+        ] {
+            assert_eq!(s.to_string().parse::<PacketStatus>().unwrap(), s);
+        }
+        assert_eq!(
+            PacketStatus::from(AckStatus::Failed),
+            PacketStatus::Failed
+        );
+        assert!("sideways".parse::<Direction>().is_err());
+        assert!("processed".parse::<AckStatus>().is_err());
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(Origin::from("ho"), Origin::Ho);
+        assert_eq!(Origin::from("s1"), Origin::Site("s1".into()));
+        assert_eq!(Origin::Ho.direction(), Direction::Down);
+        assert_eq!(Origin::from("s1").direction(), Direction::Up);
+        assert_eq!(Origin::from("s1").to_string(), "s1");
+    }
+}

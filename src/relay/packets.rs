@@ -1,0 +1,321 @@
+//! Packets and their parts: writing them (HO's capture and full syncs, a
+//! site's upload) and reading them in order (a site's apply, HO's merge).
+
+use std::time::SystemTime;
+
+use tokio_postgres::types::Type;
+use tokio_postgres::Row;
+
+use super::{get, Relay};
+use crate::error::{DbContext, Result};
+use crate::protocol::{Direction, Lsn, Origin, PacketKind, PacketStatus};
+
+/// A packet as the relay lists it (without its parts).
+#[derive(Debug, Clone)]
+pub struct PacketInfo {
+    pub id: i64,
+    pub direction: Direction,
+    /// HO, or the site an up packet comes from.
+    pub origin: Origin,
+    pub group_id: i64,
+    pub kind: PacketKind,
+    pub row_count: i64,
+    pub byte_count: i64,
+    pub targets: Vec<String>,
+    pub status: PacketStatus,
+    pub created_at: SystemTime,
+}
+
+const PACKET_COLUMNS: &str =
+    "p.id, p.direction, p.origin, p.group_id, p.kind, p.row_count, p.byte_count, p.targets, p.status, p.created_at";
+
+impl PacketInfo {
+    fn from_row(row: &Row) -> Result<PacketInfo> {
+        let t = "relay.packets";
+        Ok(PacketInfo {
+            id: get(row, "id", t)?,
+            direction: get(row, "direction", t)?,
+            origin: get(row, "origin", t)?,
+            group_id: get(row, "group_id", t)?,
+            kind: get(row, "kind", t)?,
+            row_count: get(row, "row_count", t)?,
+            byte_count: get(row, "byte_count", t)?,
+            targets: get(row, "targets", t)?,
+            status: get(row, "status", t)?,
+            created_at: get(row, "created_at", t)?,
+        })
+    }
+
+    fn from_rows(rows: &[Row]) -> Result<Vec<PacketInfo>> {
+        rows.iter().map(PacketInfo::from_row).collect()
+    }
+}
+
+/// A down packet for HO's record of what it sent, with the sites' errors.
+#[derive(Debug, Clone)]
+pub struct SentPacket {
+    pub packet: PacketInfo,
+    /// `site: error; …` for the sites that failed it.
+    pub error: Option<String>,
+}
+
+/// One part of a packet as stored.
+#[derive(Debug)]
+pub struct StoredPart {
+    pub packet_id: i64,
+    pub table_name: String,
+    pub target: String,
+    pub row_count: i64,
+    pub arrow_ipc: Vec<u8>,
+}
+
+impl StoredPart {
+    fn from_row(row: Row) -> Result<StoredPart> {
+        let t = "relay.packet_parts";
+        Ok(StoredPart {
+            packet_id: get(&row, "packet_id", t)?,
+            table_name: get(&row, "table_name", t)?,
+            target: get(&row, "target", t)?,
+            row_count: get(&row, "row_count", t)?,
+            arrow_ipc: get(&row, "arrow_ipc", t)?,
+        })
+    }
+}
+
+/// A new packet's row in `relay.packets`.
+#[derive(Debug)]
+pub struct NewPacket<'a> {
+    pub origin: &'a Origin,
+    pub kind: PacketKind,
+    /// The group the packet joins; None starts one.
+    pub group_id: Option<i64>,
+    pub lsn_from: Lsn,
+    pub lsn_to: Lsn,
+    pub targets: &'a [String],
+    pub row_count: i64,
+    pub byte_count: i64,
+}
+
+impl Relay {
+    /// Inserts a packet row and returns its id; a packet without a group
+    /// starts one (its group id is its own id).
+    ///
+    /// Readers take packets by `id > last applied`, so the packets of a
+    /// direction must commit in id order: the first insert takes a
+    /// transaction lock per direction, held until the writer's commit (sites
+    /// uploading at once queue for it; HO is the only down writer).
+    pub async fn insert_packet(&self, p: &NewPacket<'_>) -> Result<i64> {
+        // Typed queries (here and on every per-packet path) go in one round
+        // trip; an untyped one is prepared first, which costs a second.
+        let rows = self
+            .client
+            .query_typed(
+                "WITH l AS (SELECT pg_advisory_xact_lock(hashtext('relay.packets ' || $1))),
+                      n AS (SELECT nextval(pg_get_serial_sequence('relay.packets', 'id')) AS id FROM l)
+                 INSERT INTO relay.packets (id, direction, origin, kind, group_id, lsn_from, lsn_to,
+                    targets, row_count, byte_count)
+                 OVERRIDING SYSTEM VALUE
+                 SELECT n.id, $1, $2, $3, coalesce($4, n.id), $5, $6, $7, $8, $9
+                   FROM n
+                 RETURNING id",
+                &[
+                    (&p.origin.direction(), Type::TEXT),
+                    (p.origin, Type::TEXT),
+                    (&p.kind, Type::TEXT),
+                    (&p.group_id, Type::INT8),
+                    (&p.lsn_from, Type::PG_LSN),
+                    (&p.lsn_to, Type::PG_LSN),
+                    (&p.targets, Type::TEXT_ARRAY),
+                    (&p.row_count, Type::INT8),
+                    (&p.byte_count, Type::INT8),
+                ],
+            )
+            .await
+            .ctx(|| "writing relay.packets".into())?;
+        super::get(&rows[0], "id", "relay.packets")
+    }
+
+    /// Inserts one part of a packet.
+    pub async fn insert_part(
+        &self,
+        packet_id: i64,
+        seq: i32,
+        table: &str,
+        target: &str,
+        rows: i64,
+        arrow_ipc: &[u8],
+    ) -> Result<()> {
+        self.client
+            .execute_typed(
+                "INSERT INTO relay.packet_parts (packet_id, seq, table_name, target, row_count, arrow_ipc)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    (&packet_id, Type::INT8),
+                    (&seq, Type::INT4),
+                    (&table, Type::TEXT),
+                    (&target, Type::TEXT),
+                    (&rows, Type::INT8),
+                    (&arrow_ipc, Type::BYTEA),
+                ],
+            )
+            .await
+            .ctx(|| "writing relay.packet_parts".into())?;
+        Ok(())
+    }
+
+    /// Packets of `direction` for `target` (a site, or `ho` for up packets)
+    /// after `after`, in order, at most `limit`.
+    async fn next_packets(
+        &self,
+        direction: Direction,
+        target: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<PacketInfo>> {
+        let rows = self
+            .client
+            .query_typed(
+                &format!(
+                    "SELECT {PACKET_COLUMNS} FROM relay.packets p
+                     WHERE p.direction = $4 AND p.id > $2 AND $1 = ANY(p.targets)
+                     ORDER BY p.id LIMIT $3"
+                ),
+                &[
+                    (&target, Type::TEXT),
+                    (&after, Type::INT8),
+                    (&limit, Type::INT8),
+                    (&direction, Type::TEXT),
+                ],
+            )
+            .await
+            .ctx(|| "reading relay.packets".into())?;
+        PacketInfo::from_rows(&rows)
+    }
+
+    /// The next groups of packets of `direction` for `target` after `after`,
+    /// each whole (a group is applied in one transaction), in order.
+    pub async fn next_groups(
+        &self,
+        direction: Direction,
+        target: &str,
+        after: i64,
+    ) -> Result<Vec<Vec<PacketInfo>>> {
+        /// Packets listed per round trip.
+        const FETCH: i64 = 500;
+        let listed = self.next_packets(direction, target, after, FETCH).await?;
+        let full = listed.len() as i64 == FETCH;
+        let mut groups: Vec<Vec<PacketInfo>> = Vec::new();
+        for p in listed {
+            match groups.last_mut() {
+                Some(g) if g[0].group_id == p.group_id => g.push(p),
+                _ => groups.push(vec![p]),
+            }
+        }
+        if full {
+            // The last group may go on past the listing: take it whole, on its own.
+            if groups.len() > 1 {
+                groups.pop();
+            } else {
+                let group = groups[0][0].group_id;
+                groups = vec![self.group_packets(direction, target, group).await?];
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Every packet of `direction` in `group` for `target`, in order.
+    async fn group_packets(
+        &self,
+        direction: Direction,
+        target: &str,
+        group: i64,
+    ) -> Result<Vec<PacketInfo>> {
+        let rows = self
+            .client
+            .query_typed(
+                &format!(
+                    "SELECT {PACKET_COLUMNS} FROM relay.packets p
+                     WHERE p.direction = $3 AND p.group_id = $2 AND $1 = ANY(p.targets) ORDER BY p.id"
+                ),
+                &[
+                    (&target, Type::TEXT),
+                    (&group, Type::INT8),
+                    (&direction, Type::TEXT),
+                ],
+            )
+            .await
+            .ctx(|| "reading relay.packets".into())?;
+        PacketInfo::from_rows(&rows)
+    }
+
+    /// Packets of `direction` for `target` up to `through` that `target` has
+    /// not acked as processed: a crash came between applying them and the ack.
+    pub async fn unacked(
+        &self,
+        direction: Direction,
+        target: &str,
+        through: i64,
+    ) -> Result<Vec<PacketInfo>> {
+        let rows = self
+            .client
+            .query_typed(
+                &format!(
+                    "SELECT {PACKET_COLUMNS} FROM relay.packets p
+                     WHERE p.direction = $1 AND p.id <= $3 AND $2 = ANY(p.targets)
+                       AND NOT EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.site = $2
+                                          AND a.status = 'PROCESSED')
+                     ORDER BY p.id"
+                ),
+                &[
+                    (&direction, Type::TEXT),
+                    (&target, Type::TEXT),
+                    (&through, Type::INT8),
+                ],
+            )
+            .await
+            .ctx(|| "reading relay.packets".into())?;
+        PacketInfo::from_rows(&rows)
+    }
+
+    /// The parts of several packets for `target` (its own and those for
+    /// every site), in packet order: one round trip for a run of small
+    /// packets.
+    pub async fn parts_of(&self, packet_ids: &[i64], target: &str) -> Result<Vec<StoredPart>> {
+        let rows = self
+            .client
+            .query_typed(
+                "SELECT packet_id, table_name, target, row_count, arrow_ipc FROM relay.packet_parts
+                 WHERE packet_id = ANY($1) AND target IN ($2, '*') ORDER BY packet_id, seq",
+                &[(&packet_ids, Type::INT8_ARRAY), (&target, Type::TEXT)],
+            )
+            .await
+            .ctx(|| format!("reading the parts of packets {packet_ids:?}"))?;
+        rows.into_iter().map(StoredPart::from_row).collect()
+    }
+
+    /// Down packets with id above `after`, or among `ids`, for HO's record.
+    pub async fn sent_since(&self, after: i64, ids: &[i64]) -> Result<Vec<SentPacket>> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT {PACKET_COLUMNS},
+                       (SELECT string_agg(a.site || ': ' || a.error, '; ' ORDER BY a.site)
+                          FROM relay.acks a WHERE a.packet_id = p.id AND a.status = 'FAILED') AS error
+                     FROM relay.packets p
+                     WHERE p.direction = 'down' AND (p.id > $1 OR p.id = ANY($2)) ORDER BY p.id"
+                ),
+                &[&after, &ids],
+            )
+            .await
+            .ctx(|| "reading relay.packets".into())?;
+        rows.iter()
+            .map(|r| {
+                Ok(SentPacket {
+                    packet: PacketInfo::from_row(r)?,
+                    error: get(r, "error", "relay.acks")?,
+                })
+            })
+            .collect()
+    }
+}

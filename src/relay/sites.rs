@@ -1,0 +1,143 @@
+//! Registered sites, full-sync requests and capture positions.
+
+use tokio_postgres::types::Type;
+
+use super::{get, Relay};
+use crate::error::{DbContext, Error, Result};
+use crate::protocol::{Lsn, Origin, SyncReason};
+
+/// A pending full-sync request.
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    pub id: i64,
+    pub site: String,
+    /// None: every configured table.
+    pub tables: Option<Vec<String>>,
+}
+
+impl Relay {
+    /// Codes of the registered sites.
+    pub async fn sites(&self) -> Result<Vec<String>> {
+        let rows = self
+            .client
+            .query("SELECT code FROM relay.sites ORDER BY code", &[])
+            .await
+            .ctx(|| "reading relay.sites".into())?;
+        rows.iter().map(|r| get(r, "code", "relay.sites")).collect()
+    }
+
+    /// Registers a site and asks for its first full sync; false when it was
+    /// registered already.
+    pub async fn add_site(&self, code: &str) -> Result<bool> {
+        let n = self
+            .client
+            .execute(
+                "WITH added AS (INSERT INTO relay.sites (code) VALUES ($1) ON CONFLICT DO NOTHING RETURNING code)
+                 INSERT INTO relay.sync_requests (site, reason) SELECT code, $2 FROM added",
+                &[&code, &SyncReason::First],
+            )
+            .await
+            .ctx(|| "registering the site".into())?;
+        Ok(n == 1)
+    }
+
+    /// Asks for a full sync of `tables` (None: all) at each of `sites`.
+    pub async fn request_sync(
+        &self,
+        sites: &[String],
+        tables: Option<&[String]>,
+        reason: SyncReason,
+    ) -> Result<()> {
+        let tables: Option<Vec<String>> = tables.map(|t| t.to_vec());
+        for site in sites {
+            self.require_site(site).await?;
+        }
+        self.client
+            .execute(
+                "INSERT INTO relay.sync_requests (site, tables, reason) SELECT s, $2, $3 FROM unnest($1::text[]) s",
+                &[&sites, &tables, &reason],
+            )
+            .await
+            .ctx(|| "writing relay.sync_requests".into())?;
+        Ok(())
+    }
+
+    /// Full-sync requests not served yet, oldest first.
+    pub async fn pending_requests(&self) -> Result<Vec<SyncRequest>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT id, site, tables FROM relay.sync_requests WHERE served_at IS NULL ORDER BY id",
+                &[],
+            )
+            .await
+            .ctx(|| "reading relay.sync_requests".into())?;
+        let t = "relay.sync_requests";
+        rows.iter()
+            .map(|r| {
+                Ok(SyncRequest {
+                    id: get(r, "id", t)?,
+                    site: get(r, "site", t)?,
+                    tables: get(r, "tables", t)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks requests served by a snapshot group (inside its transaction).
+    pub async fn mark_served(&self, ids: &[i64], group: Option<i64>) -> Result<()> {
+        self.client
+            .execute(
+                "UPDATE relay.sync_requests SET served_at = now(), group_id = $2 WHERE id = ANY($1)",
+                &[&ids, &group],
+            )
+            .await
+            .ctx(|| "writing relay.sync_requests".into())?;
+        Ok(())
+    }
+
+    /// Fails with the fix when `site` is not registered.
+    pub async fn require_site(&self, site: &str) -> Result<()> {
+        let row = self
+            .client
+            .query_opt("SELECT 1 FROM relay.sites WHERE code = $1", &[&site])
+            .await
+            .ctx(|| "reading relay.sites".into())?;
+        if row.is_none() {
+            return Err(Error::Setup(format!(
+                "site '{site}' is not registered in the relay; run `relaysync site add {site}`"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The end LSN of the last transaction captured from `origin` (0 if none).
+    pub async fn capture_lsn(&self, origin: &Origin) -> Result<Lsn> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT lsn FROM relay.capture_state WHERE origin = $1",
+                &[origin],
+            )
+            .await
+            .ctx(|| "reading relay.capture_state".into())?;
+        match row {
+            Some(r) => get(&r, "lsn", "relay.capture_state"),
+            None => Ok(Lsn::from(0)),
+        }
+    }
+
+    /// Records the capture position (inside the packets' transaction).
+    pub async fn set_capture_lsn(&self, origin: &Origin, slot: &str, lsn: Lsn) -> Result<()> {
+        self.client
+            .execute_typed(
+                "INSERT INTO relay.capture_state (origin, slot, lsn) VALUES ($1, $2, $3)
+                 ON CONFLICT (origin) DO UPDATE SET slot = EXCLUDED.slot,
+                   lsn = greatest(relay.capture_state.lsn, EXCLUDED.lsn), updated_at = now()",
+                &[(origin, Type::TEXT), (&slot, Type::TEXT), (&lsn, Type::PG_LSN)],
+            )
+            .await
+            .ctx(|| "writing relay.capture_state".into())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,85 @@
+//! Status per site, as the relay sees it: Not started, In progress,
+//! Success, or Failed with the error (and retry).
+
+use std::time::SystemTime;
+
+use super::{get, Relay};
+use crate::error::{DbContext, Result};
+
+/// One site's status.
+#[derive(Debug, Clone)]
+pub struct SiteStatus {
+    pub site: String,
+    /// `Not started`, `In progress`, `Success` or `Failed`.
+    pub state: &'static str,
+    /// Highest packet the site has applied.
+    pub applied_through: Option<i64>,
+    /// Packets for the site it has not applied yet.
+    pub pending: i64,
+    /// Age in seconds of the oldest pending packet.
+    pub lag_seconds: Option<f64>,
+    pub last_success: Option<SystemTime>,
+    pub error: Option<String>,
+}
+
+impl Relay {
+    /// The status of every registered site.
+    pub async fn site_status(&self) -> Result<Vec<SiteStatus>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT s.code AS site,
+                        (SELECT max(a.packet_id) FROM relay.acks a WHERE a.site = s.code AND a.status = 'PROCESSED') AS applied_through,
+                        (SELECT max(a.acked_at) FROM relay.acks a WHERE a.site = s.code AND a.status = 'PROCESSED') AS last_success,
+                        pend.n AS pending, pend.oldest AS lag_seconds,
+                        (SELECT 'packet ' || a.packet_id || ': ' || a.error FROM relay.acks a
+                          WHERE a.site = s.code AND a.status = 'FAILED' ORDER BY a.packet_id LIMIT 1) AS error,
+                        req.unserved_first, req.open
+                   FROM relay.sites s
+                   CROSS JOIN LATERAL (
+                     SELECT coalesce(bool_or(r.reason = 'first' AND r.served_at IS NULL), false) AS unserved_first,
+                            count(*) FILTER (WHERE r.served_at IS NULL OR NOT EXISTS (
+                              SELECT 1 FROM relay.acks a WHERE a.packet_id = r.group_id AND a.site = s.code
+                                 AND a.status = 'PROCESSED')) AS open
+                       FROM relay.sync_requests r
+                      WHERE r.site = s.code AND (r.group_id IS NOT NULL OR r.served_at IS NULL)) req
+                   CROSS JOIN LATERAL (
+                     SELECT count(*) AS n, extract(epoch FROM now() - min(p.created_at))::float8 AS oldest
+                       FROM relay.packets p
+                      WHERE p.direction = 'down' AND s.code = ANY(p.targets)
+                        AND NOT EXISTS (SELECT 1 FROM relay.acks a
+                                         WHERE a.packet_id = p.id AND a.site = s.code AND a.status = 'PROCESSED')) pend
+                  ORDER BY s.code",
+                &[],
+            )
+            .await
+            .ctx(|| "reading site status from the relay".into())?;
+        let t = "relay status";
+        rows.iter()
+            .map(|r| {
+                let pending: i64 = get(r, "pending", t)?;
+                let error: Option<String> = get(r, "error", t)?;
+                let unserved_first: bool = get(r, "unserved_first", t)?;
+                let open_requests: i64 = get(r, "open", t)?;
+                let state = if error.is_some() {
+                    "Failed"
+                } else if unserved_first {
+                    "Not started"
+                } else if pending > 0 || open_requests > 0 {
+                    "In progress"
+                } else {
+                    "Success"
+                };
+                Ok(SiteStatus {
+                    site: get(r, "site", t)?,
+                    state,
+                    applied_through: get(r, "applied_through", t)?,
+                    pending,
+                    lag_seconds: get(r, "lag_seconds", t)?,
+                    last_success: get(r, "last_success", t)?,
+                    error,
+                })
+            })
+            .collect()
+    }
+}
