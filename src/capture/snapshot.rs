@@ -16,18 +16,18 @@
 //!    site has HO's row, whatever it had before.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use futures_util::StreamExt;
 use tokio_postgres::Client;
 
-use super::batch::{Batcher, Bounds, Captured};
+use super::batch::{Batcher, Bounds};
 use super::copy_text::parse_line;
-use super::{catalog, Writer};
-use crate::error::{DbContext, Error, Result};
-use crate::packet::{ColumnShape, TableShape};
-use crate::postgres::{ident, parse_lsn, qualified};
+use super::shape;
+use super::writer::Writer;
+use crate::error::{DbContext, Result};
+use crate::postgres::{ident, qualified};
 use crate::progress::Progress;
+use crate::protocol::{Lsn, Origin, PacketKind};
 use crate::relay::Relay;
 use crate::route::Route;
 
@@ -39,33 +39,6 @@ pub struct Served {
     pub group: Option<i64>,
     pub packets: u64,
     pub rows: u64,
-}
-
-/// The shape of a table from the catalog (what a Relation message would say).
-pub async fn shape_of(sql: &Client, name: &str) -> Result<TableShape> {
-    let oid = catalog::table_oid(sql, name).await?.ok_or_else(|| {
-        Error::Setup(format!("table {name} does not exist at HO; fix [[tables]]"))
-    })?;
-    let rows = sql
-        .query(
-            "SELECT attname::text, atttypid, atttypmod, format_type(atttypid, atttypmod)
-               FROM pg_attribute
-              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
-              ORDER BY attnum",
-            &[&oid],
-        )
-        .await
-        .ctx(|| format!("reading the columns of {name}"))?;
-    let columns: Vec<ColumnShape> = rows
-        .iter()
-        .map(|r| ColumnShape {
-            name: r.get(0),
-            type_oid: r.get(1),
-            type_modifier: r.get(2),
-            pg_type: r.get(3),
-        })
-        .collect();
-    catalog::shape(sql, oid, name, columns).await
 }
 
 /// Serves every pending request. Requests for the same tables share one
@@ -126,20 +99,18 @@ async fn snapshot(
     )
     .await
     .ctx(|| "starting the full-sync snapshot at HO".into())?;
-    let mut writer = Writer::new(relay, "ho", "", "snapshot").for_sites(sites.to_vec());
+    let mut writer =
+        Writer::new(relay, &Origin::Ho, PacketKind::Snapshot).for_sites(sites.to_vec());
     let result = write_snapshot(sql, &mut writer, tables, sites, requests, bounds).await;
     let _ = sql.batch_execute("COMMIT").await;
     match result {
-        Ok(rows) => {
-            let o = writer.outcome().clone();
-            Ok(Served {
-                sites: sites.to_vec(),
-                tables: tables.iter().map(|(n, _)| n.clone()).collect(),
-                group: writer.group(),
-                packets: o.packets,
-                rows,
-            })
-        }
+        Ok(rows) => Ok(Served {
+            sites: sites.to_vec(),
+            tables: tables.iter().map(|(n, _)| n.clone()).collect(),
+            group: writer.group(),
+            packets: writer.written().packets,
+            rows,
+        }),
         Err(e) => {
             writer.abort().await;
             Err(e)
@@ -157,44 +128,30 @@ async fn write_snapshot(
 ) -> Result<u64> {
     let mut total = 0u64;
     let lsn_row = sql
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn() AS lsn", &[])
         .await
         .ctx(|| "reading the WAL position".into())?;
-    let lsn = parse_lsn(lsn_row.get(0)).unwrap_or(0);
+    let lsn: Lsn = lsn_row
+        .try_get("lsn")
+        .ctx(|| "reading the WAL position".into())?;
+    let lsn = u64::from(lsn);
     let mut batcher = Batcher::new(bounds);
     writer.begin().await?;
     for (i, (name, route)) in tables.iter().enumerate() {
-        let shape = shape_of(sql, name).await?;
+        let captured = shape::captured(shape::of_table(sql, name).await?, route)?;
         let rel = i as u32;
-        let (route_column, filter) = match route {
-            Route::All => (None, String::new()),
-            Route::Column(c) => {
-                let idx = shape
-                    .columns
-                    .iter()
-                    .position(|x| &x.name == c)
-                    .ok_or_else(|| {
-                        Error::Setup(format!(
-                            "routing column {c} is not a column of {name}; fix route in [[tables]]"
-                        ))
-                    })?;
-                (Some(idx), format!(" WHERE {}::text = ANY($1)", ident(c)))
-            }
+        let filter = match route {
+            Route::All => String::new(),
+            Route::Column(c) => format!(" WHERE {}::text = ANY($1)", ident(c)),
         };
-        let columns = shape
+        let columns = captured
+            .shape
             .columns
             .iter()
             .map(|c| ident(&c.name))
             .collect::<Vec<_>>()
             .join(", ");
-        batcher.relation(
-            rel,
-            Captured {
-                shape: Arc::new(shape),
-                route: route.clone(),
-                route_column,
-            },
-        );
+        batcher.relation(rel, captured);
         // The site clears its rows of the table first, in the same transaction.
         batcher.truncate(&[rel], lsn);
         let estimate: Option<i64> = sql
@@ -254,7 +211,7 @@ async fn write_snapshot(
         writer.write(draft).await?;
     }
     let group = writer.group();
-    writer.relay_mark_served(requests, group).await?;
-    writer.commit_group().await?;
+    writer.mark_served(requests, group).await?;
+    writer.commit().await?;
     Ok(total)
 }
