@@ -16,18 +16,18 @@
 //!    site has HO's row, whatever it had before.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use futures_util::StreamExt;
 use tokio_postgres::Client;
 
-use super::batch::{Batcher, Bounds, Captured};
+use super::batch::{Batcher, Bounds};
 use super::copy_text::parse_line;
-use super::{catalog, Writer};
-use crate::error::{DbContext, Error, Result};
-use crate::packet::{ColumnShape, TableShape};
-use crate::postgres::{ident, parse_lsn, qualified};
+use super::shape;
+use super::writer::Writer;
+use crate::error::{DbContext, Result};
+use crate::postgres::{ident, qualified};
 use crate::progress::Progress;
+use crate::protocol::{Lsn, Origin, PacketKind};
 use crate::relay::Relay;
 use crate::route::Route;
 
@@ -39,33 +39,6 @@ pub struct Served {
     pub group: Option<i64>,
     pub packets: u64,
     pub rows: u64,
-}
-
-/// The shape of a table from the catalog (what a Relation message would say).
-pub async fn shape_of(sql: &Client, name: &str) -> Result<TableShape> {
-    let oid = catalog::table_oid(sql, name).await?.ok_or_else(|| {
-        Error::Setup(format!("table {name} does not exist at HO; fix [[tables]]"))
-    })?;
-    let rows = sql
-        .query(
-            "SELECT attname::text, atttypid, atttypmod, format_type(atttypid, atttypmod)
-               FROM pg_attribute
-              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
-              ORDER BY attnum",
-            &[&oid],
-        )
-        .await
-        .ctx(|| format!("reading the columns of {name}"))?;
-    let columns: Vec<ColumnShape> = rows
-        .iter()
-        .map(|r| ColumnShape {
-            name: r.get(0),
-            type_oid: r.get(1),
-            type_modifier: r.get(2),
-            pg_type: r.get(3),
-        })
-        .collect();
-    catalog::shape(sql, oid, name, columns).await
 }
 
 /// Serves every pending request. Requests for the same tables share one
@@ -126,26 +99,18 @@ async fn snapshot(
     )
     .await
     .ctx(|| "starting the full-sync snapshot at HO".into())?;
-    let mut writer = Writer::new(
-        relay,
-        &crate::protocol::Origin::Ho,
-        "",
-        crate::protocol::PacketKind::Snapshot,
-    )
-    .for_sites(sites.to_vec());
+    let mut writer =
+        Writer::new(relay, &Origin::Ho, PacketKind::Snapshot).for_sites(sites.to_vec());
     let result = write_snapshot(sql, &mut writer, tables, sites, requests, bounds).await;
     let _ = sql.batch_execute("COMMIT").await;
     match result {
-        Ok(rows) => {
-            let o = writer.outcome().clone();
-            Ok(Served {
-                sites: sites.to_vec(),
-                tables: tables.iter().map(|(n, _)| n.clone()).collect(),
-                group: writer.group(),
-                packets: o.packets,
-                rows,
-            })
-        }
+        Ok(rows) => Ok(Served {
+            sites: sites.to_vec(),
+            tables: tables.iter().map(|(n, _)| n.clone()).collect(),
+            group: writer.group(),
+            packets: writer.written().packets,
+            rows,
+        }),
         Err(e) => {
             writer.abort().await;
             Err(e)
@@ -153,6 +118,7 @@ async fn snapshot(
     }
 }
 
+/// Writes the snapshot group in the open HO transaction; returns its rows.
 async fn write_snapshot(
     sql: &Client,
     writer: &mut Writer<'_>,
@@ -161,106 +127,168 @@ async fn write_snapshot(
     requests: &[i64],
     bounds: Bounds,
 ) -> Result<u64> {
-    let mut total = 0u64;
     let lsn_row = sql
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn() AS lsn", &[])
         .await
         .ctx(|| "reading the WAL position".into())?;
-    let lsn = parse_lsn(lsn_row.get(0)).unwrap_or(0);
+    let lsn: Lsn = lsn_row
+        .try_get("lsn")
+        .ctx(|| "reading the WAL position".into())?;
     let mut batcher = Batcher::new(bounds);
     writer.begin().await?;
+    let mut total = 0u64;
     for (i, (name, route)) in tables.iter().enumerate() {
-        let shape = shape_of(sql, name).await?;
-        let rel = i as u32;
-        let (route_column, filter) = match route {
-            Route::All => (None, String::new()),
-            Route::Column(c) => {
-                let idx = shape
-                    .columns
-                    .iter()
-                    .position(|x| &x.name == c)
-                    .ok_or_else(|| {
-                        Error::Setup(format!(
-                            "routing column {c} is not a column of {name}; fix route in [[tables]]"
-                        ))
-                    })?;
-                (Some(idx), format!(" WHERE {}::text = ANY($1)", ident(c)))
-            }
+        let table = Table {
+            rel: i as u32,
+            name,
+            route,
         };
-        let columns = shape
-            .columns
-            .iter()
-            .map(|c| ident(&c.name))
-            .collect::<Vec<_>>()
-            .join(", ");
-        batcher.relation(
-            rel,
-            Captured {
-                shape: Arc::new(shape),
-                route: route.clone(),
-                route_column,
-            },
-        );
-        // The site clears its rows of the table first, in the same transaction.
-        batcher.truncate(&[rel], lsn);
-        let estimate: Option<i64> = sql
-            .query_one(
-                "SELECT reltuples::int8 FROM pg_class WHERE oid = to_regclass($1)",
-                &[&qualified(name)],
-            )
-            .await
-            .ok()
-            .and_then(|r| r.get(0));
-        let mut progress = Progress::new(
-            format!("full sync {name}"),
-            estimate.map(|n| n.max(0) as u64),
-        );
-        let copy = if filter.is_empty() {
-            format!("COPY (SELECT {columns} FROM {}) TO STDOUT", qualified(name))
-        } else {
-            // COPY takes no parameters: the site codes are quoted literals.
-            let list = sites
-                .iter()
-                .map(|s| crate::postgres::literal(s))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!(
-                "COPY (SELECT {columns} FROM {}{}) TO STDOUT",
-                qualified(name),
-                filter.replace("$1", &format!("ARRAY[{list}]::text[]"))
-            )
-        };
-        let stream = sql
-            .copy_out(&copy)
-            .await
-            .ctx(|| format!("reading {name} at HO"))?;
-        futures_util::pin_mut!(stream);
-        let mut pending: Vec<u8> = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.ctx(|| format!("reading {name} at HO"))?;
-            pending.extend_from_slice(&chunk);
-            let mut start = 0;
-            let mut n = 0u64;
-            while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
-                batcher.insert(rel, parse_line(&pending[start..start + pos]), lsn);
-                start += pos + 1;
-                n += 1;
-            }
-            pending.drain(..start);
-            progress.add(n);
-            for draft in batcher.take_sealed() {
-                writer.write(draft).await?;
-            }
-        }
-        total += progress.rows();
-        progress.finish();
+        total += copy_table(sql, writer, &mut batcher, &table, sites, lsn).await?;
     }
     batcher.seal();
     for draft in batcher.take_sealed() {
         writer.write(draft).await?;
     }
     let group = writer.group();
-    writer.relay_mark_served(requests, group).await?;
-    writer.commit_group().await?;
+    writer.mark_served(requests, group).await?;
+    writer.commit().await?;
     Ok(total)
+}
+
+/// A table of a snapshot: the relation id the batcher knows it by.
+struct Table<'t> {
+    rel: u32,
+    name: &'t str,
+    route: &'t Route,
+}
+
+/// Copies the rows of `table` for `sites` into the batcher, after a truncate
+/// (the site clears its rows of the table first, in the same transaction),
+/// and writes the packets they fill; returns how many rows.
+async fn copy_table(
+    sql: &Client,
+    writer: &mut Writer<'_>,
+    batcher: &mut Batcher,
+    table: &Table<'_>,
+    sites: &[String],
+    lsn: Lsn,
+) -> Result<u64> {
+    let (rel, name) = (table.rel, table.name);
+    let captured = shape::captured(shape::of_table(sql, name).await?, table.route)?;
+    let copy = copy_query(name, &captured.shape.columns, table.route, sites);
+    batcher.relation(rel, captured);
+    let lsn = u64::from(lsn);
+    batcher.truncate(&[rel], lsn);
+    let estimate: Option<i64> = sql
+        .query_one(
+            "SELECT reltuples::int8 FROM pg_class WHERE oid = to_regclass($1)",
+            &[&qualified(name)],
+        )
+        .await
+        .ok()
+        .and_then(|r| r.get(0));
+    let mut progress = Progress::new(
+        format!("full sync {name}"),
+        estimate.map(|n| n.max(0) as u64),
+    );
+    let stream = sql
+        .copy_out(&copy)
+        .await
+        .ctx(|| format!("reading {name} at HO"))?;
+    futures_util::pin_mut!(stream);
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.ctx(|| format!("reading {name} at HO"))?;
+        pending.extend_from_slice(&chunk);
+        let mut start = 0;
+        let mut n = 0u64;
+        while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
+            batcher.insert(rel, parse_line(&pending[start..start + pos]), lsn);
+            start += pos + 1;
+            n += 1;
+        }
+        pending.drain(..start);
+        progress.add(n);
+        for draft in batcher.take_sealed() {
+            writer.write(draft).await?;
+        }
+    }
+    let rows = progress.rows();
+    progress.finish();
+    Ok(rows)
+}
+
+/// The COPY of a table's `columns`, only the rows of `sites` when it is
+/// routed by a column.
+fn copy_query(
+    name: &str,
+    columns: &[crate::packet::ColumnShape],
+    route: &Route,
+    sites: &[String],
+) -> String {
+    let columns = columns
+        .iter()
+        .map(|c| ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let filter = match route {
+        Route::All => String::new(),
+        Route::Column(c) => {
+            // COPY takes no parameters: the site codes are quoted literals.
+            let list = sites
+                .iter()
+                .map(|s| crate::postgres::literal(s))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(" WHERE {}::text = ANY(ARRAY[{list}]::text[])", ident(c))
+        }
+    };
+    format!(
+        "COPY (SELECT {columns} FROM {}{filter}) TO STDOUT",
+        qualified(name)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::ColumnShape;
+
+    fn column(name: &str) -> ColumnShape {
+        ColumnShape {
+            name: name.into(),
+            type_oid: 25,
+            type_modifier: -1,
+            pg_type: "text".into(),
+        }
+    }
+
+    #[test]
+    fn copies_every_row_or_the_sites_rows() {
+        let columns = [column("id"), column("site_code")];
+        assert_eq!(
+            copy_query("public.items", &columns, &Route::All, &["s1".into()]),
+            format!(
+                "COPY (SELECT {}, {} FROM {}) TO STDOUT",
+                ident("id"),
+                ident("site_code"),
+                qualified("public.items")
+            )
+        );
+        let routed = copy_query(
+            "public.prices",
+            &columns,
+            &Route::Column("site_code".into()),
+            &["s1".into(), "s'2".into()],
+        );
+        assert!(
+            routed.ends_with(&format!(
+                " WHERE {}::text = ANY(ARRAY[{}, {}]::text[])) TO STDOUT",
+                ident("site_code"),
+                crate::postgres::literal("s1"),
+                crate::postgres::literal("s'2")
+            )),
+            "{routed}"
+        );
+    }
 }

@@ -1,0 +1,204 @@
+//! The replication connection: the slot's position, opening the stream,
+//! reading its events and confirming positions to the slot.
+//!
+//! `pgwire_replication` has its own LSN type; it is converted to and from
+//! [`Lsn`] here and nowhere else.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
+use tokio_postgres::config::Host;
+use tokio_postgres::Client;
+
+use super::Source;
+use crate::error::{DbContext, Error, Result};
+use crate::protocol::{Lsn, Origin};
+
+/// How often the stream reports the confirmed position to the server.
+const STATUS_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a finishing run waits for its last confirmation to be sent.
+const CONFIRM_WAIT: Duration = Duration::from_secs(5);
+
+/// The slot's confirmed position; errors name the fix when the slot is
+/// missing or in use.
+pub(super) async fn position(sql: &Client, slot: &str, origin: &Origin) -> Result<Lsn> {
+    let row = sql
+        .query_opt(
+            "SELECT confirmed_flush_lsn, active_pid FROM pg_replication_slots
+              WHERE slot_name = $1 AND database = current_database()",
+            &[&slot],
+        )
+        .await
+        .ctx(|| "reading pg_replication_slots".into())?
+        .ok_or_else(|| {
+            Error::Setup(format!(
+                "replication slot '{slot}' does not exist in this database; run `{}`",
+                origin.setup_command()
+            ))
+        })?;
+    let active: Option<i32> = row
+        .try_get("active_pid")
+        .ctx(|| "reading pg_replication_slots".into())?;
+    if let Some(pid) = active {
+        return Err(Error::Setup(format!(
+            "replication slot '{slot}' is in use by process {pid}; is another relaysync worker running? stop it first"
+        )));
+    }
+    let confirmed: Option<Lsn> = row
+        .try_get("confirmed_flush_lsn")
+        .ctx(|| "reading pg_replication_slots".into())?;
+    Ok(confirmed.unwrap_or(Lsn::from(0)))
+}
+
+/// The WAL position current now: where a `Mode::Once` run stops.
+pub(super) async fn current_wal(sql: &Client) -> Result<Lsn> {
+    let row = sql
+        .query_one("SELECT pg_current_wal_insert_lsn() AS lsn", &[])
+        .await
+        .ctx(|| "reading the current WAL position".into())?;
+    row.try_get("lsn")
+        .ctx(|| "reading the current WAL position".into())
+}
+
+/// What the stream carries, in relaysync's types.
+#[derive(Debug)]
+pub(super) enum Event {
+    /// A transaction starts; it commits at `final_lsn`.
+    Begin { final_lsn: Lsn },
+    /// A pgoutput message inside a transaction (or a Relation, Origin, …).
+    Data(Bytes),
+    /// The transaction ends; the next one starts after `end_lsn`.
+    Commit { end_lsn: Lsn },
+    /// The server's heartbeat: its WAL ends at `wal_end`.
+    KeepAlive { wal_end: Lsn },
+    /// The stop position was reached: nothing follows.
+    Stopped,
+    /// A logical decoding message: not captured.
+    Ignored,
+}
+
+/// An open replication stream of a slot.
+pub(super) struct SlotStream {
+    client: ReplicationClient,
+    origin: Origin,
+}
+
+impl SlotStream {
+    /// Starts streaming `source`'s slot from `start`.
+    pub(super) async fn connect(source: &Source, start: Lsn) -> Result<SlotStream> {
+        let client = ReplicationClient::connect(config(source, start)?)
+            .await
+            .map_err(|e| replication_error(&source.origin, e))?;
+        Ok(SlotStream {
+            client,
+            origin: source.origin.clone(),
+        })
+    }
+
+    /// The next event. A stream the server closed (a restart, a terminated
+    /// WAL sender) is an error worth a retry, unlike a setup error.
+    pub(super) async fn recv(&mut self) -> Result<Event> {
+        let event = match self.client.recv().await {
+            Err(e) => return Err(replication_error(&self.origin, e)),
+            Ok(None) => {
+                return Err(Error::StreamEnded {
+                    role: self.origin.role(),
+                })
+            }
+            Ok(Some(event)) => event,
+        };
+        Ok(match event {
+            ReplicationEvent::Begin { final_lsn, .. } => Event::Begin {
+                final_lsn: from_wire(final_lsn),
+            },
+            ReplicationEvent::XLogData { data, .. } => Event::Data(data),
+            ReplicationEvent::Commit { end_lsn, .. } => Event::Commit {
+                end_lsn: from_wire(end_lsn),
+            },
+            ReplicationEvent::KeepAlive { wal_end, .. } => Event::KeepAlive {
+                wal_end: from_wire(wal_end),
+            },
+            ReplicationEvent::StoppedAt { .. } => Event::Stopped,
+            ReplicationEvent::Message { .. } => Event::Ignored,
+        })
+    }
+
+    /// Confirms `lsn` to the slot: the relay holds everything up to it.
+    pub(super) fn confirm(&self, lsn: Lsn) {
+        if u64::from(lsn) > 0 {
+            self.client.update_applied_lsn(to_wire(lsn));
+        }
+    }
+
+    /// Ends the stream once the confirmation of `lsn` has been sent to the
+    /// server (waiting briefly for it).
+    pub(super) async fn finish(mut self, lsn: Lsn) {
+        let metrics = self.client.metrics();
+        let deadline = Instant::now() + CONFIRM_WAIT;
+        while u64::from(lsn) > 0
+            && from_wire(metrics.last_applied_lsn()) < lsn
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.client.stop();
+        let _ = self.client.shutdown().await;
+    }
+
+    /// Ends the stream at once, confirming nothing more.
+    pub(super) fn abort(mut self) {
+        self.client.abort();
+    }
+}
+
+/// The replication connection's settings, from the source's URL.
+fn config(source: &Source, start: Lsn) -> Result<ReplicationConfig> {
+    let cfg = tokio_postgres::Config::from_str(&source.url)
+        .map_err(|e| Error::Config(format!("url is not a PostgreSQL URL ({e})")))?;
+    let host = match cfg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let password = cfg
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    let user = cfg.get_user().unwrap_or("postgres").to_string();
+    let db = cfg.get_dbname().unwrap_or(&user).to_string();
+    Ok(ReplicationConfig::new(
+        host,
+        user,
+        password,
+        db,
+        source.slot.clone(),
+        source.publication.clone(),
+    )
+    .with_port(cfg.get_ports().first().copied().unwrap_or(5432))
+    .with_tls(TlsConfig::disabled())
+    .with_start_lsn(to_wire(start))
+    .with_ack_lsn(to_wire(start))
+    // Pin the text forms the packet encoder parses.
+    .with_options("-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex")
+    .with_status_interval(STATUS_INTERVAL)
+    .with_wakeup_interval(Duration::from_secs(1))
+    .with_buffer_size(4096)
+    .with_application_name(format!("relaysync-{}", source.origin)))
+}
+
+fn replication_error(origin: &Origin, source: pgwire_replication::PgWireError) -> Error {
+    Error::Replication {
+        role: origin.role(),
+        source,
+    }
+}
+
+fn to_wire(lsn: Lsn) -> pgwire_replication::Lsn {
+    pgwire_replication::Lsn::from_u64(lsn.into())
+}
+
+fn from_wire(lsn: pgwire_replication::Lsn) -> Lsn {
+    Lsn::from(lsn.as_u64())
+}
