@@ -288,64 +288,16 @@ fn by_key(
         .collect::<Vec<_>>()
         .join(", ");
     let non_key: Vec<&String> = st.cols.iter().filter(|c| !st.key.contains(c)).collect();
-    let vacant = |t: &str| format!("({t} IS NULL OR {t}::text = '')");
     let mut out = Vec::new();
     let key_list = st.key.join(", ");
     // A site row that differs from HO's is written, so that HO's row
     // (filled, or as it was: HO's values win) goes back down and the
     // site converges; a row equal to HO's writes nothing.
-    let changed: Vec<String> = non_key
-        .iter()
-        .map(|c| format!("t.{c}::text IS DISTINCT FROM EXCLUDED.{c}::text"))
-        .collect();
-    let set: Vec<String> = non_key
-        .iter()
-        .map(|c| {
-            if policy.merge == Merge::FillVacant {
-                format!(
-                    "{c} = CASE WHEN {} AND NOT {} THEN EXCLUDED.{c} ELSE t.{c} END",
-                    vacant(&format!("t.{c}")),
-                    vacant(&format!("EXCLUDED.{c}"))
-                )
-            } else {
-                format!("{c} = EXCLUDED.{c}")
-            }
-        })
-        .collect();
-    let conflict = if non_key.is_empty() {
-        "DO NOTHING".to_string()
-    } else {
-        format!(
-            "DO UPDATE SET {} WHERE {}",
-            set.join(", "),
-            changed.join(" OR ")
-        )
-    };
+    let conflict = on_conflict(&non_key, policy.merge == Merge::FillVacant);
     let key_text = st.key_text("t");
     // Rows whose unchanged TOAST values were not sent update what HO
     // has, column by column, never inserting.
-    let (uset, uchanged): (Vec<String>, Vec<String>) = non_key
-        .iter()
-        .map(|c| {
-            let given = format!(
-                "NOT ({} = ANY(s.relaysync_unchanged))",
-                literal(c.trim_matches('"'))
-            );
-            let take = if policy.merge == Merge::FillVacant {
-                format!(
-                    "{given} AND {} AND NOT {}",
-                    vacant(&format!("t.{c}")),
-                    vacant(&format!("s.{c}"))
-                )
-            } else {
-                given.clone()
-            };
-            (
-                format!("{c} = CASE WHEN {take} THEN s.{c} ELSE t.{c} END"),
-                format!("({given} AND t.{c}::text IS DISTINCT FROM s.{c}::text)"),
-            )
-        })
-        .unzip();
+    let (uset, uchanged) = column_updates(&non_key, policy.merge == Merge::FillVacant);
     out.push(format!(
         "WITH m AS (INSERT INTO {target} AS t ({cols})
                       SELECT {s_cols} FROM {stage} s WHERE {upserts} AND s.relaysync_unchanged IS NULL
@@ -369,4 +321,192 @@ fn by_key(
         ));
     }
     out
+}
+
+/// `t.c IS NULL OR t.c = ''`: a column HO has no value in.
+fn vacant(column: &str) -> String {
+    format!("({column} IS NULL OR {column}::text = '')")
+}
+
+/// The ON CONFLICT clause of a merge by key. A site row that differs from
+/// HO's is written, so that HO's row (filled, or as it was: HO's values
+/// win) goes back down and the site converges; a row equal to HO's writes
+/// nothing.
+fn on_conflict(non_key: &[&String], fill_vacant: bool) -> String {
+    if non_key.is_empty() {
+        return "DO NOTHING".into();
+    }
+    let changed: Vec<String> = non_key
+        .iter()
+        .map(|c| format!("t.{c}::text IS DISTINCT FROM EXCLUDED.{c}::text"))
+        .collect();
+    let set: Vec<String> = non_key
+        .iter()
+        .map(|c| {
+            if fill_vacant {
+                format!(
+                    "{c} = CASE WHEN {} AND NOT {} THEN EXCLUDED.{c} ELSE t.{c} END",
+                    vacant(&format!("t.{c}")),
+                    vacant(&format!("EXCLUDED.{c}"))
+                )
+            } else {
+                format!("{c} = EXCLUDED.{c}")
+            }
+        })
+        .collect();
+    format!(
+        "DO UPDATE SET {} WHERE {}",
+        set.join(", "),
+        changed.join(" OR ")
+    )
+}
+
+/// For rows whose unchanged TOAST values were not sent: the SET list that
+/// updates HO column by column, and the conditions that say a column
+/// changes something.
+fn column_updates(non_key: &[&String], fill_vacant: bool) -> (Vec<String>, Vec<String>) {
+    non_key
+        .iter()
+        .map(|c| {
+            let given = format!(
+                "NOT ({} = ANY(s.relaysync_unchanged))",
+                literal(c.trim_matches('"'))
+            );
+            let take = if fill_vacant {
+                format!(
+                    "{given} AND {} AND NOT {}",
+                    vacant(&format!("t.{c}")),
+                    vacant(&format!("s.{c}"))
+                )
+            } else {
+                given.clone()
+            };
+            (
+                format!("{c} = CASE WHEN {take} THEN s.{c} ELSE t.{c} END"),
+                format!("({given} AND t.{c}::text IS DISTINCT FROM s.{c}::text)"),
+            )
+        })
+        .unzip()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(cols: &[&str], key: &[&str]) -> Stage {
+        Stage {
+            name: "stage_1".into(),
+            target: "\"public\".\"users\"".into(),
+            cols: cols.iter().map(|c| format!("\"{c}\"")).collect(),
+            key: key.iter().map(|c| format!("\"{c}\"")).collect(),
+            rows: 1,
+            kept: false,
+        }
+    }
+
+    fn policy(merge: Merge, deletes: Deletes) -> UpstreamConfig {
+        UpstreamConfig {
+            name: "public.users".into(),
+            merge,
+            deletes,
+        }
+    }
+
+    #[test]
+    fn append_inserts_and_ignores_known_keys() {
+        let st = stage(&["id", "at"], &["id"]);
+        let sql = statements(
+            &st,
+            "public.users",
+            "s1",
+            &policy(Merge::Append, Deletes::Ignore),
+            "true",
+        );
+        assert_eq!(sql.len(), 1);
+        assert!(sql[0].contains("ON CONFLICT DO NOTHING"), "{}", sql[0]);
+        assert!(
+            !sql[0].contains("event_log"),
+            "append logs nothing: {}",
+            sql[0]
+        );
+    }
+
+    #[test]
+    fn fill_vacant_fills_only_empty_columns_and_logs() {
+        let st = stage(&["id", "name", "email"], &["id"]);
+        let sql = statements(
+            &st,
+            "public.users",
+            "s1",
+            &policy(Merge::FillVacant, Deletes::Ignore),
+            "true",
+        );
+        assert_eq!(
+            sql.len(),
+            2,
+            "insert … on conflict, and the TOAST-keeping update"
+        );
+        let upsert = &sql[0];
+        assert!(upsert.contains("ON CONFLICT (\"id\") DO UPDATE SET \"name\" = CASE WHEN (t.\"name\" IS NULL OR t.\"name\"::text = '') AND NOT (EXCLUDED.\"name\" IS NULL"), "{upsert}");
+        assert!(
+            upsert.contains("WHERE t.\"name\"::text IS DISTINCT FROM EXCLUDED.\"name\"::text OR"),
+            "{upsert}"
+        );
+        assert!(
+            upsert.contains("'User update succeeded (Device)'"),
+            "{upsert}"
+        );
+        assert!(!upsert.contains("DELETE"), "deletes are ignored: {upsert}");
+    }
+
+    #[test]
+    fn upsert_takes_the_site_row_and_deletes_when_asked() {
+        let st = stage(&["id", "name"], &["id"]);
+        let sql = statements(
+            &st,
+            "public.users",
+            "s1",
+            &policy(Merge::Upsert, Deletes::Apply),
+            "s.relaysync_seq = 3",
+        );
+        assert!(sql[0].starts_with("WITH d AS (DELETE"), "{}", sql[0]);
+        assert!(sql[0].contains("s.relaysync_seq = 3"), "{}", sql[0]);
+        assert!(
+            sql[1].contains("DO UPDATE SET \"name\" = EXCLUDED.\"name\" WHERE"),
+            "{}",
+            sql[1]
+        );
+    }
+
+    #[test]
+    fn a_key_alone_needs_no_update() {
+        let st = stage(&["id"], &["id"]);
+        let sql = statements(
+            &st,
+            "public.users",
+            "s1",
+            &policy(Merge::FillVacant, Deletes::Ignore),
+            "true",
+        );
+        assert_eq!(sql.len(), 1);
+        assert!(sql[0].contains("DO NOTHING"), "{}", sql[0]);
+    }
+
+    #[test]
+    fn without_a_key_rows_are_inserted() {
+        let st = stage(&["at", "what"], &[]);
+        let sql = statements(
+            &st,
+            "public.events",
+            "s1",
+            &policy(Merge::Upsert, Deletes::Apply),
+            "true",
+        );
+        assert_eq!(sql.len(), 1, "no delete without a key: {sql:?}");
+        assert!(
+            sql[0].contains("INSERT INTO") && !sql[0].contains("ON CONFLICT"),
+            "{}",
+            sql[0]
+        );
+    }
 }
