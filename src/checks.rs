@@ -108,7 +108,7 @@ pub async fn identity(
     let full = kind as u8 == b'f';
     if key.is_empty() && !full {
         return Err(Error::Setup(format!(
-            "{what} {name} has no primary key at {place}; add one (ALTER TABLE {q} ADD PRIMARY KEY (…)) or run ALTER TABLE {q} REPLICA IDENTITY FULL"
+            "{what} {name} has no primary key; add one (ALTER TABLE {q} ADD PRIMARY KEY (…)) or run ALTER TABLE {q} REPLICA IDENTITY FULL"
         )));
     }
     Ok(Identity { oid, key, full })

@@ -1,0 +1,109 @@
+//! Long-running workers under the supervisor: a database that is down is
+//! retried with a growing pause, each try logged once; a setup problem
+//! stops the worker with the fix.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SCHEMA: &str = "CREATE TABLE public.items (id int PRIMARY KEY, name text);";
+
+/// A "database" that accepts each connection and closes it at once, as a
+/// server that is going down does; counts the tries.
+fn closing_server() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tries = Arc::new(AtomicUsize::new(0));
+    let counted = tries.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (
+        format!("postgres://postgres@127.0.0.1:{port}/site?connect_timeout=2"),
+        tries,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pos_run_backs_off_while_the_site_database_is_down() {
+    let bed = Bed::new(
+        "sitedown",
+        SCHEMA,
+        &[("public.items", "all")],
+        "[sync]\ninterval = \"0s\"\n",
+    )
+    .await;
+    bed.setup().await;
+    let (down, tries) = closing_server();
+    let mut cmd = bed.command(0, &["pos", "run"]);
+    cmd.env("RELAYSYNC__POS__URL", &down)
+        .env("RELAYSYNC_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut worker = Worker::start(cmd);
+    // Watch the worker for a fixed window: the rate of its tries is what is
+    // measured. Tries at 0, 1, 3 and 7 s fall in it; a worker without
+    // backoff would try every few seconds or faster.
+    let window = Duration::from_secs(12);
+    wait_for(
+        window + Duration::from_secs(5),
+        "the observation window",
+        || async { started.elapsed() >= window },
+    )
+    .await;
+    assert!(worker.is_running(), "a down database must not stop pos run");
+    let out = worker.stop();
+    let n = tries.load(Ordering::SeqCst);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let logged = log.lines().filter(|l| l.contains("WARN")).count();
+    assert!((3..=5).contains(&n), "{n} tries in {window:?}:\n{log}");
+    assert_eq!(logged, n, "each try logged once:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pos_run_stops_on_a_setup_error_naming_the_fix() {
+    let bed = Bed::new(
+        "posnotsetup",
+        SCHEMA,
+        &[("public.items", "all")],
+        "[sync]\ninterval = \"0s\"\n",
+    )
+    .await;
+    bed.ok(0, &["setup", "relay"]).await;
+    bed.ok(0, &["site", "add", "s1"]).await;
+    bed.ok(0, &["setup", "ho"]).await;
+    // `setup pos` never ran at s1.
+    let mut cmd = bed.command(0, &["pos", "run"]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "pos run kept running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: "), "{stderr}");
+    assert!(last.contains("`relaysync setup pos`"), "{stderr}");
+}
