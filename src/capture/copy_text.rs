@@ -72,7 +72,7 @@ pub fn parse_line(line: &[u8]) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::decode::copy_escape;
+    use crate::packet::copy_out::copy_escape;
     use proptest::prelude::*;
 
     fn t(s: &str) -> Value {

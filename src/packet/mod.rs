@@ -11,6 +11,7 @@
 //! replication origin of the change's transaction.
 
 pub(crate) mod decode;
+pub(crate) mod copy_out;
 mod encode;
 pub mod value;
 
