@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use crate::config::{Config, HoConfig, PosConfig, RelayConfig, TableConfig};
-use crate::error::{DbContext, Error, Result};
-use crate::postgres::cluster::Cluster;
-use crate::postgres::connect;
+use relaysync::config::{Config, HoConfig, PosConfig, RelayConfig, TableConfig};
+use relaysync::error::{DbContext, Error, Result};
+use relaysync::postgres::cluster::Cluster;
+use relaysync::postgres::connect;
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]
@@ -98,7 +98,7 @@ fn rig_config(rig: &Rig, site: usize) -> Config {
             slot: "relaysync_up".into(),
             publication: "relaysync_up".into(),
         }),
-        sync: crate::config::SyncConfig {
+        sync: relaysync::config::SyncConfig {
             interval: "0s".into(),
         },
         packet: Default::default(),
@@ -620,15 +620,16 @@ async fn build_rig(args: Args) -> Result<Rig> {
     }
     // relaysync, as a DBA sets it up.
     let mut relay_client = connect("relay", &rig.relay.url("relay")).await?;
-    crate::relay::migrate::migrate(&mut relay_client, crate::relay::migrate::Target::Relay).await?;
-    let relay = crate::relay::Relay::connect(&rig.relay.url("relay")).await?;
+    relaysync::relay::migrate::migrate(&mut relay_client, relaysync::relay::migrate::Target::Relay)
+        .await?;
+    let relay = relaysync::relay::Relay::connect(&rig.relay.url("relay")).await?;
     for code in &rig.codes {
         relay.add_site_with_first_sync(code).await?;
     }
-    crate::ho::setup(&rig_config(&rig, 0)).await?;
+    relaysync::ho::setup(&rig_config(&rig, 0)).await?;
     for i in 0..k {
         let cfg = rig_config(&rig, i);
-        crate::pos::setup(&cfg).await?;
+        relaysync::pos::setup(&cfg).await?;
         write_config(&rig.dir.join(format!("site_{i:02}.toml")), &cfg)?;
     }
     // PostgreSQL's own: a publication and one subscription per site.
@@ -803,7 +804,7 @@ fn machine() -> (String, usize, f64, String) {
                 .and_then(|v| v.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
-    let pg = crate::postgres::cluster::bindir()
+    let pg = relaysync::postgres::cluster::bindir()
         .ok()
         .and_then(|d| {
             Command::new(d.join("postgres"))

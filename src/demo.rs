@@ -2,12 +2,12 @@
 
 use std::time::Instant;
 
-use crate::config::{
+use relaysync::config::{
     Config, Deletes, HoConfig, Merge, PosConfig, RelayConfig, TableConfig, UpstreamConfig,
 };
-use crate::error::{DbContext, Result};
-use crate::postgres::cluster::Cluster;
-use crate::postgres::connect;
+use relaysync::error::{DbContext, Result};
+use relaysync::postgres::cluster::Cluster;
+use relaysync::postgres::connect;
 
 const SCHEMA: &str = include_str!("../sql/demo_schema.sql");
 const DATA: &str = include_str!("../sql/demo_data.sql");
@@ -107,7 +107,7 @@ pub async fn differences(
     let b = connect("pos", b_url).await?;
     let q = format!(
         "SELECT count(*) FROM {} WHERE {filter}",
-        crate::postgres::qualified(table)
+        relaysync::postgres::qualified(table)
     );
     let count_a: i64 = a
         .query_one(&q, &[])
@@ -118,7 +118,7 @@ pub async fn differences(
         .query(
             &format!(
                 "SELECT t::text FROM {} t WHERE {filter} ORDER BY 1",
-                crate::postgres::qualified(table)
+                relaysync::postgres::qualified(table)
             ),
             &[],
         )
@@ -128,7 +128,7 @@ pub async fn differences(
         .query(
             &format!(
                 "SELECT t::text FROM {} t ORDER BY 1",
-                crate::postgres::qualified(table)
+                relaysync::postgres::qualified(table)
             ),
             &[],
         )
@@ -143,14 +143,16 @@ pub async fn differences(
 async fn sync_sites(clusters: &Clusters, tables: &[(&str, &str)]) -> Result<()> {
     for (i, code) in SITES.iter().enumerate() {
         println!("\n$ relaysync pos sync --once   # at {code}");
-        crate::pos::print_summary(&crate::pos::sync_once(&clusters.config(i, tables)).await?);
+        relaysync::pos::print_summary(
+            &relaysync::pos::sync_once(&clusters.config(i, tables)).await?,
+        );
     }
     Ok(())
 }
 
 async fn ho_sync(cfg: &Config, why: &str) -> Result<()> {
     println!("\n$ relaysync ho sync --once{why}");
-    crate::ho::print_summary(&crate::ho::sync_once(cfg).await?);
+    relaysync::ho::print_summary(&relaysync::ho::sync_once(cfg).await?);
     Ok(())
 }
 
@@ -198,24 +200,25 @@ pub async fn run() -> Result<()> {
 
     let mut relay = connect("relay", &clusters.relay.url("relay")).await?;
     println!("\n$ relaysync setup relay");
-    crate::relay::migrate::migrate(&mut relay, crate::relay::migrate::Target::Relay).await?;
-    let relay = crate::relay::Relay::connect(&clusters.relay.url("relay")).await?;
+    relaysync::relay::migrate::migrate(&mut relay, relaysync::relay::migrate::Target::Relay)
+        .await?;
+    let relay = relaysync::relay::Relay::connect(&clusters.relay.url("relay")).await?;
     for code in SITES {
         relay.add_site_with_first_sync(code).await?;
         println!("$ relaysync site add {code}");
     }
     println!("$ relaysync setup ho");
-    for line in crate::ho::setup(&ho_cfg).await? {
+    for line in relaysync::ho::setup(&ho_cfg).await? {
         println!("ho: {line}");
     }
     for (i, code) in SITES.iter().enumerate() {
         println!("$ relaysync setup pos   # at {code}");
-        for line in crate::pos::setup(&clusters.config(i, &tables)).await? {
+        for line in relaysync::pos::setup(&clusters.config(i, &tables)).await? {
             println!("pos: {line}");
         }
     }
     println!("\n$ relaysync status");
-    crate::status::print(&crate::status::sites(&relay.client).await?);
+    relaysync::status::print(&relaysync::status::sites(&relay.client).await?);
 
     ho_sync(&ho_cfg, "   # serves each site's first sync: a full sync").await?;
     sync_sites(&clusters, &tables).await?;
@@ -243,7 +246,7 @@ pub async fn run() -> Result<()> {
     );
     run_sql(&clusters.sites[0].url("pos"), SITE_CHANGES).await?;
     println!("\n$ relaysync pos sync --once   # at store-001: uploads its changes");
-    crate::pos::print_summary(&crate::pos::sync_once(&clusters.config(0, &tables)).await?);
+    relaysync::pos::print_summary(&relaysync::pos::sync_once(&clusters.config(0, &tables)).await?);
     ho_sync(
         &ho_cfg,
         "   # merges them (HO's values win) and sends the merged users down",
@@ -257,7 +260,7 @@ pub async fn run() -> Result<()> {
     print_events(&clusters.sites[1].url("pos")).await?;
 
     println!("\n$ relaysync status");
-    crate::status::print(&crate::status::sites(&relay.client).await?);
+    relaysync::status::print(&relaysync::status::sites(&relay.client).await?);
 
     println!("\ndemo: each site compared with HO, row by row:");
     let mut all_equal = true;
@@ -299,7 +302,7 @@ pub async fn run() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     if !all_equal {
-        return Err(crate::Error::Setup(
+        return Err(relaysync::Error::Setup(
             "the demo sites differ from HO; this is a bug, please report it".into(),
         ));
     }

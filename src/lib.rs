@@ -7,11 +7,8 @@
 //! [`relay`] → [`apply`]; [`ho`] and [`pos`] are the two workers.
 
 pub mod apply;
-pub mod bench;
 pub mod capture;
-pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod error;
 pub mod failpoint;
 pub mod ho;

@@ -3,8 +3,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+mod bench;
+mod cli;
+mod demo;
+
 fn main() -> ExitCode {
-    let cli = relaysync::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("RELAYSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
@@ -26,9 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result: anyhow::Result<ExitCode> = runtime
-        .block_on(relaysync::cli::run(cli))
-        .map_err(Into::into);
+    let result: anyhow::Result<ExitCode> = runtime.block_on(cli::run(cli)).map_err(Into::into);
     match result {
         Ok(code) => code,
         Err(e) => {

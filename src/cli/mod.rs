@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{check_site_code, Config};
-use crate::error::{Error, Result};
-use crate::relay::migrate::{self, Target};
-use crate::relay::Relay;
+use relaysync::config::{check_site_code, Config};
+use relaysync::error::{Error, Result};
+use relaysync::relay::migrate::{self, Target};
+use relaysync::relay::Relay;
 
 /// Keeps a head-office PostgreSQL database and many site databases in sync
 /// through a relay database.
@@ -167,17 +167,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Demo | Command::Bench { .. } => unreachable!("handled above"),
         Command::Setup(SetupTarget::Relay) => {
-            let mut client = crate::postgres::connect("relay", &cfg.relay()?.url).await?;
+            let mut client = relaysync::postgres::connect("relay", &cfg.relay()?.url).await?;
             migrate::migrate(&mut client, Target::Relay).await?;
             println!("relay schema is ready");
         }
         Command::Setup(SetupTarget::Ho) => {
-            for line in crate::ho::setup(&cfg).await? {
+            for line in relaysync::ho::setup(&cfg).await? {
                 println!("ho: {line}");
             }
         }
         Command::Setup(SetupTarget::Pos) => {
-            for line in crate::pos::setup(&cfg).await? {
+            for line in relaysync::pos::setup(&cfg).await? {
                 println!("pos: {line}");
             }
         }
@@ -197,8 +197,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Ho(WorkerCommand::Sync { .. }) => {
-            let s = crate::ho::sync_once(&cfg).await?;
-            crate::ho::print_summary(&s);
+            let s = relaysync::ho::sync_once(&cfg).await?;
+            relaysync::ho::print_summary(&s);
             if let Some((packet, error)) = s.merged.failed {
                 return Err(Error::Setup(format!(
                     "up packet {packet} failed at HO: {error}; fix the cause and run `relaysync ho sync --once` again"
@@ -206,11 +206,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Ho(WorkerCommand::Run) => {
-            crate::ho::run(&cfg, crate::shutdown::on_signals()).await?;
+            relaysync::ho::run(&cfg, relaysync::shutdown::on_signals()).await?;
         }
         Command::Pos(PosCommand::Sync { .. }) => {
-            let s = crate::pos::sync_once(&cfg).await?;
-            crate::pos::print_summary(&s);
+            let s = relaysync::pos::sync_once(&cfg).await?;
+            relaysync::pos::print_summary(&s);
             if let Some((packet, error)) = s.failed {
                 return Err(Error::Setup(format!(
                     "site {}: packet {packet} failed: {error}; fix the cause and run `relaysync pos sync --once` again",
@@ -219,7 +219,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Pos(PosCommand::Run) => {
-            crate::pos::run(&cfg, crate::shutdown::on_signals()).await?;
+            relaysync::pos::run(&cfg, relaysync::shutdown::on_signals()).await?;
         }
         Command::Pos(PosCommand::Resync) => {
             let site = cfg.pos()?.site.clone();
@@ -271,7 +271,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ("ho", cfg.ho()?.url.clone())
             };
-            let client = crate::postgres::connect(role, &url).await?;
+            let client = relaysync::postgres::connect(role, &url).await?;
             let rows = client
                 .query(
                     "SELECT to_char(at, 'YYYY-MM-DD HH24:MI:SS'), coalesce(site, ''), table_name, key, event,
@@ -295,7 +295,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status => {
             let relay = Relay::connect(&cfg.relay()?.url).await?;
-            crate::status::print(&crate::status::sites(&relay.client).await?);
+            relaysync::status::print(&relaysync::status::sites(&relay.client).await?);
         }
     }
     Ok(ExitCode::SUCCESS)
