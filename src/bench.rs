@@ -14,8 +14,10 @@ use tokio_postgres::Client;
 
 use relaysync::config::{Config, HoConfig, PosConfig, RelayConfig, TableConfig};
 use relaysync::error::{DbContext, Error, Result};
-use relaysync::postgres::cluster::Cluster;
 use relaysync::postgres::connect;
+use relaysync_cluster::Cluster;
+
+use crate::demo::cluster_error;
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]
@@ -571,7 +573,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn build_rig(args: Args) -> Result<Rig> {
     let k = args.sites;
-    let (ho, relay, site) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (ho, relay, site) = tokio::task::spawn_blocking(move || -> relaysync_cluster::Result<_> {
         let workers = format!("max_logical_replication_workers = {}", k + 4);
         let processes = format!("max_worker_processes = {}", k + 16);
         Ok((
@@ -581,7 +583,8 @@ async fn build_rig(args: Args) -> Result<Rig> {
         ))
     })
     .await
-    .expect("cluster start does not panic")?;
+    .expect("cluster start does not panic")
+    .map_err(cluster_error)?;
     let dir = std::env::temp_dir().join(format!("relaysync-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
         context: format!("creating {}", dir.display()),
@@ -597,8 +600,11 @@ async fn build_rig(args: Args) -> Result<Rig> {
         ho_worker: None,
         peak_rss_kb: 0,
     };
-    rig.ho.create_database("ho").await?;
-    rig.relay.create_database("relay").await?;
+    rig.ho.create_database("ho").await.map_err(cluster_error)?;
+    rig.relay
+        .create_database("relay")
+        .await
+        .map_err(cluster_error)?;
     let ho = sql(&rig.ho.url("ho")).await?;
     ho.batch_execute(&format!(
         "{}; {};",
@@ -610,7 +616,7 @@ async fn build_rig(args: Args) -> Result<Rig> {
     for i in 0..k {
         for (prefix, table) in [("rs", "bench_rs"), ("native", "bench_native")] {
             let db = format!("{prefix}_{i:02}");
-            rig.site.create_database(&db).await?;
+            rig.site.create_database(&db).await.map_err(cluster_error)?;
             sql(&rig.site.url(&db))
                 .await?
                 .batch_execute(&table_sql(table, true))
@@ -804,7 +810,7 @@ fn machine() -> (String, usize, f64, String) {
                 .and_then(|v| v.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
-    let pg = relaysync::postgres::cluster::bindir()
+    let pg = relaysync_cluster::bindir()
         .ok()
         .and_then(|d| {
             Command::new(d.join("postgres"))

@@ -5,9 +5,9 @@ use std::time::Instant;
 use relaysync::config::{
     Config, Deletes, HoConfig, Merge, PosConfig, RelayConfig, TableConfig, UpstreamConfig,
 };
-use relaysync::error::{DbContext, Result};
-use relaysync::postgres::cluster::Cluster;
+use relaysync::error::{DbContext, Error, Result};
 use relaysync::postgres::connect;
+use relaysync_cluster::Cluster;
 
 const SCHEMA: &str = include_str!("../sql/demo_schema.sql");
 const DATA: &str = include_str!("../sql/demo_data.sql");
@@ -25,21 +25,30 @@ pub struct Clusters {
 impl Clusters {
     /// Starts HO, relay and `sites` site clusters, each with its database.
     pub async fn start(sites: usize) -> Result<Clusters> {
-        let clusters = tokio::task::spawn_blocking(move || -> Result<Clusters> {
+        let clusters = tokio::task::spawn_blocking(move || -> relaysync_cluster::Result<_> {
             Ok(Clusters {
                 ho: Cluster::start("ho", &[])?,
                 relay: Cluster::start("relay", &[])?,
                 sites: (0..sites)
                     .map(|i| Cluster::start(&format!("site{i}"), &[]))
-                    .collect::<Result<_>>()?,
+                    .collect::<relaysync_cluster::Result<_>>()?,
             })
         })
         .await
-        .expect("cluster start does not panic")?;
-        clusters.ho.create_database("ho").await?;
-        clusters.relay.create_database("relay").await?;
+        .expect("cluster start does not panic")
+        .map_err(cluster_error)?;
+        clusters
+            .ho
+            .create_database("ho")
+            .await
+            .map_err(cluster_error)?;
+        clusters
+            .relay
+            .create_database("relay")
+            .await
+            .map_err(cluster_error)?;
         for s in &clusters.sites {
-            s.create_database("pos").await?;
+            s.create_database("pos").await.map_err(cluster_error)?;
         }
         Ok(clusters)
     }
@@ -85,6 +94,15 @@ impl Clusters {
                 },
             ],
         }
+    }
+}
+
+/// A throwaway cluster's error as relaysync's.
+pub fn cluster_error(e: relaysync_cluster::Error) -> Error {
+    match e {
+        relaysync_cluster::Error::Setup(message) => Error::Setup(message),
+        relaysync_cluster::Error::Io { context, source } => Error::Io { context, source },
+        relaysync_cluster::Error::Db { context, source } => Error::Db { context, source },
     }
 }
 
@@ -302,7 +320,7 @@ pub async fn run() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     if !all_equal {
-        return Err(relaysync::Error::Setup(
+        return Err(Error::Setup(
             "the demo sites differ from HO; this is a bug, please report it".into(),
         ));
     }
