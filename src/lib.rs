@@ -10,7 +10,7 @@ pub mod apply;
 pub mod capture;
 pub mod config;
 pub mod error;
-pub mod failpoint;
+mod failpoint;
 pub mod ho;
 pub mod packet;
 pub mod pos;
