@@ -6,6 +6,7 @@ use tracing_subscriber::EnvFilter;
 mod bench;
 mod cli;
 mod demo;
+mod progress_view;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
         // Colours on a terminal only: cron mails and log files stay plain.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    relaysync::progress::set_reporter(Box::new(progress_view::Console));
     // One thread: the replication stream and the worker hand each other a
     // message per row, and waking another thread for each costs more than
     // the work (PostgreSQL does the heavy lifting in its own processes).
