@@ -7,6 +7,7 @@ use relaysync::config::{
 };
 use relaysync::error::{DbContext, Error, Result};
 use relaysync::postgres::connect;
+use relaysync::relay::Relay;
 use relaysync_cluster::Cluster;
 
 const SCHEMA: &str = include_str!("../sql/demo_schema.sql");
@@ -14,6 +15,11 @@ const DATA: &str = include_str!("../sql/demo_data.sql");
 const CHANGES: &str = include_str!("../sql/demo_changes.sql");
 const SITE_CHANGES: &str = include_str!("../sql/demo_site_changes.sql");
 const SITES: [&str; 2] = ["store-001", "store-002"];
+const TABLES: [(&str, &str); 3] = [
+    ("public.items", "all"),
+    ("public.prices", "column:site_code"),
+    ("public.users", "all"),
+];
 
 /// The clusters of a demo or benchmark: HO, relay and sites.
 pub struct Clusters {
@@ -199,12 +205,34 @@ pub async fn run() -> Result<()> {
         SITES.len()
     );
     let clusters = Clusters::start(SITES.len()).await?;
-    let tables = [
-        ("public.items", "all"),
-        ("public.prices", "column:site_code"),
-        ("public.users", "all"),
-    ];
-    let ho_cfg = clusters.config(usize::MAX, &tables);
+    let ho_cfg = clusters.config(usize::MAX, &TABLES);
+    let relay = set_up(&clusters, &ho_cfg).await?;
+    print_status(&relay).await?;
+    ho_sync(&ho_cfg, "   # serves each site's first sync: a full sync").await?;
+    sync_sites(&clusters, &TABLES).await?;
+    changes_at_ho(&clusters, &ho_cfg).await?;
+    changes_at_a_site(&clusters, &ho_cfg).await?;
+    print_status(&relay).await?;
+    let all_equal = compare(&clusters).await?;
+    println!(
+        "\ndemo: {} in {:.1}s; the clusters are removed now.",
+        if all_equal {
+            "both sites equal HO and HO has every device event"
+        } else {
+            "SITES DIFFER FROM HO"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    if !all_equal {
+        return Err(Error::Setup(
+            "the demo sites differ from HO; this is a bug, please report it".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Loads the schema and HO's data, then sets relaysync up as a DBA does.
+async fn set_up(clusters: &Clusters, ho_cfg: &Config) -> Result<Relay> {
     run_sql(&clusters.ho.url("ho"), SCHEMA).await?;
     run_sql(&clusters.ho.url("ho"), DATA).await?;
     for s in &clusters.sites {
@@ -220,27 +248,33 @@ pub async fn run() -> Result<()> {
     println!("\n$ relaysync setup relay");
     relaysync::relay::migrate::migrate(&mut relay, relaysync::relay::migrate::Target::Relay)
         .await?;
-    let relay = relaysync::relay::Relay::connect(&clusters.relay.url("relay")).await?;
+    let relay = Relay::connect(&clusters.relay.url("relay")).await?;
     for code in SITES {
         relay.add_site_with_first_sync(code).await?;
         println!("$ relaysync site add {code}");
     }
     println!("$ relaysync setup ho");
-    for line in relaysync::ho::setup(&ho_cfg).await? {
+    for line in relaysync::ho::setup(ho_cfg).await? {
         println!("ho: {line}");
     }
     for (i, code) in SITES.iter().enumerate() {
         println!("$ relaysync setup pos   # at {code}");
-        for line in relaysync::pos::setup(&clusters.config(i, &tables)).await? {
+        for line in relaysync::pos::setup(&clusters.config(i, &TABLES)).await? {
             println!("pos: {line}");
         }
     }
+    Ok(relay)
+}
+
+/// `relaysync status`, as the command prints it.
+async fn print_status(relay: &Relay) -> Result<()> {
     println!("\n$ relaysync status");
     relaysync::status::print(&relaysync::status::sites(&relay.client).await?);
+    Ok(())
+}
 
-    ho_sync(&ho_cfg, "   # serves each site's first sync: a full sync").await?;
-    sync_sites(&clusters, &tables).await?;
-
+/// HO's changes, synced down to both sites as deltas.
+async fn changes_at_ho(clusters: &Clusters, ho_cfg: &Config) -> Result<()> {
     println!(
         "\ndemo: changes at HO:\n{}",
         CHANGES
@@ -250,10 +284,14 @@ pub async fn run() -> Result<()> {
             .join("\n")
     );
     run_sql(&clusters.ho.url("ho"), CHANGES).await?;
-    ho_sync(&ho_cfg, "").await?;
-    sync_sites(&clusters, &tables).await?;
-    ho_sync(&ho_cfg, "   # reads the acks back").await?;
+    ho_sync(ho_cfg, "").await?;
+    sync_sites(clusters, &TABLES).await?;
+    ho_sync(ho_cfg, "   # reads the acks back").await?;
+    Ok(())
+}
 
+/// A site's changes, merged at HO and sent down to both sites.
+async fn changes_at_a_site(clusters: &Clusters, ho_cfg: &Config) -> Result<()> {
     println!(
         "\ndemo: meanwhile at store-001:\n{}",
         SITE_CHANGES
@@ -264,22 +302,24 @@ pub async fn run() -> Result<()> {
     );
     run_sql(&clusters.sites[0].url("pos"), SITE_CHANGES).await?;
     println!("\n$ relaysync pos sync --once   # at store-001: uploads its changes");
-    relaysync::pos::print_summary(&relaysync::pos::sync_once(&clusters.config(0, &tables)).await?);
+    relaysync::pos::print_summary(&relaysync::pos::sync_once(&clusters.config(0, &TABLES)).await?);
     ho_sync(
-        &ho_cfg,
+        ho_cfg,
         "   # merges them (HO's values win) and sends the merged users down",
     )
     .await?;
-    sync_sites(&clusters, &tables).await?;
-    ho_sync(&ho_cfg, "   # reads the acks back").await?;
+    sync_sites(clusters, &TABLES).await?;
+    ho_sync(ho_cfg, "   # reads the acks back").await?;
     println!("\n$ relaysync events   # at HO");
     print_events(&clusters.ho.url("ho")).await?;
     println!("\n$ relaysync events --pos   # at store-002");
     print_events(&clusters.sites[1].url("pos")).await?;
+    Ok(())
+}
 
-    println!("\n$ relaysync status");
-    relaysync::status::print(&relaysync::status::sites(&relay.client).await?);
-
+/// Compares each site with HO, row by row, and prints it: whether they are
+/// equal and HO has every device event.
+async fn compare(clusters: &Clusters) -> Result<bool> {
     println!("\ndemo: each site compared with HO, row by row:");
     let mut all_equal = true;
     for (i, code) in SITES.iter().enumerate() {
@@ -310,19 +350,5 @@ pub async fn run() -> Result<()> {
         .get(0);
     println!("  HO holds {events} device event(s) from store-001 (20 logged there)");
     all_equal &= events == 20;
-    println!(
-        "\ndemo: {} in {:.1}s; the clusters are removed now.",
-        if all_equal {
-            "both sites equal HO and HO has every device event"
-        } else {
-            "SITES DIFFER FROM HO"
-        },
-        started.elapsed().as_secs_f64()
-    );
-    if !all_equal {
-        return Err(Error::Setup(
-            "the demo sites differ from HO; this is a bug, please report it".into(),
-        ));
-    }
-    Ok(())
+    Ok(all_equal)
 }
