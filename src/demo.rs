@@ -2,18 +2,24 @@
 
 use std::time::Instant;
 
-use crate::config::{
+use relaysync::config::{
     Config, Deletes, HoConfig, Merge, PosConfig, RelayConfig, TableConfig, UpstreamConfig,
 };
-use crate::error::{DbContext, Result};
-use crate::postgres::cluster::Cluster;
-use crate::postgres::connect;
+use relaysync::error::{DbContext, Error, Result};
+use relaysync::postgres::connect;
+use relaysync::relay::Relay;
+use relaysync_cluster::Cluster;
 
 const SCHEMA: &str = include_str!("../sql/demo_schema.sql");
 const DATA: &str = include_str!("../sql/demo_data.sql");
 const CHANGES: &str = include_str!("../sql/demo_changes.sql");
 const SITE_CHANGES: &str = include_str!("../sql/demo_site_changes.sql");
 const SITES: [&str; 2] = ["store-001", "store-002"];
+const TABLES: [(&str, &str); 3] = [
+    ("public.items", "all"),
+    ("public.prices", "column:site_code"),
+    ("public.users", "all"),
+];
 
 /// The clusters of a demo or benchmark: HO, relay and sites.
 pub struct Clusters {
@@ -25,21 +31,30 @@ pub struct Clusters {
 impl Clusters {
     /// Starts HO, relay and `sites` site clusters, each with its database.
     pub async fn start(sites: usize) -> Result<Clusters> {
-        let clusters = tokio::task::spawn_blocking(move || -> Result<Clusters> {
+        let clusters = tokio::task::spawn_blocking(move || -> relaysync_cluster::Result<_> {
             Ok(Clusters {
                 ho: Cluster::start("ho", &[])?,
                 relay: Cluster::start("relay", &[])?,
                 sites: (0..sites)
                     .map(|i| Cluster::start(&format!("site{i}"), &[]))
-                    .collect::<Result<_>>()?,
+                    .collect::<relaysync_cluster::Result<_>>()?,
             })
         })
         .await
-        .expect("cluster start does not panic")?;
-        clusters.ho.create_database("ho").await?;
-        clusters.relay.create_database("relay").await?;
+        .expect("cluster start does not panic")
+        .map_err(cluster_error)?;
+        clusters
+            .ho
+            .create_database("ho")
+            .await
+            .map_err(cluster_error)?;
+        clusters
+            .relay
+            .create_database("relay")
+            .await
+            .map_err(cluster_error)?;
         for s in &clusters.sites {
-            s.create_database("pos").await?;
+            s.create_database("pos").await.map_err(cluster_error)?;
         }
         Ok(clusters)
     }
@@ -88,6 +103,15 @@ impl Clusters {
     }
 }
 
+/// A throwaway cluster's error as relaysync's.
+pub fn cluster_error(e: relaysync_cluster::Error) -> Error {
+    match e {
+        relaysync_cluster::Error::Setup(message) => Error::Setup(message),
+        relaysync_cluster::Error::Io { context, source } => Error::Io { context, source },
+        relaysync_cluster::Error::Db { context, source } => Error::Db { context, source },
+    }
+}
+
 async fn run_sql(url: &str, sql: &str) -> Result<()> {
     let client = connect("ho", url).await?;
     client
@@ -107,7 +131,7 @@ pub async fn differences(
     let b = connect("pos", b_url).await?;
     let q = format!(
         "SELECT count(*) FROM {} WHERE {filter}",
-        crate::postgres::qualified(table)
+        relaysync::postgres::qualified(table)
     );
     let count_a: i64 = a
         .query_one(&q, &[])
@@ -118,7 +142,7 @@ pub async fn differences(
         .query(
             &format!(
                 "SELECT t::text FROM {} t WHERE {filter} ORDER BY 1",
-                crate::postgres::qualified(table)
+                relaysync::postgres::qualified(table)
             ),
             &[],
         )
@@ -128,7 +152,7 @@ pub async fn differences(
         .query(
             &format!(
                 "SELECT t::text FROM {} t ORDER BY 1",
-                crate::postgres::qualified(table)
+                relaysync::postgres::qualified(table)
             ),
             &[],
         )
@@ -143,14 +167,14 @@ pub async fn differences(
 async fn sync_sites(clusters: &Clusters, tables: &[(&str, &str)]) -> Result<()> {
     for (i, code) in SITES.iter().enumerate() {
         println!("\n$ relaysync pos sync --once   # at {code}");
-        crate::cli::summary::pos(&crate::pos::sync_once(&clusters.config(i, tables)).await?);
+        crate::cli::summary::pos(&relaysync::pos::sync_once(&clusters.config(i, tables)).await?);
     }
     Ok(())
 }
 
 async fn ho_sync(cfg: &Config, why: &str) -> Result<()> {
     println!("\n$ relaysync ho sync --once{why}");
-    crate::cli::summary::ho(&crate::ho::sync_once(cfg).await?);
+    crate::cli::summary::ho(&relaysync::ho::sync_once(cfg).await?);
     Ok(())
 }
 
@@ -179,12 +203,34 @@ pub async fn run() -> Result<()> {
         SITES.len()
     );
     let clusters = Clusters::start(SITES.len()).await?;
-    let tables = [
-        ("public.items", "all"),
-        ("public.prices", "column:site_code"),
-        ("public.users", "all"),
-    ];
-    let ho_cfg = clusters.config(usize::MAX, &tables);
+    let ho_cfg = clusters.config(usize::MAX, &TABLES);
+    let relay = set_up(&clusters, &ho_cfg).await?;
+    print_status(&relay).await?;
+    ho_sync(&ho_cfg, "   # serves each site's first sync: a full sync").await?;
+    sync_sites(&clusters, &TABLES).await?;
+    changes_at_ho(&clusters, &ho_cfg).await?;
+    changes_at_a_site(&clusters, &ho_cfg).await?;
+    print_status(&relay).await?;
+    let all_equal = compare(&clusters).await?;
+    println!(
+        "\ndemo: {} in {:.1}s; the clusters are removed now.",
+        if all_equal {
+            "both sites equal HO and HO has every device event"
+        } else {
+            "SITES DIFFER FROM HO"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    if !all_equal {
+        return Err(Error::Setup(
+            "the demo sites differ from HO; this is a bug, please report it".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Loads the schema and HO's data, then sets relaysync up as a DBA does.
+async fn set_up(clusters: &Clusters, ho_cfg: &Config) -> Result<Relay> {
     run_sql(&clusters.ho.url("ho"), SCHEMA).await?;
     run_sql(&clusters.ho.url("ho"), DATA).await?;
     for s in &clusters.sites {
@@ -198,28 +244,35 @@ pub async fn run() -> Result<()> {
 
     let mut relay = connect("relay", &clusters.relay.url("relay")).await?;
     println!("\n$ relaysync setup relay");
-    crate::relay::migrate::migrate(&mut relay, crate::relay::migrate::Target::Relay).await?;
-    let relay = crate::relay::Relay::connect(&clusters.relay.url("relay")).await?;
+    relaysync::relay::migrate::migrate(&mut relay, relaysync::relay::migrate::Target::Relay)
+        .await?;
+    let relay = Relay::connect(&clusters.relay.url("relay")).await?;
     for code in SITES {
         relay.add_site(code).await?;
         println!("$ relaysync site add {code}");
     }
     println!("$ relaysync setup ho");
-    for line in crate::ho::setup(&ho_cfg).await? {
+    for line in relaysync::ho::setup(ho_cfg).await? {
         println!("ho: {line}");
     }
     for (i, code) in SITES.iter().enumerate() {
         println!("$ relaysync setup pos   # at {code}");
-        for line in crate::pos::setup(&clusters.config(i, &tables)).await? {
+        for line in relaysync::pos::setup(&clusters.config(i, &TABLES)).await? {
             println!("pos: {line}");
         }
     }
+    Ok(relay)
+}
+
+/// `relaysync status`, as the command prints it.
+async fn print_status(relay: &Relay) -> Result<()> {
     println!("\n$ relaysync status");
     crate::cli::summary::status(&relay.site_status().await?);
+    Ok(())
+}
 
-    ho_sync(&ho_cfg, "   # serves each site's first sync: a full sync").await?;
-    sync_sites(&clusters, &tables).await?;
-
+/// HO's changes, synced down to both sites as deltas.
+async fn changes_at_ho(clusters: &Clusters, ho_cfg: &Config) -> Result<()> {
     println!(
         "\ndemo: changes at HO:\n{}",
         CHANGES
@@ -229,10 +282,14 @@ pub async fn run() -> Result<()> {
             .join("\n")
     );
     run_sql(&clusters.ho.url("ho"), CHANGES).await?;
-    ho_sync(&ho_cfg, "").await?;
-    sync_sites(&clusters, &tables).await?;
-    ho_sync(&ho_cfg, "   # reads the acks back").await?;
+    ho_sync(ho_cfg, "").await?;
+    sync_sites(clusters, &TABLES).await?;
+    ho_sync(ho_cfg, "   # reads the acks back").await?;
+    Ok(())
+}
 
+/// A site's changes, merged at HO and sent down to both sites.
+async fn changes_at_a_site(clusters: &Clusters, ho_cfg: &Config) -> Result<()> {
     println!(
         "\ndemo: meanwhile at store-001:\n{}",
         SITE_CHANGES
@@ -243,22 +300,24 @@ pub async fn run() -> Result<()> {
     );
     run_sql(&clusters.sites[0].url("pos"), SITE_CHANGES).await?;
     println!("\n$ relaysync pos sync --once   # at store-001: uploads its changes");
-    crate::cli::summary::pos(&crate::pos::sync_once(&clusters.config(0, &tables)).await?);
+    crate::cli::summary::pos(&relaysync::pos::sync_once(&clusters.config(0, &TABLES)).await?);
     ho_sync(
-        &ho_cfg,
+        ho_cfg,
         "   # merges them (HO's values win) and sends the merged users down",
     )
     .await?;
-    sync_sites(&clusters, &tables).await?;
-    ho_sync(&ho_cfg, "   # reads the acks back").await?;
+    sync_sites(clusters, &TABLES).await?;
+    ho_sync(ho_cfg, "   # reads the acks back").await?;
     println!("\n$ relaysync events   # at HO");
     print_events(&clusters.ho.url("ho")).await?;
     println!("\n$ relaysync events --pos   # at store-002");
     print_events(&clusters.sites[1].url("pos")).await?;
+    Ok(())
+}
 
-    println!("\n$ relaysync status");
-    crate::cli::summary::status(&relay.site_status().await?);
-
+/// Compares each site with HO, row by row, and prints it: whether they are
+/// equal and HO has every device event.
+async fn compare(clusters: &Clusters) -> Result<bool> {
     println!("\ndemo: each site compared with HO, row by row:");
     let mut all_equal = true;
     for (i, code) in SITES.iter().enumerate() {
@@ -289,19 +348,5 @@ pub async fn run() -> Result<()> {
         .get(0);
     println!("  HO holds {events} device event(s) from store-001 (20 logged there)");
     all_equal &= events == 20;
-    println!(
-        "\ndemo: {} in {:.1}s; the clusters are removed now.",
-        if all_equal {
-            "both sites equal HO and HO has every device event"
-        } else {
-            "SITES DIFFER FROM HO"
-        },
-        started.elapsed().as_secs_f64()
-    );
-    if !all_equal {
-        return Err(crate::Error::Setup(
-            "the demo sites differ from HO; this is a bug, please report it".into(),
-        ));
-    }
-    Ok(())
+    Ok(all_equal)
 }

@@ -7,14 +7,11 @@
 //! [`relay`] → [`apply`]; [`ho`] and [`pos`] are the two workers.
 
 pub mod apply;
-pub mod bench;
 pub mod capture;
 pub mod checks;
-pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod error;
-pub mod failpoint;
+mod failpoint;
 pub mod ho;
 pub mod packet;
 pub mod pos;

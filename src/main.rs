@@ -3,8 +3,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+mod bench;
+mod cli;
+mod demo;
+mod progress_view;
+
 fn main() -> ExitCode {
-    let cli = relaysync::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("RELAYSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
@@ -13,6 +18,7 @@ fn main() -> ExitCode {
         // Colours on a terminal only: cron mails and log files stay plain.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    relaysync::progress::set_reporter(Box::new(progress_view::Console));
     // One thread: the replication stream and the worker hand each other a
     // message per row, and waking another thread for each costs more than
     // the work (PostgreSQL does the heavy lifting in its own processes).
@@ -26,9 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result: anyhow::Result<ExitCode> = runtime
-        .block_on(relaysync::cli::run(cli))
-        .map_err(Into::into);
+    let result: anyhow::Result<ExitCode> = runtime.block_on(cli::run(cli)).map_err(Into::into);
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -1,71 +1,64 @@
-//! Progress of a long step (a full sync): a bar on a terminal, else a line
-//! on stdout every few seconds, so cron logs show it moving.
+//! Progress of a long step (a full sync), told to the [`Reporter`] the
+//! program installed with [`set_reporter`]. With none installed it goes to
+//! `tracing` (start and end at debug level); the library prints nothing.
 
-use std::io::IsTerminal;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+/// Where progress goes: the program installs one at its start.
+pub trait Reporter: Send + Sync {
+    /// A step named `label` starts, `estimate` rows expected if known; the
+    /// returned report hears of the step until it finishes.
+    fn start(&self, label: &str, estimate: Option<u64>) -> Box<dyn Report>;
+}
 
-const LINE_EVERY: Duration = Duration::from_secs(3);
+/// The report of one step, from [`Reporter::start`].
+pub trait Report: Send {
+    /// `n` more rows are done: `rows` in all, `elapsed` since the start.
+    fn add(&mut self, n: u64, rows: u64, elapsed: Duration);
+    /// The step is done: `rows` in all, in `elapsed`.
+    fn finish(&mut self, rows: u64, elapsed: Duration);
+}
+
+static REPORTER: OnceLock<Box<dyn Reporter>> = OnceLock::new();
+
+/// Installs where progress goes, once, at the program's start; a second
+/// call changes nothing.
+pub fn set_reporter(reporter: Box<dyn Reporter>) {
+    let _ = REPORTER.set(reporter);
+}
 
 /// Progress of one table (or one step): rows done, rows per second.
 pub struct Progress {
     label: String,
-    bar: Option<ProgressBar>,
+    report: Option<Box<dyn Report>>,
     rows: u64,
     started: Instant,
-    last_line: Instant,
 }
 
 impl Progress {
     /// Starts reporting `label`; `estimate` is the expected row count, if known.
     pub fn new(label: impl Into<String>, estimate: Option<u64>) -> Progress {
         let label = label.into();
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = match estimate {
-                Some(n) if n > 0 => ProgressBar::new(n),
-                _ => ProgressBar::new_spinner(),
-            };
-            let template = if estimate.is_some_and(|n| n > 0) {
-                "{msg} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, eta {eta}"
-            } else {
-                "{msg} {spinner} {human_pos} rows, {per_sec}"
-            };
-            if let Ok(style) = ProgressStyle::with_template(template) {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar.set_message(label.clone());
-            bar
-        });
+        let report = REPORTER.get().map(|r| r.start(&label, estimate));
+        if report.is_none() {
+            tracing::debug!(step = %label, estimate, "step started");
+        }
         Progress {
             label,
-            bar,
+            report,
             rows: 0,
             started: Instant::now(),
-            last_line: Instant::now(),
         }
     }
 
     /// Adds `n` rows done.
     pub fn add(&mut self, n: u64) {
         self.rows += n;
-        match &self.bar {
-            Some(bar) => bar.inc(n),
-            None if self.last_line.elapsed() >= LINE_EVERY => {
-                self.last_line = Instant::now();
-                println!(
-                    "{}: {} rows, {:.0} rows/s",
-                    self.label,
-                    self.rows,
-                    self.rate()
-                );
-            }
-            None => {}
+        match &mut self.report {
+            Some(report) => report.add(n, self.rows, self.started.elapsed()),
+            None => tracing::trace!(step = %self.label, rows = self.rows, "step progress"),
         }
-    }
-
-    fn rate(&self) -> f64 {
-        self.rows as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
     }
 
     /// Rows done so far.
@@ -73,17 +66,17 @@ impl Progress {
         self.rows
     }
 
-    /// Ends the report with a final line.
-    pub fn finish(self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+    /// Ends the report.
+    pub fn finish(mut self) {
+        let elapsed = self.started.elapsed();
+        match &mut self.report {
+            Some(report) => report.finish(self.rows, elapsed),
+            None => tracing::debug!(
+                step = %self.label,
+                rows = self.rows,
+                seconds = elapsed.as_secs_f64(),
+                "step finished"
+            ),
         }
-        println!(
-            "{}: {} rows in {:.1}s ({:.0} rows/s)",
-            self.label,
-            self.rows,
-            self.started.elapsed().as_secs_f64(),
-            self.rate()
-        );
     }
 }

@@ -6,7 +6,7 @@ mod common;
 use std::process::Output;
 
 use common::*;
-use relaysync::postgres::cluster::Cluster;
+use relaysync_cluster::Cluster;
 
 const SCHEMA: &str = "
 CREATE TABLE public.items (id int PRIMARY KEY, name text);

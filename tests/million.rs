@@ -153,7 +153,7 @@ async fn one_million_row_full_sync_streams_in_bounded_memory() {
         .create_database(&format!("{}_dump", bed.name))
         .await
         .unwrap();
-    let bin = relaysync::postgres::cluster::bindir().unwrap();
+    let bin = relaysync_cluster::bindir().unwrap();
     let started = Instant::now();
     let status = std::process::Command::new("sh")
         .arg("-c")

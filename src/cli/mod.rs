@@ -7,11 +7,11 @@ use clap::{Parser, Subcommand};
 
 pub mod summary;
 
-use crate::config::{check_site_code, Config};
-use crate::error::{Error, Result};
-use crate::protocol::SyncReason;
-use crate::relay::migrate::{self, Target};
-use crate::relay::Relay;
+use relaysync::config::{check_site_code, Config};
+use relaysync::error::{Error, Result};
+use relaysync::protocol::SyncReason;
+use relaysync::relay::migrate::{self, Target};
+use relaysync::relay::Relay;
 
 /// Keeps a head-office PostgreSQL database and many site databases in sync
 /// through a relay database.
@@ -170,17 +170,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Demo | Command::Bench { .. } => unreachable!("handled above"),
         Command::Setup(SetupTarget::Relay) => {
-            let mut client = crate::postgres::connect("relay", &cfg.relay()?.url).await?;
+            let mut client = relaysync::postgres::connect("relay", &cfg.relay()?.url).await?;
             migrate::migrate(&mut client, Target::Relay).await?;
             println!("relay schema is ready");
         }
         Command::Setup(SetupTarget::Ho) => {
-            for line in crate::ho::setup(&cfg).await? {
+            for line in relaysync::ho::setup(&cfg).await? {
                 println!("ho: {line}");
             }
         }
         Command::Setup(SetupTarget::Pos) => {
-            for line in crate::pos::setup(&cfg).await? {
+            for line in relaysync::pos::setup(&cfg).await? {
                 println!("pos: {line}");
             }
         }
@@ -200,18 +200,18 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Ho(WorkerCommand::Sync { .. }) => {
-            let s = crate::ho::sync_once(&cfg).await?;
+            let s = relaysync::ho::sync_once(&cfg).await?;
             summary::ho(&s);
-            if let Some(e) = crate::ho::failure(&cfg, &s) {
+            if let Some(e) = relaysync::ho::failure(&cfg, &s) {
                 return Err(e);
             }
         }
         Command::Ho(WorkerCommand::Run) => {
-            let worker = crate::ho::HoWorker::new(&cfg, summary::ho)?;
-            crate::supervisor::supervise(worker, crate::shutdown::on_signals()).await?;
+            let worker = relaysync::ho::HoWorker::new(&cfg, summary::ho)?;
+            relaysync::supervisor::supervise(worker, relaysync::shutdown::on_signals()).await?;
         }
         Command::Pos(PosCommand::Sync { .. }) => {
-            let mut session = crate::pos::Session::open(&cfg).await?;
+            let mut session = relaysync::pos::Session::open(&cfg).await?;
             let s = session.sync(&cfg).await?;
             summary::pos(&s);
             if let Some(e) = session.failure(&s) {
@@ -219,8 +219,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Pos(PosCommand::Run) => {
-            let worker = crate::pos::PosWorker::new(&cfg, summary::pos)?;
-            crate::supervisor::supervise(worker, crate::shutdown::on_signals()).await?;
+            let worker = relaysync::pos::PosWorker::new(&cfg, summary::pos)?;
+            relaysync::supervisor::supervise(worker, relaysync::shutdown::on_signals()).await?;
         }
         Command::Pos(PosCommand::Resync) => {
             let site = cfg.pos()?.site.clone();
@@ -272,7 +272,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ("ho", cfg.ho()?.url.clone())
             };
-            let client = crate::postgres::connect(role, &url).await?;
+            let client = relaysync::postgres::connect(role, &url).await?;
             let rows = client
                 .query(
                     "SELECT to_char(at, 'YYYY-MM-DD HH24:MI:SS'), coalesce(site, ''), table_name, key, event,

@@ -1,6 +1,6 @@
 //! What the commands print: sync summaries and the status table.
 
-use crate::{ho, pos, relay::SiteStatus};
+use relaysync::{ho, pos, relay::SiteStatus};
 
 /// Prints what a sync did, ending with the line operators look for.
 pub fn ho(s: &ho::Summary) {

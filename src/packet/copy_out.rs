@@ -34,14 +34,20 @@ fn write_value(array: &dyn Array, row: usize, out: &mut Vec<u8>, scratch: &mut V
     match array.data_type() {
         DataType::Utf8 => copy_escape(array.as_string::<i32>().value(row).as_bytes(), out),
         DataType::LargeUtf8 => copy_escape(array.as_string::<i64>().value(row).as_bytes(), out),
-        DataType::Boolean => out.push(if array.as_boolean().value(row) { b't' } else { b'f' }),
+        DataType::Boolean => out.push(if array.as_boolean().value(row) {
+            b't'
+        } else {
+            b'f'
+        }),
         DataType::Int16 => write_display(array.as_primitive::<Int16Type>().value(row), out),
         DataType::Int32 => write_display(array.as_primitive::<Int32Type>().value(row), out),
         DataType::Int64 => write_display(array.as_primitive::<Int64Type>().value(row), out),
         DataType::Float32 => {
             value::format_float32(array.as_primitive::<Float32Type>().value(row), out)
         }
-        DataType::Float64 => value::format_float(array.as_primitive::<Float64Type>().value(row), out),
+        DataType::Float64 => {
+            value::format_float(array.as_primitive::<Float64Type>().value(row), out)
+        }
         DataType::Date32 => value::format_date(array.as_primitive::<Date32Type>().value(row), out),
         DataType::Timestamp(_, tz) => value::format_timestamp(
             array.as_primitive::<TimestampMicrosecondType>().value(row),

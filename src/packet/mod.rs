@@ -10,8 +10,8 @@
 //! sent; the receiver keeps its own). An optional `_origin` names the
 //! replication origin of the change's transaction.
 
-pub(crate) mod decode;
 pub(crate) mod copy_out;
+pub(crate) mod decode;
 mod encode;
 pub mod value;
 

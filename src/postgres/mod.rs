@@ -1,7 +1,4 @@
-//! PostgreSQL plumbing: ordinary SQL connections, LSNs, quoting, and
-//! throwaway clusters for the demo, the benchmark and the tests.
-
-pub mod cluster;
+//! PostgreSQL plumbing: ordinary SQL connections, LSNs, quoting.
 
 use std::str::FromStr;
 

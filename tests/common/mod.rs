@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use relaysync::postgres::cluster::Cluster;
+use relaysync_cluster::Cluster;
 use tokio_postgres::{Client, NoTls};
 
 pub const SITES: [&str; 2] = ["s1", "s2"];

@@ -1,6 +1,8 @@
 //! Throwaway PostgreSQL clusters: initdb into a temporary directory, a free
 //! port on 127.0.0.1, the unix socket in the same directory,
-//! `wal_level = logical`. Used by `demo`, `bench` and the tests.
+//! `wal_level = logical`. Used by relaysync's `demo` and `bench` commands and
+//! by its tests; a crate of its own so that the library holds the sync engine
+//! only.
 //!
 //! When running as root the cluster runs as the `postgres` user (initdb
 //! refuses root). A small watchdog shell stops the server and removes the
@@ -13,7 +15,32 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use tokio_postgres::NoTls;
+
+/// Why a cluster could not be started or used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The machine lacks something the cluster needs; the message names the fix.
+    #[error("{0}")]
+    Setup(String),
+    /// Local I/O failed (the cluster directory, a port, a process).
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A statement failed; `context` says what was being done.
+    #[error("{context}")]
+    Db {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// The result of a cluster operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -241,7 +268,13 @@ impl Cluster {
 
     /// Creates a database (no error if it exists).
     pub async fn create_database(&self, name: &str) -> Result<()> {
-        let client = super::connect("pos", &self.url("postgres")).await?;
+        let (client, connection) = tokio_postgres::connect(&self.url("postgres"), NoTls)
+            .await
+            .map_err(|source| Error::Db {
+                context: format!("connecting to the cluster in {}", self.dir.display()),
+                source,
+            })?;
+        tokio::spawn(connection);
         let exists = client
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
             .await
@@ -251,7 +284,10 @@ impl Cluster {
             })?;
         if exists.is_none() {
             client
-                .batch_execute(&format!("CREATE DATABASE {}", super::ident(name)))
+                .batch_execute(&format!(
+                    "CREATE DATABASE \"{}\"",
+                    name.replace('"', "\"\"")
+                ))
                 .await
                 .map_err(|source| Error::Db {
                     context: format!("creating database {name}"),

@@ -1,0 +1,243 @@
+//! `relaysync bench`: relaysync beside PostgreSQL's own logical replication
+//! (one CREATE SUBSCRIPTION per site), on the same throwaway clusters, in one
+//! run, with the same settings for both.
+//!
+//! Each system gets its own table (`bench_rs`, `bench_native`) and runs its
+//! workloads while the other is paused (relaysync's workers stopped, the
+//! subscriptions disabled) and caught up, so neither pays for the other.
+
+mod measure;
+mod native;
+mod rig;
+mod workloads;
+
+use std::process::Command;
+
+use relaysync::error::{DbContext, Error, Result};
+
+use native::{pgoutput_bytes, set_native};
+use rig::sql;
+use workloads::{catch_up, run_system, Results, System};
+
+/// What to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Args {
+    pub rows: u64,
+    pub sites: usize,
+    pub json: bool,
+}
+
+/// One line of the result table.
+#[derive(Debug, Clone)]
+pub struct Measure {
+    pub name: &'static str,
+    pub relaysync: f64,
+    pub native: f64,
+    pub unit: &'static str,
+}
+
+impl Measure {
+    /// relaysync / native: lower is better.
+    pub fn ratio(&self) -> f64 {
+        if self.native > 0.0 {
+            self.relaysync / self.native
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// Runs the benchmark and prints the table (or JSON).
+pub async fn run(args: Args) -> Result<Vec<Measure>> {
+    if args.sites == 0 || args.rows == 0 {
+        return Err(Error::Config(
+            "bench needs --rows and --sites of at least 1".into(),
+        ));
+    }
+    let json = args.json;
+    let mut say = |m: &str| {
+        if !json {
+            eprintln!("bench: {m}");
+        }
+    };
+    say(&format!(
+        "starting clusters: HO, relay, and {} site databases per system",
+        args.sites
+    ));
+    let mut rig = rig::build(args).await?;
+    let ho = sql(&rig.ho.url("ho")).await?;
+
+    // Native first, with relaysync stopped.
+    set_native(&rig, true).await?;
+    catch_up(&ho, System::Native.slots()).await?;
+    let native = run_system(&rig, System::Native, args, &mut say).await?;
+    set_native(&rig, false).await?;
+
+    // relaysync, with the subscriptions disabled; a slot made now reads the
+    // same changes as pgoutput sends them, for the relay_bytes comparison.
+    rig.start_workers()?;
+    catch_up(&ho, System::Relaysync.slots()).await?;
+    ho.execute(
+        "SELECT pg_create_logical_replication_slot('bench_wire', 'pgoutput')",
+        &[],
+    )
+    .await
+    .ctx(|| "creating the wire slot".into())?;
+    let ours = run_system(&rig, System::Relaysync, args, &mut say).await?;
+    rig.stop_workers();
+    say("reading the pgoutput stream of the bulk insert");
+    let wire = pgoutput_bytes(&ho, "bench_wire", &ours.after_bulk_insert).await?;
+    let _ = ho
+        .execute("SELECT pg_drop_replication_slot('bench_wire')", &[])
+        .await;
+
+    let results = measures(&ours, &native, wire, rig.peak_rss_kb);
+    print(&results, args, json);
+    Ok(results)
+}
+
+/// The result table from both systems' runs, the pgoutput bytes per change
+/// and the workers' peak memory.
+fn measures(ours: &Results, native: &Results, wire: f64, peak_rss_kb: u64) -> Vec<Measure> {
+    vec![
+        Measure {
+            name: "bulk_insert",
+            relaysync: ours.bulk_insert,
+            native: native.bulk_insert,
+            unit: "s",
+        },
+        Measure {
+            name: "bulk_update",
+            relaysync: ours.bulk_update,
+            native: native.bulk_update,
+            unit: "s",
+        },
+        Measure {
+            name: "small_txns",
+            relaysync: ours.small_txns,
+            native: native.small_txns,
+            unit: "s",
+        },
+        Measure {
+            name: "fanout_ho_cpu",
+            relaysync: ours.fanout_cpu,
+            native: native.fanout_cpu,
+            unit: "cpu s/100k changes",
+        },
+        Measure {
+            name: "relay_bytes",
+            relaysync: ours.bytes_per_change,
+            native: wire,
+            unit: "bytes/change",
+        },
+        Measure {
+            name: "latency_p50",
+            relaysync: percentile(&ours.latencies, 0.5),
+            native: percentile(&native.latencies, 0.5),
+            unit: "s",
+        },
+        Measure {
+            name: "latency_p99",
+            relaysync: percentile(&ours.latencies, 0.99),
+            native: percentile(&native.latencies, 0.99),
+            unit: "s",
+        },
+        Measure {
+            name: "peak_rss_mb",
+            relaysync: peak_rss_kb as f64 / 1024.0,
+            native: f64::NAN,
+            unit: "MB",
+        },
+    ]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn machine() -> (String, usize, f64, String) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mem_gb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let pg = relaysync_cluster::bindir()
+        .ok()
+        .and_then(|d| {
+            Command::new(d.join("postgres"))
+                .arg("--version")
+                .output()
+                .ok()
+        })
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    (cpu, cores, mem_gb, pg)
+}
+
+fn number(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        serde_json::json!(v)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+fn print(results: &[Measure], args: Args, json: bool) {
+    let (cpu, cores, mem, pg) = machine();
+    if json {
+        let out = serde_json::json!({
+            "results": results.iter().map(|m| serde_json::json!({
+                "name": m.name, "relaysync": number(m.relaysync), "native": number(m.native),
+                "unit": m.unit, "ratio": number(m.ratio()),
+            })).collect::<Vec<_>>(),
+            "machine": {"cpu": cpu, "cores": cores, "memory_gib": mem, "postgres": pg,
+                        "rows": args.rows, "sites": args.sites},
+        });
+        println!("{out}");
+        return;
+    }
+    println!(
+        "relaysync bench: {} rows, {} sites; {cpu}, {cores} cores, {mem:.0} GiB; {pg}",
+        args.rows, args.sites
+    );
+    println!(
+        "{:<14} {:>12} {:>12}  {:<20} {:>7}",
+        "workload", "relaysync", "native", "unit", "ratio"
+    );
+    let fmt = |v: f64| {
+        if v.is_finite() {
+            format!("{v:.3}")
+        } else {
+            "-".into()
+        }
+    };
+    for m in results {
+        println!(
+            "{:<14} {:>12} {:>12}  {:<20} {:>7}",
+            m.name,
+            fmt(m.relaysync),
+            fmt(m.native),
+            m.unit,
+            fmt(m.ratio())
+        );
+    }
+    println!("(ratio = relaysync / native: lower is better)");
+}

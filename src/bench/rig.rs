@@ -1,0 +1,223 @@
+//! The bench's rig: throwaway clusters (HO, relay, and one cluster holding
+//! every site database of both systems), their tables, relaysync set up as
+//! a DBA sets it up, and its workers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use relaysync::config::{Config, HoConfig, PosConfig, RelayConfig, TableConfig};
+use relaysync::error::{DbContext, Error, Result};
+use relaysync::postgres::connect;
+use relaysync_cluster::Cluster;
+use tokio_postgres::Client;
+
+use super::measure::peak_rss_kb;
+use super::Args;
+use crate::demo::cluster_error;
+
+fn table_sql(name: &str, site: bool) -> String {
+    format!(
+        "CREATE TABLE public.{name} (id int8 PRIMARY KEY, name text, qty int, price numeric(10,2),
+                                      at timestamptz NOT NULL DEFAULT clock_timestamp(){})",
+        if site {
+            ", applied_at timestamptz NOT NULL DEFAULT clock_timestamp()"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The clusters, databases and running relaysync workers of a bench run.
+pub(super) struct Rig {
+    pub(super) ho: Cluster,
+    pub(super) relay: Cluster,
+    pub(super) site: Cluster,
+    pub(super) dir: PathBuf,
+    pub(super) codes: Vec<String>,
+    pub(super) workers: Vec<Child>,
+    pub(super) ho_worker: Option<u32>,
+    pub(super) peak_rss_kb: u64,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop_workers();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rig_config(rig: &Rig, site: usize) -> Config {
+    Config {
+        ho: Some(HoConfig {
+            url: rig.ho.url("ho"),
+            slot: "relaysync".into(),
+            publication: "relaysync".into(),
+        }),
+        relay: Some(RelayConfig {
+            url: rig.relay.url("relay"),
+        }),
+        pos: Some(PosConfig {
+            site: rig.codes[site].clone(),
+            url: rig.site.url(&format!("rs_{site:02}")),
+            slot: "relaysync_up".into(),
+            publication: "relaysync_up".into(),
+        }),
+        sync: relaysync::config::SyncConfig {
+            interval: "0s".into(),
+        },
+        packet: Default::default(),
+        tables: vec![TableConfig {
+            name: "public.bench_rs".into(),
+            route: "all".into(),
+        }],
+        upstream: Vec::new(),
+    }
+}
+
+fn write_config(path: &Path, cfg: &Config) -> Result<()> {
+    let (ho, relay, pos) = (cfg.ho()?, cfg.relay()?, cfg.pos()?);
+    let text = format!(
+        "[ho]\nurl = \"{}\"\n[relay]\nurl = \"{}\"\n[pos]\nsite = \"{}\"\nurl = \"{}\"\n[sync]\ninterval = \"0s\"\n\
+         [[tables]]\nname = \"public.bench_rs\"\nroute = \"all\"\n",
+        ho.url, relay.url, pos.site, pos.url
+    );
+    std::fs::write(path, text).map_err(|source| Error::Io {
+        context: format!("writing {}", path.display()),
+        source,
+    })
+}
+
+impl Rig {
+    pub(super) fn stop_workers(&mut self) {
+        for w in &self.workers {
+            self.peak_rss_kb = self.peak_rss_kb.max(peak_rss_kb(w.id()));
+            // SAFETY: signalling our own child.
+            unsafe {
+                libc::kill(w.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        for mut w in self.workers.drain(..) {
+            let _ = w.wait();
+        }
+        self.ho_worker = None;
+    }
+
+    pub(super) fn start_workers(&mut self) -> Result<()> {
+        let exe = std::env::current_exe().map_err(|source| Error::Io {
+            context: "finding the relaysync binary".into(),
+            source,
+        })?;
+        let spawn = |config: &Path, role: &str| {
+            Command::new(&exe)
+                .arg("--config")
+                .arg(config)
+                .args([role, "run"])
+                .env("RELAYSYNC_LOG", "error")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|source| Error::Io {
+                    context: format!("starting relaysync {role} run"),
+                    source,
+                })
+        };
+        let ho = spawn(&self.dir.join("site_00.toml"), "ho")?;
+        self.ho_worker = Some(ho.id());
+        self.workers.push(ho);
+        for i in 0..self.codes.len() {
+            let w = spawn(&self.dir.join(format!("site_{i:02}.toml")), "pos")?;
+            self.workers.push(w);
+        }
+        Ok(())
+    }
+}
+
+pub(super) async fn sql(url: &str) -> Result<Client> {
+    connect("ho", url).await
+}
+
+/// Starts the clusters and sets both systems up, each on its own table.
+pub(super) async fn build(args: Args) -> Result<Rig> {
+    let k = args.sites;
+    let (ho, relay, site) = tokio::task::spawn_blocking(move || -> relaysync_cluster::Result<_> {
+        let workers = format!("max_logical_replication_workers = {}", k + 4);
+        let processes = format!("max_worker_processes = {}", k + 16);
+        Ok((
+            Cluster::start("bench-ho", &[])?,
+            Cluster::start("bench-relay", &[])?,
+            Cluster::start("bench-sites", &[&workers, &processes])?,
+        ))
+    })
+    .await
+    .expect("cluster start does not panic")
+    .map_err(cluster_error)?;
+    let dir = std::env::temp_dir().join(format!("relaysync-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        context: format!("creating {}", dir.display()),
+        source,
+    })?;
+    let rig = Rig {
+        ho,
+        relay,
+        site,
+        dir,
+        codes: (0..k).map(|i| format!("site-{i:02}")).collect(),
+        workers: Vec::new(),
+        ho_worker: None,
+        peak_rss_kb: 0,
+    };
+    create_tables(&rig).await?;
+    setup_relaysync(&rig).await?;
+    super::native::subscribe(&rig).await?;
+    Ok(rig)
+}
+
+/// The databases, and the two bench tables at HO and in each site database.
+async fn create_tables(rig: &Rig) -> Result<()> {
+    let k = rig.codes.len();
+    rig.ho.create_database("ho").await.map_err(cluster_error)?;
+    rig.relay
+        .create_database("relay")
+        .await
+        .map_err(cluster_error)?;
+    let ho = sql(&rig.ho.url("ho")).await?;
+    ho.batch_execute(&format!(
+        "{}; {};",
+        table_sql("bench_rs", false),
+        table_sql("bench_native", false)
+    ))
+    .await
+    .ctx(|| "creating the bench tables at HO".into())?;
+    for i in 0..k {
+        for (prefix, table) in [("rs", "bench_rs"), ("native", "bench_native")] {
+            let db = format!("{prefix}_{i:02}");
+            rig.site.create_database(&db).await.map_err(cluster_error)?;
+            sql(&rig.site.url(&db))
+                .await?
+                .batch_execute(&table_sql(table, true))
+                .await
+                .ctx(|| "creating the bench tables at the sites".into())?;
+        }
+    }
+    Ok(())
+}
+
+/// relaysync, as a DBA sets it up.
+async fn setup_relaysync(rig: &Rig) -> Result<()> {
+    let k = rig.codes.len();
+    let mut relay_client = connect("relay", &rig.relay.url("relay")).await?;
+    relaysync::relay::migrate::migrate(&mut relay_client, relaysync::relay::migrate::Target::Relay)
+        .await?;
+    let relay = relaysync::relay::Relay::connect(&rig.relay.url("relay")).await?;
+    for code in &rig.codes {
+        relay.add_site(code).await?;
+    }
+    relaysync::ho::setup(&rig_config(rig, 0)).await?;
+    for i in 0..k {
+        let cfg = rig_config(rig, i);
+        relaysync::pos::setup(&cfg).await?;
+        write_config(&rig.dir.join(format!("site_{i:02}.toml")), &cfg)?;
+    }
+    Ok(())
+}

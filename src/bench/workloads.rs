@@ -1,0 +1,353 @@
+//! The workloads, run against one system at a time: a bulk insert, a bulk
+//! update, many small transactions, HO's CPU for a fan-out to every site,
+//! and latency at a steady rate.
+
+use std::time::{Duration, Instant};
+
+use relaysync::error::{DbContext, Error, Result};
+use tokio_postgres::{Client, Statement};
+
+use super::measure::{cpu_since, ho_cpu, rig_cpu};
+use super::rig::{sql, Rig};
+use super::Args;
+
+const SMALL_TXNS: u64 = 20_000;
+const FANOUT_ROWS: u64 = 100_000;
+const LATENCY_RATE: u64 = 1_000;
+const LATENCY_SECONDS: u64 = 30;
+const POLL: Duration = Duration::from_millis(20);
+/// How long the sites may take to catch up with a workload.
+const LONG: Duration = Duration::from_secs(3600);
+
+/// A system under test: its table, its site databases, how to pause it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum System {
+    Relaysync,
+    Native,
+}
+
+impl System {
+    pub(super) fn table(self) -> &'static str {
+        match self {
+            System::Relaysync => "bench_rs",
+            System::Native => "bench_native",
+        }
+    }
+    /// Its name in progress lines.
+    fn name(self) -> &'static str {
+        match self {
+            System::Relaysync => "relaysync",
+            System::Native => "native",
+        }
+    }
+    /// The prefix of its site databases.
+    fn prefix(self) -> &'static str {
+        match self {
+            System::Relaysync => "rs",
+            System::Native => "native",
+        }
+    }
+    pub(super) fn slots(self) -> &'static str {
+        match self {
+            System::Relaysync => "relaysync",
+            System::Native => "native_%",
+        }
+    }
+}
+
+/// What one system's run measured.
+pub(super) struct Results {
+    pub(super) bulk_insert: f64,
+    pub(super) bulk_update: f64,
+    pub(super) small_txns: f64,
+    pub(super) fanout_cpu: f64,
+    pub(super) latencies: Vec<f64>,
+    pub(super) bytes_per_change: f64,
+    /// HO's WAL position right after the bulk insert committed.
+    pub(super) after_bulk_insert: String,
+}
+
+/// Runs every workload against `system`, telling `out` what it does.
+pub(super) async fn run_system(
+    rig: &Rig,
+    system: System,
+    args: Args,
+    out: &mut dyn FnMut(&str),
+) -> Result<Results> {
+    let ho = sql(&rig.ho.url("ho")).await?;
+    let t = system.table();
+    let mut sites = Vec::new();
+    for i in 0..rig.codes.len() {
+        sites.push(sql(&rig.site.url(&format!("{}_{i:02}", system.prefix()))).await?);
+    }
+    let mut run = Run {
+        rig,
+        system,
+        ho,
+        sites,
+        table: t,
+        count: format!("SELECT count(*) FROM public.{t}"),
+        out,
+    };
+    let n = args.rows as i64;
+    let (bulk_insert, bytes_per_change, after_bulk_insert) = run.bulk_insert(n).await?;
+    let bulk_update = run.bulk_update(n).await?;
+    let insert = run
+        .ho
+        .prepare(&format!(
+            "INSERT INTO public.{t} (id, name, qty) VALUES ($1, 'small', 1)"
+        ))
+        .await
+        .ctx(|| "preparing".into())?;
+    let small_txns = run.small_txns(&insert, n).await?;
+    let fanout_cpu = run.fanout(n).await?;
+    let total = n + (SMALL_TXNS + FANOUT_ROWS) as i64;
+    let latencies = run.latencies(&insert, total).await?;
+    Ok(Results {
+        bulk_insert,
+        bulk_update,
+        small_txns,
+        fanout_cpu,
+        latencies,
+        bytes_per_change,
+        after_bulk_insert,
+    })
+}
+
+/// One system's run: its connections, its table, where progress goes.
+struct Run<'a> {
+    rig: &'a Rig,
+    system: System,
+    ho: Client,
+    sites: Vec<Client>,
+    table: &'static str,
+    /// The system's rows at a site.
+    count: String,
+    out: &'a mut dyn FnMut(&str),
+}
+
+impl Run<'_> {
+    fn say(&mut self, what: &str) {
+        (self.out)(&format!("{}: {what}", self.system.name()));
+    }
+
+    /// `n` rows in one transaction: seconds until every site has them, relay
+    /// bytes per row, and HO's WAL position right after the commit.
+    async fn bulk_insert(&mut self, n: i64) -> Result<(f64, f64, String)> {
+        let t = self.table;
+        self.say(&format!("bulk_insert of {n} rows"));
+        let relay = sql(&self.rig.relay.url("relay")).await?;
+        let relay_before = one_i64(
+            &relay,
+            "SELECT coalesce(sum(length(arrow_ipc)), 0)::int8 FROM relay.packet_parts",
+        )
+        .await?;
+        let cpu_before = rig_cpu(self.rig);
+        self.ho.execute(
+            &format!("INSERT INTO public.{t} (id, name, qty, price) SELECT g, 'item ' || g, g % 1000, (g % 100000) / 100.0 FROM generate_series(1, $1::int8) g"),
+            &[&n],
+        )
+        .await
+        .ctx(|| "bulk insert at HO".into())?;
+        let committed = Instant::now();
+        let after_bulk_insert: String = self
+            .ho
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .ctx(|| "reading the WAL position".into())?
+            .get(0);
+        let done = wait_sites(&self.sites, &self.count, n, LONG).await?;
+        let bulk_insert = (done - committed).as_secs_f64();
+        let cpu = cpu_since(self.rig, cpu_before);
+        self.say(&format!(
+            "bulk_insert at every site after {bulk_insert:.3} s; {cpu}"
+        ));
+        let relay_after = one_i64(
+            &relay,
+            "SELECT coalesce(sum(length(arrow_ipc)), 0)::int8 FROM relay.packet_parts",
+        )
+        .await?;
+        let bytes_per_change = (relay_after - relay_before) as f64 / n as f64;
+        Ok((bulk_insert, bytes_per_change, after_bulk_insert))
+    }
+
+    /// Every row updated in one transaction: seconds until every site has it.
+    async fn bulk_update(&mut self, n: i64) -> Result<f64> {
+        let t = self.table;
+        self.say(&format!("bulk_update of {n} rows"));
+        let cpu_before = rig_cpu(self.rig);
+        self.ho
+            .batch_execute(&format!("UPDATE public.{t} SET qty = qty + 1"))
+            .await
+            .ctx(|| "bulk update at HO".into())?;
+        let committed = Instant::now();
+        let want = one_i64(&self.ho, &format!("SELECT sum(qty)::int8 FROM public.{t}")).await?;
+        let done = wait_sites(
+            &self.sites,
+            &format!("SELECT coalesce(sum(qty), 0)::int8 FROM public.{t}"),
+            want,
+            LONG,
+        )
+        .await?;
+        let bulk_update = (done - committed).as_secs_f64();
+        let cpu = cpu_since(self.rig, cpu_before);
+        self.say(&format!(
+            "bulk_update at every site after {bulk_update:.3} s; {cpu}"
+        ));
+        Ok(bulk_update)
+    }
+
+    /// SMALL_TXNS single-row transactions after the `n` bulk rows: seconds
+    /// from the first commit until every site has them all.
+    async fn small_txns(&mut self, insert: &Statement, n: i64) -> Result<f64> {
+        self.say(&format!("small_txns, {SMALL_TXNS} single-row transactions"));
+        let base = n + 1;
+        let cpu_before = rig_cpu(self.rig);
+        self.ho
+            .execute(insert, &[&base])
+            .await
+            .ctx(|| "small insert".into())?;
+        let first = Instant::now();
+        for id in base + 1..base + SMALL_TXNS as i64 {
+            self.ho
+                .execute(insert, &[&id])
+                .await
+                .ctx(|| "small insert".into())?;
+        }
+        let committed = first.elapsed().as_secs_f64();
+        let done = wait_sites(&self.sites, &self.count, n + SMALL_TXNS as i64, LONG).await?;
+        let small_txns = (done - first).as_secs_f64();
+        let cpu = cpu_since(self.rig, cpu_before);
+        self.say(&format!(
+            "small_txns committed at HO in {committed:.3} s, at every site after {small_txns:.3} s; {cpu}"
+        ));
+        Ok(small_txns)
+    }
+
+    /// FANOUT_ROWS rows in one transaction to every site: HO's CPU seconds
+    /// per 100k changes.
+    async fn fanout(&mut self, n: i64) -> Result<f64> {
+        let t = self.table;
+        let sites = self.rig.codes.len();
+        self.say(&format!(
+            "HO CPU for {FANOUT_ROWS} changes to {sites} sites"
+        ));
+        let cpu_before = ho_cpu(&self.ho, self.system, self.rig).await?;
+        let base = n + SMALL_TXNS as i64 + 1;
+        self.ho.execute(
+            &format!("INSERT INTO public.{t} (id, name, qty) SELECT g, 'fanout', 1 FROM generate_series($1::int8, $1::int8 + $2::int8 - 1) g"),
+            &[&base, &(FANOUT_ROWS as i64)],
+        )
+        .await
+        .ctx(|| "fanout insert".into())?;
+        let total = n + (SMALL_TXNS + FANOUT_ROWS) as i64;
+        wait_sites(&self.sites, &self.count, total, LONG).await?;
+        let cpu_after = ho_cpu(&self.ho, self.system, self.rig).await?;
+        let scale = 100_000.0 / FANOUT_ROWS as f64;
+        let fanout_cpu = (cpu_after.0 - cpu_before.0) * scale;
+        self.say(&format!(
+            "HO CPU {fanout_cpu:.3} s per 100k changes, of which the HO worker {:.3} s",
+            (cpu_after.1 - cpu_before.1) * scale
+        ));
+        Ok(fanout_cpu)
+    }
+
+    /// Single-row transactions at LATENCY_RATE a second for LATENCY_SECONDS
+    /// after the first `total` rows: each row's seconds from HO to its
+    /// site, sorted.
+    async fn latencies(&mut self, insert: &Statement, total: i64) -> Result<Vec<f64>> {
+        let t = self.table;
+        self.say(&format!(
+            "latency at {LATENCY_RATE} transactions/s for {LATENCY_SECONDS}s"
+        ));
+        let base = total + 1;
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let steady = LATENCY_RATE * LATENCY_SECONDS;
+        for i in 0..steady as i64 {
+            tick.tick().await;
+            self.ho
+                .execute(insert, &[&(base + i)])
+                .await
+                .ctx(|| "latency insert".into())?;
+        }
+        wait_sites(&self.sites, &self.count, total + steady as i64, LONG).await?;
+        let mut latencies = Vec::new();
+        for s in &self.sites {
+            let rows = s
+                .query(
+                    &format!("SELECT extract(epoch FROM applied_at - at)::float8 FROM public.{t} WHERE id >= $1"),
+                    &[&base],
+                )
+                .await
+                .ctx(|| "reading latencies".into())?;
+            latencies.extend(rows.iter().map(|r| r.get::<_, f64>(0)));
+        }
+        latencies.sort_by(|a, b| a.total_cmp(b));
+        Ok(latencies)
+    }
+}
+
+pub(super) async fn one_i64(c: &Client, q: &str) -> Result<i64> {
+    Ok(c.query_one(q, &[]).await.ctx(|| q.to_string())?.get(0))
+}
+
+/// Waits until `query` gives `want` at every site; returns when.
+async fn wait_sites(
+    sites: &[Client],
+    query: &str,
+    want: i64,
+    timeout: Duration,
+) -> Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut all = true;
+        for s in sites {
+            if one_i64(s, query).await? != want {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Setup(format!(
+                "bench: the sites did not reach {want} for `{query}` within {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until the slots named like `pattern` have confirmed HO's current position.
+pub(super) async fn catch_up(ho: &Client, pattern: &str) -> Result<()> {
+    ho.batch_execute("SELECT pg_logical_emit_message(false, 'relaysync-bench', 'catch up')")
+        .await
+        .ctx(|| "writing a WAL marker".into())?;
+    let target: String = ho
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .ctx(|| "reading the WAL position".into())?
+        .get(0);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let behind = one_i64(
+            ho,
+            &format!(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '{pattern}'
+                  AND (confirmed_flush_lsn IS NULL OR confirmed_flush_lsn < '{target}'::pg_lsn)"
+            ),
+        )
+        .await?;
+        if behind == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Setup(format!(
+                "bench: slots {pattern} did not catch up"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
