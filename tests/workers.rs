@@ -7,8 +7,7 @@ mod common;
 use std::io::Read;
 use std::net::TcpListener;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -16,15 +15,15 @@ use common::*;
 const SCHEMA: &str = "CREATE TABLE public.items (id int PRIMARY KEY, name text);";
 
 /// A "database" that accepts each connection and closes it at once, as a
-/// server that is going down does; counts the tries.
-fn closing_server() -> (String, Arc<AtomicUsize>) {
+/// server that is going down does; records when each try came.
+fn closing_server() -> (String, Arc<Mutex<Vec<Instant>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tries = Arc::new(AtomicUsize::new(0));
+    let tries = Arc::new(Mutex::new(Vec::new()));
     let counted = tries.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            counted.fetch_add(1, Ordering::SeqCst);
+            counted.lock().unwrap().push(Instant::now());
             drop(stream);
         }
     });
@@ -64,11 +63,17 @@ async fn pos_run_backs_off_while_the_site_database_is_down() {
     .await;
     assert!(worker.is_running(), "a down database must not stop pos run");
     let out = worker.stop();
-    let n = tries.load(Ordering::SeqCst);
+    let tries = tries.lock().unwrap().clone();
+    let n = tries.len();
     let log = String::from_utf8_lossy(&out.stderr);
     let logged = log.lines().filter(|l| l.contains("WARN")).count();
     assert!((3..=5).contains(&n), "{n} tries in {window:?}:\n{log}");
     assert_eq!(logged, n, "each try logged once:\n{log}");
+    // The pause grows: each gap between tries is well over the one before.
+    let gaps: Vec<Duration> = tries.windows(2).map(|w| w[1] - w[0]).collect();
+    for g in gaps.windows(2) {
+        assert!(g[1] >= g[0] * 3 / 2, "pauses do not grow: {gaps:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,10 +7,14 @@ use clap::{Parser, Subcommand};
 
 pub mod summary;
 
-use relaysync::config::{check_site_code, Config};
-use relaysync::error::{Error, Result};
-use relaysync::protocol::SyncReason;
-use relaysync::relay::migrate::{self, Target};
+mod events;
+mod push;
+mod setup;
+mod site;
+mod worker;
+
+use relaysync::config::Config;
+use relaysync::error::Result;
 use relaysync::relay::Relay;
 
 /// Keeps a head-office PostgreSQL database and many site databases in sync
@@ -169,131 +173,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let cfg = Config::load(&cli.config)?;
     match cli.command {
         Command::Demo | Command::Bench { .. } => unreachable!("handled above"),
-        Command::Setup(SetupTarget::Relay) => {
-            let mut client = relaysync::postgres::connect("relay", &cfg.relay()?.url).await?;
-            migrate::migrate(&mut client, Target::Relay).await?;
-            println!("relay schema is ready");
-        }
-        Command::Setup(SetupTarget::Ho) => {
-            for line in relaysync::ho::setup(&cfg).await? {
-                println!("ho: {line}");
-            }
-        }
-        Command::Setup(SetupTarget::Pos) => {
-            for line in relaysync::pos::setup(&cfg).await? {
-                println!("pos: {line}");
-            }
-        }
-        Command::Site(SiteCommand::Add { code }) => {
-            check_site_code(&code)?;
-            let relay = Relay::connect(&cfg.relay()?.url).await?;
-            if relay.add_site(&code).await? {
-                println!("site {code} registered; its first sync will be a full sync");
-            } else {
-                println!("site {code} was registered already");
-            }
-        }
-        Command::Site(SiteCommand::List) => {
-            let relay = Relay::connect(&cfg.relay()?.url).await?;
-            for s in relay.sites().await? {
-                println!("{s}");
-            }
-        }
-        Command::Ho(WorkerCommand::Sync { .. }) => {
-            let s = relaysync::ho::sync_once(&cfg).await?;
-            summary::ho(&s);
-            if let Some(e) = relaysync::ho::failure(&cfg, &s) {
-                return Err(e);
-            }
-        }
-        Command::Ho(WorkerCommand::Run) => {
-            let worker = relaysync::ho::HoWorker::new(&cfg, summary::ho)?;
-            relaysync::supervisor::supervise(worker, relaysync::shutdown::on_signals()).await?;
-        }
-        Command::Pos(PosCommand::Sync { .. }) => {
-            let mut session = relaysync::pos::Session::open(&cfg).await?;
-            let s = session.sync(&cfg).await?;
-            summary::pos(&s);
-            if let Some(e) = session.failure(&s) {
-                return Err(e);
-            }
-        }
-        Command::Pos(PosCommand::Run) => {
-            let worker = relaysync::pos::PosWorker::new(&cfg, summary::pos)?;
-            relaysync::supervisor::supervise(worker, relaysync::shutdown::on_signals()).await?;
-        }
-        Command::Pos(PosCommand::Resync) => {
-            let site = cfg.pos()?.site.clone();
-            let relay = Relay::connect(&cfg.relay()?.url).await?;
-            relay
-                .request_sync(std::slice::from_ref(&site), None, SyncReason::Resync)
-                .await?;
-            println!("site {site}: clean resync requested; it is served on HO's next sync and applied on this site's next sync");
-        }
-        Command::Push { sites, all, tables } => {
-            for t in &tables {
-                if !cfg.tables.iter().any(|c| &c.name == t) {
-                    let known = cfg
-                        .tables
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    return Err(Error::Config(format!(
-                        "table {t} is not in [[tables]] (configured: {known}); push only configured tables"
-                    )));
-                }
-            }
-            let relay = Relay::connect(&cfg.relay()?.url).await?;
-            let sites = if all { relay.sites().await? } else { sites };
-            if sites.is_empty() {
-                return Err(Error::Setup(
-                    "no site is registered; run `relaysync site add CODE` first".into(),
-                ));
-            }
-            let tables = (!tables.is_empty()).then_some(tables);
-            relay
-                .request_sync(&sites, tables.as_deref(), SyncReason::Push)
-                .await?;
-            println!(
-                "full sync of {} requested for {}; served on HO's next sync",
-                tables
-                    .as_ref()
-                    .map_or("every configured table".to_string(), |t| t.join(", ")),
-                sites.join(", ")
-            );
-        }
-        Command::Events { since, pos } => {
-            let since = humantime::parse_duration(&since).map_err(|e| {
-                Error::Config(format!("--since {since}: {e}; write e.g. 1h, 1d or 7d"))
-            })?;
-            let (role, url) = if pos {
-                ("pos", cfg.pos()?.url.clone())
-            } else {
-                ("ho", cfg.ho()?.url.clone())
-            };
-            let client = relaysync::postgres::connect(role, &url).await?;
-            let rows = client
-                .query(
-                    "SELECT to_char(at, 'YYYY-MM-DD HH24:MI:SS'), coalesce(site, ''), table_name, key, event,
-                            coalesce(detail, '')
-                       FROM relaysync.event_log WHERE at >= now() - make_interval(secs => $1)
-                      ORDER BY id",
-                    &[&since.as_secs_f64()],
-                )
-                .await
-                .map_err(|source| Error::Db {
-                    context: format!("reading relaysync.event_log at {role}; has `relaysync setup {role}` run?"),
-                    source,
-                })?;
-            for r in rows {
-                let cols: Vec<&str> = (0..6).map(|i| r.get(i)).collect();
-                println!(
-                    "{}  {:<12} {:<20} {:<12} {}  {}",
-                    cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]
-                );
-            }
-        }
+        Command::Setup(target) => setup::run(&cfg, target).await?,
+        Command::Site(command) => site::run(&cfg, command).await?,
+        Command::Ho(command) => worker::ho(&cfg, command).await?,
+        Command::Pos(command) => worker::pos(&cfg, command).await?,
+        Command::Push { sites, all, tables } => push::run(&cfg, sites, all, tables).await?,
+        Command::Events { since, pos } => events::run(&cfg, since, pos).await?,
         Command::Status => {
             let relay = Relay::connect(&cfg.relay()?.url).await?;
             summary::status(&relay.site_status().await?);

@@ -1,0 +1,29 @@
+//! `setup relay|ho|pos`.
+
+use relaysync::config::Config;
+use relaysync::error::Result;
+use relaysync::relay::migrate::{self, Target};
+
+use super::SetupTarget;
+
+/// Creates or checks what relaysync needs in one database.
+pub async fn run(cfg: &Config, target: SetupTarget) -> Result<()> {
+    match target {
+        SetupTarget::Relay => {
+            let mut client = relaysync::postgres::connect("relay", &cfg.relay()?.url).await?;
+            migrate::migrate(&mut client, Target::Relay).await?;
+            println!("relay schema is ready");
+        }
+        SetupTarget::Ho => {
+            for line in relaysync::ho::setup(cfg).await? {
+                println!("ho: {line}");
+            }
+        }
+        SetupTarget::Pos => {
+            for line in relaysync::pos::setup(cfg).await? {
+                println!("pos: {line}");
+            }
+        }
+    }
+    Ok(())
+}
