@@ -8,7 +8,7 @@
 
 pub mod apply;
 pub mod capture;
-pub mod checks;
+pub(crate) mod checks;
 pub mod config;
 pub mod error;
 mod failpoint;

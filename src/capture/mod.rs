@@ -23,8 +23,8 @@
 //! tables; `batch.rs` cuts changes into packets.
 
 pub mod batch;
-pub mod catalog;
-pub mod copy_text;
+pub(crate) mod catalog;
+pub(crate) mod copy_text;
 pub mod pgoutput;
 mod position;
 mod shape;

@@ -13,7 +13,7 @@
 pub(crate) mod copy_out;
 pub(crate) mod decode;
 mod encode;
-pub mod value;
+pub(crate) mod value;
 
 pub use decode::{read_part, Part, PartColumn};
 pub use encode::{encode_part, Change, Op};
