@@ -4,7 +4,7 @@ use relaysync::config::Config;
 use relaysync::error::{Error, Result};
 
 /// Prints the event log since `since` ago.
-pub async fn run(cfg: &Config, since: String, pos: bool) -> Result<()> {
+pub async fn run(cfg: &Config, since: String, pos: bool, as_json: bool) -> Result<()> {
     let since = humantime::parse_duration(&since)
         .map_err(|e| Error::Config(format!("--since {since}: {e}; write e.g. 1h, 1d or 7d")))?;
     let (role, url) = if pos {
@@ -26,6 +26,20 @@ pub async fn run(cfg: &Config, since: String, pos: bool) -> Result<()> {
             context: format!("reading relaysync.event_log at {role}; has `relaysync setup {role}` run?"),
             source,
         })?;
+    if as_json {
+        let events: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let cols: Vec<&str> = (0..6).map(|i| r.get(i)).collect();
+                serde_json::json!({
+                    "at": cols[0], "site": cols[1], "table": cols[2], "key": cols[3],
+                    "event": cols[4], "detail": cols[5],
+                })
+            })
+            .collect();
+        super::json::print(&serde_json::json!({ "events": events }));
+        return Ok(());
+    }
     for r in rows {
         let cols: Vec<&str> = (0..6).map(|i| r.get(i)).collect();
         println!(

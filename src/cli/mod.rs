@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod json;
 pub mod summary;
 
 mod events;
@@ -35,6 +36,11 @@ pub struct Cli {
         env = "RELAYSYNC_CONFIG"
     )]
     pub config: PathBuf,
+
+    /// Print one JSON object per command (per sync, for `run`) on stdout
+    /// instead of lines for people.
+    #[arg(long, global = true)]
+    pub json: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -175,13 +181,18 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo | Command::Bench { .. } => unreachable!("handled above"),
         Command::Setup(target) => setup::run(&cfg, target).await?,
         Command::Site(command) => site::run(&cfg, command).await?,
-        Command::Ho(command) => worker::ho(&cfg, command).await?,
-        Command::Pos(command) => worker::pos(&cfg, command).await?,
+        Command::Ho(command) => worker::ho(&cfg, command, cli.json).await?,
+        Command::Pos(command) => worker::pos(&cfg, command, cli.json).await?,
         Command::Push { sites, all, tables } => push::run(&cfg, sites, all, tables).await?,
-        Command::Events { since, pos } => events::run(&cfg, since, pos).await?,
+        Command::Events { since, pos } => events::run(&cfg, since, pos, cli.json).await?,
         Command::Status => {
             let relay = Relay::connect(&cfg.relay()?.url).await?;
-            summary::status(&relay.site_status().await?);
+            let statuses = relay.site_status().await?;
+            if cli.json {
+                json::print(&json::status(&statuses));
+            } else {
+                summary::status(&statuses);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -6,40 +6,54 @@ use relaysync::protocol::SyncReason;
 use relaysync::relay::Relay;
 use relaysync::supervisor::supervise;
 
-use super::{summary, PosCommand, WorkerCommand};
+use super::{json, summary, PosCommand, WorkerCommand};
 
 /// The HO worker.
-pub async fn ho(cfg: &Config, command: WorkerCommand) -> Result<()> {
+pub async fn ho(cfg: &Config, command: WorkerCommand, as_json: bool) -> Result<()> {
+    let report = move |s: &relaysync::ho::Summary| {
+        if as_json {
+            json::print(&json::ho(s));
+        } else {
+            summary::ho(s);
+        }
+    };
     match command {
         WorkerCommand::Sync { .. } => {
             let s = relaysync::ho::sync_once(cfg).await?;
-            summary::ho(&s);
+            report(&s);
             match relaysync::ho::failure(cfg, &s) {
                 Some(e) => Err(e),
                 None => Ok(()),
             }
         }
         WorkerCommand::Run => {
-            let worker = relaysync::ho::HoWorker::new(cfg, summary::ho)?;
+            let worker = relaysync::ho::HoWorker::new(cfg, report)?;
             supervise(worker, relaysync::shutdown::on_signals()).await
         }
     }
 }
 
 /// The site worker.
-pub async fn pos(cfg: &Config, command: PosCommand) -> Result<()> {
+pub async fn pos(cfg: &Config, command: PosCommand, as_json: bool) -> Result<()> {
+    let report = move |s: &relaysync::pos::Summary| {
+        if as_json {
+            json::print(&json::pos(s));
+        } else {
+            summary::pos(s);
+        }
+    };
     match command {
         PosCommand::Sync { .. } => {
             let mut session = relaysync::pos::Session::open(cfg).await?;
             let s = session.sync(cfg).await?;
-            summary::pos(&s);
+            report(&s);
             match session.failure(&s) {
                 Some(e) => Err(e),
                 None => Ok(()),
             }
         }
         PosCommand::Run => {
-            let worker = relaysync::pos::PosWorker::new(cfg, summary::pos)?;
+            let worker = relaysync::pos::PosWorker::new(cfg, report)?;
             supervise(worker, relaysync::shutdown::on_signals()).await
         }
         PosCommand::Resync => {

@@ -1,0 +1,61 @@
+//! `--json`: every command's summary as one JSON object on stdout.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const SCHEMA: &str = "CREATE TABLE public.items (id int PRIMARY KEY, name text);";
+
+async fn json(bed: &Bed, site: usize, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = bed.ok(site, &all).await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON object: {out}");
+    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_status_and_events_print_one_json_object() {
+    let bed = Bed::new("json", SCHEMA, &[("public.items", "all")], "").await;
+    bed.setup().await;
+    bed.ho()
+        .await
+        .batch_execute("INSERT INTO public.items VALUES (1, 'a'), (2, 'b'); UPDATE public.items SET name = 'c' WHERE id = 1;")
+        .await
+        .unwrap();
+
+    let ho = json(&bed, 0, &["ho", "sync", "--once"]).await;
+    assert_eq!(ho["captured"]["transactions"], 1, "one simple query, one transaction: {ho}");
+    assert_eq!(ho["captured"]["changes"], 3, "{ho}");
+    assert_eq!(ho["merged"]["failed"], Value::Null, "{ho}");
+
+    let pos = json(&bed, 0, &["pos", "sync", "--once"]).await;
+    assert_eq!(pos["site"], "s1");
+    assert!(pos["applied"]["packets"].as_u64().unwrap() >= 1, "{pos}");
+    assert_eq!(pos["applied"]["rows"], 2, "compacted per key: {pos}");
+    assert_eq!(pos["applied"]["failed"], Value::Null, "{pos}");
+    assert_same(
+        &bed,
+        0,
+        "SELECT * FROM public.items",
+        "SELECT * FROM public.items",
+    )
+    .await;
+
+    json(&bed, 0, &["ho", "sync", "--once"]).await;
+    let status = json(&bed, 0, &["status"]).await;
+    let sites = status["sites"].as_array().unwrap();
+    let state = |code: &str| {
+        sites
+            .iter()
+            .find(|s| s["site"] == code)
+            .map(|s| s["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(state("s1").as_deref(), Some("Success"), "{status}");
+    assert_eq!(state("s2").as_deref(), Some("In progress"), "{status}");
+
+    let events = json(&bed, 0, &["events"]).await;
+    assert!(events["events"].as_array().unwrap().is_empty(), "{events}");
+}
