@@ -10,6 +10,7 @@ pub mod apply;
 pub mod capture;
 pub(crate) mod checks;
 pub mod config;
+pub mod doctor;
 pub mod error;
 mod failpoint;
 pub mod ho;

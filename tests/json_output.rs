@@ -27,7 +27,10 @@ async fn sync_status_and_events_print_one_json_object() {
         .unwrap();
 
     let ho = json(&bed, 0, &["ho", "sync", "--once"]).await;
-    assert_eq!(ho["captured"]["transactions"], 1, "one simple query, one transaction: {ho}");
+    assert_eq!(
+        ho["captured"]["transactions"], 1,
+        "one simple query, one transaction: {ho}"
+    );
     assert_eq!(ho["captured"]["changes"], 3, "{ho}");
     assert_eq!(ho["merged"]["failed"], Value::Null, "{ho}");
 

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 pub mod json;
 pub mod summary;
 
+mod doctor;
 mod events;
 mod push;
 mod setup;
@@ -83,6 +84,11 @@ pub enum Command {
     },
     /// Show each site's status: Not started, In progress, Success or Failed.
     Status,
+    /// Check everything the config reaches (HO's wal_level, slot, retained
+    /// WAL, publication, keys, column drift; the relay's schema, sites,
+    /// backlog, clocks; TLS) and print one line per finding, worst first,
+    /// each naming the fix. Exits 0 when healthy, 1 when anything is wrong.
+    Doctor,
     /// List the event log: at HO (default), rows merged from the sites
     /// (`User update succeeded (Device)`) and rows HO could not store (`Fail
     /// to save to the server DB`, with the error; the row is in
@@ -185,6 +191,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pos(command) => worker::pos(&cfg, command, cli.json).await?,
         Command::Push { sites, all, tables } => push::run(&cfg, sites, all, tables).await?,
         Command::Events { since, pos } => events::run(&cfg, since, pos, cli.json).await?,
+        Command::Doctor => return doctor::run(&cfg, cli.json).await,
         Command::Status => {
             let relay = Relay::connect(&cfg.relay()?.url).await?;
             let statuses = relay.site_status().await?;

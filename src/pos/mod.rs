@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
+pub(crate) use setup::check_table;
 pub use setup::setup;
 
 use crate::apply::{Applier, Consumed, Consumer};

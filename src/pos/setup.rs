@@ -108,7 +108,7 @@ async fn check_upstream(client: &Client, cfg: &Config) -> Result<Option<bool>> {
 }
 
 /// Checks that a site table has HO's columns, types and a unique key.
-async fn check_table(client: &Client, t: &PublishedTable) -> Result<()> {
+pub(crate) async fn check_table(client: &Client, t: &PublishedTable) -> Result<()> {
     let name = &t.name;
     let q = qualified(name);
     let oid = crate::capture::catalog::table_oid(client, name).await?.ok_or_else(|| {

@@ -71,6 +71,35 @@ pub async fn migrate(client: &mut Client, target: Target) -> Result<()> {
     Ok(())
 }
 
+/// Versions of `target`'s schema this build knows and the database has not
+/// applied (the schema must exist: see [`is_set_up`]).
+pub async fn missing(client: &Client, target: Target) -> Result<Vec<i32>> {
+    let runner = match target {
+        Target::Relay => relay::migrations::runner(),
+        Target::Ho => ho::migrations::runner(),
+        Target::Pos => pos::migrations::runner(),
+    };
+    let applied: Vec<i32> = client
+        .query(
+            &format!("SELECT version FROM {}.schema_history", target.schema()),
+            &[],
+        )
+        .await
+        .map_err(|source| Error::Db {
+            context: format!("reading {}.schema_history", target.schema()),
+            source,
+        })?
+        .iter()
+        .map(|r| r.get("version"))
+        .collect();
+    Ok(runner
+        .get_migrations()
+        .iter()
+        .map(|m| m.version())
+        .filter(|v| !applied.contains(v))
+        .collect())
+}
+
 /// Whether `target`'s schema is in place (its history table exists).
 pub async fn is_set_up(client: &Client, target: Target) -> Result<bool> {
     let name = format!("{}.schema_history", target.schema());

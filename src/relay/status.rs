@@ -83,3 +83,38 @@ impl Relay {
             .collect()
     }
 }
+
+/// What the relay's own connection says of the relay: its clock, and
+/// whether the connection is encrypted.
+#[derive(Debug, Clone)]
+pub struct RelayHealth {
+    /// The relay's clock.
+    pub now: SystemTime,
+    /// The connection uses TLS.
+    pub ssl: bool,
+    /// Packets every target processed, created more than a day ago.
+    pub processed_old: i64,
+}
+
+impl Relay {
+    /// The relay's clock, TLS use and backlog of processed packets.
+    pub async fn health(&self) -> Result<RelayHealth> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT now()::timestamptz AS now,
+                        coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false) AS ssl,
+                        (SELECT count(*) FROM relay.packets
+                          WHERE status = 'PROCESSED' AND created_at < now() - interval '1 day') AS processed_old",
+                &[],
+            )
+            .await
+            .ctx(|| "reading the relay's clock".into())?;
+        let t = "relay health";
+        Ok(RelayHealth {
+            now: get(&row, "now", t)?,
+            ssl: get(&row, "ssl", t)?,
+            processed_old: get(&row, "processed_old", t)?,
+        })
+    }
+}

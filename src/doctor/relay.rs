@@ -1,0 +1,153 @@
+//! The doctor's relay and site checks.
+
+use std::time::{Duration, SystemTime};
+
+use super::{check_tls, clock_and_tls, Report};
+use crate::config::Config;
+use crate::error::chain;
+use crate::relay::migrate::{self, Target};
+use crate::relay::Relay;
+
+/// A site that has acked nothing for this long while packets wait is silent.
+const SILENT_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Checks the relay: reachable, schema current, sites healthy, backlog,
+/// TLS. Returns the relay's clock when it was reached.
+pub(super) async fn check(cfg: &Config, report: &mut Report) -> Option<SystemTime> {
+    let url = match cfg.relay() {
+        Ok(r) => r.url.clone(),
+        Err(e) => {
+            report.error("config", e.to_string());
+            return None;
+        }
+    };
+    report.ran("relay_schema");
+    let client = match crate::postgres::connect("relay", &url).await {
+        Ok(c) => c,
+        Err(e) => {
+            report.error("connect", chain(&e));
+            return None;
+        }
+    };
+    match migrate::is_set_up(&client, Target::Relay).await {
+        Ok(false) => {
+            report.error(
+                "relay_schema",
+                "the relay database has no relay schema; run `relaysync setup relay`",
+            );
+            return None;
+        }
+        Err(e) => report.error("relay_schema", chain(&e)),
+        Ok(true) => match migrate::missing(&client, Target::Relay).await {
+            Ok(m) if !m.is_empty() => report.error(
+                "relay_schema",
+                format!("the relay schema lacks migration(s) {m:?} of this version; run `relaysync setup relay`"),
+            ),
+            Ok(_) => {}
+            Err(e) => report.error("relay_schema", chain(&e)),
+        },
+    }
+    drop(client);
+    let relay = match Relay::connect(&url).await {
+        Ok(r) => r,
+        Err(e) => {
+            report.error("connect", chain(&e));
+            return None;
+        }
+    };
+    check_sites(&relay, report).await;
+    match relay.health().await {
+        Ok(h) => {
+            check_tls(report, "relay", &url, h.ssl);
+            report.ran("purge_backlog");
+            if h.processed_old > 0 {
+                report.warn(
+                    "purge_backlog",
+                    format!("the relay keeps {} packet(s) every site processed more than a day ago; delete them (DELETE FROM relay.packets WHERE status = 'PROCESSED' AND created_at < now() - interval '1 day')", h.processed_old),
+                );
+            }
+            Some(h.now)
+        }
+        Err(e) => {
+            report.error("connect", chain(&e));
+            None
+        }
+    }
+}
+
+/// Failed sites, and sites that have been silent while packets wait.
+async fn check_sites(relay: &Relay, report: &mut Report) {
+    report.ran("sites");
+    let statuses = match relay.site_status().await {
+        Ok(s) => s,
+        Err(e) => return report.error("sites", chain(&e)),
+    };
+    for s in statuses {
+        if let Some(error) = &s.error {
+            report.error(
+                "sites",
+                format!("site {} is Failed at {error}; fix the cause at the site, then run `relaysync pos sync --once` there", s.site),
+            );
+            continue;
+        }
+        let silent = s.pending > 0
+            && s.lag_seconds
+                .is_some_and(|lag| lag > SILENT_AFTER.as_secs_f64());
+        if silent {
+            report.warn(
+                "sites",
+                format!(
+                    "site {} has {} packet(s) waiting, the oldest for {:.0} h; check that its worker runs (`relaysync pos run`, or cron)",
+                    s.site,
+                    s.pending,
+                    s.lag_seconds.unwrap_or(0.0) / 3600.0
+                ),
+            );
+        }
+    }
+}
+
+/// Checks this site's database: reachable, set up, its tables as HO
+/// published them.
+pub(super) async fn check_site(cfg: &Config, report: &mut Report) {
+    let Ok(pos) = cfg.pos() else { return };
+    report.ran("site_schema");
+    let client = match crate::postgres::connect("pos", &pos.url).await {
+        Ok(c) => c,
+        Err(e) => return report.error("connect", chain(&e)),
+    };
+    if let Ok((_, ssl)) = clock_and_tls(&client).await {
+        check_tls(report, "pos", &pos.url, ssl);
+    }
+    match migrate::is_set_up(&client, Target::Pos).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return report.error(
+                "site_schema",
+                format!(
+                    "site {}'s database is not set up; run `relaysync setup pos`",
+                    pos.site
+                ),
+            )
+        }
+        Err(e) => return report.error("site_schema", chain(&e)),
+    }
+    let Ok(relay) = Relay::connect(&cfg.relay().map(|r| r.url.clone()).unwrap_or_default()).await
+    else {
+        return;
+    };
+    report.ran("column_drift");
+    match relay.published_tables().await {
+        Ok(published) => {
+            for t in published
+                .iter()
+                .filter(|t| cfg.tables.iter().any(|c| c.name == t.name))
+            {
+                if let Err(e) = crate::pos::check_table(&client, t).await {
+                    report.error("column_drift", format!("site {}: {e}", pos.site));
+                }
+            }
+        }
+        Err(e) => report.error("column_drift", chain(&e)),
+    }
+}

@@ -1,0 +1,149 @@
+//! `relaysync doctor`: problems made on purpose on real clusters, each
+//! found with its fix; a healthy setup is found healthy.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const SCHEMA: &str = "
+CREATE TABLE public.items (id int PRIMARY KEY, name text);
+CREATE TABLE public.prices (id int PRIMARY KEY, price numeric);";
+
+async fn doctor(bed: &Bed) -> (Option<i32>, Value) {
+    let out = bed.run(0, &["doctor", "--json"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), report)
+}
+
+/// The checks that found something, with their severity.
+fn found(report: &Value) -> Vec<(String, String)> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["severity"].as_str().unwrap().to_string(),
+                f["check"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn bounded_wal(bed: &Bed) {
+    let ho = bed.ho().await;
+    ho.batch_execute("ALTER SYSTEM SET max_slot_wal_keep_size = '10GB'")
+        .await
+        .unwrap();
+    ho.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+}
+
+async fn bed(name: &str) -> Bed {
+    let bed = Bed::new(
+        name,
+        SCHEMA,
+        &[("public.items", "all"), ("public.prices", "all")],
+        "",
+    )
+    .await;
+    bed.setup().await;
+    bounded_wal(&bed).await;
+    bed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_setup_is_healthy() {
+    let bed = bed("dochealthy").await;
+    let (code, report) = doctor(&bed).await;
+    assert_eq!(report["healthy"], true, "{report}");
+    assert_eq!(code, Some(0));
+    for check in [
+        "wal_level",
+        "slot",
+        "publication",
+        "keys",
+        "column_drift",
+        "relay_schema",
+        "sites",
+        "tls",
+    ] {
+        assert!(
+            report["checked"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == check),
+            "{check} not checked: {report}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_problems_are_found_worst_first() {
+    let bed = bed("docthree").await;
+    // 1. The publication lost a table.
+    let ho = bed.ho().await;
+    ho.batch_execute(&format!(
+        "ALTER PUBLICATION \"{}\" DROP TABLE public.prices",
+        bed.name
+    ))
+    .await
+    .unwrap();
+    // 2. HO's table changed after setup.
+    ho.batch_execute("ALTER TABLE public.items ADD COLUMN color text")
+        .await
+        .unwrap();
+    // 3. A site fails a packet.
+    bed.site(1)
+        .await
+        .batch_execute("ALTER TABLE public.items ADD CONSTRAINT short CHECK (length(name) < 5)")
+        .await
+        .unwrap();
+    ho.batch_execute("INSERT INTO public.items (id, name) VALUES (9, 'far too long')")
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert!(!bed
+        .run(1, &["pos", "sync", "--once"])
+        .await
+        .status
+        .success());
+
+    let (code, report) = doctor(&bed).await;
+    assert_eq!(code, Some(1), "{report}");
+    // What a DBA reads (shown with --nocapture).
+    let text = bed.run(0, &["doctor"]).await;
+    println!("{}", String::from_utf8_lossy(&text.stdout));
+    let found = found(&report);
+    for check in ["publication", "column_drift", "sites"] {
+        assert!(
+            found.contains(&("error".to_string(), check.to_string())),
+            "{check} not found: {report}"
+        );
+    }
+    let first_warning = found.iter().position(|(s, _)| s == "warning");
+    let last_error = found.iter().rposition(|(s, _)| s == "error");
+    if let (Some(w), Some(e)) = (first_warning, last_error) {
+        assert!(e < w, "worst first: {report}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_slot_and_relay_schema_are_found() {
+    let bed = Bed::new("docempty", SCHEMA, &[("public.items", "all")], "").await;
+    let (code, report) = doctor(&bed).await;
+    assert_eq!(code, Some(1));
+    let found = found(&report);
+    assert!(
+        found.contains(&("error".into(), "relay_schema".into())),
+        "{report}"
+    );
+    assert!(found.contains(&("error".into(), "slot".into())), "{report}");
+    assert!(
+        found.contains(&("error".into(), "publication".into())),
+        "{report}"
+    );
+}
