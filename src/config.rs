@@ -25,6 +25,16 @@ pub struct Config {
     pub tables: Vec<TableConfig>,
     #[serde(default)]
     pub upstream: Vec<UpstreamConfig>,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: where `ho run` and `pos run` serve `/metrics` and `/health`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port`, e.g. `127.0.0.1:9187`; unset: no metrics served.
+    pub listen: Option<String>,
 }
 
 /// `[ho]`: the head-office database and its replication slot.

@@ -99,6 +99,7 @@ impl Clusters {
                     deletes: Deletes::Ignore,
                 },
             ],
+            metrics: Default::default(),
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod relay;
 pub mod route;
 pub mod shutdown;
 pub mod supervisor;
+pub mod telemetry;
 
 pub use error::{Error, Result};
 

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::{ErrorKind, Result};
+use crate::telemetry::Health;
 
 /// A long-running worker, as the supervisor drives it.
 pub trait Worker {
@@ -71,18 +72,30 @@ impl Default for Backoff {
 
 /// Runs `worker` until `shutdown`; returns the error of a configuration or
 /// setup problem, which no retry can fix.
-pub async fn supervise<W: Worker>(
+pub async fn supervise<W: Worker>(worker: W, shutdown: watch::Receiver<bool>) -> Result<()> {
+    supervise_with(worker, shutdown, None).await
+}
+
+/// [`supervise`], keeping `health` up to date with the worker's cycles.
+pub async fn supervise_with<W: Worker>(
     mut worker: W,
     mut shutdown: watch::Receiver<bool>,
+    health: Option<Health>,
 ) -> Result<()> {
     let span = worker.span();
     let mut backoff = Backoff::default();
     loop {
         let started = Instant::now();
+        if let Some(h) = &health {
+            h.cycle_started();
+        }
         let result = worker
             .cycle(shutdown.clone())
             .instrument(span.clone())
             .await;
+        if let Some(h) = &health {
+            h.cycle_ended(result.is_ok());
+        }
         let pause = match result {
             Ok(()) => {
                 backoff.reset();
@@ -90,14 +103,12 @@ pub async fn supervise<W: Worker>(
             }
             Err(e) => match e.kind() {
                 ErrorKind::Config | ErrorKind::Setup => {
-                    span.in_scope(|| tracing::error!(error = %crate::error::chain(&e), "stopping"));
+                    span.in_scope(|| crate::telemetry::cycle_failed(&e, None));
                     return Err(e);
                 }
-                kind @ (ErrorKind::Transient | ErrorKind::Data) => {
+                ErrorKind::Transient | ErrorKind::Data => {
                     let pause = backoff.after_failure(started.elapsed());
-                    span.in_scope(|| {
-                        tracing::warn!(error = %crate::error::chain(&e), ?kind, retry_in = ?pause, "cycle failed; retrying")
-                    });
+                    span.in_scope(|| crate::telemetry::cycle_failed(&e, Some(pause)));
                     Some(pause)
                 }
             },

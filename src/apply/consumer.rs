@@ -191,7 +191,7 @@ impl Consumer {
         packet: i64,
         error: &str,
     ) -> Result<()> {
-        tracing::error!(packet, error = %error, "packet failed; this stream stops here until it applies");
+        crate::telemetry::packet_failed(packet, error);
         self.applier
             .record_failure(client, group, packet, error)
             .await?;
@@ -208,6 +208,7 @@ impl Consumer {
         relay: &Relay,
         packets: &[PacketInfo],
     ) -> Result<std::result::Result<Vec<Ack>, Failure>> {
+        let started = std::time::Instant::now();
         if let Some(refused) = begin(client).await? {
             return Ok(Err((packets[0].id, refused)));
         }
@@ -243,6 +244,11 @@ impl Consumer {
             }
         }
         self.applier.commit(client, packets, &acks).await?;
+        crate::telemetry::packets_applied(
+            self.applier.direction(),
+            packets.len(),
+            started.elapsed(),
+        );
         crate::failpoint::hit(after_commit);
         Ok(Ok(acks))
     }
@@ -272,7 +278,10 @@ impl Consumer {
         }
         drop(stored);
         match self.applier.apply(client, p, &part, &mut self.stages).await {
-            Ok(n) => Ok(Ok(n)),
+            Ok(n) => {
+                crate::telemetry::part_applied(self.applier.direction(), &part.table, n);
+                Ok(Ok(n))
+            }
             Err(PartError::Refused(error)) => Ok(Err(error)),
             Err(PartError::Db(e)) => part_failure(&self.stages, &part.table, e).map(Err),
         }

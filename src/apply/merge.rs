@@ -81,6 +81,7 @@ impl HoMerger {
             .await?;
         self.counts.0 += merged;
         self.counts.1 += rejected;
+        crate::telemetry::rows_merged(&part.table, merged, rejected);
         Ok(st.rows)
     }
 

@@ -71,6 +71,7 @@ fn rig_config(rig: &Rig, site: usize) -> Config {
             route: "all".into(),
         }],
         upstream: Vec::new(),
+        metrics: Default::default(),
     }
 }
 

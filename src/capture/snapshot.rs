@@ -77,7 +77,9 @@ pub async fn serve(
             .filter(|(n, _)| names.contains(n))
             .cloned()
             .collect();
-        served.push(snapshot(sql, relay, &chosen, &sites, &ids, bounds).await?);
+        let s = snapshot(sql, relay, &chosen, &sites, &ids, bounds).await?;
+        crate::telemetry::full_sync_served(&s.sites, s.rows, s.packets);
+        served.push(s);
     }
     Ok(served)
 }

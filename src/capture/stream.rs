@@ -299,9 +299,7 @@ impl<'a> Capture<'a> {
         if self.position.pending() {
             self.store(self.position.captured()).await?;
         }
-        for s in snapshot::serve(self.sql, self.relay, self.tables, self.bounds).await? {
-            tracing::info!(sites = ?s.sites, rows = s.rows, packets = s.packets, "full sync served");
-        }
+        snapshot::serve(self.sql, self.relay, self.tables, self.bounds).await?;
         Ok(())
     }
 
@@ -310,6 +308,7 @@ impl<'a> Capture<'a> {
     /// anything captured reaches the relay and the slot moves.
     async fn store(&mut self, through: Lsn) -> Result<()> {
         let captured = self.position.pending();
+        let started = Instant::now();
         self.batcher.seal();
         for draft in self.batcher.take_sealed() {
             self.writer.write(draft).await?;
@@ -317,6 +316,7 @@ impl<'a> Capture<'a> {
         self.writer.commit_at(&self.source.slot, through).await?;
         if captured {
             self.last_flush = Instant::now();
+            crate::telemetry::capture_flushed(started.elapsed());
             crate::failpoint::hit("capture_after_relay_commit");
         }
         self.position.stored_through(through);

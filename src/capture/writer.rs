@@ -147,6 +147,10 @@ impl<'a> Writer<'a> {
                 .await?;
         }
         tracing::debug!(packet = id, rows, bytes, "packet written");
+        crate::telemetry::packet_stored(self.origin.direction(), self.kind, rows, bytes);
+        for (part, _) in &parts {
+            crate::telemetry::rows_captured(&part.shape.name, part.changes.len());
+        }
         self.written.packets += 1;
         self.written.rows += rows as u64;
         self.written.bytes += bytes as u64;

@@ -152,7 +152,7 @@ pub enum PosCommand {
     },
     /// Sync every [sync] interval (default 30m), or whenever HO stores
     /// packets at "0s", until SIGINT or SIGTERM; then stop gracefully.
-    Run,
+    Run(RunArgs),
     /// Ask for a clean reload of every table at this site (served by HO's
     /// worker, applied by this site's next sync in one transaction).
     Resync,
@@ -169,7 +169,18 @@ pub enum WorkerCommand {
     },
     /// Sync every [sync] interval (default 30m), or stream at "0s", until
     /// SIGINT or SIGTERM; then stop gracefully.
-    Run,
+    Run(RunArgs),
+}
+
+/// Options of a long-running worker.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics and a health check
+    /// at /health (200 while the worker's last cycle succeeded within its
+    /// interval, or its stream is live), e.g. 127.0.0.1:9187; overrides
+    /// [metrics] listen.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Runs a parsed command line.

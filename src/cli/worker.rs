@@ -1,12 +1,31 @@
 //! `ho sync|run`, `pos sync|run|resync`: the workers, once or supervised.
 
 use relaysync::config::Config;
+use relaysync::error::Error;
 use relaysync::error::Result;
 use relaysync::protocol::SyncReason;
 use relaysync::relay::Relay;
-use relaysync::supervisor::supervise;
+use relaysync::supervisor::supervise_with;
+use relaysync::telemetry::{self, Health};
 
-use super::{json, summary, PosCommand, WorkerCommand};
+use super::{json, summary, PosCommand, RunArgs, WorkerCommand};
+
+/// Serves /metrics and /health when asked to (`--metrics`, `[metrics]
+/// listen`); the health the supervisor keeps.
+async fn serve_metrics(cfg: &Config, args: &RunArgs) -> Result<Option<Health>> {
+    let addr = match (args.metrics, &cfg.metrics.listen) {
+        (Some(a), _) => a,
+        (None, Some(text)) => text.parse().map_err(|e| {
+            Error::Config(format!(
+                "[metrics] listen = \"{text}\" is not host:port ({e}); write e.g. \"127.0.0.1:9187\""
+            ))
+        })?,
+        (None, None) => return Ok(None),
+    };
+    let health = Health::new(cfg.interval()?);
+    telemetry::serve(addr, telemetry::install()?, health.clone()).await?;
+    Ok(Some(health))
+}
 
 /// The HO worker.
 pub async fn ho(cfg: &Config, command: WorkerCommand, as_json: bool) -> Result<()> {
@@ -26,9 +45,10 @@ pub async fn ho(cfg: &Config, command: WorkerCommand, as_json: bool) -> Result<(
                 None => Ok(()),
             }
         }
-        WorkerCommand::Run => {
+        WorkerCommand::Run(args) => {
             let worker = relaysync::ho::HoWorker::new(cfg, report)?;
-            supervise(worker, relaysync::shutdown::on_signals()).await
+            let health = serve_metrics(cfg, &args).await?;
+            supervise_with(worker, relaysync::shutdown::on_signals(), health).await
         }
     }
 }
@@ -52,9 +72,10 @@ pub async fn pos(cfg: &Config, command: PosCommand, as_json: bool) -> Result<()>
                 None => Ok(()),
             }
         }
-        PosCommand::Run => {
+        PosCommand::Run(args) => {
             let worker = relaysync::pos::PosWorker::new(cfg, report)?;
-            supervise(worker, relaysync::shutdown::on_signals()).await
+            let health = serve_metrics(cfg, &args).await?;
+            supervise_with(worker, relaysync::shutdown::on_signals(), health).await
         }
         PosCommand::Resync => {
             let site = cfg.pos()?.site.clone();

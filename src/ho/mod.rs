@@ -190,12 +190,41 @@ impl<R: FnMut(&Summary)> Worker for HoWorker<R> {
         }
         let summary = sync_once(&self.cfg).await?;
         (self.report)(&summary);
-        Ok(())
+        let (sql, relay) = open(&self.cfg).await?;
+        sample(&sql, &relay, &self.cfg.ho()?.slot).await
     }
 
     async fn wait(&mut self) {
         tokio::time::sleep(self.interval).await
     }
+}
+
+/// Samples the gauges HO's worker serves: its slot's lag and retained WAL,
+/// and each site's pending packets and time since its last ack.
+async fn sample(sql: &Client, relay: &Relay, slot: &str) -> Result<()> {
+    let row = sql
+        .query_opt(
+            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::int8 AS lag,
+                    (pg_current_wal_lsn() - restart_lsn)::int8 AS retained
+               FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
+            &[&slot],
+        )
+        .await
+        .ctx(|| "reading pg_replication_slots".into())?;
+    if let Some(r) = row {
+        let lag: Option<i64> = r.get("lag");
+        let retained: Option<i64> = r.get("retained");
+        crate::telemetry::slot_sampled(lag.unwrap_or(0), retained.unwrap_or(0));
+    }
+    let now = std::time::SystemTime::now();
+    for s in relay.site_status().await? {
+        let since = s
+            .last_success
+            .and_then(|t| now.duration_since(t).ok())
+            .map(|d| d.as_secs_f64());
+        crate::telemetry::site_sampled(&s.site, s.pending, since);
+    }
+    Ok(())
 }
 
 /// Streams until shutdown, with the sites' acks recorded beside it.
@@ -224,10 +253,17 @@ async fn stream(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<()> {
     Ok(())
 }
 
-/// Records the sites' acks in HO every two seconds while HO streams.
+/// How often a streaming HO worker samples its gauges (status per site
+/// reads the relay's packets).
+const SAMPLE_EVERY: Duration = Duration::from_secs(15);
+
+/// Records the sites' acks in HO every two seconds while HO streams, and
+/// samples the gauges.
 struct AckRecorder {
     cfg: Config,
     open: Option<(Client, Relay)>,
+    /// When the gauges were last sampled.
+    sampled: Option<Instant>,
 }
 
 impl AckRecorder {
@@ -235,6 +271,7 @@ impl AckRecorder {
         AckRecorder {
             cfg: cfg.clone(),
             open: None,
+            sampled: None,
         }
     }
 }
@@ -249,11 +286,15 @@ impl Worker for AckRecorder {
             Some(o) => o,
             None => self.open.insert(open(&self.cfg).await?),
         };
-        if let Err(e) = record_sent(sql, relay).await {
-            self.open = None;
-            return Err(e);
+        let mut result = record_sent(sql, relay).await.map(|_| ());
+        if result.is_ok() && self.sampled.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY) {
+            result = sample(sql, relay, &self.cfg.ho()?.slot).await;
+            self.sampled = Some(Instant::now());
         }
-        Ok(())
+        if result.is_err() {
+            self.open = None;
+        }
+        result
     }
 
     async fn wait(&mut self) {
