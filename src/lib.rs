@@ -19,6 +19,7 @@ pub mod pos;
 pub mod postgres;
 pub mod progress;
 pub mod protocol;
+pub mod records;
 pub mod relay;
 pub mod route;
 pub mod shutdown;

@@ -61,4 +61,41 @@ async fn sync_status_and_events_print_one_json_object() {
 
     let events = json(&bed, 0, &["events"]).await;
     assert!(events["events"].as_array().unwrap().is_empty(), "{events}");
+
+    // One site's tables.
+    let tables = json(&bed, 0, &["status", "--site", "s1"]).await;
+    let items = &tables["tables"][0];
+    assert_eq!(items["table"], "public.items", "{tables}");
+    assert_eq!(items["status"], "Success", "{tables}");
+    assert_eq!(
+        items["full_sync_rows"], 0,
+        "the first full sync found no rows: {tables}"
+    );
+    assert_eq!(items["pending"], 0, "{tables}");
+    assert!(items["last_delta"].as_i64().is_some(), "{tables}");
+    let s2 = json(&bed, 0, &["status", "--site", "s2"]).await;
+    assert_eq!(s2["tables"][0]["status"], "In progress", "{s2}");
+    assert_eq!(s2["tables"][0]["pending"], 1, "{s2}");
+
+    // HO's sent data and the site's received data.
+    let sent = json(&bed, 0, &["packets"]).await;
+    let sent = sent["packets"].as_array().unwrap().clone();
+    assert_eq!(sent.len(), 2, "the full sync and the delta: {sent:?}");
+    let uploaded = json(&bed, 0, &["packets", "--status", "uploaded"]).await;
+    assert_eq!(
+        uploaded["packets"].as_array().unwrap().len(),
+        1,
+        "s2 has not applied the delta: {uploaded}"
+    );
+    let for_s1 = json(&bed, 0, &["packets", "--site", "s1", "--since", "1h"]).await;
+    assert_eq!(for_s1["packets"].as_array().unwrap().len(), 2, "{for_s1}");
+    let received = json(&bed, 0, &["packets", "--pos"]).await;
+    let received = received["packets"].as_array().unwrap().clone();
+    assert_eq!(received.len(), 2, "{received:?}");
+    assert!(
+        received.iter().all(|p| p["status"] == "PROCESSED"),
+        "{received:?}"
+    );
+    let bad = bed.run(0, &["packets", "--status", "DONE"]).await;
+    assert_eq!(bad.status.code(), Some(1));
 }

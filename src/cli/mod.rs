@@ -10,14 +10,15 @@ pub mod summary;
 
 mod doctor;
 mod events;
+mod packets;
 mod push;
 mod setup;
 mod site;
+mod status;
 mod worker;
 
 use relaysync::config::Config;
 use relaysync::error::Result;
-use relaysync::relay::Relay;
 
 /// Keeps a head-office PostgreSQL database and many site databases in sync
 /// through a relay database.
@@ -82,8 +83,31 @@ pub enum Command {
         #[arg(long = "table", value_name = "SCHEMA.TABLE")]
         tables: Vec<String>,
     },
-    /// Show each site's status: Not started, In progress, Success or Failed.
-    Status,
+    /// Show each site's status: Not started, In progress, Success or Failed;
+    /// with --site, each table ("category") at that site.
+    Status {
+        /// One site's tables: last full sync, its rows, last delta applied,
+        /// pending packets, state.
+        #[arg(long, value_name = "CODE")]
+        site: Option<String>,
+    },
+    /// List packets with their status (UPLOADED, PROCESSED, FAILED): HO's
+    /// record of what it sent ("sent data"), or with --pos this site's
+    /// record of what it received ("received data").
+    Packets {
+        /// Only packets for this site (HO's record).
+        #[arg(long, value_name = "CODE", conflicts_with = "pos")]
+        site: Option<String>,
+        /// Only packets with this status: UPLOADED, PROCESSED or FAILED.
+        #[arg(long, value_name = "S")]
+        status: Option<String>,
+        /// How far back, e.g. 1h, 1d, 7d (default: all).
+        #[arg(long)]
+        since: Option<String>,
+        /// Read this site's record instead of HO's.
+        #[arg(long)]
+        pos: bool,
+    },
     /// Check everything the config reaches (HO's wal_level, slot, retained
     /// WAL, publication, keys, column drift; the relay's schema, sites,
     /// backlog, clocks; TLS) and print one line per finding, worst first,
@@ -203,15 +227,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Push { sites, all, tables } => push::run(&cfg, sites, all, tables).await?,
         Command::Events { since, pos } => events::run(&cfg, since, pos, cli.json).await?,
         Command::Doctor => return doctor::run(&cfg, cli.json).await,
-        Command::Status => {
-            let relay = Relay::connect(&cfg.relay()?.url).await?;
-            let statuses = relay.site_status().await?;
-            if cli.json {
-                json::print(&json::status(&statuses));
-            } else {
-                summary::status(&statuses);
-            }
-        }
+        Command::Status { site } => status::run(&cfg, site, cli.json).await?,
+        Command::Packets {
+            site,
+            status,
+            since,
+            pos,
+        } => packets::run(&cfg, site, status, since, pos, cli.json).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

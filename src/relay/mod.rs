@@ -17,7 +17,7 @@ use crate::error::{DbContext, Error, Result};
 pub use acks::Ack;
 pub use packets::{NewPacket, PacketInfo, SentPacket, StoredPart};
 pub use sites::SyncRequest;
-pub use status::{RelayHealth, SiteStatus};
+pub use status::{RelayHealth, SiteStatus, TableStatus};
 pub use tables::PublishedTable;
 
 /// The channel HO notifies when it commits packets; streaming site workers

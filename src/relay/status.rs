@@ -118,3 +118,79 @@ impl Relay {
         })
     }
 }
+
+/// One table at one site, as the relay sees it.
+#[derive(Debug, Clone)]
+pub struct TableStatus {
+    pub table: String,
+    /// `Not started`, `In progress`, `Success` or `Failed`.
+    pub state: &'static str,
+    /// When the last full sync the site applied was written.
+    pub last_full_sync: Option<SystemTime>,
+    /// Rows that full sync loaded.
+    pub full_sync_rows: Option<i64>,
+    /// The last delta packet with this table the site applied.
+    pub last_delta: Option<i64>,
+    /// Packets with this table the site has not applied.
+    pub pending: i64,
+    pub error: Option<String>,
+}
+
+impl Relay {
+    /// Each published table's status at `site`.
+    pub async fn table_status(&self, site: &str) -> Result<Vec<TableStatus>> {
+        let rows = self
+            .client
+            .query(
+                "WITH mine AS (
+                   SELECT p.id, p.kind, p.group_id, p.created_at, pp.table_name, pp.row_count,
+                          EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.site = $1
+                                     AND a.status = 'PROCESSED') AS done,
+                          (SELECT a.error FROM relay.acks a WHERE a.packet_id = p.id AND a.site = $1
+                              AND a.status = 'FAILED') AS error
+                     FROM relay.packets p
+                     JOIN relay.packet_parts pp ON pp.packet_id = p.id AND pp.target IN ($1, '*')
+                    WHERE p.direction = 'down' AND $1 = ANY(p.targets)
+                 ), last_full AS (
+                   SELECT DISTINCT ON (table_name) table_name, group_id
+                     FROM mine WHERE kind = 'snapshot' AND done ORDER BY table_name, group_id DESC
+                 )
+                 SELECT t.name AS table_name,
+                        (SELECT max(m.created_at) FROM mine m JOIN last_full l USING (table_name, group_id)
+                          WHERE m.table_name = t.name) AS last_full_sync,
+                        (SELECT greatest(sum(m.row_count) - 1, 0)::int8 FROM mine m JOIN last_full l USING (table_name, group_id)
+                          WHERE m.table_name = t.name) AS full_sync_rows,
+                        (SELECT max(m.id) FROM mine m WHERE m.table_name = t.name AND m.kind = 'delta' AND m.done) AS last_delta,
+                        (SELECT count(DISTINCT m.id) FROM mine m WHERE m.table_name = t.name AND NOT m.done) AS pending,
+                        (SELECT min('packet ' || m.id || ': ' || m.error) FROM mine m
+                          WHERE m.table_name = t.name AND m.error IS NOT NULL) AS error
+                   FROM relay.tables t ORDER BY t.name",
+                &[&site],
+            )
+            .await
+            .ctx(|| format!("reading the status of site {site}'s tables"))?;
+        let t = "relay table status";
+        rows.iter()
+            .map(|r| {
+                let last_full_sync: Option<SystemTime> = get(r, "last_full_sync", t)?;
+                let pending: i64 = get(r, "pending", t)?;
+                let error: Option<String> = get(r, "error", t)?;
+                let state = match (&error, last_full_sync, pending) {
+                    (Some(_), ..) => "Failed",
+                    (None, None, 0) => "Not started",
+                    (None, None, _) | (None, Some(_), 1..) => "In progress",
+                    (None, Some(_), _) => "Success",
+                };
+                Ok(TableStatus {
+                    table: get(r, "table_name", t)?,
+                    state,
+                    last_full_sync,
+                    full_sync_rows: get(r, "full_sync_rows", t)?,
+                    last_delta: get(r, "last_delta", t)?,
+                    pending,
+                    error,
+                })
+            })
+            .collect()
+    }
+}
