@@ -67,6 +67,10 @@ pub struct PosConfig {
     /// The publication of this site's upstream tables.
     #[serde(default = "default_up_name")]
     pub publication: String,
+    /// After this long without a successful sync the site clears its
+    /// copies of the down tables ("0s" or unset: never).
+    #[serde(default)]
+    pub wipe_after: Option<String>,
 }
 
 /// How HO merges an upstream table's rows.
@@ -305,6 +309,19 @@ impl Config {
                 self.sync.interval
             ))
         })
+    }
+
+    /// `[pos] wipe_after`; None: never.
+    pub fn wipe_after(&self) -> Result<Option<Duration>> {
+        let Some(text) = self.pos()?.wipe_after.as_deref() else {
+            return Ok(None);
+        };
+        let d = humantime::parse_duration(text).map_err(|e| {
+            Error::Config(format!(
+                "[pos] wipe_after '{text}' is not a duration ({e}); write e.g. \"10d\", or \"0s\" for never"
+            ))
+        })?;
+        Ok((!d.is_zero()).then_some(d))
     }
 
     /// The `[ho]` section, or an error naming it.

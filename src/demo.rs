@@ -77,6 +77,7 @@ impl Clusters {
                 url: c.url("pos"),
                 slot: "relaysync_up".into(),
                 publication: "relaysync_up".into(),
+                wipe_after: None,
             }),
             sync: Default::default(),
             packet: Default::default(),

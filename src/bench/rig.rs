@@ -61,6 +61,7 @@ fn rig_config(rig: &Rig, site: usize) -> Config {
             url: rig.site.url(&format!("rs_{site:02}")),
             slot: "relaysync_up".into(),
             publication: "relaysync_up".into(),
+            wipe_after: None,
         }),
         sync: relaysync::config::SyncConfig {
             interval: "0s".into(),

@@ -116,3 +116,13 @@ pub fn status(statuses: &[SiteStatus]) {
         );
     }
 }
+
+/// Says what `[pos] wipe_after` cleared.
+pub fn wiped(cfg: &relaysync::config::Config, w: &pos::Wiped) {
+    let site = cfg.pos.as_ref().map_or("", |p| p.site.as_str());
+    println!(
+        "pos {site}: no successful sync for [pos] wipe_after: wiped {} row(s) of {}; the next sync asks for a full sync",
+        w.rows,
+        w.tables.join(", ")
+    );
+}

@@ -64,6 +64,11 @@ pub async fn pos(cfg: &Config, command: PosCommand, as_json: bool) -> Result<()>
     };
     match command {
         PosCommand::Sync { .. } => {
+            if let Some(w) = relaysync::pos::wipe_if_due(cfg).await? {
+                if !as_json {
+                    summary::wiped(cfg, &w);
+                }
+            }
             let mut session = relaysync::pos::Session::open(cfg).await?;
             let s = session.sync(cfg).await?;
             report(&s);

@@ -5,6 +5,7 @@
 //! order, and acks them.
 
 mod setup;
+mod wipe;
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use tokio_postgres::Client;
 
 pub(crate) use setup::check_table;
 pub use setup::setup;
+pub use wipe::{wipe_if_due, Wiped, EVENT_WIPED};
 
 use crate::apply::{Applier, Consumed, Consumer};
 use crate::capture::{self, batch::Bounds, Mode, Source};
@@ -91,6 +93,7 @@ impl Session {
     /// Uploads, fetches, applies and acks, as `pos sync --once` does.
     pub async fn sync(&mut self, cfg: &Config) -> Result<Summary> {
         let started = Instant::now();
+        wipe::request_resync(&self.client, &self.relay, &self.site).await?;
         let uploaded = if cfg.upstream.is_empty() {
             None
         } else {
@@ -156,8 +159,13 @@ pub struct PosWorker<R> {
     /// again whenever it is gone (the relay restarted, say); until then the
     /// worker syncs every few seconds.
     wake: Option<Listener>,
+    /// When `[pos] wipe_after` was last checked.
+    wipe_checked: Option<Instant>,
     report: R,
 }
+
+/// How often a running site worker checks `[pos] wipe_after`.
+const WIPE_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 impl<R: FnMut(&Summary)> PosWorker<R> {
     /// `report` is shown each sync that did something (every sync, on an
@@ -168,6 +176,7 @@ impl<R: FnMut(&Summary)> PosWorker<R> {
             cfg: cfg.clone(),
             session: None,
             wake: None,
+            wipe_checked: None,
             report,
         })
     }
@@ -194,6 +203,14 @@ impl<R: FnMut(&Summary)> Worker for PosWorker<R> {
     }
 
     async fn cycle(&mut self, _shutdown: watch::Receiver<bool>) -> Result<()> {
+        if self
+            .wipe_checked
+            .is_none_or(|t| t.elapsed() >= WIPE_CHECK_EVERY)
+        {
+            // Before the relay is needed: a site cut off from it wipes too.
+            wipe_if_due(&self.cfg).await?;
+            self.wipe_checked = Some(Instant::now());
+        }
         self.listen().await?;
         let session = match self.session.as_mut() {
             Some(s) => s,
