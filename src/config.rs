@@ -27,6 +27,36 @@ pub struct Config {
     pub upstream: Vec<UpstreamConfig>,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`: how long the relay and the records keep packets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Packets every target processed are purged after this.
+    #[serde(default = "default_keep_acked")]
+    pub keep_acked: String,
+    /// A site that has acked nothing for this long is expired ("0s": never).
+    #[serde(default = "default_max_offline")]
+    pub max_offline: String,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_acked: default_keep_acked(),
+            max_offline: default_max_offline(),
+        }
+    }
+}
+
+fn default_keep_acked() -> String {
+    "7d".into()
+}
+fn default_max_offline() -> String {
+    "30d".into()
 }
 
 /// `[metrics]`: where `ho run` and `pos run` serve `/metrics` and `/health`.
@@ -311,6 +341,17 @@ impl Config {
         })
     }
 
+    /// `[retention] keep_acked`.
+    pub fn keep_acked(&self) -> Result<Duration> {
+        parse_duration("[retention] keep_acked", &self.retention.keep_acked)
+    }
+
+    /// `[retention] max_offline`; None: never.
+    pub fn max_offline(&self) -> Result<Option<Duration>> {
+        let d = parse_duration("[retention] max_offline", &self.retention.max_offline)?;
+        Ok((!d.is_zero()).then_some(d))
+    }
+
     /// `[pos] wipe_after`; None: never.
     pub fn wipe_after(&self) -> Result<Option<Duration>> {
         let Some(text) = self.pos()?.wipe_after.as_deref() else {
@@ -378,6 +419,15 @@ fn missing(section: &str, keys: &str) -> Error {
     Error::Config(format!(
         "the config has no [{section}] section; add [{section}] with {keys}"
     ))
+}
+
+/// Parses a duration setting, naming it and the fix when it is not one.
+fn parse_duration(key: &str, text: &str) -> Result<Duration> {
+    humantime::parse_duration(text).map_err(|e| {
+        Error::Config(format!(
+            "{key} '{text}' is not a duration ({e}); write e.g. \"1d\", \"12h\" or \"30m\""
+        ))
+    })
 }
 
 #[cfg(test)]

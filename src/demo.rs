@@ -101,6 +101,7 @@ impl Clusters {
                 },
             ],
             metrics: Default::default(),
+            retention: Default::default(),
         }
     }
 }

@@ -121,8 +121,11 @@ words! {
         First = "first",
         /// Sync Selective or Sync All (`push`).
         Push = "push",
-        /// The site asked for a clean reload (`pos resync`).
+        /// The site asked for a clean reload (`pos resync`, or after
+        /// `[pos] wipe_after`).
         Resync = "resync",
+        /// The site was expired (`[retention] max_offline`) and came back.
+        Expired = "expired",
     }
 }
 

@@ -73,6 +73,7 @@ fn rig_config(rig: &Rig, site: usize) -> Config {
         }],
         upstream: Vec::new(),
         metrics: Default::default(),
+        retention: Default::default(),
     }
 }
 

@@ -77,7 +77,7 @@ impl<'a> Writer<'a> {
             self.group = None;
             self.sites = match &self.only_sites {
                 Some(s) => s.clone(),
-                None => self.relay.sites().await?,
+                None => self.relay.active_sites().await?,
             };
         }
         Ok(())

@@ -50,6 +50,7 @@ pub fn ho(s: &ho::Summary) -> Value {
             "packets": f.packets, "rows": f.rows,
         })).collect::<Vec<_>>(),
         "sent": s.sent.iter().map(|(status, n)| (status.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "retention": { "purged": s.retained.purged, "expired": s.retained.expired },
         "seconds": s.elapsed.as_secs_f64(),
     })
 }
@@ -81,6 +82,7 @@ pub fn status(statuses: &[SiteStatus]) -> Value {
             "lag_seconds": s.lag_seconds,
             "last_success": time(s.last_success),
             "error": s.error,
+            "expired_at": time(s.expired_at),
         })).collect::<Vec<_>>(),
     })
 }

@@ -49,6 +49,18 @@ pub fn ho(s: &ho::Summary) {
         "ho: sent packets: {}",
         if sent.is_empty() { "none".into() } else { sent }
     );
+    let r = &s.retained;
+    if r.purged > 0 || !r.expired.is_empty() {
+        println!(
+            "ho: retention purged {} packet(s); expired site(s): {}",
+            r.purged,
+            if r.expired.is_empty() {
+                "none".into()
+            } else {
+                r.expired.join(", ")
+            }
+        );
+    }
     println!("Sync process completed, flushing buffer.");
 }
 
@@ -101,9 +113,13 @@ pub fn status(statuses: &[SiteStatus]) {
             .last_success
             .map(|t| humantime::format_rfc3339_seconds(t).to_string())
             .unwrap_or_else(|| "never".into());
-        let detail = match &s.error {
-            Some(e) => format!("{e} (retry: relaysync pos sync --once)"),
-            None => last,
+        let detail = match (&s.error, s.expired_at) {
+            (_, Some(at)) => format!(
+                "expired {}: acked nothing for [retention] max_offline; its next sync brings a full sync",
+                humantime::format_rfc3339_seconds(at)
+            ),
+            (Some(e), None) => format!("{e} (retry: relaysync pos sync --once)"),
+            (None, None) => last,
         };
         println!(
             "{:<16} {:<12} {:>8} {:>8} {:>9}  {}",

@@ -34,7 +34,41 @@ pub struct Summary {
     pub served: Vec<Served>,
     /// Packets in HO's record by status.
     pub sent: Vec<(PacketStatus, i64)>,
+    /// What retention removed.
+    pub retained: Retained,
     pub elapsed: Duration,
+}
+
+/// What one round of retention did.
+#[derive(Debug, Default, Clone)]
+pub struct Retained {
+    /// Packets purged from the relay.
+    pub purged: u64,
+    /// Sites expired in this round.
+    pub expired: Vec<String>,
+}
+
+/// Purges packets every target processed more than `[retention]
+/// keep_acked` ago (from the relay and from HO's record) and expires the
+/// sites silent for `max_offline`.
+pub async fn retain(cfg: &Config, sql: &Client, relay: &Relay) -> Result<Retained> {
+    let keep = cfg.keep_acked()?;
+    let purged = relay.purge_processed(keep).await?;
+    sql.execute(
+        "DELETE FROM relaysync.sent_packets
+          WHERE status = 'PROCESSED' AND created_at < now() - make_interval(secs => $1)",
+        &[&keep.as_secs_f64()],
+    )
+    .await
+    .ctx(|| "purging relaysync.sent_packets".into())?;
+    let expired = match cfg.max_offline()? {
+        Some(max) => relay.expire_silent(max).await?,
+        None => Vec::new(),
+    };
+    for site in &expired {
+        tracing::warn!(site = %site, "site expired: it acked nothing for [retention] max_offline; its backlog is released and it gets a full sync when it comes back");
+    }
+    Ok(Retained { purged, expired })
 }
 
 async fn open(cfg: &Config) -> Result<(Client, Relay)> {
@@ -90,11 +124,13 @@ pub async fn sync_once(cfg: &Config) -> Result<Summary> {
     .await?;
     let served = capture::snapshot::serve(&sql, &relay, &cfg.routes(), bounds(cfg)).await?;
     let sent = record_sent(&sql, &relay).await?;
+    let retained = retain(cfg, &sql, &relay).await?;
     Ok(Summary {
         capture,
         merged,
         served,
         sent,
+        retained,
         elapsed: started.elapsed(),
     })
 }
@@ -256,6 +292,8 @@ async fn stream(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<()> {
 /// How often a streaming HO worker samples its gauges (status per site
 /// reads the relay's packets).
 const SAMPLE_EVERY: Duration = Duration::from_secs(15);
+/// How often a streaming HO worker purges and expires.
+const RETAIN_EVERY: Duration = Duration::from_secs(60);
 
 /// Records the sites' acks in HO every two seconds while HO streams, and
 /// samples the gauges.
@@ -264,6 +302,8 @@ struct AckRecorder {
     open: Option<(Client, Relay)>,
     /// When the gauges were last sampled.
     sampled: Option<Instant>,
+    /// When retention last ran.
+    retained: Option<Instant>,
 }
 
 impl AckRecorder {
@@ -272,6 +312,7 @@ impl AckRecorder {
             cfg: cfg.clone(),
             open: None,
             sampled: None,
+            retained: None,
         }
     }
 }
@@ -289,6 +330,10 @@ impl Worker for AckRecorder {
         let mut result = record_sent(sql, relay).await.map(|_| ());
         if result.is_ok() && self.sampled.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY) {
             result = sample(sql, relay, &self.cfg.ho()?.slot).await;
+            if result.is_ok() && self.retained.is_none_or(|t| t.elapsed() >= RETAIN_EVERY) {
+                result = retain(&self.cfg, sql, relay).await.map(|_| ());
+                self.retained = Some(Instant::now());
+            }
             self.sampled = Some(Instant::now());
         }
         if result.is_err() {

@@ -60,7 +60,12 @@ pub struct Session {
     /// Whether this session's writes are marked with the apply origin.
     origin_set: bool,
     consumer: Consumer,
+    /// When [`Session::housekeeping`] last ran.
+    housekept: Option<Instant>,
 }
+
+/// How often a site session checks its expiry and purges its record.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 
 impl Session {
     /// Connects to the relay and the site and checks both are set up.
@@ -87,6 +92,7 @@ impl Session {
             site: pos.site.clone(),
             origin_set: false,
             consumer: Consumer::new(Applier::site(&pos.site)),
+            housekept: None,
         })
     }
 
@@ -100,12 +106,38 @@ impl Session {
             Some(self.upload(cfg).await?)
         };
         let applied = self.consumer.consume(&self.client, &self.relay).await?;
+        self.housekeeping(cfg).await?;
         Ok(Summary {
             site: self.site.clone(),
             uploaded,
             applied,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Now and then: an expired site asks to come back with a full sync,
+    /// and the record of received packets is purged like the relay.
+    async fn housekeeping(&mut self, cfg: &Config) -> Result<()> {
+        if self
+            .housekept
+            .is_some_and(|t| t.elapsed() < HOUSEKEEPING_EVERY)
+        {
+            return Ok(());
+        }
+        if self.relay.is_expired(&self.site).await? {
+            tracing::warn!(site = %self.site, "this site was expired; asking for a full sync");
+            self.relay.rejoin(&self.site).await?;
+        }
+        self.client
+            .execute(
+                "DELETE FROM relaysync.received_packets
+                  WHERE status = 'PROCESSED' AND acked AND applied_at < now() - make_interval(secs => $1)",
+                &[&cfg.keep_acked()?.as_secs_f64()],
+            )
+            .await
+            .ctx(|| "purging relaysync.received_packets".into())?;
+        self.housekept = Some(Instant::now());
+        Ok(())
     }
 
     /// The failed packet of `summary` as an error naming the retry.

@@ -62,6 +62,8 @@ impl Relay {
                SELECT a.id, {target}, a.status, a.rows, a.error
                  FROM unnest({ids}::int8[], {statuses}::text[], {rows}::int8[], {errors}::text[])
                       AS a (id, status, rows, error)
+                -- a packet purged meanwhile was processed by every target
+                WHERE EXISTS (SELECT 1 FROM relay.packets p WHERE p.id = a.id)
              ON CONFLICT (packet_id, site) DO UPDATE SET status = EXCLUDED.status,
                rows = EXCLUDED.rows, error = EXCLUDED.error, acked_at = now();
              UPDATE relay.packets p SET status = CASE

@@ -6,6 +6,7 @@ pub mod migrate;
 
 mod acks;
 mod packets;
+mod retention;
 mod sites;
 mod status;
 mod tables;

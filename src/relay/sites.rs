@@ -26,6 +26,20 @@ impl Relay {
         rows.iter().map(|r| get(r, "code", "relay.sites")).collect()
     }
 
+    /// Codes of the registered sites that are not expired: the targets of
+    /// new packets.
+    pub async fn active_sites(&self) -> Result<Vec<String>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT code FROM relay.sites WHERE expired_at IS NULL ORDER BY code",
+                &[],
+            )
+            .await
+            .ctx(|| "reading relay.sites".into())?;
+        rows.iter().map(|r| get(r, "code", "relay.sites")).collect()
+    }
+
     /// Registers a site and asks for its first full sync; false when it was
     /// registered already.
     pub async fn add_site(&self, code: &str) -> Result<bool> {
@@ -84,11 +98,16 @@ impl Relay {
             .collect()
     }
 
-    /// Marks requests served by a snapshot group (inside its transaction).
+    /// Marks requests served by a snapshot group (inside its transaction);
+    /// an expired site among them is a target of new packets again.
     pub async fn mark_served(&self, ids: &[i64], group: Option<i64>) -> Result<()> {
         self.client
             .execute(
-                "UPDATE relay.sync_requests SET served_at = now(), group_id = $2 WHERE id = ANY($1)",
+                "WITH served AS (
+                   UPDATE relay.sync_requests SET served_at = now(), group_id = $2 WHERE id = ANY($1)
+                   RETURNING site)
+                 UPDATE relay.sites SET expired_at = NULL
+                  WHERE expired_at IS NOT NULL AND code IN (SELECT site FROM served)",
                 &[&ids, &group],
             )
             .await

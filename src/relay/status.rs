@@ -10,7 +10,7 @@ use crate::error::{DbContext, Result};
 #[derive(Debug, Clone)]
 pub struct SiteStatus {
     pub site: String,
-    /// `Not started`, `In progress`, `Success` or `Failed`.
+    /// `Not started`, `In progress`, `Success`, `Failed` or `Expired`.
     pub state: &'static str,
     /// Highest packet the site has applied.
     pub applied_through: Option<i64>,
@@ -20,6 +20,8 @@ pub struct SiteStatus {
     pub lag_seconds: Option<f64>,
     pub last_success: Option<SystemTime>,
     pub error: Option<String>,
+    /// When the site was expired (`[retention] max_offline`), while it is.
+    pub expired_at: Option<SystemTime>,
 }
 
 impl Relay {
@@ -28,9 +30,11 @@ impl Relay {
         let rows = self
             .client
             .query(
-                "SELECT s.code AS site,
-                        (SELECT max(a.packet_id) FROM relay.acks a WHERE a.site = s.code AND a.status = 'PROCESSED') AS applied_through,
-                        (SELECT max(a.acked_at) FROM relay.acks a WHERE a.site = s.code AND a.status = 'PROCESSED') AS last_success,
+                "SELECT s.code AS site, s.expired_at,
+                        greatest((SELECT max(a.packet_id) FROM relay.acks a WHERE a.site = s.code AND a.status = 'PROCESSED'),
+                                 s.applied_floor) AS applied_through,
+                        greatest((SELECT max(a.acked_at) FROM relay.acks a WHERE a.site = s.code AND a.status = 'PROCESSED'),
+                                 s.last_ack_floor) AS last_success,
                         pend.n AS pending, pend.oldest AS lag_seconds,
                         (SELECT 'packet ' || a.packet_id || ': ' || a.error FROM relay.acks a
                           WHERE a.site = s.code AND a.status = 'FAILED' ORDER BY a.packet_id LIMIT 1) AS error,
@@ -38,9 +42,11 @@ impl Relay {
                    FROM relay.sites s
                    CROSS JOIN LATERAL (
                      SELECT coalesce(bool_or(r.reason = 'first' AND r.served_at IS NULL), false) AS unserved_first,
-                            count(*) FILTER (WHERE r.served_at IS NULL OR NOT EXISTS (
+                            count(*) FILTER (WHERE r.served_at IS NULL OR (NOT EXISTS (
                               SELECT 1 FROM relay.acks a WHERE a.packet_id = r.group_id AND a.site = s.code
-                                 AND a.status = 'PROCESSED')) AS open
+                                 AND a.status = 'PROCESSED')
+                              -- a purged group was processed by every target
+                              AND EXISTS (SELECT 1 FROM relay.packets p WHERE p.id = r.group_id))) AS open
                        FROM relay.sync_requests r
                       WHERE r.site = s.code AND (r.group_id IS NOT NULL OR r.served_at IS NULL)) req
                    CROSS JOIN LATERAL (
@@ -61,7 +67,10 @@ impl Relay {
                 let error: Option<String> = get(r, "error", t)?;
                 let unserved_first: bool = get(r, "unserved_first", t)?;
                 let open_requests: i64 = get(r, "open", t)?;
-                let state = if error.is_some() {
+                let expired_at: Option<SystemTime> = get(r, "expired_at", t)?;
+                let state = if expired_at.is_some() {
+                    "Expired"
+                } else if error.is_some() {
                     "Failed"
                 } else if unserved_first {
                     "Not started"
@@ -78,6 +87,7 @@ impl Relay {
                     lag_seconds: get(r, "lag_seconds", t)?,
                     last_success: get(r, "last_success", t)?,
                     error,
+                    expired_at,
                 })
             })
             .collect()

@@ -1,0 +1,144 @@
+//! Retention: purging packets every target processed, expiring sites that
+//! stay silent, and bringing an expired site back with a full sync.
+
+use std::time::{Duration, Instant};
+
+use super::Relay;
+use crate::error::{DbContext, Result};
+use crate::protocol::SyncReason;
+
+/// Packets purged per statement: each statement is short, so capture and
+/// apply never wait long on the purge.
+const PURGE_BATCH: i64 = 1000;
+/// The longest one purge round runs; the rest waits for the next round.
+const PURGE_BUDGET: Duration = Duration::from_secs(2);
+
+impl Relay {
+    /// Removes packets every target processed more than `keep` ago, with
+    /// their parts and acks, oldest first, in short batches; first records
+    /// per site what its status needs of them. Returns the packets removed.
+    pub async fn purge_processed(&self, keep: Duration) -> Result<u64> {
+        let started = Instant::now();
+        let mut purged = 0u64;
+        loop {
+            let rows = self
+                .client
+                .query(
+                    "WITH doomed AS (
+                       SELECT id FROM relay.packets
+                        WHERE status = 'PROCESSED' AND created_at < now() - make_interval(secs => $1)
+                        ORDER BY id LIMIT $2
+                     ), floors AS (
+                       UPDATE relay.sites s SET
+                              applied_floor = greatest(s.applied_floor, f.through),
+                              last_ack_floor = greatest(s.last_ack_floor, f.at)
+                         FROM (SELECT a.site, max(a.packet_id) AS through, max(a.acked_at) AS at
+                                 FROM relay.acks a JOIN doomed d ON d.id = a.packet_id
+                                WHERE a.status = 'PROCESSED' GROUP BY a.site) f
+                        WHERE s.code = f.site
+                     )
+                     DELETE FROM relay.packets p USING doomed d WHERE p.id = d.id RETURNING p.id",
+                    &[&keep.as_secs_f64(), &PURGE_BATCH],
+                )
+                .await
+                .ctx(|| "purging processed packets from the relay".into())?;
+            purged += rows.len() as u64;
+            if (rows.len() as i64) < PURGE_BATCH || started.elapsed() > PURGE_BUDGET {
+                return Ok(purged);
+            }
+        }
+    }
+
+    /// Expires the sites that have acked nothing for `max_offline` (and were
+    /// registered before that): they leave the targets of the packets they
+    /// have not applied, which then settle and can be purged. Returns their
+    /// codes.
+    pub async fn expire_silent(&self, max_offline: Duration) -> Result<Vec<String>> {
+        self.begin().await?;
+        let result = async {
+            let codes: Vec<String> = self
+                .client
+                .query(
+                    "UPDATE relay.sites s SET expired_at = now()
+                      WHERE s.expired_at IS NULL
+                        AND s.registered_at < now() - make_interval(secs => $1)
+                        AND coalesce((SELECT max(a.acked_at) FROM relay.acks a WHERE a.site = s.code),
+                                     s.last_ack_floor, s.registered_at) < now() - make_interval(secs => $1)
+                     RETURNING s.code",
+                    &[&max_offline.as_secs_f64()],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get("code"))
+                .collect();
+            if !codes.is_empty() {
+                self.client
+                    .execute(
+                        "WITH released AS (
+                           UPDATE relay.packets p
+                              SET targets = ARRAY(SELECT t FROM unnest(p.targets) t WHERE t <> ALL ($1))
+                            WHERE p.direction = 'down' AND p.targets && $1
+                              AND NOT EXISTS (SELECT 1 FROM relay.acks a
+                                               WHERE a.packet_id = p.id AND a.site = ANY ($1))
+                           RETURNING p.id)
+                         SELECT count(*) FROM released",
+                        &[&codes],
+                    )
+                    .await?;
+            }
+            Ok::<_, tokio_postgres::Error>(codes)
+        }
+        .await;
+        let codes = match result {
+            Ok(c) => c,
+            Err(e) => {
+                self.rollback().await;
+                return Err(e).ctx(|| "expiring silent sites".into());
+            }
+        };
+        self.commit(false).await?;
+        if !codes.is_empty() {
+            // The packets they left may now be processed by every target.
+            self.client
+                .batch_execute(
+                    "UPDATE relay.packets p SET status = 'PROCESSED'
+                      WHERE p.direction = 'down' AND p.status = 'UPLOADED'
+                        AND (SELECT count(*) FROM relay.acks a WHERE a.packet_id = p.id AND a.status = 'PROCESSED')
+                            >= cardinality(p.targets)",
+                )
+                .await
+                .ctx(|| "settling the packets expired sites left".into())?;
+        }
+        Ok(codes)
+    }
+
+    /// Whether `site` is expired (it then asks for a full sync when it
+    /// comes back, see [`Relay::rejoin`]).
+    pub async fn is_expired(&self, site: &str) -> Result<bool> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT expired_at IS NOT NULL AS expired FROM relay.sites WHERE code = $1",
+                &[&site],
+            )
+            .await
+            .ctx(|| "reading relay.sites".into())?
+            .is_some_and(|r| r.get("expired")))
+    }
+
+    /// An expired site came back: it asks for a full sync (reason
+    /// `expired`) unless it has asked already. HO's worker takes it back
+    /// among the targets when it serves the request.
+    pub async fn rejoin(&self, site: &str) -> Result<()> {
+        self.client
+            .execute(
+                "INSERT INTO relay.sync_requests (site, reason)
+                 SELECT $1, $2 WHERE NOT EXISTS (
+                   SELECT 1 FROM relay.sync_requests WHERE site = $1 AND reason = $2 AND served_at IS NULL)",
+                &[&site, &SyncReason::Expired],
+            )
+            .await
+            .ctx(|| "asking for the full sync of an expired site".into())?;
+        Ok(())
+    }
+}

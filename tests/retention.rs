@@ -1,0 +1,221 @@
+//! `[retention]`: processed packets are purged (the relay stays flat under
+//! a steady load), a silent site is expired and released, and comes back
+//! with a full sync; status survives the purge.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const SCHEMA: &str = "CREATE TABLE public.items (id int PRIMARY KEY, name text);";
+
+async fn status(bed: &Bed) -> Value {
+    let out = bed.ok(0, &["status", "--json"]).await;
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+fn site<'a>(status: &'a Value, code: &str) -> &'a Value {
+    status["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["site"] == code)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processed_packets_are_purged_and_status_survives() {
+    let bed = Bed::new(
+        "purge",
+        SCHEMA,
+        &[("public.items", "all")],
+        "[retention]\nkeep_acked = \"1h\"\n",
+    )
+    .await;
+    bed.setup().await;
+    let ho = bed.ho().await;
+    ho.batch_execute("INSERT INTO public.items VALUES (1, 'a'), (2, 'b')")
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    let before = status(&bed).await;
+    let relay = bed.relay().await;
+    // Everything written so far is two hours old.
+    relay
+        .batch_execute("UPDATE relay.packets SET created_at = created_at - interval '2 hours'")
+        .await
+        .unwrap();
+    ho.batch_execute(
+        "UPDATE relaysync.sent_packets SET created_at = created_at - interval '2 hours'",
+    )
+    .await
+    .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+
+    // s1 processed everything: gone. s2 has not applied the delta: kept.
+    let left = count(&relay, "SELECT count(*) FROM relay.packets").await;
+    assert_eq!(left, 1, "only the delta s2 has not applied is left");
+    assert_eq!(
+        count(&relay, "SELECT count(*) FROM relay.packet_parts").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &ho,
+            "SELECT count(*) FROM relaysync.sent_packets WHERE status = 'PROCESSED'"
+        )
+        .await,
+        0
+    );
+    let after = status(&bed).await;
+    assert_eq!(site(&after, "s1")["status"], "Success", "{after}");
+    assert_eq!(
+        site(&after, "s1")["applied_through"],
+        site(&before, "s1")["applied_through"],
+        "{after}"
+    );
+    assert_eq!(site(&after, "s2")["status"], "In progress", "{after}");
+    // s2 still gets its packet.
+    bed.ok(1, &["pos", "sync", "--once"]).await;
+    assert_same(
+        &bed,
+        1,
+        "SELECT * FROM public.items",
+        "SELECT * FROM public.items",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_stays_flat_under_a_steady_load() {
+    let bed = Bed::new(
+        "flat",
+        SCHEMA,
+        &[("public.items", "all")],
+        "[retention]\nkeep_acked = \"1s\"\n",
+    )
+    .await;
+    bed.setup().await;
+    let (ho, relay) = (bed.ho().await, bed.relay().await);
+    let mut sizes = Vec::new();
+    for round in 0..12 {
+        let started = Instant::now();
+        ho.batch_execute(&format!(
+            "INSERT INTO public.items SELECT g, 'r{round}' FROM generate_series({0}, {0} + 199) g",
+            round * 200
+        ))
+        .await
+        .unwrap();
+        bed.sync_all().await;
+        // Each round spans keep_acked, so the round before is purgeable.
+        wait_for(Duration::from_secs(5), "a round of keep_acked", || async {
+            started.elapsed() >= Duration::from_millis(1100)
+        })
+        .await;
+        sizes.push(count(&relay, "SELECT count(*) FROM relay.packets").await);
+    }
+    println!("relay packets per round: {sizes:?}");
+    let most = *sizes[3..].iter().max().unwrap();
+    assert!(most <= 4, "the relay keeps growing: {sizes:?}");
+    assert_same(
+        &bed,
+        0,
+        "SELECT * FROM public.items",
+        "SELECT * FROM public.items",
+    )
+    .await;
+    assert_same(
+        &bed,
+        1,
+        "SELECT * FROM public.items",
+        "SELECT * FROM public.items",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_site_is_expired_released_and_comes_back_with_a_full_sync() {
+    let bed = Bed::new(
+        "expire",
+        SCHEMA,
+        &[("public.items", "all")],
+        "[retention]\nmax_offline = \"1h\"\n",
+    )
+    .await;
+    bed.setup().await;
+    let (ho, relay) = (bed.ho().await, bed.relay().await);
+    // s2 has been silent for two hours.
+    relay
+        .batch_execute(
+            "UPDATE relay.acks SET acked_at = acked_at - interval '2 hours' WHERE site = 's2';
+             UPDATE relay.sites SET registered_at = registered_at - interval '3 hours'",
+        )
+        .await
+        .unwrap();
+    ho.batch_execute("INSERT INTO public.items VALUES (1, 'a')")
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    let st = status(&bed).await;
+    assert_eq!(site(&st, "s2")["status"], "Expired", "{st}");
+    assert_eq!(site(&st, "s2")["pending"], 0, "released: {st}");
+    assert_eq!(site(&st, "s1")["status"], "Success", "{st}");
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.packets WHERE status <> 'PROCESSED' AND direction = 'down'"
+        )
+        .await,
+        0,
+        "nothing waits for the expired site"
+    );
+    // More changes while s2 is away: not stored for it.
+    ho.batch_execute(
+        "INSERT INTO public.items VALUES (2, 'b'); UPDATE public.items SET name = 'c' WHERE id = 1",
+    )
+    .await
+    .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert_eq!(
+        count(&relay, "SELECT count(*) FROM relay.packets WHERE 's2' = ANY(targets) AND NOT EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = id AND a.site = 's2')").await,
+        0
+    );
+    // s2 comes back: it asks, HO serves a full sync, s2 equals HO.
+    bed.ok(1, &["pos", "sync", "--once"]).await;
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.sync_requests WHERE site = 's2' AND reason = 'expired'"
+        )
+        .await,
+        1
+    );
+    bed.sync_all().await;
+    assert_same(
+        &bed,
+        1,
+        "SELECT * FROM public.items",
+        "SELECT * FROM public.items",
+    )
+    .await;
+    let st = status(&bed).await;
+    assert_eq!(site(&st, "s2")["status"], "Success", "{st}");
+    // And it is a target again.
+    ho.batch_execute("INSERT INTO public.items VALUES (3, 'd')")
+        .await
+        .unwrap();
+    bed.sync_all().await;
+    assert_same(
+        &bed,
+        1,
+        "SELECT * FROM public.items",
+        "SELECT * FROM public.items",
+    )
+    .await;
+}
