@@ -82,6 +82,15 @@ impl StoredPart {
     }
 }
 
+/// Which packets to list.
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    /// The first `limit` after packet `after`.
+    After { after: i64, limit: i64 },
+    /// Every packet of a group.
+    Group(i64),
+}
+
 /// A new packet's row in `relay.packets`.
 #[derive(Debug)]
 pub struct NewPacket<'a> {
@@ -164,27 +173,30 @@ impl Relay {
     }
 
     /// Packets of `direction` for `target` (a site, or `ho` for up packets)
-    /// after `after`, in order, at most `limit`.
-    async fn next_packets(
+    /// in `which`, in order.
+    async fn listed(
         &self,
         direction: Direction,
         target: &str,
-        after: i64,
-        limit: i64,
+        which: Which,
     ) -> Result<Vec<PacketInfo>> {
+        let (condition, value, limit) = match which {
+            Which::After { after, limit } => ("p.id > $3", after, limit),
+            Which::Group(group) => ("p.group_id = $3", group, i64::MAX),
+        };
         let rows = self
             .client
             .query_typed(
                 &format!(
                     "SELECT {PACKET_COLUMNS} FROM relay.packets p
-                     WHERE p.direction = $4 AND p.id > $2 AND $1 = ANY(p.targets)
-                     ORDER BY p.id LIMIT $3"
+                     WHERE p.direction = $1 AND $2 = ANY(p.targets) AND {condition}
+                     ORDER BY p.id LIMIT $4"
                 ),
                 &[
-                    (&target, Type::TEXT),
-                    (&after, Type::INT8),
-                    (&limit, Type::INT8),
                     (&direction, Type::TEXT),
+                    (&target, Type::TEXT),
+                    (&value, Type::INT8),
+                    (&limit, Type::INT8),
                 ],
             )
             .await
@@ -202,7 +214,16 @@ impl Relay {
     ) -> Result<Vec<Vec<PacketInfo>>> {
         /// Packets listed per round trip.
         const FETCH: i64 = 500;
-        let listed = self.next_packets(direction, target, after, FETCH).await?;
+        let listed = self
+            .listed(
+                direction,
+                target,
+                Which::After {
+                    after,
+                    limit: FETCH,
+                },
+            )
+            .await?;
         let full = listed.len() as i64 == FETCH;
         let mut groups: Vec<Vec<PacketInfo>> = Vec::new();
         for p in listed {
@@ -217,35 +238,10 @@ impl Relay {
                 groups.pop();
             } else {
                 let group = groups[0][0].group_id;
-                groups = vec![self.group_packets(direction, target, group).await?];
+                groups = vec![self.listed(direction, target, Which::Group(group)).await?];
             }
         }
         Ok(groups)
-    }
-
-    /// Every packet of `direction` in `group` for `target`, in order.
-    async fn group_packets(
-        &self,
-        direction: Direction,
-        target: &str,
-        group: i64,
-    ) -> Result<Vec<PacketInfo>> {
-        let rows = self
-            .client
-            .query_typed(
-                &format!(
-                    "SELECT {PACKET_COLUMNS} FROM relay.packets p
-                     WHERE p.direction = $3 AND p.group_id = $2 AND $1 = ANY(p.targets) ORDER BY p.id"
-                ),
-                &[
-                    (&target, Type::TEXT),
-                    (&group, Type::INT8),
-                    (&direction, Type::TEXT),
-                ],
-            )
-            .await
-            .ctx(|| "reading relay.packets".into())?;
-        PacketInfo::from_rows(&rows)
     }
 
     /// Packets of `direction` for `target` up to `through` that `target` has
