@@ -128,8 +128,12 @@ pub async fn create_slot(client: &Client, slot: &str, exists: bool) -> Result<()
     Ok(())
 }
 
+const VIA_ROOT: &str = "publish_via_partition_root = true";
+
 /// Creates publication `name` for `tables` (`schema.table` names), or sets
-/// an existing one to exactly those tables.
+/// an existing one to exactly those tables. A partitioned table publishes
+/// its changes as its root's (`publish_via_partition_root`), the name the
+/// config and the sites know it by.
 pub async fn ensure_publication(client: &Client, name: &str, tables: &[String]) -> Result<()> {
     let list = tables
         .iter()
@@ -142,9 +146,15 @@ pub async fn ensure_publication(client: &Client, name: &str, tables: &[String]) 
         .ctx(|| "reading pg_publication".into())?
         .is_some();
     let statement = if exists {
-        format!("ALTER PUBLICATION {} SET TABLE {list}", ident(name))
+        format!(
+            "ALTER PUBLICATION {0} SET TABLE {list}; ALTER PUBLICATION {0} SET ({VIA_ROOT})",
+            ident(name)
+        )
     } else {
-        format!("CREATE PUBLICATION {} FOR TABLE {list}", ident(name))
+        format!(
+            "CREATE PUBLICATION {} FOR TABLE {list} WITH ({VIA_ROOT})",
+            ident(name)
+        )
     };
     client
         .batch_execute(&statement)

@@ -1,0 +1,60 @@
+//! Table shapes real schemas have: partitioned tables, identity columns,
+//! column names like relaysync's own, keyless tables with types that have
+//! no equality. Each site must end equal to HO.
+
+mod common;
+
+use common::*;
+
+/// Every row of `table` with how many times it occurs (a keyless table is a
+/// bag), for `assert_same`.
+fn bag(table: &str) -> String {
+    format!("SELECT t::text AS r, count(*) FROM {table} t GROUP BY 1")
+}
+
+async fn assert_both_same(bed: &Bed, table: &str) {
+    for site in 0..2 {
+        assert_same(bed, site, &bag(table), &bag(table)).await;
+    }
+}
+
+const PARTITIONED: &str = "
+CREATE TABLE public.sales (id int, region text, amount int, PRIMARY KEY (id, region))
+  PARTITION BY LIST (region);
+CREATE TABLE public.sales_n PARTITION OF public.sales FOR VALUES IN ('n');
+CREATE TABLE public.sales_s PARTITION OF public.sales FOR VALUES IN ('s');
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_tables_sync_deltas_and_rows_moving_between_partitions() {
+    let bed = Bed::new("parted", PARTITIONED, &[("public.sales", "all")], "").await;
+    // Site s2 holds the table plain.
+    bed.site(1)
+        .await
+        .batch_execute(
+            "DROP TABLE public.sales;
+             CREATE TABLE public.sales (id int, region text, amount int, PRIMARY KEY (id, region));",
+        )
+        .await
+        .unwrap();
+    let ho = bed.ho().await;
+    ho.batch_execute("INSERT INTO public.sales VALUES (1, 'n', 10), (2, 's', 20), (3, 'n', 30)")
+        .await
+        .unwrap();
+    bed.setup().await;
+    assert_both_same(&bed, "public.sales").await;
+    ho.batch_execute(
+        "INSERT INTO public.sales VALUES (4, 's', 40), (5, 'n', 50);
+         UPDATE public.sales SET amount = 11 WHERE id = 1;
+         UPDATE public.sales SET region = 's' WHERE id = 3;
+         DELETE FROM public.sales WHERE id = 2;",
+    )
+    .await
+    .unwrap();
+    bed.sync_all().await;
+    assert_both_same(&bed, "public.sales").await;
+    assert_eq!(
+        count(&bed.site(1).await, "SELECT count(*) FROM public.sales").await,
+        4
+    );
+}
