@@ -264,6 +264,12 @@ impl Consumer {
                 )))
             }
         };
+        if let Some(damage) = stored.damage(part.rows()) {
+            return Ok(Err(format!(
+                "part {} of packet {} is damaged: {damage}; the relay copy is not what was written",
+                stored.table_name, p.id
+            )));
+        }
         if part.table != stored.table_name {
             return Ok(Err(format!(
                 "part says table {} but the relay row says {}",
