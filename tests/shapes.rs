@@ -58,3 +58,45 @@ async fn partitioned_tables_sync_deltas_and_rows_moving_between_partitions() {
         4
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_columns_take_ho_values_and_site_keys_do_not_collide() {
+    let bed = Bed::new(
+        "identity",
+        "CREATE TABLE public.cards (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, holder text);",
+        &[("public.cards", "all")],
+        "",
+    )
+    .await;
+    let ho = bed.ho().await;
+    ho.batch_execute(
+        "INSERT INTO public.cards (holder) SELECT 'h' || g FROM generate_series(1, 5) g",
+    )
+    .await
+    .unwrap();
+    bed.setup().await;
+    assert_both_same(&bed, "public.cards").await;
+    // New rows and updates in one packet: the staged upsert.
+    ho.batch_execute(
+        "INSERT INTO public.cards (holder) VALUES ('h6'), ('h7');
+         UPDATE public.cards SET holder = 'renamed' WHERE id = 2;",
+    )
+    .await
+    .unwrap();
+    bed.sync_all().await;
+    assert_both_same(&bed, "public.cards").await;
+    // A row of the site's own takes a key HO has not used.
+    for site in 0..2 {
+        let id: i32 = bed
+            .site(site)
+            .await
+            .query_one(
+                "INSERT INTO public.cards (holder) VALUES ('local') RETURNING id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(id > 7, "site {site} handed out key {id}");
+    }
+}

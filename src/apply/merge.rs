@@ -79,6 +79,9 @@ impl HoMerger {
         client
             .batch_execute(&format!("DROP TABLE {}", st.name))
             .await?;
+        if merged > 0 {
+            stages.sequences.catch_up(client, part).await?;
+        }
         self.counts.0 += merged;
         self.counts.1 += rejected;
         Ok(st.rows)
@@ -143,7 +146,7 @@ fn statements(
     match policy.merge {
         Merge::Append => {
             out.push(format!(
-                "WITH m AS (INSERT INTO {target} ({cols}) SELECT {s_cols} FROM {stage} s WHERE {upserts}
+                "WITH m AS (INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {s_cols} FROM {stage} s WHERE {upserts}
                             ON CONFLICT DO NOTHING RETURNING 1)
                  SELECT count(*) FROM m"
             ));
@@ -154,7 +157,7 @@ fn statements(
         // Without a key there is nothing to merge into: insert.
         Merge::FillVacant | Merge::Upsert => {
             out.push(format!(
-                "WITH m AS (INSERT INTO {target} ({cols}) SELECT {s_cols} FROM {stage} s WHERE {upserts} RETURNING 1)
+                "WITH m AS (INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {s_cols} FROM {stage} s WHERE {upserts} RETURNING 1)
                  SELECT count(*) FROM m"
             ));
         }
@@ -299,7 +302,7 @@ fn by_key(
     // has, column by column, never inserting.
     let (uset, uchanged) = column_updates(&non_key, policy.merge == Merge::FillVacant);
     out.push(format!(
-        "WITH m AS (INSERT INTO {target} AS t ({cols})
+        "WITH m AS (INSERT INTO {target} AS t ({cols}) OVERRIDING SYSTEM VALUE
                       SELECT {s_cols} FROM {stage} s WHERE {upserts} AND s.relaysync_unchanged IS NULL
                     ON CONFLICT ({key_list}) {conflict}
                     RETURNING {key_text} AS key, CASE WHEN xmax = 0 THEN 'I' ELSE 'U' END AS op),

@@ -58,11 +58,28 @@ pub async fn apply_part(
         return Ok(0);
     }
     let needs = Needs::of(part);
-    if needs.inserts_only(part) {
-        if let Some(rows) = copy_inserts(client, part, stages).await? {
-            return Ok(rows);
-        }
+    let rows = match needs.inserts_only(part) {
+        true => copy_inserts(client, part, stages).await?,
+        false => None,
+    };
+    let rows = match rows {
+        Some(rows) => rows,
+        None => apply_staged(client, site, part, stages, needs).await?,
+    };
+    if needs.upserts && rows > 0 {
+        stages.sequences.catch_up(client, part).await?;
     }
+    Ok(rows)
+}
+
+/// Applies a part through a staging table: the statements it needs.
+async fn apply_staged(
+    client: &Client,
+    site: &str,
+    part: &Part,
+    stages: &mut Stages,
+    needs: Needs,
+) -> Result<u64, tokio_postgres::Error> {
     let st = stage_part(client, part, stages, needs.deletes || needs.unchanged).await?;
     let mut sql = String::new();
     if st.rows > 0 {
@@ -106,7 +123,7 @@ fn keyless_statements(st: &Stage, needs: Needs) -> String {
     }
     if needs.upserts {
         sql.push_str(&format!(
-            "INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage} WHERE relaysync_op <> 'D';"
+            "INSERT INTO {target} ({col_list}) OVERRIDING SYSTEM VALUE SELECT {col_list} FROM {stage} WHERE relaysync_op <> 'D';"
         ));
     }
     sql
@@ -137,7 +154,7 @@ fn keyed_statements(st: &Stage, part: &Part, needs: Needs) -> String {
     }
     if needs.upserts {
         sql.push_str(&format!(
-            "INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage}
+            "INSERT INTO {target} ({col_list}) OVERRIDING SYSTEM VALUE SELECT {col_list} FROM {stage}
               WHERE relaysync_op <> 'D' AND relaysync_unchanged IS NULL
              ON CONFLICT ({key_list}) {conflict};"
         ));
@@ -208,7 +225,7 @@ async fn copy_inserts(
     let check = client
         .simple_query(&format!(
             "SAVEPOINT relaysync_copy;
-             INSERT INTO {target} ({cols}) SELECT {cols} FROM {target} WHERE false;
+             INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {target} WHERE false;
              SELECT row_security_active({})",
             literal(&target)
         ))

@@ -118,6 +118,8 @@ pub struct Stages {
     made: usize,
     /// The connection is out of step (see [`copy_rows`]): drop it.
     out_of_step: bool,
+    /// The sequences behind the targets' columns.
+    pub sequences: super::sequence::Sequences,
 }
 
 impl Stages {
@@ -160,6 +162,7 @@ impl Stages {
     pub async fn reset(&mut self, client: &Client) -> bool {
         self.created.clear();
         self.loaded.clear();
+        self.sequences.clear();
         let names: Vec<String> = self.kept.drain().map(|(_, name)| name).collect();
         for name in &names {
             // The session may be gone; the tables are then gone with it.
