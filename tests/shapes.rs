@@ -100,3 +100,51 @@ async fn identity_columns_take_ho_values_and_site_keys_do_not_collide() {
         assert!(id > 7, "site {site} handed out key {id}");
     }
 }
+
+const KEYLESS: &str = "
+CREATE TABLE public.readings (sensor int, doc json, at point);
+ALTER TABLE public.readings REPLICA IDENTITY FULL;
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_tables_keep_row_counts_and_match_types_without_equality() {
+    let bed = Bed::new("keyless", KEYLESS, &[("public.readings", "all")], "").await;
+    let ho = bed.ho().await;
+    ho.batch_execute(
+        "INSERT INTO public.readings SELECT 5, '{\"v\": 5}', '(5,5)' FROM generate_series(1, 3)",
+    )
+    .await
+    .unwrap();
+    bed.setup().await;
+    assert_both_same(&bed, "public.readings").await;
+    let delete_one = |sensor: i32| {
+        format!(
+            "DELETE FROM public.readings WHERE ctid = (SELECT ctid FROM public.readings WHERE sensor = {sensor} LIMIT 1);"
+        )
+    };
+    // Two equal rows inserted and one deleted in one capture; one of three
+    // equal rows the sites had deleted.
+    ho.batch_execute(&format!(
+        "INSERT INTO public.readings VALUES (1, '{{\"v\": 1}}', '(1,1)'), (1, '{{\"v\": 1}}', '(1,1)');
+         {}{}",
+        delete_one(1),
+        delete_one(5)
+    ))
+    .await
+    .unwrap();
+    bed.sync_all().await;
+    assert_both_same(&bed, "public.readings").await;
+    assert_eq!(
+        count(&bed.site(0).await, "SELECT count(*) FROM public.readings").await,
+        3
+    );
+    // Updates and deletes of rows with json and point columns.
+    ho.batch_execute(
+        "UPDATE public.readings SET doc = '{\"v\": 6}' WHERE sensor = 5;
+         DELETE FROM public.readings WHERE sensor = 1;",
+    )
+    .await
+    .unwrap();
+    bed.sync_all().await;
+    assert_both_same(&bed, "public.readings").await;
+}

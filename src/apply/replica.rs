@@ -99,24 +99,26 @@ async fn apply_staged(
     Ok(st.rows)
 }
 
-/// Without a key: a delete removes one row equal in every column; every
-/// other row is inserted.
+/// Without a key the table is a bag: each delete removes one row equal in
+/// every column (as many as the part deletes of that row), compared by
+/// text form so that types without equality (json, point) match; every
+/// other row is inserted. (Compaction left only deletes of rows the site
+/// had before the part.)
 fn keyless_statements(st: &Stage, needs: Needs) -> String {
     let (stage, target) = (&st.name, &st.target);
     let col_list = st.cols.join(", ");
     let row = |alias: &str| {
-        st.cols
-            .iter()
-            .map(|c| format!("{alias}.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        let cols: Vec<String> = st.cols.iter().map(|c| format!("{alias}.{c}")).collect();
+        format!("ROW({})::text", cols.join(", "))
     };
     let mut sql = String::new();
     if needs.deletes {
         sql.push_str(&format!(
-            "DELETE FROM {target} WHERE ctid IN (
-               SELECT (SELECT t.ctid FROM {target} t WHERE ({row_t}) IS NOT DISTINCT FROM ({row_s}) LIMIT 1)
-                 FROM {stage} s WHERE s.relaysync_op = 'D');",
+            "WITH d AS (SELECT {row_s} AS r, count(*) AS n FROM {stage} s
+                         WHERE s.relaysync_op = 'D' GROUP BY 1),
+                  t AS (SELECT t.ctid, d.n, row_number() OVER (PARTITION BY d.r) AS i
+                          FROM {target} t JOIN d ON {row_t} = d.r)
+             DELETE FROM {target} WHERE ctid IN (SELECT ctid FROM t WHERE i <= n);",
             row_t = row("t"),
             row_s = row("s"),
         ));
