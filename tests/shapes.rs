@@ -101,6 +101,35 @@ async fn identity_columns_take_ho_values_and_site_keys_do_not_collide() {
     }
 }
 
+const ODD_NAMES: &str = r#"
+CREATE TABLE public.odd (
+    id int PRIMARY KEY, "_op" text, "_lsn" int8, "_unchanged" text, "_origin" text,
+    relaysync_op text, relaysync_unchanged text, relaysync_origin text, relaysync_seq int,
+    "Mixed Case" text, "a""quote" text, "relaysync.pg_type" text
+);
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_columns_named_like_bookkeeping_round_trip() {
+    let bed = Bed::new("oddnames", ODD_NAMES, &[("public.odd", "all")], "").await;
+    let ho = bed.ho().await;
+    ho.batch_execute("INSERT INTO public.odd VALUES (1, 'D', 7, 'x', 'o', 'D', '{a}', 'relaysync_up', 3, 'm', 'q', 'p')")
+        .await
+        .unwrap();
+    bed.setup().await;
+    assert_both_same(&bed, "public.odd").await;
+    ho.batch_execute(
+        "INSERT INTO public.odd VALUES (2, 'I', 8, NULL, 'ho', 'U', NULL, NULL, 4, 'n', 'r', 's'),
+                                      (3, 'T', 9, 'y', NULL, 'I', 'b', 'c', 5, 'o', 's', 't');
+         UPDATE public.odd SET \"_op\" = 'U', relaysync_seq = 30 WHERE id = 1;
+         DELETE FROM public.odd WHERE id = 3;",
+    )
+    .await
+    .unwrap();
+    bed.sync_all().await;
+    assert_both_same(&bed, "public.odd").await;
+}
+
 const KEYLESS: &str = "
 CREATE TABLE public.readings (sensor int, doc json, at point);
 ALTER TABLE public.readings REPLICA IDENTITY FULL;

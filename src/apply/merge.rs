@@ -116,7 +116,7 @@ fn statements(
     policy: &UpstreamConfig,
     filter: &str,
 ) -> Vec<String> {
-    let (target, stage) = (&st.target, &st.name);
+    let (target, stage, op_col) = (&st.target, &st.name, &st.meta.op);
     let cols = st.cols.join(", ");
     let s_cols = st
         .cols
@@ -128,12 +128,12 @@ fn statements(
     if policy.deletes == Deletes::Apply && !st.key.is_empty() {
         out.push(format!(
             "WITH d AS (DELETE FROM {target} t USING {stage} s
-                         WHERE s.relaysync_op = 'D' AND {on} AND {filter} RETURNING 1)
+                         WHERE s.{op_col} = 'D' AND {on} AND {filter} RETURNING 1)
              SELECT count(*) FROM d",
             on = st.key_match()
         ));
     }
-    let upserts = format!("s.relaysync_op <> 'D' AND {filter}");
+    let upserts = format!("s.{op_col} <> 'D' AND {filter}");
     let log = |rows: &str| {
         format!(
             "INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
@@ -187,6 +187,7 @@ pub(super) async fn merge_part(
     packet: i64,
     policy: &UpstreamConfig,
 ) -> std::result::Result<(u64, u64), tokio_postgres::Error> {
+    let seq_col = &st.meta.seq;
     client.batch_execute("SAVEPOINT relaysync_bulk").await?;
     match run_all(client, &statements(st, table, site, policy, "true")).await {
         Ok(n) => {
@@ -204,10 +205,7 @@ pub(super) async fn merge_part(
     }
     let seqs: Vec<i64> = client
         .query(
-            &format!(
-                "SELECT relaysync_seq FROM {} ORDER BY relaysync_seq",
-                st.name
-            ),
+            &format!("SELECT {seq_col} FROM {} ORDER BY {seq_col}", st.name),
             &[],
         )
         .await?
@@ -219,7 +217,7 @@ pub(super) async fn merge_part(
         client.batch_execute("SAVEPOINT relaysync_row").await?;
         match run_all(
             client,
-            &statements(st, table, site, policy, &format!("s.relaysync_seq = {seq}")),
+            &statements(st, table, site, policy, &format!("s.{seq_col} = {seq}")),
         )
         .await
         {
@@ -253,11 +251,12 @@ async fn reject_row(
     error: &str,
 ) -> std::result::Result<(), tokio_postgres::Error> {
     let cols = st.cols.join(", ");
+    let seq_col = &st.meta.seq;
     client
         .execute(
             &format!(
                 "WITH r AS (SELECT {key} AS key, to_jsonb(x) AS row_data
-                              FROM (SELECT {cols} FROM {stage} s WHERE relaysync_seq = $1) x),
+                              FROM (SELECT {cols} FROM {stage} s WHERE {seq_col} = $1) x),
                       j AS (INSERT INTO relaysync.rejects (site, packet_id, table_name, key, row_data, error)
                             SELECT $2, $3, $4, key, row_data, $5 FROM r)
                  INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
@@ -282,7 +281,7 @@ fn by_key(
     upserts: &str,
     log: &dyn Fn(&str) -> String,
 ) -> Vec<String> {
-    let (target, stage) = (&st.target, &st.name);
+    let (target, stage, unchanged_col) = (&st.target, &st.name, &st.meta.unchanged);
     let cols = st.cols.join(", ");
     let s_cols = st
         .cols
@@ -300,10 +299,11 @@ fn by_key(
     let key_text = st.key_text("t");
     // Rows whose unchanged TOAST values were not sent update what HO
     // has, column by column, never inserting.
-    let (uset, uchanged) = column_updates(&non_key, policy.merge == Merge::FillVacant);
+    let (uset, uchanged) =
+        column_updates(&non_key, unchanged_col, policy.merge == Merge::FillVacant);
     out.push(format!(
         "WITH m AS (INSERT INTO {target} AS t ({cols}) OVERRIDING SYSTEM VALUE
-                      SELECT {s_cols} FROM {stage} s WHERE {upserts} AND s.relaysync_unchanged IS NULL
+                      SELECT {s_cols} FROM {stage} s WHERE {upserts} AND s.{unchanged_col} IS NULL
                     ON CONFLICT ({key_list}) {conflict}
                     RETURNING {key_text} AS key, CASE WHEN xmax = 0 THEN 'I' ELSE 'U' END AS op),
               e AS ({log})
@@ -313,7 +313,7 @@ fn by_key(
     if !non_key.is_empty() {
         out.push(format!(
             "WITH m AS (UPDATE {target} t SET {} FROM {stage} s
-                         WHERE {upserts} AND s.relaysync_unchanged IS NOT NULL AND {on} AND ({})
+                         WHERE {upserts} AND s.{unchanged_col} IS NOT NULL AND {on} AND ({})
                          RETURNING {key_text} AS key, 'U' AS op),
                   e AS ({log})
              SELECT count(*) FROM m",
@@ -367,12 +367,16 @@ fn on_conflict(non_key: &[&String], fill_vacant: bool) -> String {
 /// For rows whose unchanged TOAST values were not sent: the SET list that
 /// updates HO column by column, and the conditions that say a column
 /// changes something.
-fn column_updates(non_key: &[&String], fill_vacant: bool) -> (Vec<String>, Vec<String>) {
+fn column_updates(
+    non_key: &[&String],
+    unchanged_col: &str,
+    fill_vacant: bool,
+) -> (Vec<String>, Vec<String>) {
     non_key
         .iter()
         .map(|c| {
             let given = format!(
-                "NOT ({} = ANY(s.relaysync_unchanged))",
+                "NOT ({} = ANY(s.{unchanged_col}))",
                 literal(c.trim_matches('"'))
             );
             let take = if fill_vacant {
@@ -404,6 +408,7 @@ mod tests {
             key: key.iter().map(|c| format!("\"{c}\"")).collect(),
             rows: 1,
             kept: false,
+            meta: super::super::stage::MetaCols::for_columns(&[]),
         }
     }
 

@@ -105,7 +105,7 @@ async fn apply_staged(
 /// other row is inserted. (Compaction left only deletes of rows the site
 /// had before the part.)
 fn keyless_statements(st: &Stage, needs: Needs) -> String {
-    let (stage, target) = (&st.name, &st.target);
+    let (stage, target, op_col) = (&st.name, &st.target, &st.meta.op);
     let col_list = st.cols.join(", ");
     let row = |alias: &str| {
         let cols: Vec<String> = st.cols.iter().map(|c| format!("{alias}.{c}")).collect();
@@ -115,7 +115,7 @@ fn keyless_statements(st: &Stage, needs: Needs) -> String {
     if needs.deletes {
         sql.push_str(&format!(
             "WITH d AS (SELECT {row_s} AS r, count(*) AS n FROM {stage} s
-                         WHERE s.relaysync_op = 'D' GROUP BY 1),
+                         WHERE s.{op_col} = 'D' GROUP BY 1),
                   t AS (SELECT t.ctid, d.n, row_number() OVER (PARTITION BY d.r) AS i
                           FROM {target} t JOIN d ON {row_t} = d.r)
              DELETE FROM {target} WHERE ctid IN (SELECT ctid FROM t WHERE i <= n);",
@@ -125,7 +125,7 @@ fn keyless_statements(st: &Stage, needs: Needs) -> String {
     }
     if needs.upserts {
         sql.push_str(&format!(
-            "INSERT INTO {target} ({col_list}) OVERRIDING SYSTEM VALUE SELECT {col_list} FROM {stage} WHERE relaysync_op <> 'D';"
+            "INSERT INTO {target} ({col_list}) OVERRIDING SYSTEM VALUE SELECT {col_list} FROM {stage} WHERE {op_col} <> 'D';"
         ));
     }
     sql
@@ -135,6 +135,7 @@ fn keyless_statements(st: &Stage, needs: Needs) -> String {
 /// the change carries, and an UPDATE keeping unchanged TOAST values.
 fn keyed_statements(st: &Stage, part: &Part, needs: Needs) -> String {
     let (stage, target) = (&st.name, &st.target);
+    let (op_col, unchanged_col) = (&st.meta.op, &st.meta.unchanged);
     let col_list = st.cols.join(", ");
     let on = st.key_match();
     let key_list = st.key.join(", ");
@@ -151,13 +152,13 @@ fn keyed_statements(st: &Stage, part: &Part, needs: Needs) -> String {
     let mut sql = String::new();
     if needs.deletes {
         sql.push_str(&format!(
-            "DELETE FROM {target} t USING {stage} s WHERE s.relaysync_op = 'D' AND {on};"
+            "DELETE FROM {target} t USING {stage} s WHERE s.{op_col} = 'D' AND {on};"
         ));
     }
     if needs.upserts {
         sql.push_str(&format!(
             "INSERT INTO {target} ({col_list}) OVERRIDING SYSTEM VALUE SELECT {col_list} FROM {stage}
-              WHERE relaysync_op <> 'D' AND relaysync_unchanged IS NULL
+              WHERE {op_col} <> 'D' AND {unchanged_col} IS NULL
              ON CONFLICT ({key_list}) {conflict};"
         ));
     }
@@ -169,14 +170,14 @@ fn keyed_statements(st: &Stage, part: &Part, needs: Needs) -> String {
             .map(|c| {
                 let q = ident(&c.name);
                 format!(
-                    "{q} = CASE WHEN {} = ANY(s.relaysync_unchanged) THEN t.{q} ELSE s.{q} END",
+                    "{q} = CASE WHEN {} = ANY(s.{unchanged_col}) THEN t.{q} ELSE s.{q} END",
                     literal(&c.name)
                 )
             })
             .collect();
         sql.push_str(&format!(
             "UPDATE {target} t SET {} FROM {stage} s
-              WHERE s.relaysync_op <> 'D' AND s.relaysync_unchanged IS NOT NULL AND {on};",
+              WHERE s.{op_col} <> 'D' AND s.{unchanged_col} IS NOT NULL AND {on};",
             keep.join(", ")
         ));
     }
@@ -186,10 +187,11 @@ fn keyed_statements(st: &Stage, part: &Part, needs: Needs) -> String {
 /// Rows HO merged from a site come back down marked with its origin: the
 /// site logs each one.
 fn merged_events(st: &Stage, site: &str, table: &str) -> String {
+    let (op_col, origin_col) = (&st.meta.op, &st.meta.origin);
     format!(
         "INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
-         SELECT {site}, {table}, {key_text}, {event}, relaysync_op
-           FROM {stage} s WHERE relaysync_origin = {origin} AND relaysync_op <> 'D';",
+         SELECT {site}, {table}, {key_text}, {event}, {op_col}
+           FROM {stage} s WHERE {origin_col} = {origin} AND {op_col} <> 'D';",
         site = literal(site),
         table = literal(table),
         key_text = st.key_text("s"),
