@@ -58,13 +58,23 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
         ho.slot,
         if slot_exists { "exists" } else { "created" }
     ));
-    for t in &described {
-        relay.publish_table(t).await?;
-    }
+    let published = relay.publish_tables(&described).await?;
     said.push(format!(
         "{} table(s) published to the relay",
         described.len()
     ));
+    if !published.added.is_empty() && !relay.sites().await?.is_empty() {
+        said.push(format!(
+            "new table(s) {}: every site gets a full sync of them on the next `ho sync`",
+            published.added.join(", ")
+        ));
+    }
+    if !published.removed.is_empty() {
+        said.push(format!(
+            "no longer synced: {} (the sites keep their copies as they are)",
+            published.removed.join(", ")
+        ));
+    }
     Ok(said)
 }
 

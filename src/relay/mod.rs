@@ -18,7 +18,7 @@ pub use acks::Ack;
 pub use packets::{NewPacket, PacketInfo, SentPacket, StoredPart};
 pub use sites::SyncRequest;
 pub use status::SiteStatus;
-pub use tables::PublishedTable;
+pub use tables::{Published, PublishedTable};
 
 /// The channel HO notifies when it commits packets; streaming site workers
 /// LISTEN on it.
