@@ -172,8 +172,15 @@ pub fn check_site_code(code: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
+        // A long code is shown cut: an error line stays one readable line.
+        let shown: String = code.chars().take(70).collect();
+        let shown = if shown.len() < code.len() {
+            format!("{shown}… ({} characters)", code.chars().count())
+        } else {
+            shown
+        };
         Err(Error::Config(format!(
-            "site code '{code}' is not valid; use 1 to 63 letters, digits, '-', '_' or '.' (not 'ho')"
+            "site code '{shown}' is not valid; use 1 to 63 letters, digits, '-', '_' or '.' (not 'ho')"
         )))
     }
 }

@@ -215,6 +215,26 @@ async fn site_problems() {
         "run `relaysync setup pos` first",
     );
     bed.ok(0, &["setup", "ho"]).await;
+    // A site's URL pointing at HO's database: the fix is named, and HO's
+    // database gets nothing of a site's.
+    for args in [&["pos", "sync", "--once"][..], &["setup", "pos"]] {
+        let mut cmd = bed.command(0, args);
+        cmd.env("RELAYSYNC__POS__URL", &bed.ho_url);
+        assert_one_line_error(&cmd.output().unwrap(), "[pos] url");
+    }
+    assert_eq!(
+        count(
+            &bed.ho().await,
+            "SELECT count(*) FROM pg_class WHERE relname = 'site' AND relnamespace = 'relaysync'::regnamespace"
+        )
+        .await,
+        0
+    );
+    // A site code far too long is not echoed whole.
+    let long = "x".repeat(5000);
+    let out = bed.run(0, &["site", "add", &long]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr.len() < 400, "{} bytes", out.stderr.len());
     // A site table that lacks a column HO has.
     bed.site(0)
         .await
