@@ -191,6 +191,45 @@ pub fn split_table(name: &str) -> Option<(&str, &str)> {
     (!s.is_empty() && !t.is_empty() && !t.contains('.')).then_some((s, t))
 }
 
+/// A table name as SQL spells it (`public."Store Items"`) as relaysync
+/// keeps it (`public.Store Items`: schema and table as the catalog names
+/// them); a name without double quotes is kept as it is. None when the
+/// quoting is broken.
+pub fn unquote_table(name: &str) -> Option<String> {
+    if !name.contains('"') {
+        return Some(name.to_string());
+    }
+    let mut parts = Vec::new();
+    let mut chars = name.chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    '"' => break,
+                    c => part.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != '.') {
+                part.push(c);
+            }
+        }
+        parts.push(part);
+        match chars.next() {
+            None => break,
+            Some('.') => {}
+            Some(_) => return None,
+        }
+    }
+    Some(parts.join("."))
+}
+
 impl Config {
     /// Loads `path`, then the environment, and validates the result.
     pub fn load(path: &Path) -> Result<Config> {
@@ -210,7 +249,13 @@ impl Config {
             )
             .build()
             .map_err(|e| file_error(path, &e))?;
-        let cfg: Config = raw.try_deserialize().map_err(|e| file_error(path, &e))?;
+        let mut cfg: Config = raw.try_deserialize().map_err(|e| file_error(path, &e))?;
+        let names = cfg.tables.iter_mut().map(|t| &mut t.name);
+        for name in names.chain(cfg.upstream.iter_mut().map(|u| &mut u.name)) {
+            if let Some(plain) = unquote_table(name) {
+                *name = plain;
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -400,6 +445,24 @@ mod tests {
         assert_eq!(cfg.ho().unwrap().slot, "relaysync");
         assert_eq!(cfg.interval().unwrap(), Duration::from_secs(1800));
         assert_eq!(cfg.routes()[1].1, Route::Column("site_code".into()));
+    }
+
+    #[test]
+    fn table_names_in_sql_quoting_are_unquoted() {
+        assert_eq!(
+            unquote_table("public.\"Store Items\"").as_deref(),
+            Some("public.Store Items")
+        );
+        assert_eq!(
+            unquote_table("\"My Schema\".\"a\"\"b\"").as_deref(),
+            Some("My Schema.a\"b")
+        );
+        assert_eq!(
+            unquote_table("public.items").as_deref(),
+            Some("public.items")
+        );
+        assert_eq!(unquote_table("public.\"open"), None);
+        assert_eq!(unquote_table("public.\"a\"b"), None);
     }
 
     #[test]

@@ -177,3 +177,25 @@ async fn keyless_tables_keep_row_counts_and_match_types_without_equality() {
     bed.sync_all().await;
     assert_both_same(&bed, "public.readings").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_named_with_sql_quoting_in_the_config_syncs() {
+    let bed = Bed::new(
+        "quoted",
+        r#"CREATE TABLE public."Store Items" ("Item No" int PRIMARY KEY, "Name" text);"#,
+        // TOML's escaped quotes: the config says public."Store Items".
+        &[(r#"public.\"Store Items\""#, "all")],
+        "",
+    )
+    .await;
+    let ho = bed.ho().await;
+    ho.batch_execute(r#"INSERT INTO public."Store Items" VALUES (1, 'a'), (2, 'b')"#)
+        .await
+        .unwrap();
+    bed.setup().await;
+    ho.batch_execute(r#"UPDATE public."Store Items" SET "Name" = 'c' WHERE "Item No" = 2"#)
+        .await
+        .unwrap();
+    bed.sync_all().await;
+    assert_both_same(&bed, r#"public."Store Items""#).await;
+}
