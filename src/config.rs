@@ -51,12 +51,37 @@ pub struct RelayConfig {
 pub struct PosConfig {
     pub site: String,
     pub url: String,
-    /// The slot that captures this site's upstream tables.
-    #[serde(default = "default_up_name")]
+    /// The slot that captures this site's upstream tables; by default
+    /// named after the site ([`up_name`]).
+    #[serde(default)]
     pub slot: String,
-    /// The publication of this site's upstream tables.
-    #[serde(default = "default_up_name")]
+    /// The publication of this site's upstream tables; by default named
+    /// after the site ([`up_name`]).
+    #[serde(default)]
     pub publication: String,
+}
+
+/// The default name of a site's upstream slot and publication:
+/// `relaysync_up_` and the site code in lowercase letters, digits and `_`
+/// (with a hash of the code when that changed it), so that sites sharing a
+/// PostgreSQL server need no setting of their own.
+pub fn up_name(site: &str) -> String {
+    let mut name: String = site
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '_' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '_',
+        })
+        .take(40)
+        .collect();
+    if name != site {
+        let hash = site.bytes().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        name.push_str(&format!("_{hash:08x}"));
+    }
+    format!("relaysync_up_{name}")
 }
 
 /// How HO merges an upstream table's rows.
@@ -143,9 +168,6 @@ pub struct TableConfig {
 
 fn default_name() -> String {
     "relaysync".into()
-}
-fn default_up_name() -> String {
-    "relaysync_up".into()
 }
 fn default_interval() -> String {
     "30m".into()
@@ -250,6 +272,13 @@ impl Config {
             .build()
             .map_err(|e| file_error(path, &e))?;
         let mut cfg: Config = raw.try_deserialize().map_err(|e| file_error(path, &e))?;
+        if let Some(pos) = &mut cfg.pos {
+            for name in [&mut pos.slot, &mut pos.publication] {
+                if name.is_empty() {
+                    *name = up_name(&pos.site);
+                }
+            }
+        }
         let names = cfg.tables.iter_mut().map(|t| &mut t.name);
         for name in names.chain(cfg.upstream.iter_mut().map(|u| &mut u.name)) {
             if let Some(plain) = unquote_table(name) {
@@ -445,6 +474,16 @@ mod tests {
         assert_eq!(cfg.ho().unwrap().slot, "relaysync");
         assert_eq!(cfg.interval().unwrap(), Duration::from_secs(1800));
         assert_eq!(cfg.routes()[1].1, Route::Column("site_code".into()));
+    }
+
+    #[test]
+    fn upstream_names_follow_the_site_code() {
+        assert_eq!(up_name("s1"), "relaysync_up_s1");
+        let a = up_name("Store-001");
+        assert!(a.starts_with("relaysync_up_store_001_"), "{a}");
+        assert_ne!(a, up_name("store_001"));
+        assert_ne!(a, up_name("Store.001"));
+        assert!(up_name(&"x-".repeat(40)).len() <= 63);
     }
 
     #[test]

@@ -223,6 +223,14 @@ pub async fn assert_same(bed: &Bed, site: usize, ho_query: &str, site_query: &st
     );
 }
 
+/// Asserts that every site holds exactly HO's rows of `table`.
+pub async fn assert_table_same_everywhere(bed: &Bed, table: &str) {
+    let all = format!("SELECT * FROM {table}");
+    for site in 0..SITES.len() {
+        assert_same(bed, site, &all, &all).await;
+    }
+}
+
 pub async fn count(c: &Client, query: &str) -> i64 {
     c.query_one(query, &[])
         .await
