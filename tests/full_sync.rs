@@ -49,16 +49,7 @@ async fn assert_site_equals_ho(bed: &Bed, site: usize) {
 
 /// The site holds exactly HO's prices for it.
 async fn assert_prices_same(bed: &Bed, site: usize) {
-    assert_same(
-        bed,
-        site,
-        &format!(
-            "SELECT * FROM public.prices WHERE site_code = '{}'",
-            SITES[site]
-        ),
-        "SELECT * FROM public.prices",
-    )
-    .await;
+    assert_routed_same(bed, site, "public.prices", "site_code").await;
 }
 
 fn site_state(status: &str, site: &str) -> String {
@@ -326,15 +317,8 @@ async fn a_table_added_later_is_fully_synced_and_a_removed_one_stops() {
         assert_eq!(count(&s, "SELECT count(*) FROM public.items").await, 100);
         assert_prices_same(&bed, site).await;
     }
+    assert_all_processed(&bed).await;
     let relay = bed.relay().await;
-    assert_eq!(
-        count(
-            &relay,
-            "SELECT count(*) FROM relay.packets WHERE status <> 'PROCESSED'"
-        )
-        .await,
-        0
-    );
     assert_eq!(
         count(
             &relay,
