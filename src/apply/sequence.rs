@@ -56,7 +56,8 @@ impl Sequences {
 async fn owned_by(client: &Client, target: &str) -> Result<Vec<Owned>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT a.attname::text AS column_name, d.objid::regclass::text AS sequence, s.seqstart AS start
+            "SELECT a.attname::text AS column_name, d.objid::regclass::text AS sequence, s.seqstart AS start,
+                    has_sequence_privilege(d.objid, 'SELECT') AND has_sequence_privilege(d.objid, 'UPDATE') AS may
                FROM pg_depend d
                JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
                JOIN pg_sequence s ON s.seqrelid = d.objid
@@ -66,14 +67,23 @@ async fn owned_by(client: &Client, target: &str) -> Result<Vec<Owned>, tokio_pos
             &[&target],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Owned {
+    let mut owned = Vec::new();
+    for r in &rows {
+        let o = Owned {
             column: r.get("column_name"),
             sequence: r.get("sequence"),
             start: r.get("start"),
-        })
-        .collect())
+        };
+        // Applying goes on without it; the site's own rows may then take
+        // keys HO used.
+        if r.get("may") {
+            owned.push(o);
+        } else {
+            tracing::warn!(table = %target, sequence = %o.sequence,
+                "the role may not move this sequence past HO's keys; GRANT SELECT, UPDATE ON SEQUENCE to it (see sql/roles.sql)");
+        }
+    }
+    Ok(owned)
 }
 
 /// Sets the sequence to the column's largest value when that is at or past
