@@ -377,7 +377,7 @@ fn column_updates(
         .map(|c| {
             let given = format!(
                 "NOT ({} = ANY(s.{unchanged_col}))",
-                literal(c.trim_matches('"'))
+                literal(&unquote_ident(c))
             );
             let take = if fill_vacant {
                 format!(
@@ -394,6 +394,16 @@ fn column_updates(
             )
         })
         .unzip()
+}
+
+/// A column's name from its quoted form (`"a""b"` → `a"b`), as the
+/// part's list of unchanged columns holds it.
+fn unquote_ident(quoted: &str) -> String {
+    let inner = quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or(quoted);
+    inner.replace("\"\"", "\"")
 }
 
 #[cfg(test)]
@@ -465,6 +475,17 @@ mod tests {
             "{upsert}"
         );
         assert!(!upsert.contains("DELETE"), "deletes are ignored: {upsert}");
+    }
+
+    #[test]
+    fn unchanged_columns_are_named_as_the_part_names_them() {
+        let c = "\"a\"\"b\"".to_string();
+        let (_, changed) = column_updates(&[&c], "relaysync_unchanged", false);
+        assert!(
+            changed[0].starts_with("(NOT ('a\"b' = ANY(s.relaysync_unchanged))"),
+            "{}",
+            changed[0]
+        );
     }
 
     #[test]
