@@ -199,3 +199,33 @@ async fn a_table_named_with_sql_quoting_in_the_config_syncs() {
     bed.sync_all().await;
     assert_both_same(&bed, r#"public."Store Items""#).await;
 }
+
+/// An upstream table with an identity key: rows a site numbers itself
+/// reach HO, and HO's own next row takes a key after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_keys_made_at_a_site_do_not_collide_at_ho() {
+    let bed = Bed::new(
+        "identity_up",
+        "CREATE TABLE public.cards (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, holder text);",
+        &[("public.cards", "all")],
+        "[[upstream]]\nname = \"public.cards\"\nmerge = \"upsert\"\n",
+    )
+    .await;
+    let ho = bed.ho().await;
+    ho.batch_execute("INSERT INTO public.cards (holder) VALUES ('h1'), ('h2')")
+        .await
+        .unwrap();
+    bed.setup().await;
+    bed.site(0)
+        .await
+        .batch_execute("INSERT INTO public.cards (holder) VALUES ('s1 local')")
+        .await
+        .unwrap();
+    bed.sync_all().await;
+    ho.batch_execute("INSERT INTO public.cards (holder) VALUES ('h3')")
+        .await
+        .unwrap();
+    bed.sync_all().await;
+    assert_eq!(count(&ho, "SELECT count(*) FROM public.cards").await, 4);
+    assert_both_same(&bed, "public.cards").await;
+}
