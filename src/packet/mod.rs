@@ -15,6 +15,7 @@
 pub(crate) mod copy_out;
 pub(crate) mod decode;
 mod encode;
+mod layout;
 pub mod value;
 
 pub use decode::{read_part, Part, PartColumn};
