@@ -128,26 +128,104 @@ pub async fn create_slot(client: &Client, slot: &str, exists: bool) -> Result<()
     Ok(())
 }
 
-/// Creates publication `name` for `tables` (`schema.table` names), or sets
-/// an existing one to exactly those tables.
-pub async fn ensure_publication(client: &Client, name: &str, tables: &[String]) -> Result<()> {
-    let list = tables
-        .iter()
-        .map(|t| qualified(t))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
+const VIA_ROOT: &str = "publish_via_partition_root = true";
+
+/// What publication `name` needs to cover exactly `tables`, checked before
+/// anything is created: None when it does already, else the statement that
+/// makes it so. Creating or changing a publication of tables needs their
+/// ownership: a role without it gets the statement for the tables' owner
+/// to run.
+pub async fn publication_plan(
+    client: &Client,
+    name: &str,
+    tables: &[String],
+) -> Result<Option<String>> {
+    let quoted: Vec<String> = tables.iter().map(|t| qualified(t)).collect();
+    let row = client
+        .query_one(
+            "WITH want AS (SELECT to_regclass(x)::oid AS oid FROM unnest($2::text[]) x)
+             SELECT p.oid IS NOT NULL AS found,
+                    coalesce(p.pubviaroot AND NOT p.puballtables, false)
+                    AND (SELECT coalesce(array_agg(oid ORDER BY oid), '{}') FROM want)
+                      = (SELECT coalesce(array_agg(prrelid ORDER BY prrelid), '{}')
+                           FROM pg_publication_rel WHERE prpubid = p.oid) AS same,
+                    (SELECT coalesce(bool_and(pg_has_role(c.relowner, 'USAGE')), true)
+                       FROM want w JOIN pg_class c ON c.oid = w.oid)
+                    AND CASE WHEN p.oid IS NULL
+                             THEN has_database_privilege(current_database(), 'CREATE')
+                             ELSE pg_has_role(p.pubowner, 'USAGE') END AS may
+               FROM (SELECT 1) one LEFT JOIN pg_publication p ON p.pubname = $1",
+            &[&name, &quoted],
+        )
         .await
-        .ctx(|| "reading pg_publication".into())?
-        .is_some();
-    let statement = if exists {
-        format!("ALTER PUBLICATION {} SET TABLE {list}", ident(name))
+        .ctx(|| "reading pg_publication".into())?;
+    let (found, same, may): (bool, bool, bool) =
+        (row.get("found"), row.get("same"), row.get("may"));
+    if same {
+        return Ok(None);
+    }
+    let (list, p) = (quoted.join(", "), ident(name));
+    let statement = if found {
+        format!("ALTER PUBLICATION {p} SET TABLE {list}; ALTER PUBLICATION {p} SET ({VIA_ROOT})")
     } else {
-        format!("CREATE PUBLICATION {} FOR TABLE {list}", ident(name))
+        format!("CREATE PUBLICATION {p} FOR TABLE {list} WITH ({VIA_ROOT})")
+    };
+    if !may {
+        return Err(Error::Setup(format!(
+            "publication {name} must cover exactly {list}, which only the tables' owner may make so; as their owner run: {statement}"
+        )));
+    }
+    Ok(Some(statement))
+}
+
+/// Runs what [`publication_plan`] said publication `name` needs.
+pub async fn apply_publication(client: &Client, name: &str, plan: Option<String>) -> Result<()> {
+    let Some(statement) = plan else {
+        return Ok(());
     };
     client
         .batch_execute(&statement)
         .await
         .ctx(|| format!("creating publication {name}"))
+}
+
+/// Fails with the fix unless this session's role may create and read a
+/// replication slot.
+pub async fn require_replication(client: &Client, place: &str) -> Result<()> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text AS role,
+                    (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user) AS ok",
+            &[],
+        )
+        .await
+        .ctx(|| "reading the role's attributes".into())?;
+    if row.get("ok") {
+        return Ok(());
+    }
+    let role: String = row.get("role");
+    Err(Error::Setup(format!(
+        "role {role} at {place} cannot use a replication slot; run ALTER ROLE {} REPLICATION",
+        ident(&role)
+    )))
+}
+
+/// Fails with the fix unless this session's role may create replication
+/// origins (HO and sites with upstream tables mark their writes with one).
+pub async fn require_origin_functions(client: &Client, place: &str) -> Result<()> {
+    let ok: bool = client
+        .query_one(
+            "SELECT has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE')
+                AND has_function_privilege('pg_replication_origin_session_setup(text)', 'EXECUTE') AS ok",
+            &[],
+        )
+        .await
+        .ctx(|| "reading function privileges".into())?
+        .get("ok");
+    if ok {
+        return Ok(());
+    }
+    Err(Error::Setup(format!(
+        "this role at {place} may not create replication origins; GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text), pg_replication_origin_session_setup(text) TO it (see sql/roles.sql)"
+    )))
 }

@@ -10,6 +10,9 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::route::Route;
 
+mod names;
+pub use names::{check_site_code, split_table, unquote_table, up_name};
+
 /// The whole configuration. Holds database URLs (secrets): never serialised.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,11 +94,13 @@ pub struct RelayConfig {
 pub struct PosConfig {
     pub site: String,
     pub url: String,
-    /// The slot that captures this site's upstream tables.
-    #[serde(default = "default_up_name")]
+    /// The slot that captures this site's upstream tables; by default
+    /// named after the site ([`up_name`]).
+    #[serde(default)]
     pub slot: String,
-    /// The publication of this site's upstream tables.
-    #[serde(default = "default_up_name")]
+    /// The publication of this site's upstream tables; by default named
+    /// after the site ([`up_name`]).
+    #[serde(default)]
     pub publication: String,
     /// After this long without a successful sync the site clears its
     /// copies of the down tables ("0s" or unset: never).
@@ -188,9 +193,6 @@ pub struct TableConfig {
 fn default_name() -> String {
     "relaysync".into()
 }
-fn default_up_name() -> String {
-    "relaysync_up".into()
-}
 fn default_interval() -> String {
     "30m".into()
 }
@@ -202,30 +204,6 @@ fn default_max_rows() -> usize {
 }
 fn default_max_bytes() -> usize {
     32 << 20
-}
-
-/// Checks a site code: letters, digits, `-`, `_` and `.`, at most 63 characters.
-pub fn check_site_code(code: &str) -> Result<()> {
-    let ok = !code.is_empty()
-        && code.len() <= 63
-        && code != "*"
-        && code != "ho"
-        && code
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Config(format!(
-            "site code '{code}' is not valid; use 1 to 63 letters, digits, '-', '_' or '.' (not 'ho')"
-        )))
-    }
-}
-
-/// Splits `schema.table` into its two parts.
-pub fn split_table(name: &str) -> Option<(&str, &str)> {
-    let (s, t) = name.split_once('.')?;
-    (!s.is_empty() && !t.is_empty() && !t.contains('.')).then_some((s, t))
 }
 
 impl Config {
@@ -247,7 +225,20 @@ impl Config {
             )
             .build()
             .map_err(|e| file_error(path, &e))?;
-        let cfg: Config = raw.try_deserialize().map_err(|e| file_error(path, &e))?;
+        let mut cfg: Config = raw.try_deserialize().map_err(|e| file_error(path, &e))?;
+        if let Some(pos) = &mut cfg.pos {
+            for name in [&mut pos.slot, &mut pos.publication] {
+                if name.is_empty() {
+                    *name = up_name(&pos.site);
+                }
+            }
+        }
+        let names = cfg.tables.iter_mut().map(|t| &mut t.name);
+        for name in names.chain(cfg.upstream.iter_mut().map(|u| &mut u.name)) {
+            if let Some(plain) = unquote_table(name) {
+                *name = plain;
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
     }

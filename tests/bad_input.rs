@@ -215,6 +215,26 @@ async fn site_problems() {
         "run `relaysync setup pos` first",
     );
     bed.ok(0, &["setup", "ho"]).await;
+    // A site's URL pointing at HO's database: the fix is named, and HO's
+    // database gets nothing of a site's.
+    for args in [&["pos", "sync", "--once"][..], &["setup", "pos"]] {
+        let mut cmd = bed.command(0, args);
+        cmd.env("RELAYSYNC__POS__URL", &bed.ho_url);
+        assert_one_line_error(&cmd.output().unwrap(), "[pos] url");
+    }
+    assert_eq!(
+        count(
+            &bed.ho().await,
+            "SELECT count(*) FROM pg_class WHERE relname = 'site' AND relnamespace = 'relaysync'::regnamespace"
+        )
+        .await,
+        0
+    );
+    // A site code far too long is not echoed whole.
+    let long = "x".repeat(5000);
+    let out = bed.run(0, &["site", "add", &long]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr.len() < 400, "{} bytes", out.stderr.len());
     // A site table that lacks a column HO has.
     bed.site(0)
         .await
@@ -272,4 +292,58 @@ fn help_explains_the_commands() {
     ] {
         assert!(help.contains(word), "--help lacks {word}: {help}");
     }
+}
+
+/// A part swapped for another valid one (fewer rows than the relay says it
+/// holds) is FAILED as damaged and never applied; restored, it applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapped_part_is_failed_as_damaged_never_applied() {
+    let bed = Bed::new("swapped", SCHEMA, &[("public.items", "all")], "").await;
+    bed.setup().await;
+    let ho = bed.ho().await;
+    ho.batch_execute("INSERT INTO public.items VALUES (0, 'first')")
+        .await
+        .unwrap();
+    bed.sync_all().await;
+    ho.batch_execute("INSERT INTO public.items SELECT g, 'n' || g FROM generate_series(1, 20) g")
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    let relay = bed.relay().await;
+    let last = "(SELECT max(packet_id) FROM relay.packet_parts)";
+    relay
+        .batch_execute(&format!(
+            "CREATE TABLE kept AS SELECT * FROM relay.packet_parts WHERE packet_id = {last};
+             UPDATE relay.packet_parts SET arrow_ipc = (SELECT arrow_ipc FROM relay.packet_parts
+                     WHERE packet_id < {last} AND table_name = 'public.items' AND row_count = 1
+                     ORDER BY packet_id DESC LIMIT 1)
+              WHERE packet_id = {last}"
+        ))
+        .await
+        .unwrap();
+    let out = bed.run(0, &["pos", "sync", "--once"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        count(&relay, "SELECT count(*) FROM relay.acks WHERE site = 's1' AND status = 'FAILED' AND error LIKE '%damaged%'").await,
+        1
+    );
+    assert_eq!(
+        count(&bed.site(0).await, "SELECT count(*) FROM public.items").await,
+        1
+    );
+    relay
+        .batch_execute(
+            "UPDATE relay.packet_parts p SET arrow_ipc = k.arrow_ipc FROM kept k
+              WHERE (p.packet_id, p.seq) = (k.packet_id, k.seq)",
+        )
+        .await
+        .unwrap();
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    assert_same(
+        &bed,
+        0,
+        "SELECT * FROM public.items",
+        "SELECT * FROM public.items",
+    )
+    .await;
 }

@@ -223,6 +223,26 @@ async fn pos_killed_in_the_middle_of_applying_a_group() {
     assert_converged(&bed).await;
 }
 
+/// A run that ended normally leaves no ack unsent: the next run sends none
+/// again (the relay's acks keep their time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_normal_run_leaves_no_ack_to_resend() {
+    let bed = Bed::new("no_resend", SCHEMA, TABLES, "").await;
+    bed.setup().await;
+    bed.ho()
+        .await
+        .batch_execute("INSERT INTO public.items VALUES (1, 'a', 1)")
+        .await
+        .unwrap();
+    bed.sync_all().await;
+    let relay = bed.relay().await;
+    let acks = "SELECT packet_id, status, acked_at FROM relay.acks WHERE site = 's1'";
+    let before = rows(&relay, acks).await;
+    assert_eq!(before.len(), 2);
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    assert_eq!(rows(&relay, acks).await, before);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pos_killed_between_its_commit_and_the_ack() {
     let bed = Bed::new("pos_after_commit", SCHEMA, TABLES, "").await;

@@ -417,6 +417,12 @@ async fn a_packet_a_site_cannot_apply_fails_there_only_and_a_rerun_applies_it() 
         .await,
         1
     );
+    // HO's own record carries the site's error, not a column next to it.
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert_eq!(
+        count(&ho, "SELECT count(*) FROM relaysync.sent_packets WHERE status = 'FAILED' AND error LIKE 's2: %column \"name\"%'").await,
+        1
+    );
     let status = bed.ok(0, &["status"]).await;
     assert!(
         status

@@ -44,16 +44,12 @@ async fn assert_site_equals_ho(bed: &Bed, site: usize) {
         "SELECT * FROM public.items",
     )
     .await;
-    assert_same(
-        bed,
-        site,
-        &format!(
-            "SELECT * FROM public.prices WHERE site_code = '{}'",
-            SITES[site]
-        ),
-        "SELECT * FROM public.prices",
-    )
-    .await;
+    assert_prices_same(bed, site).await;
+}
+
+/// The site holds exactly HO's prices for it.
+async fn assert_prices_same(bed: &Bed, site: usize) {
+    assert_routed_same(bed, site, "public.prices", "site_code").await;
 }
 
 fn site_state(status: &str, site: &str) -> String {
@@ -289,4 +285,46 @@ async fn a_failed_full_sync_keeps_the_old_data_and_is_retried() {
     bed.ok(0, &["ho", "sync", "--once"]).await;
     let status = bed.ok(0, &["status"]).await;
     assert_eq!(site_state(&status, "s1"), "Success", "{status}");
+}
+
+/// A table added to `[[tables]]` reaches every site with the rows HO had,
+/// by re-running `setup ho` only; a table removed is no longer synced and
+/// the sites keep their copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_added_later_is_fully_synced_and_a_removed_one_stops() {
+    let bed = Bed::new("added", SCHEMA, &TABLES[..1], "").await;
+    load_ho(&bed, 100).await;
+    bed.setup().await;
+    bed.write_config(TABLES, "");
+    bed.ok(0, &["setup", "ho"]).await;
+    bed.sync_all().await;
+    for site in 0..2 {
+        assert_site_equals_ho(&bed, site).await;
+    }
+    // Removed: HO's changes to it stay at HO, the sites keep what they had.
+    bed.write_config(&TABLES[1..], "");
+    bed.ok(0, &["setup", "ho"]).await;
+    let ho = bed.ho().await;
+    ho.batch_execute(
+        "INSERT INTO public.items VALUES (1000, 'new', 1);
+         INSERT INTO public.prices VALUES ('s1', 1000, 1), ('s2', 1000, 2);",
+    )
+    .await
+    .unwrap();
+    bed.sync_all().await;
+    for site in 0..2 {
+        let s = bed.site(site).await;
+        assert_eq!(count(&s, "SELECT count(*) FROM public.items").await, 100);
+        assert_prices_same(&bed, site).await;
+    }
+    assert_all_processed(&bed).await;
+    let relay = bed.relay().await;
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.tables WHERE name = 'public.items'"
+        )
+        .await,
+        0
+    );
 }

@@ -91,10 +91,11 @@ impl Consumer {
             Some(a) => a,
             None => {
                 let a = self.applier.position(client).await?;
-                let acks = self.applier.unsent_acks(client, relay, a).await?;
-                relay.ack(self.applier.target(), &acks).await?;
-                self.applier.acked(client, &acks, true).await?;
-                out.acks_resent = acks.len() as u64;
+                let unmarked = self.applier.unsent_acks(client, relay, a).await?;
+                let missing = relay.missing_acks(self.applier.target(), &unmarked).await?;
+                relay.ack(self.applier.target(), &missing).await?;
+                self.applier.acked(client, &unmarked, true).await?;
+                out.acks_resent = missing.len() as u64;
                 a
             }
         };
@@ -270,6 +271,12 @@ impl Consumer {
                 )))
             }
         };
+        if let Some(damage) = stored.damage(part.rows()) {
+            return Ok(Err(format!(
+                "part {} of packet {} is damaged: {damage}; the relay copy is not what was written",
+                stored.table_name, p.id
+            )));
+        }
         if part.table != stored.table_name {
             return Ok(Err(format!(
                 "part says table {} but the relay row says {}",

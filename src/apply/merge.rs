@@ -79,6 +79,9 @@ impl HoMerger {
         client
             .batch_execute(&format!("DROP TABLE {}", st.name))
             .await?;
+        if merged > 0 {
+            stages.sequences.catch_up(client, part).await?;
+        }
         self.counts.0 += merged;
         self.counts.1 += rejected;
         crate::telemetry::rows_merged(&part.table, merged, rejected);
@@ -114,7 +117,7 @@ fn statements(
     policy: &UpstreamConfig,
     filter: &str,
 ) -> Vec<String> {
-    let (target, stage) = (&st.target, &st.name);
+    let (target, stage, op_col) = (&st.target, &st.name, &st.meta.op);
     let cols = st.cols.join(", ");
     let s_cols = st
         .cols
@@ -126,12 +129,12 @@ fn statements(
     if policy.deletes == Deletes::Apply && !st.key.is_empty() {
         out.push(format!(
             "WITH d AS (DELETE FROM {target} t USING {stage} s
-                         WHERE s.relaysync_op = 'D' AND {on} AND {filter} RETURNING 1)
+                         WHERE s.{op_col} = 'D' AND {on} AND {filter} RETURNING 1)
              SELECT count(*) FROM d",
             on = st.key_match()
         ));
     }
-    let upserts = format!("s.relaysync_op <> 'D' AND {filter}");
+    let upserts = format!("s.{op_col} <> 'D' AND {filter}");
     let log = |rows: &str| {
         format!(
             "INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
@@ -144,7 +147,7 @@ fn statements(
     match policy.merge {
         Merge::Append => {
             out.push(format!(
-                "WITH m AS (INSERT INTO {target} ({cols}) SELECT {s_cols} FROM {stage} s WHERE {upserts}
+                "WITH m AS (INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {s_cols} FROM {stage} s WHERE {upserts}
                             ON CONFLICT DO NOTHING RETURNING 1)
                  SELECT count(*) FROM m"
             ));
@@ -155,7 +158,7 @@ fn statements(
         // Without a key there is nothing to merge into: insert.
         Merge::FillVacant | Merge::Upsert => {
             out.push(format!(
-                "WITH m AS (INSERT INTO {target} ({cols}) SELECT {s_cols} FROM {stage} s WHERE {upserts} RETURNING 1)
+                "WITH m AS (INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {s_cols} FROM {stage} s WHERE {upserts} RETURNING 1)
                  SELECT count(*) FROM m"
             ));
         }
@@ -185,6 +188,7 @@ pub(super) async fn merge_part(
     packet: i64,
     policy: &UpstreamConfig,
 ) -> std::result::Result<(u64, u64), tokio_postgres::Error> {
+    let seq_col = &st.meta.seq;
     client.batch_execute("SAVEPOINT relaysync_bulk").await?;
     match run_all(client, &statements(st, table, site, policy, "true")).await {
         Ok(n) => {
@@ -202,10 +206,7 @@ pub(super) async fn merge_part(
     }
     let seqs: Vec<i64> = client
         .query(
-            &format!(
-                "SELECT relaysync_seq FROM {} ORDER BY relaysync_seq",
-                st.name
-            ),
+            &format!("SELECT {seq_col} FROM {} ORDER BY {seq_col}", st.name),
             &[],
         )
         .await?
@@ -217,7 +218,7 @@ pub(super) async fn merge_part(
         client.batch_execute("SAVEPOINT relaysync_row").await?;
         match run_all(
             client,
-            &statements(st, table, site, policy, &format!("s.relaysync_seq = {seq}")),
+            &statements(st, table, site, policy, &format!("s.{seq_col} = {seq}")),
         )
         .await
         {
@@ -251,11 +252,12 @@ async fn reject_row(
     error: &str,
 ) -> std::result::Result<(), tokio_postgres::Error> {
     let cols = st.cols.join(", ");
+    let seq_col = &st.meta.seq;
     client
         .execute(
             &format!(
                 "WITH r AS (SELECT {key} AS key, to_jsonb(x) AS row_data
-                              FROM (SELECT {cols} FROM {stage} s WHERE relaysync_seq = $1) x),
+                              FROM (SELECT {cols} FROM {stage} s WHERE {seq_col} = $1) x),
                       j AS (INSERT INTO relaysync.rejects (site, packet_id, table_name, key, row_data, error)
                             SELECT $2, $3, $4, key, row_data, $5 FROM r)
                  INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
@@ -280,7 +282,7 @@ fn by_key(
     upserts: &str,
     log: &dyn Fn(&str) -> String,
 ) -> Vec<String> {
-    let (target, stage) = (&st.target, &st.name);
+    let (target, stage, unchanged_col) = (&st.target, &st.name, &st.meta.unchanged);
     let cols = st.cols.join(", ");
     let s_cols = st
         .cols
@@ -298,10 +300,11 @@ fn by_key(
     let key_text = st.key_text("t");
     // Rows whose unchanged TOAST values were not sent update what HO
     // has, column by column, never inserting.
-    let (uset, uchanged) = column_updates(&non_key, policy.merge == Merge::FillVacant);
+    let (uset, uchanged) =
+        column_updates(&non_key, unchanged_col, policy.merge == Merge::FillVacant);
     out.push(format!(
-        "WITH m AS (INSERT INTO {target} AS t ({cols})
-                      SELECT {s_cols} FROM {stage} s WHERE {upserts} AND s.relaysync_unchanged IS NULL
+        "WITH m AS (INSERT INTO {target} AS t ({cols}) OVERRIDING SYSTEM VALUE
+                      SELECT {s_cols} FROM {stage} s WHERE {upserts} AND s.{unchanged_col} IS NULL
                     ON CONFLICT ({key_list}) {conflict}
                     RETURNING {key_text} AS key, CASE WHEN xmax = 0 THEN 'I' ELSE 'U' END AS op),
               e AS ({log})
@@ -311,7 +314,7 @@ fn by_key(
     if !non_key.is_empty() {
         out.push(format!(
             "WITH m AS (UPDATE {target} t SET {} FROM {stage} s
-                         WHERE {upserts} AND s.relaysync_unchanged IS NOT NULL AND {on} AND ({})
+                         WHERE {upserts} AND s.{unchanged_col} IS NOT NULL AND {on} AND ({})
                          RETURNING {key_text} AS key, 'U' AS op),
                   e AS ({log})
              SELECT count(*) FROM m",
@@ -365,13 +368,17 @@ fn on_conflict(non_key: &[&String], fill_vacant: bool) -> String {
 /// For rows whose unchanged TOAST values were not sent: the SET list that
 /// updates HO column by column, and the conditions that say a column
 /// changes something.
-fn column_updates(non_key: &[&String], fill_vacant: bool) -> (Vec<String>, Vec<String>) {
+fn column_updates(
+    non_key: &[&String],
+    unchanged_col: &str,
+    fill_vacant: bool,
+) -> (Vec<String>, Vec<String>) {
     non_key
         .iter()
         .map(|c| {
             let given = format!(
-                "NOT ({} = ANY(s.relaysync_unchanged))",
-                literal(c.trim_matches('"'))
+                "NOT ({} = ANY(s.{unchanged_col}))",
+                literal(&unquote_ident(c))
             );
             let take = if fill_vacant {
                 format!(
@@ -390,6 +397,16 @@ fn column_updates(non_key: &[&String], fill_vacant: bool) -> (Vec<String>, Vec<S
         .unzip()
 }
 
+/// A column's name from its quoted form (`"a""b"` → `a"b`), as the
+/// part's list of unchanged columns holds it.
+fn unquote_ident(quoted: &str) -> String {
+    let inner = quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or(quoted);
+    inner.replace("\"\"", "\"")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +419,7 @@ mod tests {
             key: key.iter().map(|c| format!("\"{c}\"")).collect(),
             rows: 1,
             kept: false,
+            meta: super::super::stage::MetaCols::for_columns(&[]),
         }
     }
 
@@ -458,6 +476,17 @@ mod tests {
             "{upsert}"
         );
         assert!(!upsert.contains("DELETE"), "deletes are ignored: {upsert}");
+    }
+
+    #[test]
+    fn unchanged_columns_are_named_as_the_part_names_them() {
+        let c = "\"a\"\"b\"".to_string();
+        let (_, changed) = column_updates(&[&c], "relaysync_unchanged", false);
+        assert!(
+            changed[0].starts_with("(NOT ('a\"b' = ANY(s.relaysync_unchanged))"),
+            "{}",
+            changed[0]
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod consumer;
 mod merge;
 mod origin;
 mod replica;
+mod sequence;
 mod site;
 mod stage;
 

@@ -58,11 +58,28 @@ pub async fn apply_part(
         return Ok(0);
     }
     let needs = Needs::of(part);
-    if needs.inserts_only(part) {
-        if let Some(rows) = copy_inserts(client, part, stages).await? {
-            return Ok(rows);
-        }
+    let rows = match needs.inserts_only(part) {
+        true => copy_inserts(client, part, stages).await?,
+        false => None,
+    };
+    let rows = match rows {
+        Some(rows) => rows,
+        None => apply_staged(client, site, part, stages, needs).await?,
+    };
+    if needs.upserts && rows > 0 {
+        stages.sequences.catch_up(client, part).await?;
     }
+    Ok(rows)
+}
+
+/// Applies a part through a staging table: the statements it needs.
+async fn apply_staged(
+    client: &Client,
+    site: &str,
+    part: &Part,
+    stages: &mut Stages,
+    needs: Needs,
+) -> Result<u64, tokio_postgres::Error> {
     let st = stage_part(client, part, stages, needs.deletes || needs.unchanged).await?;
     let mut sql = String::new();
     if st.rows > 0 {
@@ -82,31 +99,33 @@ pub async fn apply_part(
     Ok(st.rows)
 }
 
-/// Without a key: a delete removes one row equal in every column; every
-/// other row is inserted.
+/// Without a key the table is a bag: each delete removes one row equal in
+/// every column (as many as the part deletes of that row), compared by
+/// text form so that types without equality (json, point) match; every
+/// other row is inserted. (Compaction left only deletes of rows the site
+/// had before the part.)
 fn keyless_statements(st: &Stage, needs: Needs) -> String {
-    let (stage, target) = (&st.name, &st.target);
+    let (stage, target, op_col) = (&st.name, &st.target, &st.meta.op);
     let col_list = st.cols.join(", ");
     let row = |alias: &str| {
-        st.cols
-            .iter()
-            .map(|c| format!("{alias}.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        let cols: Vec<String> = st.cols.iter().map(|c| format!("{alias}.{c}")).collect();
+        format!("ROW({})::text", cols.join(", "))
     };
     let mut sql = String::new();
     if needs.deletes {
         sql.push_str(&format!(
-            "DELETE FROM {target} WHERE ctid IN (
-               SELECT (SELECT t.ctid FROM {target} t WHERE ({row_t}) IS NOT DISTINCT FROM ({row_s}) LIMIT 1)
-                 FROM {stage} s WHERE s.relaysync_op = 'D');",
+            "WITH d AS (SELECT {row_s} AS r, count(*) AS n FROM {stage} s
+                         WHERE s.{op_col} = 'D' GROUP BY 1),
+                  t AS (SELECT t.ctid, d.n, row_number() OVER (PARTITION BY d.r) AS i
+                          FROM {target} t JOIN d ON {row_t} = d.r)
+             DELETE FROM {target} WHERE ctid IN (SELECT ctid FROM t WHERE i <= n);",
             row_t = row("t"),
             row_s = row("s"),
         ));
     }
     if needs.upserts {
         sql.push_str(&format!(
-            "INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage} WHERE relaysync_op <> 'D';"
+            "INSERT INTO {target} ({col_list}) OVERRIDING SYSTEM VALUE SELECT {col_list} FROM {stage} WHERE {op_col} <> 'D';"
         ));
     }
     sql
@@ -116,6 +135,7 @@ fn keyless_statements(st: &Stage, needs: Needs) -> String {
 /// the change carries, and an UPDATE keeping unchanged TOAST values.
 fn keyed_statements(st: &Stage, part: &Part, needs: Needs) -> String {
     let (stage, target) = (&st.name, &st.target);
+    let (op_col, unchanged_col) = (&st.meta.op, &st.meta.unchanged);
     let col_list = st.cols.join(", ");
     let on = st.key_match();
     let key_list = st.key.join(", ");
@@ -132,13 +152,13 @@ fn keyed_statements(st: &Stage, part: &Part, needs: Needs) -> String {
     let mut sql = String::new();
     if needs.deletes {
         sql.push_str(&format!(
-            "DELETE FROM {target} t USING {stage} s WHERE s.relaysync_op = 'D' AND {on};"
+            "DELETE FROM {target} t USING {stage} s WHERE s.{op_col} = 'D' AND {on};"
         ));
     }
     if needs.upserts {
         sql.push_str(&format!(
-            "INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage}
-              WHERE relaysync_op <> 'D' AND relaysync_unchanged IS NULL
+            "INSERT INTO {target} ({col_list}) OVERRIDING SYSTEM VALUE SELECT {col_list} FROM {stage}
+              WHERE {op_col} <> 'D' AND {unchanged_col} IS NULL
              ON CONFLICT ({key_list}) {conflict};"
         ));
     }
@@ -150,14 +170,14 @@ fn keyed_statements(st: &Stage, part: &Part, needs: Needs) -> String {
             .map(|c| {
                 let q = ident(&c.name);
                 format!(
-                    "{q} = CASE WHEN {} = ANY(s.relaysync_unchanged) THEN t.{q} ELSE s.{q} END",
+                    "{q} = CASE WHEN {} = ANY(s.{unchanged_col}) THEN t.{q} ELSE s.{q} END",
                     literal(&c.name)
                 )
             })
             .collect();
         sql.push_str(&format!(
             "UPDATE {target} t SET {} FROM {stage} s
-              WHERE s.relaysync_op <> 'D' AND s.relaysync_unchanged IS NOT NULL AND {on};",
+              WHERE s.{op_col} <> 'D' AND s.{unchanged_col} IS NOT NULL AND {on};",
             keep.join(", ")
         ));
     }
@@ -167,10 +187,11 @@ fn keyed_statements(st: &Stage, part: &Part, needs: Needs) -> String {
 /// Rows HO merged from a site come back down marked with its origin: the
 /// site logs each one.
 fn merged_events(st: &Stage, site: &str, table: &str) -> String {
+    let (op_col, origin_col) = (&st.meta.op, &st.meta.origin);
     format!(
         "INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
-         SELECT {site}, {table}, {key_text}, {event}, relaysync_op
-           FROM {stage} s WHERE relaysync_origin = {origin} AND relaysync_op <> 'D';",
+         SELECT {site}, {table}, {key_text}, {event}, {op_col}
+           FROM {stage} s WHERE {origin_col} = {origin} AND {op_col} <> 'D';",
         site = literal(site),
         table = literal(table),
         key_text = st.key_text("s"),
@@ -208,7 +229,7 @@ async fn copy_inserts(
     let check = client
         .simple_query(&format!(
             "SAVEPOINT relaysync_copy;
-             INSERT INTO {target} ({cols}) SELECT {cols} FROM {target} WHERE false;
+             INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {target} WHERE false;
              SELECT row_security_active({})",
             literal(&target)
         ))

@@ -13,9 +13,40 @@ use crate::postgres::{ident, qualified};
 /// Rows written per COPY chunk.
 const CHUNK_BYTES: usize = 1 << 20;
 
+/// The bookkeeping columns of a staging table, named so that no column of
+/// the part has their name: `relaysync_op`, `relaysync_unchanged`,
+/// `relaysync_origin`, `relaysync_seq`, or with `relaysync1_`, … when a
+/// column of the table starts with `relaysync_`.
+#[derive(Debug, Clone)]
+pub struct MetaCols {
+    pub op: String,
+    pub unchanged: String,
+    pub origin: String,
+    pub seq: String,
+}
+
+impl MetaCols {
+    /// The names for a table whose columns are `columns` (unquoted).
+    pub fn for_columns(columns: &[&str]) -> MetaCols {
+        let prefix = (0..)
+            .map(|n| match n {
+                0 => "relaysync_".to_string(),
+                n => format!("relaysync{n}_"),
+            })
+            .find(|p| !columns.iter().any(|c| c.starts_with(p.as_str())))
+            .expect("a free prefix");
+        MetaCols {
+            op: format!("{prefix}op"),
+            unchanged: format!("{prefix}unchanged"),
+            origin: format!("{prefix}origin"),
+            seq: format!("{prefix}seq"),
+        }
+    }
+}
+
 /// A part loaded into a temporary staging table (dropped at commit): its
-/// columns, then `relaysync_op`, `relaysync_unchanged`, `relaysync_origin`
-/// and `relaysync_seq` (the row's place in the part).
+/// columns, then the bookkeeping columns ([`MetaCols`]): the operation, the
+/// unchanged TOAST columns, the origin and the row's place in the part.
 pub struct Stage {
     pub name: String,
     pub target: String,
@@ -26,6 +57,7 @@ pub struct Stage {
     pub rows: u64,
     /// Kept for the session: emptied, not dropped.
     pub kept: bool,
+    pub meta: MetaCols,
 }
 
 impl Stage {
@@ -118,6 +150,8 @@ pub struct Stages {
     made: usize,
     /// The connection is out of step (see [`copy_rows`]): drop it.
     out_of_step: bool,
+    /// The sequences behind the targets' columns.
+    pub sequences: super::sequence::Sequences,
 }
 
 impl Stages {
@@ -160,6 +194,7 @@ impl Stages {
     pub async fn reset(&mut self, client: &Client) -> bool {
         self.created.clear();
         self.loaded.clear();
+        self.sequences.clear();
         let names: Vec<String> = self.kept.drain().map(|(_, name)| name).collect();
         for name in &names {
             // The session may be gone; the tables are then gone with it.
@@ -185,6 +220,14 @@ pub async fn stage_part(
     let cols: Vec<String> = part.columns.iter().map(|c| ident(&c.name)).collect();
     let col_list = cols.join(", ");
     let shape = format!("{target}({col_list})");
+    let names: Vec<&str> = part.columns.iter().map(|c| c.name.as_str()).collect();
+    let meta = MetaCols::for_columns(&names);
+    let MetaCols {
+        op,
+        unchanged,
+        origin,
+        seq,
+    } = &meta;
     let name = match stages.kept.get(&shape) {
         Some(name) if stages.keep => {
             let name = name.clone();
@@ -200,9 +243,9 @@ pub async fn stage_part(
             client
                 .batch_execute(&format!(
                     "CREATE TEMP TABLE {name} ON COMMIT {on_commit} AS SELECT {col_list} FROM {target} WITH NO DATA;
-                     ALTER TABLE {name} ADD COLUMN relaysync_op text, ADD COLUMN relaysync_unchanged text[],
-                       ADD COLUMN relaysync_origin text,
-                       ADD COLUMN relaysync_seq bigint GENERATED ALWAYS AS IDENTITY;"
+                     ALTER TABLE {name} ADD COLUMN {op} text, ADD COLUMN {unchanged} text[],
+                       ADD COLUMN {origin} text,
+                       ADD COLUMN {seq} bigint GENERATED ALWAYS AS IDENTITY;"
                 ))
                 .await?;
             if stages.keep {
@@ -215,9 +258,7 @@ pub async fn stage_part(
     };
     let rows = copy_rows(
         client,
-        &format!(
-            "COPY {name} ({col_list}, relaysync_op, relaysync_unchanged, relaysync_origin) FROM STDIN"
-        ),
+        &format!("COPY {name} ({col_list}, {op}, {unchanged}, {origin}) FROM STDIN"),
         part,
         Part::write_copy_text,
         stages,
@@ -233,5 +274,21 @@ pub async fn stage_part(
         key: part.key.iter().map(|k| ident(k)).collect(),
         rows,
         kept: stages.keep,
+        meta,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bookkeeping_columns_take_a_prefix_no_column_has() {
+        assert_eq!(MetaCols::for_columns(&["id", "_op"]).op, "relaysync_op");
+        let m = MetaCols::for_columns(&["relaysync_op", "relaysync1_x"]);
+        assert_eq!(
+            (m.op.as_str(), m.seq.as_str()),
+            ("relaysync2_op", "relaysync2_seq")
+        );
+    }
 }

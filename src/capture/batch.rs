@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::bag::Bag;
 use super::pgoutput::{OldKind, Tuple, Value};
 use crate::packet::{Change, Op, TableShape};
 use crate::route::{Route, ALL_SITES};
@@ -31,6 +32,8 @@ pub struct PartDraft {
     pub changes: Vec<Change>,
     /// Key → index in `changes`, for compaction.
     by_key: KeyIndex,
+    /// A keyless table's inserts, for compaction.
+    bag: Bag,
 }
 
 /// A packet ready to encode: its parts and the range of commit LSNs it holds.
@@ -164,6 +167,7 @@ impl Batcher {
                     target: target.to_string(),
                     changes: Vec::new(),
                     by_key: KeyIndex::default(),
+                    bag: Bag::default(),
                 });
                 self.part_index.insert(key, self.current.parts.len() - 1);
                 self.current.parts.len() - 1
@@ -207,6 +211,10 @@ impl Batcher {
                 part.by_key.insert(slot, at);
                 part.changes.push(change);
                 self.rows += 1;
+            }
+            Found::NoKey if part.shape.key.is_empty() => {
+                let grown = part.bag.push(&mut part.changes, change);
+                self.rows = self.rows.saturating_add_signed(grown);
             }
             Found::NoKey => {
                 part.changes.push(change);
@@ -346,6 +354,7 @@ impl Batcher {
                 target: ALL_SITES.to_string(),
                 changes: vec![change],
                 by_key: KeyIndex::default(),
+                bag: Bag::default(),
             });
         }
         self.seal();

@@ -22,6 +22,7 @@
 //! `writer.rs` writes groups into the relay; `shape.rs` describes captured
 //! tables; `batch.rs` cuts changes into packets.
 
+mod bag;
 pub mod batch;
 pub(crate) mod catalog;
 pub(crate) mod copy_text;

@@ -7,6 +7,11 @@ use relaysync::relay::Relay;
 
 /// Asks for a reload of `tables` (empty: all) at `sites` (or every site).
 pub async fn run(cfg: &Config, sites: Vec<String>, all: bool, tables: Vec<String>) -> Result<()> {
+    // Either spelling: public."Store Items" or public.Store Items.
+    let tables: Vec<String> = tables
+        .into_iter()
+        .map(|t| relaysync::config::unquote_table(&t).unwrap_or(t))
+        .collect();
     for t in &tables {
         if !cfg.tables.iter().any(|c| &c.name == t) {
             let known = cfg

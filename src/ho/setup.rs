@@ -22,6 +22,7 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
     let mut said = Vec::new();
 
     checks::require_logical(&sql, "HO").await?;
+    checks::require_replication(&sql, "HO").await?;
     let slot_exists = checks::slot_capacity(&sql, &ho.slot, "HO", "[ho] slot").await?;
     if cfg.tables.is_empty() {
         return Err(Error::Config(
@@ -33,6 +34,8 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
         described.push(check_table(&sql, &name, &route).await?);
     }
     check_upstream(&sql, cfg).await?;
+    let names: Vec<String> = described.iter().map(|t| t.name.clone()).collect();
+    let publication = checks::publication_plan(&sql, &ho.publication, &names).await?;
 
     migrate::migrate(&mut sql, Target::Ho).await?;
     if !cfg.upstream.is_empty() {
@@ -41,8 +44,7 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
             "replication origin {origin} marks what HO merges from the sites"
         ));
     }
-    let names: Vec<String> = described.iter().map(|t| t.name.clone()).collect();
-    checks::ensure_publication(&sql, &ho.publication, &names).await?;
+    checks::apply_publication(&sql, &ho.publication, publication).await?;
     let table_list = names
         .iter()
         .map(|n| qualified(n))
@@ -58,13 +60,23 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
         ho.slot,
         if slot_exists { "exists" } else { "created" }
     ));
-    for t in &described {
-        relay.publish_table(t).await?;
-    }
+    let published = relay.publish_tables(&described).await?;
     said.push(format!(
         "{} table(s) published to the relay",
         described.len()
     ));
+    if !published.added.is_empty() && !relay.sites().await?.is_empty() {
+        said.push(format!(
+            "new table(s) {}: every site gets a full sync of them on the next `ho sync`",
+            published.added.join(", ")
+        ));
+    }
+    if !published.removed.is_empty() {
+        said.push(format!(
+            "no longer synced: {} (the sites keep their copies as they are)",
+            published.removed.join(", ")
+        ));
+    }
     Ok(said)
 }
 
@@ -93,8 +105,12 @@ async fn check_table(sql: &Client, name: &str, route: &Route) -> Result<Publishe
     })
 }
 
-/// Checks that every upstream table exists at HO, with a key to merge by.
+/// Checks that every upstream table exists at HO, with a key to merge by,
+/// and that HO's role may mark its merges with a replication origin.
 async fn check_upstream(sql: &Client, cfg: &Config) -> Result<()> {
+    if !cfg.upstream.is_empty() {
+        checks::require_origin_functions(sql, "HO").await?;
+    }
     for u in &cfg.upstream {
         let oid = catalog::table_oid(sql, &u.name).await?.ok_or_else(|| {
             Error::Setup(format!(

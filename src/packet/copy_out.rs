@@ -5,7 +5,7 @@ use arrow::array::{Array, AsArray, ListArray, StringArray};
 use arrow::datatypes::DataType;
 
 use super::value;
-use super::{Part, COL_OP, COL_ORIGIN, COL_UNCHANGED};
+use super::Part;
 
 /// Appends `s` escaped for COPY text format.
 pub(crate) fn copy_escape(s: &[u8], out: &mut Vec<u8>) {
@@ -109,21 +109,22 @@ impl Part {
         let Some(batch) = self.batches.get(index) else {
             return;
         };
-        let data: Vec<&dyn Array> = self
-            .columns
+        let layout = &self.layout;
+        let data: Vec<&dyn Array> = layout
+            .data
             .iter()
-            .filter_map(|c| batch.column_by_name(&c.name).map(|a| a.as_ref()))
+            .map(|&i| batch.column(i).as_ref())
             .collect();
         let ops = batch
-            .column_by_name(COL_OP)
-            .and_then(|a| a.as_string_opt::<i32>())
+            .column(layout.op)
+            .as_string_opt::<i32>()
             .expect("checked in read_part");
-        let unchanged = batch
-            .column_by_name(COL_UNCHANGED)
-            .and_then(|a| a.as_any().downcast_ref::<ListArray>());
-        let origin = batch
-            .column_by_name(COL_ORIGIN)
-            .and_then(|a| a.as_string_opt::<i32>());
+        let unchanged = layout
+            .unchanged
+            .and_then(|i| batch.column(i).as_any().downcast_ref::<ListArray>());
+        let origin = layout
+            .origin
+            .and_then(|i| batch.column(i).as_string_opt::<i32>());
         let mut scratch = Vec::new();
         for row in 0..batch.num_rows() {
             let op = ops.value(row);

@@ -4,12 +4,10 @@
 use std::io::Cursor;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, TimeUnit};
 use arrow::ipc::reader::StreamReader;
 
-use super::{
-    PacketError, COL_LSN, COL_OP, COL_ORIGIN, COL_UNCHANGED, META_KEY, META_PG_TYPE, META_TABLE,
-};
+use super::layout::{layout, Layout};
+use super::{PacketError, META_KEY, META_TABLE};
 
 /// A data column of a part: its name and PostgreSQL type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +24,7 @@ pub struct Part {
     /// Key column names; empty for a table without a key.
     pub key: Vec<String>,
     pub columns: Vec<PartColumn>,
+    pub(super) layout: Layout,
     pub(super) batches: Vec<RecordBatch>,
     /// The operations its rows carry, each once.
     ops: Vec<super::Op>,
@@ -147,44 +146,7 @@ fn read_part_unchecked(bytes: &[u8]) -> Result<Part, PacketError> {
         .clone();
     let key: Vec<String> = serde_json::from_str(meta.get(META_KEY).map_or("[]", |s| s.as_str()))
         .map_err(|e| PacketError::Invalid(format!("relaysync.key is not a JSON list: {e}")))?;
-    let mut columns = Vec::new();
-    for field in schema.fields() {
-        match field.name().as_str() {
-            COL_OP => {
-                if field.data_type() != &DataType::Utf8 {
-                    return Err(invalid("_op is not Utf8"));
-                }
-            }
-            COL_LSN => {}
-            COL_ORIGIN => {
-                if field.data_type() != &DataType::Utf8 {
-                    return Err(invalid("_origin is not Utf8"));
-                }
-            }
-            COL_UNCHANGED => match field.data_type() {
-                DataType::List(inner) if inner.data_type() == &DataType::Utf8 => {}
-                _ => return Err(invalid("_unchanged is not a list of Utf8")),
-            },
-            name => {
-                let pg_type = field.metadata().get(META_PG_TYPE).ok_or_else(|| {
-                    PacketError::Invalid(format!("column {name} has no relaysync.pg_type"))
-                })?;
-                supported(field.data_type()).then_some(()).ok_or_else(|| {
-                    PacketError::Invalid(format!(
-                        "column {name} has Arrow type {} that relaysync does not read",
-                        field.data_type()
-                    ))
-                })?;
-                columns.push(PartColumn {
-                    name: name.to_string(),
-                    pg_type: pg_type.clone(),
-                });
-            }
-        }
-    }
-    if schema.column_with_name(COL_OP).is_none() {
-        return Err(invalid("no _op column"));
-    }
+    let (columns, layout) = layout(&schema)?;
     for k in &key {
         if !columns.iter().any(|c| &c.name == k) {
             return Err(PacketError::Invalid(format!(
@@ -196,8 +158,8 @@ fn read_part_unchecked(bytes: &[u8]) -> Result<Part, PacketError> {
     let mut ops = Vec::new();
     for batch in &batches {
         let codes = batch
-            .column_by_name(COL_OP)
-            .and_then(|a| a.as_string_opt::<i32>())
+            .column(layout.op)
+            .as_string_opt::<i32>()
             .ok_or_else(|| invalid("_op missing in a batch"))?;
         if codes.null_count() > 0 {
             return Err(invalid("_op holds a value other than I, U, D, T"));
@@ -214,27 +176,10 @@ fn read_part_unchecked(bytes: &[u8]) -> Result<Part, PacketError> {
         table,
         key,
         columns,
+        layout,
         batches,
         ops,
     })
-}
-
-fn supported(dt: &DataType) -> bool {
-    matches!(
-        dt,
-        DataType::Boolean
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::Float32
-            | DataType::Float64
-            | DataType::Date32
-            | DataType::Timestamp(TimeUnit::Microsecond, _)
-            | DataType::Decimal128(_, _)
-            | DataType::Binary
-            | DataType::Utf8
-            | DataType::LargeUtf8
-    )
 }
 
 impl Part {
@@ -260,17 +205,23 @@ impl Part {
 
     /// True when some row leaves out unchanged TOAST values.
     pub fn has_unchanged(&self) -> bool {
+        let Some(at) = self.layout.unchanged else {
+            return false;
+        };
         self.batches.iter().any(|b| {
-            b.column_by_name(COL_UNCHANGED)
-                .is_some_and(|a| a.null_count() < a.len())
+            let a = b.column(at);
+            a.null_count() < a.len()
         })
     }
 
     /// True when some row carries the replication origin `name`.
     pub fn has_origin(&self, name: &str) -> bool {
+        let Some(at) = self.layout.origin else {
+            return false;
+        };
         self.batches.iter().any(|b| {
-            b.column_by_name(COL_ORIGIN)
-                .and_then(|a| a.as_string_opt::<i32>())
+            b.column(at)
+                .as_string_opt::<i32>()
                 .is_some_and(|o| o.iter().any(|v| v == Some(name)))
         })
     }
@@ -348,6 +299,35 @@ mod tests {
             "1\t12.50\ta\\tb\\\\c\\nd\tNaN\t\\\\x00ff\tI\t\\N\t\\N\n\
              2\t\\N\t\\N\t-Infinity\t\\N\tU\t{\"note\"}\t\\N\n\
              3\t\\N\t\\N\t\\N\t\\N\tD\t\\N\tup\n"
+        );
+    }
+
+    #[test]
+    fn data_columns_named_like_bookkeeping_round_trip() {
+        let mut shape = shape();
+        for (c, name) in shape
+            .columns
+            .iter_mut()
+            .zip(["_op", "_lsn", "_unchanged", "_origin"])
+        {
+            c.name = name.into();
+        }
+        let changes = vec![Change {
+            op: Op::Update,
+            lsn: 1,
+            values: vec![t("1"), t("2.00"), Value::Unchanged, t("1.5"), t("\\x01")],
+            origin: Some("o".into()),
+        }];
+        let part = read_part(&encode_part(&shape, &changes).unwrap()).unwrap();
+        let names: Vec<&str> = part.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["_op", "_lsn", "_unchanged", "_origin", "b"]);
+        assert_eq!(part.key, vec!["_op"]);
+        assert!(part.has_op(Op::Update) && part.has_unchanged() && part.has_origin("o"));
+        let mut out = Vec::new();
+        part.write_copy_text(0, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "1\t2.00\t\\N\t1.5\t\\\\x01\tU\t{\"_unchanged\"}\to\n"
         );
     }
 

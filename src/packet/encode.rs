@@ -15,7 +15,7 @@ use arrow::ipc::CompressionType;
 use super::value::{self, arrow_type};
 use super::{
     PacketError, TableShape, COL_LSN, COL_OP, COL_ORIGIN, COL_UNCHANGED, META_KEY, META_PG_OID,
-    META_PG_TYPE, META_TABLE,
+    META_PG_TYPE, META_ROLE, META_TABLE, ROLE_LSN, ROLE_OP, ROLE_ORIGIN, ROLE_UNCHANGED,
 };
 use crate::capture::pgoutput::Value;
 
@@ -136,6 +136,13 @@ fn text_column(changes: &[Change], col: usize) -> ArrayRef {
     Arc::new(b.finish())
 }
 
+/// A bookkeeping field, marked as such in its metadata.
+fn meta_field(name: &str, dt: DataType, role: &str) -> Field {
+    let nullable = role != ROLE_OP && role != ROLE_LSN;
+    Field::new(name, dt, nullable)
+        .with_metadata(HashMap::from([(META_ROLE.to_string(), role.to_string())]))
+}
+
 /// Encodes the changes of one table as one Arrow IPC stream with zstd bodies.
 pub fn encode_part(shape: &TableShape, changes: &[Change]) -> Result<Vec<u8>, PacketError> {
     let mut fields = Vec::with_capacity(shape.columns.len() + 3);
@@ -167,12 +174,12 @@ pub fn encode_part(shape: &TableShape, changes: &[Change]) -> Result<Vec<u8>, Pa
         unchanged.append(any);
     }
     let unchanged = unchanged.finish();
-    fields.push(Field::new(COL_OP, DataType::Utf8, false));
-    fields.push(Field::new(COL_LSN, DataType::UInt64, false));
-    fields.push(Field::new(
+    fields.push(meta_field(COL_OP, DataType::Utf8, ROLE_OP));
+    fields.push(meta_field(COL_LSN, DataType::UInt64, ROLE_LSN));
+    fields.push(meta_field(
         COL_UNCHANGED,
         unchanged.data_type().clone(),
-        true,
+        ROLE_UNCHANGED,
     ));
     arrays.push(Arc::new(op.finish()));
     arrays.push(Arc::new(lsn.finish()));
@@ -182,7 +189,7 @@ pub fn encode_part(shape: &TableShape, changes: &[Change]) -> Result<Vec<u8>, Pa
         for c in changes {
             origin.append_option(c.origin.as_deref());
         }
-        fields.push(Field::new(COL_ORIGIN, DataType::Utf8, true));
+        fields.push(meta_field(COL_ORIGIN, DataType::Utf8, ROLE_ORIGIN));
         arrays.push(Arc::new(origin.finish()));
     }
 

@@ -8,11 +8,14 @@
 //! `_op` (`I`, `U`, `D`, or `T` for a truncate), `_lsn` (the commit LSN) and
 //! `_unchanged` (the names of columns whose unchanged TOAST value was not
 //! sent; the receiver keeps its own). An optional `_origin` names the
-//! replication origin of the change's transaction.
+//! replication origin of the change's transaction. The meta columns are
+//! told from data columns by their field metadata ([`META_ROLE`]), never by
+//! name: a table may have a column named `_op`.
 
 pub(crate) mod copy_out;
 pub(crate) mod decode;
 mod encode;
+mod layout;
 pub(crate) mod value;
 
 pub use decode::{read_part, Part, PartColumn};
@@ -28,6 +31,16 @@ pub const META_KEY: &str = "relaysync.key";
 pub const META_PG_TYPE: &str = "relaysync.pg_type";
 /// Field metadata key: the column's PostgreSQL type OID.
 pub const META_PG_OID: &str = "relaysync.pg_oid";
+
+/// Field metadata key that marks relaysync's bookkeeping columns, and says
+/// which: [`ROLE_OP`], [`ROLE_LSN`], [`ROLE_UNCHANGED`], [`ROLE_ORIGIN`].
+/// Data columns have none (and have [`META_PG_TYPE`]), so a data column may
+/// bear any name, the bookkeeping columns' own names included.
+pub const META_ROLE: &str = "relaysync.meta";
+pub const ROLE_OP: &str = "op";
+pub const ROLE_LSN: &str = "lsn";
+pub const ROLE_UNCHANGED: &str = "unchanged";
+pub const ROLE_ORIGIN: &str = "origin";
 
 /// The meta column holding the operation.
 pub const COL_OP: &str = "_op";

@@ -50,9 +50,8 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
         pos.site,
         cfg.tables.len()
     )];
-    if let Some(slot_exists) = upstream {
-        let tables: Vec<String> = cfg.upstream.iter().map(|u| u.name.clone()).collect();
-        checks::ensure_publication(&client, &pos.publication, &tables).await?;
+    if let Some((slot_exists, publication)) = upstream {
+        checks::apply_publication(&client, &pos.publication, publication).await?;
         checks::create_slot(&client, &pos.slot, slot_exists).await?;
         crate::apply::ensure_origin(&client, crate::APPLY_ORIGIN).await?;
         said.push(format!(
@@ -83,16 +82,19 @@ async fn check_owner(client: &Client, site: &str) -> Result<()> {
     }
 }
 
-/// Checks the site for upstream capture (wal_level, free slot, keys) before
-/// anything is created; returns whether the slot exists, or None without
-/// upstream tables.
-async fn check_upstream(client: &Client, cfg: &Config) -> Result<Option<bool>> {
+/// Checks the site for upstream capture (wal_level, the role, free slot,
+/// keys, the publication) before anything is created; returns whether the
+/// slot exists and what the publication needs, or None without upstream
+/// tables.
+async fn check_upstream(client: &Client, cfg: &Config) -> Result<Option<(bool, Option<String>)>> {
     if cfg.upstream.is_empty() {
         return Ok(None);
     }
     let pos = cfg.pos()?;
     let place = format!("site {}", pos.site);
     checks::require_logical(client, &place).await?;
+    checks::require_replication(client, &place).await?;
+    checks::require_origin_functions(client, &place).await?;
     let exists = checks::slot_capacity(client, &pos.slot, &place, "[pos] slot").await?;
     for u in &cfg.upstream {
         checks::identity(
@@ -104,7 +106,9 @@ async fn check_upstream(client: &Client, cfg: &Config) -> Result<Option<bool>> {
         )
         .await?;
     }
-    Ok(Some(exists))
+    let tables: Vec<String> = cfg.upstream.iter().map(|u| u.name.clone()).collect();
+    let publication = checks::publication_plan(client, &pos.publication, &tables).await?;
+    Ok(Some((exists, publication)))
 }
 
 /// Checks that a site table has HO's columns, types and a unique key.

@@ -1,7 +1,7 @@
 //! Acknowledgements: a target's answer to each packet, and the packet's
 //! status that follows from all of them.
 
-use super::Relay;
+use super::{get, Relay};
 use crate::error::{DbContext, Result};
 use crate::postgres::{literal, literal_array};
 use crate::protocol::AckStatus;
@@ -38,6 +38,38 @@ impl Ack {
 }
 
 impl Relay {
+    /// Of `acks` (which this side's bookkeeping has not marked sent), those
+    /// the relay does not hold as they are: what a crash left unsent. (The
+    /// last acks of every run are marked only by the next transaction.)
+    pub async fn missing_acks(&self, target: &str, acks: &[Ack]) -> Result<Vec<Ack>> {
+        if acks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = acks.iter().map(|a| a.packet_id).collect();
+        let rows = self
+            .client
+            .query(
+                "SELECT packet_id, status FROM relay.acks WHERE site = $1 AND packet_id = ANY($2)",
+                &[&target, &ids],
+            )
+            .await
+            .ctx(|| "reading relay.acks".into())?;
+        let held: Vec<(i64, AckStatus)> = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    get(r, "packet_id", "relay.acks")?,
+                    get(r, "status", "relay.acks")?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(acks
+            .iter()
+            .filter(|a| !held.contains(&(a.packet_id, a.status)))
+            .cloned()
+            .collect())
+    }
+
     /// Writes `target`'s acks and updates each packet's status: `PROCESSED`
     /// once every target acked it, `FAILED` while any target failed it.
     pub async fn ack(&self, target: &str, acks: &[Ack]) -> Result<()> {

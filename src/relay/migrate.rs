@@ -37,6 +37,7 @@ impl Target {
 
 /// Creates or migrates the schema of `target`, in one transaction.
 pub async fn migrate(client: &mut Client, target: Target) -> Result<()> {
+    require_own_database(client, target).await?;
     let schema = target.schema();
     client
         .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
@@ -100,9 +101,36 @@ pub async fn missing(client: &Client, target: Target) -> Result<Vec<i32>> {
         .collect())
 }
 
-/// Whether `target`'s schema is in place (its history table exists).
+/// Fails with the fix when the database holds the other side's
+/// `relaysync` schema: a site's URL pointing at HO's database, or the
+/// reverse.
+async fn require_own_database(client: &Client, target: Target) -> Result<()> {
+    let (other, fix) = match target {
+        Target::Relay => return Ok(()),
+        Target::Ho => (
+            "relaysync.site",
+            "[ho] url points at a site's database; set it to HO's database",
+        ),
+        Target::Pos => (
+            "relaysync.sent_packets",
+            "[pos] url points at HO's database; set it to this site's database (or RELAYSYNC__POS__URL)",
+        ),
+    };
+    if exists(client, other).await? {
+        return Err(Error::Setup(format!("{fix} (it holds {other})")));
+    }
+    Ok(())
+}
+
+/// Whether `target`'s schema is in place (its history table exists); an
+/// error naming the fix when the database is the other side's.
 pub async fn is_set_up(client: &Client, target: Target) -> Result<bool> {
-    let name = format!("{}.schema_history", target.schema());
+    require_own_database(client, target).await?;
+    exists(client, &format!("{}.schema_history", target.schema())).await
+}
+
+/// Whether table `name` (`schema.table`) exists.
+async fn exists(client: &Client, name: &str) -> Result<bool> {
     let row = client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
         .await

@@ -19,7 +19,7 @@ pub use acks::Ack;
 pub use packets::{NewPacket, PacketInfo, SentPacket, StoredPart};
 pub use sites::SyncRequest;
 pub use status::{RelayHealth, SiteStatus, TableStatus};
-pub use tables::PublishedTable;
+pub use tables::{Published, PublishedTable};
 
 /// The channel HO notifies when it commits packets; streaming site workers
 /// LISTEN on it.

@@ -67,6 +67,8 @@ pub struct StoredPart {
     pub target: String,
     pub row_count: i64,
     pub arrow_ipc: Vec<u8>,
+    /// SHA-256 of `arrow_ipc` as its writer encoded it.
+    pub checksum: Vec<u8>,
 }
 
 impl StoredPart {
@@ -78,8 +80,31 @@ impl StoredPart {
             target: get(&row, "target", t)?,
             row_count: get(&row, "row_count", t)?,
             arrow_ipc: get(&row, "arrow_ipc", t)?,
+            checksum: get(&row, "checksum", t)?,
         })
     }
+
+    /// Why the part is not the one its writer stored (its bytes do not hash
+    /// to its checksum, or it holds another number of rows than
+    /// `row_count`), or None.
+    pub fn damage(&self, rows: usize) -> Option<String> {
+        if checksum(&self.arrow_ipc) != self.checksum {
+            return Some("its bytes do not match the checksum written with them".into());
+        }
+        if i64::try_from(rows).ok() != Some(self.row_count) {
+            return Some(format!(
+                "it holds {rows} row(s) where the relay says {}",
+                self.row_count
+            ));
+        }
+        None
+    }
+}
+
+/// The checksum stored with a part: SHA-256 of its bytes.
+pub fn checksum(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
 }
 
 /// Which packets to list.
@@ -144,7 +169,7 @@ impl Relay {
         super::get(&rows[0], "id", "relay.packets")
     }
 
-    /// Inserts one part of a packet.
+    /// Inserts one part of a packet, with its checksum.
     pub async fn insert_part(
         &self,
         packet_id: i64,
@@ -156,8 +181,8 @@ impl Relay {
     ) -> Result<()> {
         self.client
             .execute_typed(
-                "INSERT INTO relay.packet_parts (packet_id, seq, table_name, target, row_count, arrow_ipc)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO relay.packet_parts (packet_id, seq, table_name, target, row_count, arrow_ipc, checksum)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     (&packet_id, Type::INT8),
                     (&seq, Type::INT4),
@@ -165,6 +190,7 @@ impl Relay {
                     (&target, Type::TEXT),
                     (&rows, Type::INT8),
                     (&arrow_ipc, Type::BYTEA),
+                    (&checksum(arrow_ipc), Type::BYTEA),
                 ],
             )
             .await
@@ -280,7 +306,7 @@ impl Relay {
         let rows = self
             .client
             .query_typed(
-                "SELECT packet_id, table_name, target, row_count, arrow_ipc FROM relay.packet_parts
+                "SELECT packet_id, table_name, target, row_count, arrow_ipc, checksum FROM relay.packet_parts
                  WHERE packet_id = ANY($1) AND target IN ($2, '*') ORDER BY packet_id, seq",
                 &[(&packet_ids, Type::INT8_ARRAY), (&target, Type::TEXT)],
             )

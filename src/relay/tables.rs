@@ -3,6 +3,16 @@
 
 use super::{get, Relay};
 use crate::error::{DbContext, Result};
+use crate::protocol::SyncReason;
+
+/// What publishing the configured tables changed.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    /// Tables new to the relay: each registered site gets a full sync of them.
+    pub added: Vec<String>,
+    /// Tables no longer synced.
+    pub removed: Vec<String>,
+}
 
 /// A table as HO published it.
 #[derive(Debug, Clone)]
@@ -15,25 +25,59 @@ pub struct PublishedTable {
 }
 
 impl Relay {
-    /// Records (or updates) a table's published shape.
-    pub async fn publish_table(&self, t: &PublishedTable) -> Result<()> {
-        let columns = serde_json::Value::Array(
-            t.columns
+    /// Publishes exactly `tables` (their shapes, routes and keys), in one
+    /// statement: a table no longer among them is unpublished, and a table
+    /// new among them gets a full sync at every registered site (but those
+    /// whose full sync of every table is pending already).
+    pub async fn publish_tables(&self, tables: &[PublishedTable]) -> Result<Published> {
+        let input = serde_json::Value::Array(
+            tables
                 .iter()
-                .map(|(n, ty)| serde_json::json!({"name": n, "type": ty}))
+                .map(|t| {
+                    let columns: Vec<serde_json::Value> = t
+                        .columns
+                        .iter()
+                        .map(|(n, ty)| serde_json::json!({"name": n, "type": ty}))
+                        .collect();
+                    serde_json::json!({"name": t.name, "route": t.route,
+                        "key_columns": t.key_columns, "columns": columns})
+                })
                 .collect(),
         )
         .to_string();
-        self.client
-            .execute(
-                "INSERT INTO relay.tables (name, route, key_columns, columns) VALUES ($1, $2, $3, $4::text::jsonb)
-                 ON CONFLICT (name) DO UPDATE SET route = EXCLUDED.route, key_columns = EXCLUDED.key_columns,
-                   columns = EXCLUDED.columns, updated_at = now()",
-                &[&t.name, &t.route, &t.key_columns, &columns],
+        let row = self
+            .client
+            .query_one(
+                "WITH input AS (SELECT * FROM jsonb_to_recordset($1::text::jsonb)
+                                  AS x(name text, route text, key_columns text[], columns jsonb)),
+                      up AS (INSERT INTO relay.tables (name, route, key_columns, columns)
+                             SELECT name, route, key_columns, columns FROM input
+                             ON CONFLICT (name) DO UPDATE SET route = EXCLUDED.route,
+                               key_columns = EXCLUDED.key_columns, columns = EXCLUDED.columns,
+                               updated_at = now()
+                             RETURNING 1),
+                      gone AS (DELETE FROM relay.tables WHERE name NOT IN (SELECT name FROM input)
+                               RETURNING name),
+                      added AS (SELECT array_agg(name ORDER BY name) AS names FROM input
+                                 WHERE name NOT IN (SELECT name FROM relay.tables)),
+                      req AS (INSERT INTO relay.sync_requests (site, tables, reason)
+                              SELECT s.code, a.names, $2 FROM relay.sites s, added a
+                               WHERE a.names IS NOT NULL AND NOT EXISTS (
+                                     SELECT 1 FROM relay.sync_requests r
+                                      WHERE r.site = s.code AND r.served_at IS NULL AND r.tables IS NULL)
+                              RETURNING 1)
+                 SELECT coalesce((SELECT names FROM added), '{}') AS added,
+                        coalesce((SELECT array_agg(name ORDER BY name) FROM gone), '{}') AS removed,
+                        (SELECT count(*) FROM up) + (SELECT count(*) FROM req) AS written",
+                &[&input, &SyncReason::Push],
             )
             .await
             .ctx(|| "writing relay.tables".into())?;
-        Ok(())
+        let t = "relay.tables";
+        Ok(Published {
+            added: get(&row, "added", t)?,
+            removed: get(&row, "removed", t)?,
+        })
     }
 
     /// Every table HO has published.

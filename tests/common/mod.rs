@@ -223,6 +223,33 @@ pub async fn assert_same(bed: &Bed, site: usize, ho_query: &str, site_query: &st
     );
 }
 
+/// Asserts that every site holds exactly HO's rows of `table`.
+pub async fn assert_table_same_everywhere(bed: &Bed, table: &str) {
+    let all = format!("SELECT * FROM {table}");
+    for site in 0..SITES.len() {
+        assert_same(bed, site, &all, &all).await;
+    }
+}
+
+/// Asserts that site `site` holds exactly HO's rows of `table` whose
+/// `column` names it (a table routed by that column).
+pub async fn assert_routed_same(bed: &Bed, site: usize, table: &str, column: &str) {
+    assert_same(
+        bed,
+        site,
+        &format!("SELECT * FROM {table} WHERE {column} = '{}'", SITES[site]),
+        &format!("SELECT * FROM {table}"),
+    )
+    .await;
+}
+
+/// Asserts that every packet in the relay is PROCESSED (acked by all).
+pub async fn assert_all_processed(bed: &Bed) {
+    let relay = bed.relay().await;
+    let q = "SELECT count(*) FROM relay.packets WHERE status <> 'PROCESSED'";
+    assert_eq!(count(&relay, q).await, 0);
+}
+
 pub async fn count(c: &Client, query: &str) -> i64 {
     c.query_one(query, &[])
         .await

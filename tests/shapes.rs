@@ -1,0 +1,231 @@
+//! Table shapes real schemas have: partitioned tables, identity columns,
+//! column names like relaysync's own, keyless tables with types that have
+//! no equality. Each site must end equal to HO.
+
+mod common;
+
+use common::*;
+
+/// Every row of `table` with how many times it occurs (a keyless table is a
+/// bag), for `assert_same`.
+fn bag(table: &str) -> String {
+    format!("SELECT t::text AS r, count(*) FROM {table} t GROUP BY 1")
+}
+
+async fn assert_both_same(bed: &Bed, table: &str) {
+    for site in 0..2 {
+        assert_same(bed, site, &bag(table), &bag(table)).await;
+    }
+}
+
+const PARTITIONED: &str = "
+CREATE TABLE public.sales (id int, region text, amount int, PRIMARY KEY (id, region))
+  PARTITION BY LIST (region);
+CREATE TABLE public.sales_n PARTITION OF public.sales FOR VALUES IN ('n');
+CREATE TABLE public.sales_s PARTITION OF public.sales FOR VALUES IN ('s');
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_tables_sync_deltas_and_rows_moving_between_partitions() {
+    let bed = Bed::new("parted", PARTITIONED, &[("public.sales", "all")], "").await;
+    // Site s2 holds the table plain.
+    bed.site(1)
+        .await
+        .batch_execute(
+            "DROP TABLE public.sales;
+             CREATE TABLE public.sales (id int, region text, amount int, PRIMARY KEY (id, region));",
+        )
+        .await
+        .unwrap();
+    let ho = bed.ho().await;
+    ho.batch_execute("INSERT INTO public.sales VALUES (1, 'n', 10), (2, 's', 20), (3, 'n', 30)")
+        .await
+        .unwrap();
+    bed.setup().await;
+    assert_both_same(&bed, "public.sales").await;
+    ho.batch_execute(
+        "INSERT INTO public.sales VALUES (4, 's', 40), (5, 'n', 50);
+         UPDATE public.sales SET amount = 11 WHERE id = 1;
+         UPDATE public.sales SET region = 's' WHERE id = 3;
+         DELETE FROM public.sales WHERE id = 2;",
+    )
+    .await
+    .unwrap();
+    bed.sync_all().await;
+    assert_both_same(&bed, "public.sales").await;
+    assert_eq!(
+        count(&bed.site(1).await, "SELECT count(*) FROM public.sales").await,
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_columns_take_ho_values_and_site_keys_do_not_collide() {
+    let bed = Bed::new(
+        "identity",
+        "CREATE TABLE public.cards (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, holder text);",
+        &[("public.cards", "all")],
+        "",
+    )
+    .await;
+    let ho = bed.ho().await;
+    ho.batch_execute(
+        "INSERT INTO public.cards (holder) SELECT 'h' || g FROM generate_series(1, 5) g",
+    )
+    .await
+    .unwrap();
+    bed.setup().await;
+    assert_both_same(&bed, "public.cards").await;
+    // New rows and updates in one packet: the staged upsert.
+    ho.batch_execute(
+        "INSERT INTO public.cards (holder) VALUES ('h6'), ('h7');
+         UPDATE public.cards SET holder = 'renamed' WHERE id = 2;",
+    )
+    .await
+    .unwrap();
+    bed.sync_all().await;
+    assert_both_same(&bed, "public.cards").await;
+    // A row of the site's own takes a key HO has not used.
+    for site in 0..2 {
+        let id: i32 = bed
+            .site(site)
+            .await
+            .query_one(
+                "INSERT INTO public.cards (holder) VALUES ('local') RETURNING id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(id > 7, "site {site} handed out key {id}");
+    }
+}
+
+const ODD_NAMES: &str = r#"
+CREATE TABLE public.odd (
+    id int PRIMARY KEY, "_op" text, "_lsn" int8, "_unchanged" text, "_origin" text,
+    relaysync_op text, relaysync_unchanged text, relaysync_origin text, relaysync_seq int,
+    "Mixed Case" text, "a""quote" text, "relaysync.pg_type" text
+);
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_columns_named_like_bookkeeping_round_trip() {
+    let bed = Bed::new("oddnames", ODD_NAMES, &[("public.odd", "all")], "").await;
+    let ho = bed.ho().await;
+    ho.batch_execute("INSERT INTO public.odd VALUES (1, 'D', 7, 'x', 'o', 'D', '{a}', 'relaysync_up', 3, 'm', 'q', 'p')")
+        .await
+        .unwrap();
+    bed.setup().await;
+    assert_both_same(&bed, "public.odd").await;
+    ho.batch_execute(
+        "INSERT INTO public.odd VALUES (2, 'I', 8, NULL, 'ho', 'U', NULL, NULL, 4, 'n', 'r', 's'),
+                                      (3, 'T', 9, 'y', NULL, 'I', 'b', 'c', 5, 'o', 's', 't');
+         UPDATE public.odd SET \"_op\" = 'U', relaysync_seq = 30 WHERE id = 1;
+         DELETE FROM public.odd WHERE id = 3;",
+    )
+    .await
+    .unwrap();
+    bed.sync_all().await;
+    assert_both_same(&bed, "public.odd").await;
+}
+
+const KEYLESS: &str = "
+CREATE TABLE public.readings (sensor int, doc json, at point);
+ALTER TABLE public.readings REPLICA IDENTITY FULL;
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_tables_keep_row_counts_and_match_types_without_equality() {
+    let bed = Bed::new("keyless", KEYLESS, &[("public.readings", "all")], "").await;
+    let ho = bed.ho().await;
+    ho.batch_execute(
+        "INSERT INTO public.readings SELECT 5, '{\"v\": 5}', '(5,5)' FROM generate_series(1, 3)",
+    )
+    .await
+    .unwrap();
+    bed.setup().await;
+    assert_both_same(&bed, "public.readings").await;
+    let delete_one = |sensor: i32| {
+        format!(
+            "DELETE FROM public.readings WHERE ctid = (SELECT ctid FROM public.readings WHERE sensor = {sensor} LIMIT 1);"
+        )
+    };
+    // Two equal rows inserted and one deleted in one capture; one of three
+    // equal rows the sites had deleted.
+    ho.batch_execute(&format!(
+        "INSERT INTO public.readings VALUES (1, '{{\"v\": 1}}', '(1,1)'), (1, '{{\"v\": 1}}', '(1,1)');
+         {}{}",
+        delete_one(1),
+        delete_one(5)
+    ))
+    .await
+    .unwrap();
+    bed.sync_all().await;
+    assert_both_same(&bed, "public.readings").await;
+    assert_eq!(
+        count(&bed.site(0).await, "SELECT count(*) FROM public.readings").await,
+        3
+    );
+    // Updates and deletes of rows with json and point columns.
+    ho.batch_execute(
+        "UPDATE public.readings SET doc = '{\"v\": 6}' WHERE sensor = 5;
+         DELETE FROM public.readings WHERE sensor = 1;",
+    )
+    .await
+    .unwrap();
+    bed.sync_all().await;
+    assert_both_same(&bed, "public.readings").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_named_with_sql_quoting_in_the_config_syncs() {
+    let bed = Bed::new(
+        "quoted",
+        r#"CREATE TABLE public."Store Items" ("Item No" int PRIMARY KEY, "Name" text);"#,
+        // TOML's escaped quotes: the config says public."Store Items".
+        &[(r#"public.\"Store Items\""#, "all")],
+        "",
+    )
+    .await;
+    let ho = bed.ho().await;
+    ho.batch_execute(r#"INSERT INTO public."Store Items" VALUES (1, 'a'), (2, 'b')"#)
+        .await
+        .unwrap();
+    bed.setup().await;
+    ho.batch_execute(r#"UPDATE public."Store Items" SET "Name" = 'c' WHERE "Item No" = 2"#)
+        .await
+        .unwrap();
+    bed.sync_all().await;
+    assert_both_same(&bed, r#"public."Store Items""#).await;
+}
+
+/// An upstream table with an identity key: rows a site numbers itself
+/// reach HO, and HO's own next row takes a key after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_keys_made_at_a_site_do_not_collide_at_ho() {
+    let bed = Bed::new(
+        "identity_up",
+        "CREATE TABLE public.cards (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, holder text);",
+        &[("public.cards", "all")],
+        "[[upstream]]\nname = \"public.cards\"\nmerge = \"upsert\"\n",
+    )
+    .await;
+    let ho = bed.ho().await;
+    ho.batch_execute("INSERT INTO public.cards (holder) VALUES ('h1'), ('h2')")
+        .await
+        .unwrap();
+    bed.setup().await;
+    bed.site(0)
+        .await
+        .batch_execute("INSERT INTO public.cards (holder) VALUES ('s1 local')")
+        .await
+        .unwrap();
+    bed.sync_all().await;
+    ho.batch_execute("INSERT INTO public.cards (holder) VALUES ('h3')")
+        .await
+        .unwrap();
+    bed.sync_all().await;
+    assert_eq!(count(&ho, "SELECT count(*) FROM public.cards").await, 4);
+    assert_both_same(&bed, "public.cards").await;
+}
