@@ -6,7 +6,8 @@
 ALTER TABLE relay.sites
     ADD COLUMN applied_floor bigint,        -- highest packet it processed among the purged
     ADD COLUMN last_ack_floor timestamptz,  -- its last ack among the purged
-    ADD COLUMN expired_at timestamptz;      -- set while expired
+    ADD COLUMN expired_at timestamptz,      -- set while expired
+    ADD COLUMN rejoined_at timestamptz;     -- when it last came back from expiry
 
 ALTER TABLE relay.sync_requests DROP CONSTRAINT sync_requests_reason_check;
 ALTER TABLE relay.sync_requests ADD CONSTRAINT sync_requests_reason_check

@@ -62,8 +62,9 @@ impl Relay {
                     "UPDATE relay.sites s SET expired_at = now()
                       WHERE s.expired_at IS NULL
                         AND s.registered_at < now() - make_interval(secs => $1)
-                        AND coalesce((SELECT max(a.acked_at) FROM relay.acks a WHERE a.site = s.code),
-                                     s.last_ack_floor, s.registered_at) < now() - make_interval(secs => $1)
+                        AND greatest((SELECT max(a.acked_at) FROM relay.acks a WHERE a.site = s.code),
+                                     s.last_ack_floor, s.registered_at, s.rejoined_at)
+                            < now() - make_interval(secs => $1)
                      RETURNING s.code",
                     &[&max_offline.as_secs_f64()],
                 )

@@ -106,7 +106,9 @@ impl Relay {
                 "WITH served AS (
                    UPDATE relay.sync_requests SET served_at = now(), group_id = $2 WHERE id = ANY($1)
                    RETURNING site)
-                 UPDATE relay.sites SET expired_at = NULL
+                 UPDATE relay.sites SET expired_at = NULL,
+                        -- back in touch: max_offline counts from here
+                        rejoined_at = now()
                   WHERE expired_at IS NOT NULL AND code IN (SELECT site FROM served)",
                 &[&ids, &group],
             )
