@@ -9,6 +9,7 @@
 mod applier;
 mod consumer;
 mod merge;
+mod merge_sql;
 mod origin;
 mod replica;
 mod sequence;
