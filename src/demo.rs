@@ -26,6 +26,8 @@ pub struct Clusters {
     pub ho: Cluster,
     pub relay: Cluster,
     pub sites: Vec<Cluster>,
+    /// Each site's relay role and its password.
+    pub site_roles: Vec<(String, String)>,
 }
 
 impl Clusters {
@@ -38,11 +40,19 @@ impl Clusters {
                 sites: (0..sites)
                     .map(|i| Cluster::start(&format!("site{i}"), &[]))
                     .collect::<relaysync_cluster::Result<_>>()?,
+                site_roles: Vec::new(),
             })
         })
         .await
         .expect("cluster start does not panic")
         .map_err(cluster_error)?;
+        let mut clusters = clusters;
+        for i in 0..sites {
+            let role = relaysync::relay::role_name(&site_code(i))?;
+            clusters
+                .site_roles
+                .push((role, crate::cli::site::generate_password()?));
+        }
         clusters
             .ho
             .create_database("ho")
@@ -68,12 +78,13 @@ impl Clusters {
                 publication: "relaysync".into(),
             }),
             relay: Some(RelayConfig {
-                url: self.relay.url("relay"),
+                url: match self.site_roles.get(site) {
+                    Some((role, password)) => self.relay.url_as(role, password, "relay"),
+                    None => self.relay.url("relay"),
+                },
             }),
             pos: self.sites.get(site).map(|c| PosConfig {
-                site: SITES
-                    .get(site)
-                    .map_or_else(|| format!("site-{site:03}"), |s| s.to_string()),
+                site: site_code(site),
                 url: c.url("pos"),
                 slot: "relaysync_up".into(),
                 publication: "relaysync_up".into(),
@@ -101,6 +112,13 @@ impl Clusters {
             ],
         }
     }
+}
+
+/// The code of site `i`.
+fn site_code(i: usize) -> String {
+    SITES
+        .get(i)
+        .map_or_else(|| format!("site-{i:03}"), |s| s.to_string())
 }
 
 /// A throwaway cluster's error as relaysync's.
@@ -247,9 +265,16 @@ async fn set_up(clusters: &Clusters, ho_cfg: &Config) -> Result<Relay> {
     relaysync::relay::migrate::migrate(&mut relay, relaysync::relay::migrate::Target::Relay)
         .await?;
     let relay = Relay::connect(&clusters.relay.url("relay")).await?;
-    for code in SITES {
-        relay.add_site(code).await?;
-        println!("$ relaysync site add {code}");
+    for (code, (role, password)) in SITES.iter().zip(&clusters.site_roles) {
+        let role = relaysync::relay::SiteRole::Create {
+            name: role.clone(),
+            password: password.clone(),
+        };
+        relay.add_site(code, &role).await?;
+        println!(
+            "$ relaysync site add {code}   # creates relay role {}",
+            role.name()
+        );
     }
     println!("$ relaysync setup ho");
     for line in relaysync::ho::setup(ho_cfg).await? {

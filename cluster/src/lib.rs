@@ -266,6 +266,15 @@ impl Cluster {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// A connection URL for `database` as `user` with `password` (letters
+    /// and digits).
+    pub fn url_as(&self, user: &str, password: &str, database: &str) -> String {
+        format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/{database}",
+            self.port
+        )
+    }
+
     /// Creates a database (no error if it exists).
     pub async fn create_database(&self, name: &str) -> Result<()> {
         let (client, connection) = tokio_postgres::connect(&self.url("postgres"), NoTls)

@@ -34,6 +34,9 @@ pub(super) struct Rig {
     pub(super) site: Cluster,
     pub(super) dir: PathBuf,
     pub(super) codes: Vec<String>,
+    /// Each site's relay role and password (None: the sites reach the relay
+    /// as its owner, bypassing row-level security, for comparison).
+    pub(super) site_roles: Option<Vec<(String, String)>>,
     pub(super) workers: Vec<Child>,
     pub(super) ho_worker: Option<u32>,
     pub(super) peak_rss_kb: u64,
@@ -54,7 +57,10 @@ fn rig_config(rig: &Rig, site: usize) -> Config {
             publication: "relaysync".into(),
         }),
         relay: Some(RelayConfig {
-            url: rig.relay.url("relay"),
+            url: match &rig.site_roles {
+                Some(roles) => rig.relay.url_as(&roles[site].0, &roles[site].1, "relay"),
+                None => rig.relay.url("relay"),
+            },
         }),
         pos: Some(PosConfig {
             site: rig.codes[site].clone(),
@@ -122,7 +128,7 @@ impl Rig {
                     source,
                 })
         };
-        let ho = spawn(&self.dir.join("site_00.toml"), "ho")?;
+        let ho = spawn(&self.dir.join("ho.toml"), "ho")?;
         self.ho_worker = Some(ho.id());
         self.workers.push(ho);
         for i in 0..self.codes.len() {
@@ -157,12 +163,24 @@ pub(super) async fn build(args: Args) -> Result<Rig> {
         context: format!("creating {}", dir.display()),
         source,
     })?;
+    let codes: Vec<String> = (0..k).map(|i| format!("site-{i:02}")).collect();
+    let site_roles = if args.owner_sites {
+        None
+    } else {
+        let mut roles = Vec::new();
+        for code in &codes {
+            let password = crate::cli::site::generate_password()?;
+            roles.push((relaysync::relay::role_name(code)?, password));
+        }
+        Some(roles)
+    };
     let rig = Rig {
         ho,
         relay,
         site,
         dir,
-        codes: (0..k).map(|i| format!("site-{i:02}")).collect(),
+        codes,
+        site_roles,
         workers: Vec::new(),
         ho_worker: None,
         peak_rss_kb: 0,
@@ -210,10 +228,27 @@ async fn setup_relaysync(rig: &Rig) -> Result<()> {
     relaysync::relay::migrate::migrate(&mut relay_client, relaysync::relay::migrate::Target::Relay)
         .await?;
     let relay = relaysync::relay::Relay::connect(&rig.relay.url("relay")).await?;
-    for code in &rig.codes {
-        relay.add_site(code).await?;
+    for (i, code) in rig.codes.iter().enumerate() {
+        let role = match &rig.site_roles {
+            Some(roles) => relaysync::relay::SiteRole::Create {
+                name: roles[i].0.clone(),
+                password: roles[i].1.clone(),
+            },
+            // Bound to a role of its own all the same; the sites connect as the owner.
+            None => relaysync::relay::SiteRole::Create {
+                name: relaysync::relay::role_name(code)?,
+                password: crate::cli::site::generate_password()?,
+            },
+        };
+        relay.add_site(code, &role).await?;
     }
-    relaysync::ho::setup(&rig_config(rig, 0)).await?;
+    // HO's worker reaches the relay as its owner, whatever the sites do.
+    let mut ho_cfg = rig_config(rig, 0);
+    ho_cfg.relay = Some(RelayConfig {
+        url: rig.relay.url("relay"),
+    });
+    relaysync::ho::setup(&ho_cfg).await?;
+    write_config(&rig.dir.join("ho.toml"), &ho_cfg)?;
     for i in 0..k {
         let cfg = rig_config(rig, i);
         relaysync::pos::setup(&cfg).await?;
