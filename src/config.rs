@@ -210,13 +210,7 @@ impl Config {
 
     /// Checks everything that can be checked without a database.
     pub fn validate(&self) -> Result<()> {
-        let url = |section: &str, url: &str| {
-            tokio_postgres::Config::from_str(url).map(|_| ()).map_err(|e| {
-                Error::Config(format!(
-                    "[{section}] url is not a PostgreSQL URL ({e}); write it as postgres://user:password@host:port/database"
-                ))
-            })
-        };
+        let url = |section: &str, url: &str| crate::postgres::tls::parse(section, url).map(|_| ());
         if let Some(ho) = &self.ho {
             url("ho", &ho.url)?;
             for (key, v) in [("slot", &ho.slot), ("publication", &ho.publication)] {
