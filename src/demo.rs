@@ -73,21 +73,24 @@ impl Clusters {
     pub fn config(&self, site: usize, tables: &[(&str, &str)]) -> Config {
         Config {
             ho: Some(HoConfig {
-                url: self.ho.url("ho"),
+                url: self.ho.url("ho").into(),
                 slot: "relaysync".into(),
                 publication: "relaysync".into(),
+                ..Default::default()
             }),
             relay: Some(RelayConfig {
                 url: match self.site_roles.get(site) {
-                    Some((role, password)) => self.relay.url_as(role, password, "relay"),
-                    None => self.relay.url("relay"),
+                    Some((role, password)) => self.relay.url_as(role, password, "relay").into(),
+                    None => self.relay.url("relay").into(),
                 },
+                ..Default::default()
             }),
             pos: self.sites.get(site).map(|c| PosConfig {
                 site: site_code(site),
-                url: c.url("pos"),
+                url: c.url("pos").into(),
                 slot: "relaysync_up".into(),
                 publication: "relaysync_up".into(),
+                ..Default::default()
             }),
             sync: Default::default(),
             packet: Default::default(),

@@ -230,3 +230,119 @@ async fn a_wrong_ca_host_or_sslmode_fails_with_the_fix() {
     let line = bed.fails(&["setup", "ho"], &[("RELAYSYNC__HO__URL", &ho_by_ip)]);
     assert!(line.contains("verify-ca"), "{line}");
 }
+
+/// Everything a command wrote, with RELAYSYNC_LOG=debug.
+fn all_output(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_never_show_and_may_come_from_a_file_or_the_environment() {
+    let bed = TlsBed::new("secret").await;
+    let c = cluster();
+    let debug = [("RELAYSYNC_LOG", "debug")];
+    let pw_file = bed.dir.join("site.pw");
+    std::fs::write(&pw_file, format!("{PASSWORD}\n")).unwrap();
+    let site_relay = c.tls_url("relaysync_site_secret_1", PASSWORD, "secret_relay");
+    let site = [
+        ("RELAYSYNC_LOG", "debug"),
+        ("RELAYSYNC__POS__SITE", "secret-1"),
+        ("RELAYSYNC__RELAY__URL", site_relay.as_str()),
+    ];
+    let wrong = c.tls_url("postgres", &format!("Nope{PASSWORD}"), "secret_ho");
+    let bad_mode = format!(
+        "{}&sslmode=sometimes",
+        c.tls_url("postgres", PASSWORD, "secret_ho")
+    );
+    type Run<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, bool);
+    let runs: Vec<Run> = vec![
+        (vec!["setup", "relay"], debug.to_vec(), true),
+        (
+            vec![
+                "site",
+                "add",
+                "secret-1",
+                "--password-file",
+                pw_file.to_str().unwrap(),
+            ],
+            debug.to_vec(),
+            true,
+        ),
+        (vec!["setup", "ho"], debug.to_vec(), true),
+        (vec!["setup", "pos"], site.to_vec(), true),
+        (vec!["ho", "sync", "--once"], debug.to_vec(), true),
+        (vec!["pos", "sync", "--once"], site.to_vec(), true),
+        (vec!["ho", "sync", "--once"], debug.to_vec(), true),
+        (vec!["status"], debug.to_vec(), true),
+        (vec!["pos", "resync"], site.to_vec(), true),
+        (vec!["--help"], debug.to_vec(), true),
+        (vec!["site", "add", "--help"], debug.to_vec(), true),
+        (
+            vec!["ho", "sync", "--once"],
+            vec![("RELAYSYNC_LOG", "debug"), ("RELAYSYNC__HO__URL", &wrong)],
+            false,
+        ),
+        (
+            vec!["status"],
+            vec![
+                ("RELAYSYNC_LOG", "debug"),
+                ("RELAYSYNC__RELAY__URL", &bad_mode),
+            ],
+            false,
+        ),
+    ];
+    for (args, env, success) in &runs {
+        let out = bed.command(args, env).output().unwrap();
+        assert_eq!(
+            out.status.success(),
+            *success,
+            "{args:?}: {}",
+            all_output(&out)
+        );
+        let text = all_output(&out);
+        assert!(
+            !text.contains(PASSWORD),
+            "{args:?} shows the password: {text}"
+        );
+    }
+    // A streaming worker's debug log.
+    let mut cmd = bed.command(&["pos", "run"], &site);
+    cmd.stderr(Stdio::piped()).stdout(Stdio::piped());
+    let worker = Worker::start(cmd);
+    let pos = client(&c.url("secret_pos")).await;
+    wait_for(
+        Duration::from_secs(60),
+        "the resync at the site",
+        || async {
+            bed.ok(&["ho", "sync", "--once"], &[]);
+            count(&pos, "SELECT count(*) FROM relaysync.table_sync").await > 0
+        },
+    )
+    .await;
+    let out = worker.stop();
+    assert!(!all_output(&out).contains(PASSWORD));
+
+    // The password kept out of the URLs: HO's from a file, the relay's from
+    // the environment.
+    let config = std::fs::read_to_string(&bed.config).unwrap();
+    let without = config.replace(&format!(":{PASSWORD}@"), "@").replace(
+        "[relay]",
+        &format!("password_file = \"{}\"\n[relay]", pw_file.display()),
+    );
+    assert!(!without.contains(PASSWORD));
+    std::fs::write(&bed.config, without).unwrap();
+    assert!(!bed
+        .command(&["ho", "sync", "--once"], &[])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    bed.ok(
+        &["ho", "sync", "--once"],
+        &[("RELAYSYNC__RELAY__PASSWORD", PASSWORD)],
+    );
+}

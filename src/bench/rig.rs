@@ -52,21 +52,27 @@ impl Drop for Rig {
 fn rig_config(rig: &Rig, site: usize) -> Config {
     Config {
         ho: Some(HoConfig {
-            url: rig.ho.url("ho"),
+            url: rig.ho.url("ho").into(),
             slot: "relaysync".into(),
             publication: "relaysync".into(),
+            ..Default::default()
         }),
         relay: Some(RelayConfig {
             url: match &rig.site_roles {
-                Some(roles) => rig.relay.url_as(&roles[site].0, &roles[site].1, "relay"),
-                None => rig.relay.url("relay"),
+                Some(roles) => rig
+                    .relay
+                    .url_as(&roles[site].0, &roles[site].1, "relay")
+                    .into(),
+                None => rig.relay.url("relay").into(),
             },
+            ..Default::default()
         }),
         pos: Some(PosConfig {
             site: rig.codes[site].clone(),
-            url: rig.site.url(&format!("rs_{site:02}")),
+            url: rig.site.url(&format!("rs_{site:02}")).into(),
             slot: "relaysync_up".into(),
             publication: "relaysync_up".into(),
+            ..Default::default()
         }),
         sync: relaysync::config::SyncConfig {
             interval: "0s".into(),
@@ -85,7 +91,10 @@ fn write_config(path: &Path, cfg: &Config) -> Result<()> {
     let text = format!(
         "[ho]\nurl = \"{}\"\n[relay]\nurl = \"{}\"\n[pos]\nsite = \"{}\"\nurl = \"{}\"\n[sync]\ninterval = \"0s\"\n\
          [[tables]]\nname = \"public.bench_rs\"\nroute = \"all\"\n",
-        ho.url, relay.url, pos.site, pos.url
+        ho.url.expose(),
+        relay.url.expose(),
+        pos.site,
+        pos.url.expose()
     );
     std::fs::write(path, text).map_err(|source| Error::Io {
         context: format!("writing {}", path.display()),
@@ -245,7 +254,8 @@ async fn setup_relaysync(rig: &Rig) -> Result<()> {
     // HO's worker reaches the relay as its owner, whatever the sites do.
     let mut ho_cfg = rig_config(rig, 0);
     ho_cfg.relay = Some(RelayConfig {
-        url: rig.relay.url("relay"),
+        url: rig.relay.url("relay").into(),
+        ..Default::default()
     });
     relaysync::ho::setup(&ho_cfg).await?;
     write_config(&rig.dir.join("ho.toml"), &ho_cfg)?;

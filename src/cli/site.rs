@@ -1,9 +1,8 @@
 //! `site add|remove|list`.
 
-use std::path::Path;
-
 use relaysync::config::{check_site_code, Config};
 use relaysync::error::{Error, Result};
+use relaysync::postgres::read_password_file;
 use relaysync::relay::{role_name, Added, Relay, SiteRole};
 
 use super::SiteCommand;
@@ -20,7 +19,10 @@ pub async fn run(cfg: &Config, command: SiteCommand) -> Result<()> {
             check_site_code(&code)?;
             let (role, shown) = match (role, password_file) {
                 (Some(name), _) => (SiteRole::Bind(name), None),
-                (None, Some(file)) => (create(&code, read_password(&file)?)?, None),
+                (None, Some(file)) => {
+                    let password = read_password_file("--password-file", &file)?;
+                    (create(&code, password)?, None)
+                }
                 (None, None) => {
                     let password = generate_password()?;
                     (create(&code, password.clone())?, Some(password))
@@ -64,22 +66,6 @@ fn create(code: &str, password: String) -> Result<SiteRole> {
         name: role_name(code)?,
         password,
     })
-}
-
-/// The first line of `file`.
-fn read_password(file: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
-        context: format!("reading the password file {}", file.display()),
-        source,
-    })?;
-    let password = text.lines().next().unwrap_or("").to_string();
-    if password.is_empty() {
-        return Err(Error::Config(format!(
-            "the password file {} is empty; write the password on its first line",
-            file.display()
-        )));
-    }
-    Ok(password)
 }
 
 /// 32 random letters and digits (190 bits) from the system's generator.

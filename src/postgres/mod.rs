@@ -2,6 +2,9 @@
 //! LSNs, quoting.
 
 pub mod tls;
+mod url;
+
+pub use url::{read_password_file, resolve, DbUrl, Password};
 
 use tokio_postgres::config::Host;
 use tokio_postgres::Client;
