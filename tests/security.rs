@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 const SCHEMA: &str = "
@@ -302,4 +304,53 @@ async fn site_add_creates_a_role_and_site_remove_revokes_it_with_its_pending_wor
         .await,
         1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sites_acking_one_packet_take_turns_and_it_ends_processed() {
+    let bed = bed_with_plain_owner("acks").await;
+    bed.register().await;
+    bed.sync_all().await;
+    bed.ho()
+        .await
+        .batch_execute("INSERT INTO public.items VALUES (7, 'seven')")
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    let relay = bed.relay().await;
+    let packet = count(&relay, "SELECT max(id) FROM relay.packets").await;
+    let urls = bed.site_relay_urls.lock().unwrap().clone();
+    let (a, b) = (client(&urls["s1"]).await, client(&urls["s2"]).await);
+    let ack = |site: &str| {
+        format!(
+            "INSERT INTO relay.acks (packet_id, site, status) VALUES ({packet}, '{site}', 'PROCESSED')"
+        )
+    };
+    // Both acks written, both transactions open: each holds its ack's key
+    // lock on the packet. The first to settle must not wait for the other.
+    a.batch_execute(&format!("BEGIN; {}", ack("s1")))
+        .await
+        .unwrap();
+    b.batch_execute(&format!("BEGIN; {}", ack("s2")))
+        .await
+        .unwrap();
+    let settle = format!("SELECT relay.settle(ARRAY[{packet}]::int8[])");
+    tokio::time::timeout(Duration::from_secs(5), a.batch_execute(&settle))
+        .await
+        .expect("settling does not wait for the other site's open ack")
+        .unwrap();
+    let b_settles = tokio::spawn(async move {
+        b.batch_execute(&format!("{settle}; COMMIT")).await.unwrap();
+    });
+    a.batch_execute("COMMIT").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), b_settles)
+        .await
+        .expect("the second settle follows the first commit")
+        .unwrap();
+    let status: String = relay
+        .query_one("SELECT status FROM relay.packets WHERE id = $1", &[&packet])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "PROCESSED");
 }

@@ -37,12 +37,14 @@ CREATE FUNCTION relay.is_up_group_of(grp bigint, site text) RETURNS boolean
 -- FAILED while any target failed it. Run after writing acks, by whoever
 -- wrote them (a site cannot update packets). The lock, taken before the
 -- update's own snapshot, makes concurrent acks of one packet take turns,
--- so the last one sees every other.
+-- so the last one sees every other. It is FOR NO KEY UPDATE: each ack's
+-- foreign key holds a KEY SHARE lock on its packet until commit, which
+-- FOR UPDATE would wait for (two sites acking one packet would deadlock).
 CREATE FUNCTION relay.settle(ids bigint[]) RETURNS void
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
-    PERFORM 1 FROM relay.packets WHERE id = ANY (ids) ORDER BY id FOR UPDATE;
+    PERFORM 1 FROM relay.packets WHERE id = ANY (ids) ORDER BY id FOR NO KEY UPDATE;
     UPDATE relay.packets p SET status = CASE
         WHEN EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.status = 'FAILED')
             THEN 'FAILED'
