@@ -192,6 +192,25 @@ async fn a_site_role_reaches_only_its_own_rows() {
         status_before.lines().count()
     );
 
+    // Its status shows its own site only.
+    let out = bed
+        .command(0, &["status"])
+        .env("RELAYSYNC__RELAY__URL", &s1_url)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{status}");
+    assert_eq!(
+        status.lines().filter(|l| l.starts_with("s1 ")).count(),
+        1,
+        "{status}"
+    );
+    assert_eq!(
+        status.lines().filter(|l| l.starts_with("s2 ")).count(),
+        0,
+        "{status}"
+    );
+
     // What s1 may do it still does: fetch, apply, ack, ask for a resync.
     bed.ok(0, &["pos", "sync", "--once"]).await;
     bed.ok(0, &["pos", "resync"]).await;

@@ -25,13 +25,14 @@ CREATE FUNCTION relay.current_site() RETURNS text
     LANGUAGE sql STABLE
     AS $$ SELECT code FROM relay.sites WHERE role = current_user $$;
 
--- Whether `grp` is a group of up packets uploaded by `site`: an upload may
--- join only its own site's group (a policy of relay.packets cannot read
--- relay.packets itself).
-CREATE FUNCTION relay.is_up_group_of(grp bigint, site text) RETURNS boolean
+-- Whether `grp` is a group of up packets uploaded by the calling site (its
+-- login role: inside this function current_user is the owner): an upload
+-- may join only its own site's group (a policy of relay.packets cannot
+-- read relay.packets itself).
+CREATE FUNCTION relay.is_own_up_group(grp bigint) RETURNS boolean
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-    AS $$ SELECT EXISTS (SELECT 1 FROM relay.packets
-                          WHERE id = grp AND direction = 'up' AND origin = site) $$;
+    AS $$ SELECT EXISTS (SELECT 1 FROM relay.packets p JOIN relay.sites s ON s.code = p.origin
+                          WHERE p.id = grp AND p.direction = 'up' AND s.role = session_user) $$;
 
 -- A packet's status from its acks: PROCESSED once every target acked it,
 -- FAILED while any target failed it. Run after writing acks, by whoever
@@ -55,9 +56,9 @@ BEGIN
      WHERE p.id = ANY (ids);
 END $$;
 
-REVOKE ALL ON FUNCTION relay.is_up_group_of(bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION relay.is_own_up_group(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION relay.settle(bigint[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION relay.current_site(), relay.is_up_group_of(bigint, text),
+GRANT EXECUTE ON FUNCTION relay.current_site(), relay.is_own_up_group(bigint),
     relay.settle(bigint[]) TO relaysync_site;
 
 GRANT USAGE ON SCHEMA relay TO relaysync_site;
@@ -89,7 +90,7 @@ CREATE POLICY site_read ON relay.packets FOR SELECT TO relaysync_site
 CREATE POLICY site_upload ON relay.packets FOR INSERT TO relaysync_site
     WITH CHECK (direction = 'up' AND origin = relay.current_site() AND targets = ARRAY['ho']
                 AND status = 'UPLOADED' AND id = currval('relay.packets_id_seq')
-                AND (group_id = id OR relay.is_up_group_of(group_id, relay.current_site())));
+                AND (group_id = id OR relay.is_own_up_group(group_id)));
 
 -- Parts for itself or every site, of packets it may read.
 CREATE POLICY site_read ON relay.packet_parts FOR SELECT TO relaysync_site
