@@ -231,6 +231,34 @@ async fn a_wrong_ca_host_or_sslmode_fails_with_the_fix() {
     assert!(line.contains("verify-ca"), "{line}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_logs_in_where_pg_hba_asks_for_one() {
+    let bed = TlsBed::new("cert").await;
+    let c = cluster();
+    let user = relaysync_cluster::CERT_USER;
+    let admin = client(&c.url("postgres")).await;
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE {user} LOGIN CREATEROLE;
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             GRANT CREATE ON DATABASE cert_relay TO {user};"
+        ))
+        .await
+        .unwrap();
+    let (cert, key) = c.client_cert();
+    // No password: the certificate is the credential.
+    let url = c
+        .tls_url(user, "x", "cert_relay")
+        .replace(&format!("{user}:x@"), &format!("{user}@"));
+    let with_cert = format!("{url}&sslcert={}&sslkey={}", cert.display(), key.display());
+    bed.ok(
+        &["setup", "relay"],
+        &[("RELAYSYNC__RELAY__URL", &with_cert)],
+    );
+    let line = bed.fails(&["status"], &[("RELAYSYNC__RELAY__URL", &url)]);
+    assert!(line.contains("relay"), "{line}");
+}
+
 /// Everything a command wrote, with RELAYSYNC_LOG=debug.
 fn all_output(out: &std::process::Output) -> String {
     format!(

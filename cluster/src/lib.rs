@@ -56,6 +56,8 @@ pub struct Cluster {
 
 mod tls;
 
+pub use tls::CERT_USER;
+
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let context = context.into();
     move |source| Error::Io { context, source }
@@ -302,6 +304,15 @@ impl Cluster {
     /// certificate.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join(tls::CA_FILE)
+    }
+
+    /// The client certificate and key (PEM) for [`CERT_USER`], whom a TLS
+    /// cluster authenticates by certificate (`hostssl … cert`).
+    pub fn client_cert(&self) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(tls::CLIENT_CERT.0),
+            self.dir.join(tls::CLIENT_CERT.1),
+        )
     }
 
     /// A URL for `database` as `user` with `password` (letters and digits)

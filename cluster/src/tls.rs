@@ -9,12 +9,17 @@ use crate::{io, Error, Result};
 /// The CA's certificate, in the cluster's directory.
 pub(crate) const CA_FILE: &str = "ca.crt";
 
+/// The role that logs in with the client certificate, and its files.
+pub const CERT_USER: &str = "relaysync_cert";
+pub(crate) const CLIENT_CERT: (&str, &str) = ("client.crt", "client.key");
+
 /// postgresql.conf lines of a TLS cluster.
 pub(crate) const SETTINGS: &str =
     "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
-     password_encryption = 'scram-sha-256'\n";
+     ssl_ca_file = 'ca.crt'\npassword_encryption = 'scram-sha-256'\n";
 
 const HBA: &str = "local all all trust\n\
+     hostssl all relaysync_cert 127.0.0.1/32 cert\n\
      hostssl all all 127.0.0.1/32 scram-sha-256\n\
      hostssl all all ::1/128 scram-sha-256\n";
 
@@ -22,7 +27,8 @@ fn cert_error(e: rcgen::Error) -> Error {
     Error::Setup(format!("generating the cluster's certificates: {e}"))
 }
 
-/// Writes the certificates, the server's key and pg_hba.conf into `dir`.
+/// Writes the certificates, the server's key, a client certificate for
+/// [`CERT_USER`] and pg_hba.conf into `dir`.
 pub(crate) fn prepare(dir: &Path, user: Option<(u32, u32)>) -> Result<()> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     let ca_key = KeyPair::generate().map_err(cert_error)?;
@@ -35,7 +41,15 @@ pub(crate) fn prepare(dir: &Path, user: Option<(u32, u32)>) -> Result<()> {
     let server_key = KeyPair::generate().map_err(cert_error)?;
     let server = CertificateParams::new(vec!["localhost".to_string()]).map_err(cert_error)?;
     let server_cert = server.signed_by(&server_key, &issuer).map_err(cert_error)?;
+    let client_key = KeyPair::generate().map_err(cert_error)?;
+    let mut client = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
+    client
+        .distinguished_name
+        .push(DnType::CommonName, CERT_USER);
+    let client_cert = client.signed_by(&client_key, &issuer).map_err(cert_error)?;
     for (name, text, private) in [
+        (CLIENT_CERT.0, client_cert.pem(), false),
+        (CLIENT_CERT.1, client_key.serialize_pem(), true),
         (CA_FILE, ca_cert.pem(), false),
         ("server.crt", server_cert.pem(), false),
         ("server.key", server_key.serialize_pem(), true),
