@@ -2,8 +2,11 @@
 -- names (ho, relay, pos) and the table names with yours; run each section on
 -- the server it names, as a superuser (or the tables' owner). Then every
 -- `relaysync` command runs as these roles (tests/deployment.rs runs this
--- file so). A `setup` these roles cannot complete checks that first and
--- creates nothing; its error names the statement to run here.
+-- file so); nothing needs a superuser at run time. A `setup` these roles
+-- cannot complete checks that first and creates nothing; its error names the
+-- statement to run here. Connect over TLS: add
+-- ?sslmode=verify-full&sslrootcert=/path/ca.crt to every URL, and use
+-- hostssl lines in pg_hba.conf.
 
 -- == HO ==
 -- Reads the tables through a slot, owns its bookkeeping schema.
@@ -18,12 +21,33 @@ GRANT SELECT ON public.items, public.prices TO relaysync_ho;
 CREATE PUBLICATION relaysync FOR TABLE public.items, public.prices
   WITH (publish_via_partition_root = true);
 -- pg_hba.conf must allow the role a replication connection to the database:
---   host  ho  relaysync_ho  10.0.0.0/8  scram-sha-256
+--   hostssl  ho  relaysync_ho  10.0.0.0/8  scram-sha-256
 
--- == relay ==
--- Owns the relay schema.
-CREATE ROLE relaysync_relay LOGIN PASSWORD 'change-me';
+-- At the relay: owns the relay schema (`relaysync setup relay`), registers
+-- the sites (`relaysync site add` creates each site's login role: CREATEROLE)
+-- and is the role HO's worker reaches the relay with. The owner is not
+-- subject to the relay's row-level security; keep its password at HO.
+CREATE ROLE relaysync_relay LOGIN CREATEROLE PASSWORD 'change-me';
 GRANT CREATE ON DATABASE relay TO relaysync_relay;
+-- `setup relay` creates the group role relaysync_site (NOLOGIN) and the
+-- policies that confine its members to their own site's packets, parts,
+-- acks, requests and capture position. On PostgreSQL 16+, if relaysync_site
+-- exists already (made by another relay database's owner), give this owner
+-- the right to grant it:
+--   GRANT relaysync_site TO relaysync_relay WITH ADMIN OPTION;
+--
+-- Each site: `relaysync site add store-001` creates the login role
+-- relaysync_site_store_001, a member of relaysync_site, and prints its
+-- generated password once (or takes it from --password-file). To make the
+-- role yourself instead (no CREATEROLE needed for the owner then, but a
+-- role with ADMIN OPTION on relaysync_site):
+--   CREATE ROLE store_001_relay LOGIN PASSWORD 'change-me';
+--   relaysync site add store-001 --role store_001_relay
+-- A site role must not be a superuser, BYPASSRLS, or the relay's owner.
+-- `relaysync site remove store-001` drops the role it created, or revokes
+-- relaysync_site from a role it bound.
+-- pg_hba.conf of the relay: TLS and a password for everyone, e.g.
+--   hostssl relay all 0.0.0.0/0 scram-sha-256
 
 -- == site ==
 -- Writes the synced tables without firing their triggers.

@@ -1,13 +1,14 @@
 //! Configuration: a TOML file, then `RELAYSYNC__SECTION__KEY` environment
 //! variables, validated right after loading.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::postgres::{resolve, DbUrl, Password};
 use crate::route::Route;
 
 mod names;
@@ -71,10 +72,16 @@ pub struct MetricsConfig {
 }
 
 /// `[ho]`: the head-office database and its replication slot.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HoConfig {
-    pub url: String,
+    pub url: DbUrl,
+    /// A password kept out of the URL (or RELAYSYNC__HO__PASSWORD).
+    #[serde(default)]
+    pub password: Option<Password>,
+    /// A file whose first line is the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     #[serde(default = "default_name")]
     pub slot: String,
     #[serde(default = "default_name")]
@@ -82,18 +89,30 @@ pub struct HoConfig {
 }
 
 /// `[relay]`: the relay database between HO and the sites.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayConfig {
-    pub url: String,
+    pub url: DbUrl,
+    /// A password kept out of the URL (or RELAYSYNC__RELAY__PASSWORD).
+    #[serde(default)]
+    pub password: Option<Password>,
+    /// A file whose first line is the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 /// `[pos]`: this site's code and database.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PosConfig {
     pub site: String,
-    pub url: String,
+    pub url: DbUrl,
+    /// A password kept out of the URL (or RELAYSYNC__POS__PASSWORD).
+    #[serde(default)]
+    pub password: Option<Password>,
+    /// A file whose first line is the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// The slot that captures this site's upstream tables; by default
     /// named after the site ([`up_name`]).
     #[serde(default)]
@@ -239,18 +258,28 @@ impl Config {
                 *name = plain;
             }
         }
+        cfg.resolve_passwords()?;
         cfg.validate()?;
         Ok(cfg)
     }
 
+    /// Puts each section's `password` or `password_file` into its URL.
+    fn resolve_passwords(&mut self) -> Result<()> {
+        let sections = [
+            (self.ho.as_mut()).map(|s| ("ho", &mut s.url, &s.password, &s.password_file)),
+            (self.relay.as_mut()).map(|s| ("relay", &mut s.url, &s.password, &s.password_file)),
+            (self.pos.as_mut()).map(|s| ("pos", &mut s.url, &s.password, &s.password_file)),
+        ];
+        for (section, url, password, file) in sections.into_iter().flatten() {
+            *url = resolve(section, url, password.as_ref(), file.as_deref())?;
+        }
+        Ok(())
+    }
+
     /// Checks everything that can be checked without a database.
     pub fn validate(&self) -> Result<()> {
-        let url = |section: &str, url: &str| {
-            tokio_postgres::Config::from_str(url).map(|_| ()).map_err(|e| {
-                Error::Config(format!(
-                    "[{section}] url is not a PostgreSQL URL ({e}); write it as postgres://user:password@host:port/database"
-                ))
-            })
+        let url = |section: &str, url: &DbUrl| {
+            crate::postgres::tls::parse(section, url.expose()).map(|_| ())
         };
         if let Some(ho) = &self.ho {
             url("ho", &ho.url)?;
@@ -444,7 +473,7 @@ mod tests {
         let cfg = parse(
             r#"
             [ho]
-            url = "postgres://postgres@127.0.0.1:5432/ho"
+            url = "postgres://postgres:s3cret@127.0.0.1:5432/ho?sslmode=verify-full&sslrootcert=/ca.crt"
             [relay]
             url = "postgres://postgres@127.0.0.1:5433/relay"
             [pos]
@@ -459,6 +488,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.ho().unwrap().slot, "relaysync");
+        assert!(
+            !format!("{cfg:?}").contains("s3cret"),
+            "Debug shows no password"
+        );
         assert_eq!(cfg.interval().unwrap(), Duration::from_secs(1800));
         assert_eq!(cfg.routes()[1].1, Route::Column("site_code".into()));
     }

@@ -26,23 +26,42 @@ pub struct Clusters {
     pub ho: Cluster,
     pub relay: Cluster,
     pub sites: Vec<Cluster>,
+    /// Each site's relay role and its password.
+    pub site_roles: Vec<(String, String)>,
+    /// The password of `postgres` at each cluster and of the relay's owner.
+    pub password: String,
 }
 
+/// The relay's owner, as `sql/roles.sql` makes it.
+const RELAY_OWNER: &str = "relaysync_relay";
+
 impl Clusters {
-    /// Starts HO, relay and `sites` site clusters, each with its database.
+    /// Starts HO, relay and `sites` site clusters, each with its database,
+    /// taking TCP connections only over TLS (a throwaway CA each) with a
+    /// password.
     pub async fn start(sites: usize) -> Result<Clusters> {
+        let password = crate::cli::site::generate_password()?;
         let clusters = tokio::task::spawn_blocking(move || -> relaysync_cluster::Result<_> {
             Ok(Clusters {
-                ho: Cluster::start("ho", &[])?,
-                relay: Cluster::start("relay", &[])?,
+                ho: Cluster::start_tls("ho", &[])?,
+                relay: Cluster::start_tls("relay", &[])?,
                 sites: (0..sites)
-                    .map(|i| Cluster::start(&format!("site{i}"), &[]))
+                    .map(|i| Cluster::start_tls(&format!("site{i}"), &[]))
                     .collect::<relaysync_cluster::Result<_>>()?,
+                site_roles: Vec::new(),
+                password,
             })
         })
         .await
         .expect("cluster start does not panic")
         .map_err(cluster_error)?;
+        let mut clusters = clusters;
+        for i in 0..sites {
+            let role = relaysync::relay::role_name(&site_code(i))?;
+            clusters
+                .site_roles
+                .push((role, crate::cli::site::generate_password()?));
+        }
         clusters
             .ho
             .create_database("ho")
@@ -56,6 +75,22 @@ impl Clusters {
         for s in &clusters.sites {
             s.create_database("pos").await.map_err(cluster_error)?;
         }
+        let pw = &clusters.password;
+        for c in [&clusters.ho, &clusters.relay]
+            .into_iter()
+            .chain(&clusters.sites)
+        {
+            run_sql(
+                &c.url("postgres"),
+                &format!("ALTER ROLE postgres PASSWORD '{pw}'"),
+            )
+            .await?;
+        }
+        let owner = format!(
+            "CREATE ROLE {RELAY_OWNER} LOGIN CREATEROLE PASSWORD '{pw}';
+             GRANT CREATE ON DATABASE relay TO {RELAY_OWNER};"
+        );
+        run_sql(&clusters.relay.url("relay"), &owner).await?;
         Ok(clusters)
     }
 
@@ -63,21 +98,27 @@ impl Clusters {
     pub fn config(&self, site: usize, tables: &[(&str, &str)]) -> Config {
         Config {
             ho: Some(HoConfig {
-                url: self.ho.url("ho"),
+                url: self.ho.tls_url("postgres", &self.password, "ho").into(),
                 slot: "relaysync".into(),
                 publication: "relaysync".into(),
+                ..Default::default()
             }),
             relay: Some(RelayConfig {
-                url: self.relay.url("relay"),
+                url: match self.site_roles.get(site) {
+                    Some((role, password)) => self.relay.url_as(role, password, "relay").into(),
+                    None => self
+                        .relay
+                        .tls_url(RELAY_OWNER, &self.password, "relay")
+                        .into(),
+                },
+                ..Default::default()
             }),
             pos: self.sites.get(site).map(|c| PosConfig {
-                site: SITES
-                    .get(site)
-                    .map_or_else(|| format!("site-{site:03}"), |s| s.to_string()),
-                url: c.url("pos"),
+                site: site_code(site),
+                url: c.tls_url("postgres", &self.password, "pos").into(),
                 slot: "relaysync_up".into(),
                 publication: "relaysync_up".into(),
-                wipe_after: None,
+                ..Default::default()
             }),
             sync: Default::default(),
             packet: Default::default(),
@@ -104,6 +145,13 @@ impl Clusters {
             retention: Default::default(),
         }
     }
+}
+
+/// The code of site `i`.
+fn site_code(i: usize) -> String {
+    SITES
+        .get(i)
+        .map_or_else(|| format!("site-{i:03}"), |s| s.to_string())
 }
 
 /// A throwaway cluster's error as relaysync's.
@@ -239,20 +287,30 @@ async fn set_up(clusters: &Clusters, ho_cfg: &Config) -> Result<Relay> {
     for s in &clusters.sites {
         run_sql(&s.url("pos"), SCHEMA).await?;
     }
+    let relay_url = &ho_cfg.relay()?.url;
     println!(
-        "demo: HO at {} holds 4 items and 4 store prices; relay at {}; the sites are empty",
-        clusters.ho.url("ho"),
-        clusters.relay.url("relay")
+        "demo: HO at {} holds 4 items and 4 store prices; relay at {}; the sites are empty.\n\
+         Every connection is TLS, verified against each cluster's throwaway CA \
+         (sslmode=verify-full), with a password; each site reaches the relay with a role of its own.",
+        ho_cfg.ho()?.url,
+        relay_url
     );
 
-    let mut relay = connect("relay", &clusters.relay.url("relay")).await?;
+    let mut relay = connect("relay", relay_url).await?;
     println!("\n$ relaysync setup relay");
     relaysync::relay::migrate::migrate(&mut relay, relaysync::relay::migrate::Target::Relay)
         .await?;
-    let relay = Relay::connect(&clusters.relay.url("relay")).await?;
-    for code in SITES {
-        relay.add_site(code).await?;
-        println!("$ relaysync site add {code}");
+    let relay = Relay::connect(relay_url).await?;
+    for (code, (role, password)) in SITES.iter().zip(&clusters.site_roles) {
+        let role = relaysync::relay::SiteRole::Create {
+            name: role.clone(),
+            password: password.clone(),
+        };
+        relay.add_site(code, &role).await?;
+        println!(
+            "$ relaysync site add {code}   # creates relay role {}",
+            role.name()
+        );
     }
     println!("$ relaysync setup ho");
     for line in relaysync::ho::setup(ho_cfg).await? {

@@ -205,7 +205,7 @@ async fn site_problems() {
         &bed.run(0, &["setup", "pos"]).await,
         "relaysync site add s1",
     );
-    bed.ok(0, &["site", "add", "s1"]).await;
+    bed.add_site("s1").await;
     assert_one_line_error(
         &bed.run(0, &["ho", "sync", "--once"]).await,
         "run `relaysync setup ho` first",
@@ -267,9 +267,10 @@ async fn site_problems() {
         "site 'nowhere' is not registered in the relay; run `relaysync site add nowhere`",
     );
     // The same database cannot serve two sites.
-    bed.ok(0, &["site", "add", "s9"]).await;
+    bed.add_site("s9").await;
     let mut cmd = bed.command(0, &["setup", "pos"]);
     cmd.env("RELAYSYNC__POS__SITE", "s9");
+    cmd.env("RELAYSYNC__RELAY__URL", &bed.relay_url);
     assert_one_line_error(&cmd.output().unwrap(), "this database belongs to site 's1'");
 }
 

@@ -276,7 +276,7 @@ async fn route_all_storage_does_not_grow_with_sites() {
         let bed = Bed::new("fanout", ROUTING_SCHEMA, &[("public.items", "all")], "").await;
         bed.ok(0, &["setup", "relay"]).await;
         for i in 0..sites {
-            bed.ok(0, &["site", "add", &format!("site{i}")]).await;
+            bed.add_site(&format!("site{i}")).await;
         }
         bed.ok(0, &["setup", "ho"]).await;
         bed.ho()
@@ -551,16 +551,11 @@ async fn groups_a_site_is_behind_on_apply_together_and_a_failure_is_pinned_to_it
         bed.ok(0, &["ho", "sync", "--once"]).await;
     }
     let relay = bed.relay().await;
-    let groups: Vec<i64> = relay
-        .query(
-            "SELECT DISTINCT group_id FROM relay.packets WHERE kind = 'delta' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let groups = ids(
+        &relay,
+        "SELECT DISTINCT group_id FROM relay.packets WHERE kind = 'delta' ORDER BY 1",
+    )
+    .await;
     assert_eq!(groups.len(), 3, "{groups:?}");
 
     // s1 takes all three in one transaction: their packets share its start

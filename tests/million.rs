@@ -94,7 +94,7 @@ async fn one_million_row_full_sync_streams_in_bounded_memory() {
     ho.execute(FILL, &[&ROWS]).await.unwrap();
     ho.batch_execute("ANALYZE public.big").await.unwrap();
     bed.ok(0, &["setup", "relay"]).await;
-    bed.ok(0, &["site", "add", SITES[0]]).await;
+    bed.add_site(SITES[0]).await;
     bed.ok(0, &["setup", "ho"]).await;
     bed.ok(0, &["setup", "pos"]).await;
 

@@ -86,7 +86,7 @@ async fn pos_run_stops_on_a_setup_error_naming_the_fix() {
     )
     .await;
     bed.ok(0, &["setup", "relay"]).await;
-    bed.ok(0, &["site", "add", "s1"]).await;
+    bed.add_site("s1").await;
     bed.ok(0, &["setup", "ho"]).await;
     // `setup pos` never ran at s1.
     let mut cmd = bed.command(0, &["pos", "run"]);

@@ -50,7 +50,13 @@ pub struct Cluster {
     dir: PathBuf,
     port: u16,
     watchdog: Child,
+    /// Started by [`Cluster::start_tls`]: TCP takes only TLS and passwords.
+    tls: bool,
 }
+
+mod tls;
+
+pub use tls::CERT_USER;
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let context = context.into();
@@ -137,6 +143,20 @@ impl Cluster {
     /// Creates and starts a cluster named `name` (used in its directory name).
     /// `settings` are extra postgresql.conf lines.
     pub fn start(name: &str, settings: &[&str]) -> Result<Cluster> {
+        Cluster::start_with(name, settings, false)
+    }
+
+    /// Like [`Cluster::start`], with `ssl = on`: a throwaway CA (its
+    /// certificate in [`Cluster::ca_file`]) signs a server certificate for
+    /// `localhost` only, and pg_hba.conf takes TCP connections only over TLS
+    /// with a SCRAM password (`hostssl … scram-sha-256`). [`Cluster::url`]
+    /// then goes through the unix socket; [`Cluster::tls_url`] is how a
+    /// user connects.
+    pub fn start_tls(name: &str, settings: &[&str]) -> Result<Cluster> {
+        Cluster::start_with(name, settings, true)
+    }
+
+    fn start_with(name: &str, settings: &[&str], tls: bool) -> Result<Cluster> {
         let bin = bindir()?;
         let user = run_as()?;
         let dir = std::env::temp_dir().join(format!(
@@ -172,6 +192,9 @@ impl Cluster {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
+        if tls {
+            tls::prepare(&dir, user)?;
+        }
         let mut last_err = None;
         for _ in 0..5 {
             let port = free_port()?;
@@ -182,6 +205,9 @@ impl Cluster {
                  synchronous_commit = off\nlogging_collector = off\n",
                 dir.display()
             );
+            if tls {
+                conf.push_str(tls::SETTINGS);
+            }
             for s in settings {
                 conf.push_str(s);
                 conf.push('\n');
@@ -205,6 +231,7 @@ impl Cluster {
                 dir: dir.clone(),
                 port,
                 watchdog,
+                tls,
             };
             match cluster.wait_ready(Duration::from_secs(60)) {
                 Ok(()) => return Ok(cluster),
@@ -261,9 +288,51 @@ impl Cluster {
         &self.dir
     }
 
-    /// A connection URL for `database` as the `postgres` superuser.
+    /// A connection URL for `database` as the `postgres` superuser (through
+    /// the unix socket on a TLS cluster, whose TCP connections need TLS and a
+    /// password).
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        if self.tls {
+            let socket = self.dir.display().to_string().replace('/', "%2F");
+            format!("postgres://postgres@{socket}:{}/{database}", self.port)
+        } else {
+            format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        }
+    }
+
+    /// The CA certificate (PEM) that signed a TLS cluster's server
+    /// certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join(tls::CA_FILE)
+    }
+
+    /// The client certificate and key (PEM) for [`CERT_USER`], whom a TLS
+    /// cluster authenticates by certificate (`hostssl … cert`).
+    pub fn client_cert(&self) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(tls::CLIENT_CERT.0),
+            self.dir.join(tls::CLIENT_CERT.1),
+        )
+    }
+
+    /// A URL for `database` as `user` with `password` (letters and digits)
+    /// over TLS, verified as libpq's `verify-full` does, on a cluster from
+    /// [`Cluster::start_tls`].
+    pub fn tls_url(&self, user: &str, password: &str, database: &str) -> String {
+        format!(
+            "postgres://{user}:{password}@localhost:{}/{database}?sslmode=verify-full&sslrootcert={}",
+            self.port,
+            self.ca_file().display()
+        )
+    }
+
+    /// A connection URL for `database` as `user` with `password` (letters
+    /// and digits).
+    pub fn url_as(&self, user: &str, password: &str, database: &str) -> String {
+        format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/{database}",
+            self.port
+        )
     }
 
     /// Creates a database (no error if it exists).

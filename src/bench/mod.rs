@@ -25,6 +25,8 @@ pub struct Args {
     pub rows: u64,
     pub sites: usize,
     pub json: bool,
+    /// The sites reach the relay as its owner (no row-level security).
+    pub owner_sites: bool,
 }
 
 /// One line of the result table.

@@ -34,6 +34,9 @@ pub(super) struct Rig {
     pub(super) site: Cluster,
     pub(super) dir: PathBuf,
     pub(super) codes: Vec<String>,
+    /// Each site's relay role and password (None: the sites reach the relay
+    /// as its owner, bypassing row-level security, for comparison).
+    pub(super) site_roles: Option<Vec<(String, String)>>,
     pub(super) workers: Vec<Child>,
     pub(super) ho_worker: Option<u32>,
     pub(super) peak_rss_kb: u64,
@@ -49,19 +52,27 @@ impl Drop for Rig {
 fn rig_config(rig: &Rig, site: usize) -> Config {
     Config {
         ho: Some(HoConfig {
-            url: rig.ho.url("ho"),
+            url: rig.ho.url("ho").into(),
             slot: "relaysync".into(),
             publication: "relaysync".into(),
+            ..Default::default()
         }),
         relay: Some(RelayConfig {
-            url: rig.relay.url("relay"),
+            url: match &rig.site_roles {
+                Some(roles) => rig
+                    .relay
+                    .url_as(&roles[site].0, &roles[site].1, "relay")
+                    .into(),
+                None => rig.relay.url("relay").into(),
+            },
+            ..Default::default()
         }),
         pos: Some(PosConfig {
             site: rig.codes[site].clone(),
-            url: rig.site.url(&format!("rs_{site:02}")),
+            url: rig.site.url(&format!("rs_{site:02}")).into(),
             slot: "relaysync_up".into(),
             publication: "relaysync_up".into(),
-            wipe_after: None,
+            ..Default::default()
         }),
         sync: relaysync::config::SyncConfig {
             interval: "0s".into(),
@@ -82,7 +93,10 @@ fn write_config(path: &Path, cfg: &Config) -> Result<()> {
     let text = format!(
         "[ho]\nurl = \"{}\"\n[relay]\nurl = \"{}\"\n[pos]\nsite = \"{}\"\nurl = \"{}\"\n[sync]\ninterval = \"0s\"\n\
          [[tables]]\nname = \"public.bench_rs\"\nroute = \"all\"\n",
-        ho.url, relay.url, pos.site, pos.url
+        ho.url.expose(),
+        relay.url.expose(),
+        pos.site,
+        pos.url.expose()
     );
     std::fs::write(path, text).map_err(|source| Error::Io {
         context: format!("writing {}", path.display()),
@@ -125,7 +139,7 @@ impl Rig {
                     source,
                 })
         };
-        let ho = spawn(&self.dir.join("site_00.toml"), "ho")?;
+        let ho = spawn(&self.dir.join("ho.toml"), "ho")?;
         self.ho_worker = Some(ho.id());
         self.workers.push(ho);
         for i in 0..self.codes.len() {
@@ -160,12 +174,24 @@ pub(super) async fn build(args: Args) -> Result<Rig> {
         context: format!("creating {}", dir.display()),
         source,
     })?;
+    let codes: Vec<String> = (0..k).map(|i| format!("site-{i:02}")).collect();
+    let site_roles = if args.owner_sites {
+        None
+    } else {
+        let mut roles = Vec::new();
+        for code in &codes {
+            let password = crate::cli::site::generate_password()?;
+            roles.push((relaysync::relay::role_name(code)?, password));
+        }
+        Some(roles)
+    };
     let rig = Rig {
         ho,
         relay,
         site,
         dir,
-        codes: (0..k).map(|i| format!("site-{i:02}")).collect(),
+        codes,
+        site_roles,
         workers: Vec::new(),
         ho_worker: None,
         peak_rss_kb: 0,
@@ -213,10 +239,28 @@ async fn setup_relaysync(rig: &Rig) -> Result<()> {
     relaysync::relay::migrate::migrate(&mut relay_client, relaysync::relay::migrate::Target::Relay)
         .await?;
     let relay = relaysync::relay::Relay::connect(&rig.relay.url("relay")).await?;
-    for code in &rig.codes {
-        relay.add_site(code).await?;
+    for (i, code) in rig.codes.iter().enumerate() {
+        let role = match &rig.site_roles {
+            Some(roles) => relaysync::relay::SiteRole::Create {
+                name: roles[i].0.clone(),
+                password: roles[i].1.clone(),
+            },
+            // Bound to a role of its own all the same; the sites connect as the owner.
+            None => relaysync::relay::SiteRole::Create {
+                name: relaysync::relay::role_name(code)?,
+                password: crate::cli::site::generate_password()?,
+            },
+        };
+        relay.add_site(code, &role).await?;
     }
-    relaysync::ho::setup(&rig_config(rig, 0)).await?;
+    // HO's worker reaches the relay as its owner, whatever the sites do.
+    let mut ho_cfg = rig_config(rig, 0);
+    ho_cfg.relay = Some(RelayConfig {
+        url: rig.relay.url("relay").into(),
+        ..Default::default()
+    });
+    relaysync::ho::setup(&ho_cfg).await?;
+    write_config(&rig.dir.join("ho.toml"), &ho_cfg)?;
     for i in 0..k {
         let cfg = rig_config(rig, i);
         relaysync::pos::setup(&cfg).await?;

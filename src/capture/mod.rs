@@ -43,7 +43,7 @@ pub use stream::capture;
 /// Where changes come from: a database, its slot and publication.
 #[derive(Debug, Clone)]
 pub struct Source {
-    pub url: String,
+    pub url: crate::postgres::DbUrl,
     pub slot: String,
     pub publication: String,
     /// HO, or a site for upstream capture.

@@ -4,11 +4,10 @@
 //! `pgwire_replication` has its own LSN type; it is converted to and from
 //! [`Lsn`] here and nowhere else.
 
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
+use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent};
 use tokio_postgres::config::Host;
 use tokio_postgres::Client;
 
@@ -155,8 +154,7 @@ impl SlotStream {
 
 /// The replication connection's settings, from the source's URL.
 fn config(source: &Source, start: Lsn) -> Result<ReplicationConfig> {
-    let cfg = tokio_postgres::Config::from_str(&source.url)
-        .map_err(|e| Error::Config(format!("url is not a PostgreSQL URL ({e})")))?;
+    let (cfg, tls) = crate::postgres::tls::parse(source.origin.role(), &source.url)?;
     let host = match cfg.get_hosts().first() {
         Some(Host::Tcp(h)) => h.clone(),
         Some(Host::Unix(p)) => p.display().to_string(),
@@ -177,7 +175,7 @@ fn config(source: &Source, start: Lsn) -> Result<ReplicationConfig> {
         source.publication.clone(),
     )
     .with_port(cfg.get_ports().first().copied().unwrap_or(5432))
-    .with_tls(TlsConfig::disabled())
+    .with_tls(tls.replication()?)
     .with_start_lsn(to_wire(start))
     .with_ack_lsn(to_wire(start))
     // Pin the text forms the packet encoder parses.
@@ -189,6 +187,12 @@ fn config(source: &Source, start: Lsn) -> Result<ReplicationConfig> {
 }
 
 fn replication_error(origin: &Origin, source: pgwire_replication::PgWireError) -> Error {
+    if let Some(fix) = crate::postgres::tls::fix_for(origin.role(), &source) {
+        return Error::Setup(format!(
+            "cannot open the replication connection of {}: {fix}",
+            origin.role()
+        ));
+    }
     Error::Replication {
         role: origin.role(),
         source,

@@ -13,7 +13,7 @@ mod events;
 mod packets;
 mod push;
 mod setup;
-mod site;
+pub mod site;
 mod status;
 mod worker;
 
@@ -142,6 +142,11 @@ pub enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+        /// Let the sites reach the relay as its owner, bypassing row-level
+        /// security (by default each site has its own role): to measure what
+        /// the policies cost.
+        #[arg(long)]
+        owner_sites: bool,
     },
 }
 
@@ -159,8 +164,24 @@ pub enum SetupTarget {
 /// Site management.
 #[derive(Debug, Subcommand)]
 pub enum SiteCommand {
-    /// Register a site (letters, digits, '-', '_', '.').
-    Add { code: String },
+    /// Register a site (letters, digits, '-', '_', '.') with a relay role of
+    /// its own, which row-level security confines to this site's packets.
+    /// Without --role, creates the role relaysync_site_<code> (lowercase,
+    /// other characters as '_') and prints its generated password once, or
+    /// takes the password from --password-file. Needs CREATEROLE.
+    Add {
+        code: String,
+        /// Bind this existing login role instead of creating one.
+        #[arg(long, value_name = "NAME", conflicts_with = "password_file")]
+        role: Option<String>,
+        /// Read the new role's password from the first line of this file.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// Remove a site: its pending packets, acks and full-sync requests, and
+    /// its relay role (dropped if `site add` created it, else no longer a
+    /// site role).
+    Remove { code: String },
     /// List the registered sites.
     List,
 }
@@ -211,8 +232,18 @@ pub struct RunArgs {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Demo => return crate::demo::run().await.map(|()| ExitCode::SUCCESS),
-        Command::Bench { rows, sites, json } => {
-            let args = crate::bench::Args { rows, sites, json };
+        Command::Bench {
+            rows,
+            sites,
+            json,
+            owner_sites,
+        } => {
+            let args = crate::bench::Args {
+                rows,
+                sites,
+                json,
+                owner_sites,
+            };
             return crate::bench::run(args).await.map(|_| ExitCode::SUCCESS);
         }
         _ => {}

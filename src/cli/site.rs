@@ -1,21 +1,55 @@
-//! `site add|list`.
+//! `site add|remove|list`.
 
 use relaysync::config::{check_site_code, Config};
-use relaysync::error::Result;
-use relaysync::relay::Relay;
+use relaysync::error::{Error, Result};
+use relaysync::postgres::read_password_file;
+use relaysync::relay::{role_name, Added, Relay, SiteRole};
 
 use super::SiteCommand;
 
-/// Registers or lists sites.
+/// Registers, removes or lists sites.
 pub async fn run(cfg: &Config, command: SiteCommand) -> Result<()> {
     let relay = Relay::connect(&cfg.relay()?.url).await?;
     match command {
-        SiteCommand::Add { code } => {
+        SiteCommand::Add {
+            code,
+            role,
+            password_file,
+        } => {
             check_site_code(&code)?;
-            if relay.add_site(&code).await? {
-                println!("site {code} registered; its first sync will be a full sync");
+            let (role, shown) = match (role, password_file) {
+                (Some(name), _) => (SiteRole::Bind(name), None),
+                (None, Some(file)) => {
+                    let password = read_password_file("--password-file", &file)?;
+                    (create(&code, password)?, None)
+                }
+                (None, None) => {
+                    let password = generate_password()?;
+                    (create(&code, password.clone())?, Some(password))
+                }
+            };
+            match relay.add_site(&code, &role).await? {
+                Added::New => println!(
+                    "site {code} registered with relay role {}; its first sync will be a full sync",
+                    role.name()
+                ),
+                Added::RoleBound => {
+                    println!("site {code} now reaches the relay as {}", role.name())
+                }
+                Added::Already => {
+                    println!("site {code} was registered already");
+                    return Ok(());
+                }
+            }
+            if let Some(password) = shown {
+                println!("password of {} (shown once): {password}", role.name());
+            }
+        }
+        SiteCommand::Remove { code } => {
+            if relay.remove_site(&code).await? {
+                println!("site {code} removed with its pending packets and relay role");
             } else {
-                println!("site {code} was registered already");
+                println!("site {code} was not registered");
             }
         }
         SiteCommand::List => {
@@ -25,4 +59,34 @@ pub async fn run(cfg: &Config, command: SiteCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn create(code: &str, password: String) -> Result<SiteRole> {
+    Ok(SiteRole::Create {
+        name: role_name(code)?,
+        password,
+    })
+}
+
+/// 32 random letters and digits (190 bits) from the system's generator.
+pub fn generate_password() -> Result<String> {
+    use std::io::Read;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut password = String::with_capacity(32);
+    let mut urandom = std::fs::File::open("/dev/urandom").map_err(|source| Error::Io {
+        context: "opening /dev/urandom".into(),
+        source,
+    })?;
+    let mut byte = [0u8; 1];
+    while password.len() < 32 {
+        urandom.read_exact(&mut byte).map_err(|source| Error::Io {
+            context: "reading /dev/urandom".into(),
+            source,
+        })?;
+        // Rejection sampling: no letter is likelier than another.
+        if usize::from(byte[0]) < 248 {
+            password.push(char::from(ALPHABET[usize::from(byte[0]) % 62]));
+        }
+    }
+    Ok(password)
 }

@@ -1,27 +1,53 @@
-//! PostgreSQL plumbing: ordinary SQL connections, LSNs, quoting.
+//! PostgreSQL plumbing: ordinary SQL connections (TLS as the URL says),
+//! LSNs, quoting.
 
-use std::str::FromStr;
+pub mod tls;
+mod url;
+
+pub use url::{read_password_file, resolve, DbUrl, Password};
 
 use tokio_postgres::config::Host;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{Error, Result};
+
+/// The URL's settings and its TLS connector.
+fn prepare(role: &'static str, url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect)> {
+    let (mut config, tls) = tls::parse(role, url)?;
+    config.application_name(format!("relaysync-{role}"));
+    config.connect_timeout(std::time::Duration::from_secs(10));
+    let connector = MakeRustlsConnect::new(tls.client_config()?);
+    Ok((config, connector))
+}
+
+/// A failed connection as an error: a TLS problem names its fix.
+fn connect_error(
+    role: &'static str,
+    config: &tokio_postgres::Config,
+    source: tokio_postgres::Error,
+) -> Error {
+    match tls::fix_for(role, &source) {
+        Some(fix) => Error::Setup(format!(
+            "cannot connect to the {role} database at {}: {fix}",
+            describe(config)
+        )),
+        None => Error::Connect {
+            role,
+            target: describe(config),
+            source,
+        },
+    }
+}
 
 /// Opens an SQL connection for `role` ("ho", "relay" or "pos") and drives it
 /// in the background.
 pub async fn connect(role: &'static str, url: &str) -> Result<Client> {
-    let mut config = tokio_postgres::Config::from_str(url)
-        .map_err(|e| Error::Config(format!("[{role}] url is not a PostgreSQL URL ({e})")))?;
-    config.application_name(format!("relaysync-{role}"));
-    config.connect_timeout(std::time::Duration::from_secs(10));
+    let (config, connector) = prepare(role, url)?;
     let (client, connection) = config
-        .connect(NoTls)
+        .connect(connector)
         .await
-        .map_err(|source| Error::Connect {
-            role,
-            target: describe(&config),
-            source,
-        })?;
+        .map_err(|source| connect_error(role, &config, source))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(role, error = %e, "connection closed");
@@ -58,17 +84,11 @@ impl Listener {
 /// Opens a relay connection that LISTENs on `channel`.
 pub async fn listen(url: &str, channel: &str) -> Result<Listener> {
     use futures_util::StreamExt;
-    let config = tokio_postgres::Config::from_str(url)
-        .map_err(|e| Error::Config(format!("[relay] url is not a PostgreSQL URL ({e})")))?;
-    let (client, mut connection) =
-        config
-            .connect(NoTls)
-            .await
-            .map_err(|source| Error::Connect {
-                role: "relay",
-                target: describe(&config),
-                source,
-            })?;
+    let (config, connector) = prepare("relay", url)?;
+    let (client, mut connection) = config
+        .connect(connector)
+        .await
+        .map_err(|source| connect_error("relay", &config, source))?;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

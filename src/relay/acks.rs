@@ -76,10 +76,11 @@ impl Relay {
         if acks.is_empty() {
             return Ok(());
         }
-        // One round trip: ten sites ack the same packets, and each holds the
-        // packets' row locks until its commit. Statements of one simple query
-        // each take a new snapshot, so the status UPDATE, run after the lock,
-        // sees the acks of every site that committed before it.
+        // One round trip. relay.settle locks the packets (ten sites ack the
+        // same packets, and each holds the locks until its commit) and then
+        // sets their status with a new snapshot, which sees the acks of
+        // every site that committed before it. A site's role cannot update
+        // packets itself: settle runs as the relay's owner.
         let ids = literal_array(acks.iter().map(|a| a.packet_id.to_string()));
         let statuses = literal_array(acks.iter().map(|a| literal(a.status.as_str())));
         let rows = literal_array(acks.iter().map(|a| a.rows.to_string()));
@@ -89,7 +90,6 @@ impl Relay {
         );
         let sql = format!(
             "BEGIN;
-             SELECT 1 FROM relay.packets WHERE id = ANY({ids}::int8[]) ORDER BY id FOR UPDATE;
              INSERT INTO relay.acks (packet_id, site, status, rows, error)
                SELECT a.id, {target}, a.status, a.rows, a.error
                  FROM unnest({ids}::int8[], {statuses}::text[], {rows}::int8[], {errors}::text[])
@@ -98,14 +98,7 @@ impl Relay {
                 WHERE EXISTS (SELECT 1 FROM relay.packets p WHERE p.id = a.id)
              ON CONFLICT (packet_id, site) DO UPDATE SET status = EXCLUDED.status,
                rows = EXCLUDED.rows, error = EXCLUDED.error, acked_at = now();
-             UPDATE relay.packets p SET status = CASE
-               WHEN EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.status = 'FAILED')
-                 THEN 'FAILED'
-               WHEN (SELECT count(*) FROM relay.acks a WHERE a.packet_id = p.id AND a.status = 'PROCESSED')
-                    >= cardinality(p.targets)
-                 THEN 'PROCESSED'
-               ELSE 'UPLOADED' END
-             WHERE p.id = ANY({ids}::int8[]);
+             SELECT relay.settle({ids}::int8[]);
              COMMIT;",
             target = literal(target),
         );

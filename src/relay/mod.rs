@@ -7,6 +7,7 @@ pub mod migrate;
 mod acks;
 mod packets;
 mod retention;
+mod site_roles;
 mod sites;
 mod status;
 mod tables;
@@ -17,6 +18,7 @@ use crate::error::{DbContext, Error, Result};
 
 pub use acks::Ack;
 pub use packets::{NewPacket, PacketInfo, SentPacket, StoredPart};
+pub use site_roles::{role_name, Added, SiteRole, SITE_GROUP};
 pub use sites::SyncRequest;
 pub use status::{RelayHealth, SiteStatus, TableStatus};
 pub use tables::{Published, PublishedTable};

@@ -40,21 +40,6 @@ impl Relay {
         rows.iter().map(|r| get(r, "code", "relay.sites")).collect()
     }
 
-    /// Registers a site and asks for its first full sync; false when it was
-    /// registered already.
-    pub async fn add_site(&self, code: &str) -> Result<bool> {
-        let n = self
-            .client
-            .execute(
-                "WITH added AS (INSERT INTO relay.sites (code) VALUES ($1) ON CONFLICT DO NOTHING RETURNING code)
-                 INSERT INTO relay.sync_requests (site, reason) SELECT code, $2 FROM added",
-                &[&code, &SyncReason::First],
-            )
-            .await
-            .ctx(|| "registering the site".into())?;
-        Ok(n == 1)
-    }
-
     /// Asks for a full sync of `tables` (None: all) at each of `sites`.
     pub async fn request_sync(
         &self,

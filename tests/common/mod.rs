@@ -57,6 +57,9 @@ pub struct Bed {
     pub site_urls: Vec<String>,
     pub dir: PathBuf,
     pub config: PathBuf,
+    /// Site code → the relay URL of its own role (`add_site`): the site's
+    /// `pos` commands reach the relay with it, under row-level security.
+    pub site_relay_urls: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Drop for Bed {
@@ -84,6 +87,7 @@ impl Bed {
             config: dir.join("relaysync.toml"),
             dir,
             name,
+            site_relay_urls: Default::default(),
         };
         bed.write_config(tables, extra);
         for url in std::iter::once(&bed.ho_url).chain(&bed.site_urls) {
@@ -117,7 +121,33 @@ impl Bed {
             .env("RELAYSYNC__POS__URL", &self.site_urls[site])
             .env_remove("RELAYSYNC_FAILPOINT")
             .stdin(Stdio::null());
+        if args.first() == Some(&"pos") || args.starts_with(&["setup", "pos"]) {
+            if let Some(url) = self.site_relay_urls.lock().unwrap().get(SITES[site]) {
+                cmd.env("RELAYSYNC__RELAY__URL", url);
+            }
+        }
         cmd
+    }
+
+    /// `site add CODE --role R`, R a login role of this bed made as a DBA
+    /// makes it (roles are shared by every database of the cluster); the
+    /// site's `pos` commands then reach the relay as R.
+    pub async fn add_site(&self, code: &str) {
+        let role = format!("{}_{}", self.name, code).replace(['-', '.'], "_");
+        self.relay()
+            .await
+            .batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN"))
+            .await
+            .expect("create the site's role");
+        self.ok(0, &["site", "add", code, "--role", &role]).await;
+        let url = clusters()
+            .relay
+            .url(&self.name)
+            .replacen("postgres@", &format!("{role}@"), 1);
+        self.site_relay_urls
+            .lock()
+            .unwrap()
+            .insert(code.to_string(), url);
     }
 
     /// Starts a long-running `relaysync args` (`ho run`, `pos run`) as site `site`.
@@ -150,7 +180,7 @@ impl Bed {
     pub async fn register(&self) {
         self.ok(0, &["setup", "relay"]).await;
         for s in SITES {
-            self.ok(0, &["site", "add", s]).await;
+            self.add_site(s).await;
         }
         self.ok(0, &["setup", "ho"]).await;
         self.ok(0, &["setup", "pos"]).await;
@@ -248,6 +278,16 @@ pub async fn assert_all_processed(bed: &Bed) {
     let relay = bed.relay().await;
     let q = "SELECT count(*) FROM relay.packets WHERE status <> 'PROCESSED'";
     assert_eq!(count(&relay, q).await, 0);
+}
+
+/// The first column of every row of `query`, as i64 (ids, in its order).
+pub async fn ids(c: &Client, query: &str) -> Vec<i64> {
+    c.query(query, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 pub async fn count(c: &Client, query: &str) -> i64 {

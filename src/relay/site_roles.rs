@@ -1,0 +1,254 @@
+//! Registering and removing sites, each with a relay role of its own: a
+//! member of `relaysync_site`, which the relay's row-level security policies
+//! (migration V4) confine to that site's packets, parts, acks, requests and
+//! capture position.
+
+use super::{get, Relay};
+use crate::error::{DbContext, Error, Result};
+use crate::postgres::{ident, literal};
+use crate::protocol::SyncReason;
+
+/// The group role every site role is a member of.
+pub const SITE_GROUP: &str = "relaysync_site";
+
+/// The relay role a site reaches the relay with.
+#[derive(Clone)]
+pub enum SiteRole {
+    /// `site add` creates a login role with this name and password.
+    Create { name: String, password: String },
+    /// A role the DBA made: `site add` makes it a member of `relaysync_site`.
+    Bind(String),
+}
+
+impl std::fmt::Debug for SiteRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SiteRole::Create { name, .. } => write!(f, "Create({name}, password: <redacted>)"),
+            SiteRole::Bind(name) => write!(f, "Bind({name})"),
+        }
+    }
+}
+
+impl SiteRole {
+    /// The role's name.
+    pub fn name(&self) -> &str {
+        match self {
+            SiteRole::Create { name, .. } | SiteRole::Bind(name) => name,
+        }
+    }
+}
+
+/// The role `site add CODE` creates: `relaysync_site_<code>`, lowercase, with
+/// every character but letters and digits mapped to `_`.
+pub fn role_name(code: &str) -> Result<String> {
+    let name: String = format!("{SITE_GROUP}_{code}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.len() > 63 {
+        return Err(Error::Config(format!(
+            "site code '{code}' is too long for a role name; create a role and pass it with `--role NAME`"
+        )));
+    }
+    Ok(name)
+}
+
+/// What `add_site` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// Registered, with its first full sync asked for.
+    New,
+    /// Registered before without a role: the role is bound now.
+    RoleBound,
+    /// Registered already with a role: nothing changed.
+    Already,
+}
+
+impl Relay {
+    /// Registers site `code` with its relay role (created or bound) and asks
+    /// for its first full sync, in one transaction.
+    pub async fn add_site(&self, code: &str, role: &SiteRole) -> Result<Added> {
+        self.begin().await?;
+        let result = self.add_site_in_txn(code, role).await;
+        match result {
+            Ok(added) => self.commit(false).await.map(|()| added),
+            Err(e) => {
+                self.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn add_site_in_txn(&self, code: &str, role: &SiteRole) -> Result<Added> {
+        let ctx = || "registering the site".to_string();
+        let existing = self
+            .client
+            .query_opt("SELECT role FROM relay.sites WHERE code = $1", &[&code])
+            .await
+            .ctx(ctx)?;
+        let existing: Option<Option<String>> = match &existing {
+            Some(r) => Some(get(r, "role", "relay.sites")?),
+            None => None,
+        };
+        if let Some(Some(_)) = existing {
+            return Ok(Added::Already);
+        }
+        self.check_role(code, role).await?;
+        let name = role.name();
+        let sql = match role {
+            SiteRole::Create { password, .. } => {
+                let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+                format!(
+                    "CREATE ROLE {r} LOGIN PASSWORD {v} IN ROLE {SITE_GROUP}",
+                    r = ident(name),
+                    v = literal(&verifier)
+                )
+            }
+            SiteRole::Bind(_) => format!("GRANT {SITE_GROUP} TO {}", ident(name)),
+        };
+        // The statement holds a password hash: its error names the role only.
+        self.client
+            .batch_execute(&sql)
+            .await
+            .ctx(|| format!("giving site '{code}' its relay role {name}"))?;
+        let created = matches!(role, SiteRole::Create { .. });
+        if existing.is_some() {
+            self.client
+                .execute(
+                    "UPDATE relay.sites SET role = $2, role_created = $3 WHERE code = $1",
+                    &[&code, &name, &created],
+                )
+                .await
+                .ctx(ctx)?;
+            return Ok(Added::RoleBound);
+        }
+        self.client
+            .execute(
+                "WITH added AS (INSERT INTO relay.sites (code, role, role_created) VALUES ($1, $3, $4) RETURNING code)
+                 INSERT INTO relay.sync_requests (site, reason) SELECT code, $2 FROM added",
+                &[&code, &SyncReason::First, &name, &created],
+            )
+            .await
+            .ctx(ctx)?;
+        Ok(Added::New)
+    }
+
+    /// Fails with the fix when `role` cannot serve as site `code`'s role.
+    async fn check_role(&self, code: &str, role: &SiteRole) -> Result<()> {
+        let name = role.name();
+        let row = self
+            .client
+            .query_opt(
+                "SELECT r.rolsuper OR r.rolbypassrls AS unconfined, r.rolname = current_user AS is_owner,
+                        (SELECT s.code FROM relay.sites s WHERE s.role = r.rolname) AS bound_to
+                   FROM pg_roles r WHERE r.rolname = $1",
+                &[&name],
+            )
+            .await
+            .ctx(|| "looking up the site's relay role".into())?;
+        match (role, row) {
+            (SiteRole::Create { .. }, Some(_)) => Err(Error::Setup(format!(
+                "role {name} exists already; bind it with `relaysync site add {code} --role {name}`, or drop it"
+            ))),
+            (SiteRole::Create { .. }, None) => Ok(()),
+            (SiteRole::Bind(_), None) => Err(Error::Setup(format!(
+                "role {name} does not exist; create it (CREATE ROLE {name} LOGIN PASSWORD …) or leave out --role"
+            ))),
+            (SiteRole::Bind(_), Some(r)) => {
+                let unconfined: bool = get(&r, "unconfined", "pg_roles")?;
+                let is_owner: bool = get(&r, "is_owner", "pg_roles")?;
+                let bound_to: Option<String> = get(&r, "bound_to", "relay.sites")?;
+                if unconfined || is_owner {
+                    return Err(Error::Setup(format!(
+                        "role {name} is a superuser, bypasses row-level security or owns the relay; give the site a role of its own"
+                    )));
+                }
+                match bound_to {
+                    Some(other) => Err(Error::Setup(format!(
+                        "role {name} is site '{other}''s relay role already; give each site a role of its own"
+                    ))),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Removes site `code`: its pending work (it leaves the targets of every
+    /// down packet; parts for it alone and packets for nobody else go), its
+    /// acks and requests, and its role (dropped if `site add` made it, else
+    /// no longer a member of `relaysync_site`). False when it was not
+    /// registered.
+    pub async fn remove_site(&self, code: &str) -> Result<bool> {
+        self.begin().await?;
+        let result = self.remove_site_in_txn(code).await;
+        match result {
+            Ok(removed) => self.commit(false).await.map(|()| removed),
+            Err(e) => {
+                self.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn remove_site_in_txn(&self, code: &str) -> Result<bool> {
+        let row = self
+            .client
+            .query_opt(
+                "DELETE FROM relay.sites WHERE code = $1 RETURNING role, role_created",
+                &[&code],
+            )
+            .await
+            .ctx(|| "removing the site".into())?;
+        let Some(row) = row else { return Ok(false) };
+        let role: Option<String> = get(&row, "role", "relay.sites")?;
+        let created: bool = get(&row, "role_created", "relay.sites")?;
+        let ctx = || "removing the site's pending packets".to_string();
+        let ids: Vec<i64> = self
+            .client
+            .query(
+                "UPDATE relay.packets SET targets = array_remove(targets, $1)
+                  WHERE direction = 'down' AND $1 = ANY (targets) RETURNING id",
+                &[&code],
+            )
+            .await
+            .ctx(ctx)?
+            .iter()
+            .map(|r| get(r, "id", "relay.packets"))
+            .collect::<Result<_>>()?;
+        // One statement each: a statement does not see its own changes.
+        let code: &(dyn tokio_postgres::types::ToSql + Sync) = &code;
+        let ids: &(dyn tokio_postgres::types::ToSql + Sync) = &ids;
+        for (statement, params) in [
+            (
+                "DELETE FROM relay.packet_parts WHERE target = $1 AND packet_id = ANY ($2)",
+                &[code, ids][..],
+            ),
+            ("DELETE FROM relay.acks WHERE site = $1", &[code][..]),
+            ("SELECT relay.settle($1)", &[ids][..]),
+            (
+                "DELETE FROM relay.packets WHERE id = ANY ($1) AND cardinality(targets) = 0",
+                &[ids][..],
+            ),
+        ] {
+            self.client.execute(statement, params).await.ctx(ctx)?;
+        }
+        if let Some(role) = role {
+            let sql = if created {
+                format!("DROP ROLE {}", ident(&role))
+            } else {
+                format!("REVOKE {SITE_GROUP} FROM {}", ident(&role))
+            };
+            self.client
+                .batch_execute(&sql)
+                .await
+                .ctx(|| format!("revoking the relay role {role}"))?;
+        }
+        Ok(true)
+    }
+}
