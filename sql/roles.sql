@@ -23,7 +23,8 @@ CREATE PUBLICATION relaysync FOR TABLE public.items, public.prices
 -- pg_hba.conf must allow the role a replication connection to the database:
 --   hostssl  ho  relaysync_ho  10.0.0.0/8  scram-sha-256
 
--- At the relay: owns the relay schema (`relaysync setup relay`), registers
+-- == relay ==
+-- Owns the relay schema (`relaysync setup relay`), registers
 -- the sites (`relaysync site add` creates each site's login role: CREATEROLE)
 -- and is the role HO's worker reaches the relay with. The owner is not
 -- subject to the relay's row-level security; keep its password at HO.
