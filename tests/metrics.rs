@@ -104,6 +104,12 @@ async fn streaming_workers_serve_metrics_and_health() {
     );
 
     let (_, pos_metrics) = get(&pos_addr, "/metrics").unwrap();
+    // What an operator scrapes (shown with --nocapture).
+    for line in ho_metrics.lines().chain(pos_metrics.lines()) {
+        if line.starts_with("relaysync_") && !line.contains("_bucket") {
+            println!("{line}");
+        }
+    }
     assert_eq!(
         sample(
             &pos_metrics,
