@@ -25,6 +25,7 @@ pub mod route;
 pub mod shutdown;
 pub mod supervisor;
 pub mod telemetry;
+pub mod verify;
 
 pub use error::{Error, Result};
 

@@ -89,6 +89,8 @@ words! {
         Delta = "delta",
         /// A full sync: the tables' rows from one snapshot.
         Snapshot = "snapshot",
+        /// HO's hashes of tables, for the sites to compare theirs with.
+        Verify = "verify",
     }
 }
 

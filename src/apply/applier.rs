@@ -126,6 +126,22 @@ impl Applier {
         }
     }
 
+    /// A verify packet, in the open transaction: a site compares its
+    /// tables with HO's hashes; Err(message) fails the packet.
+    pub(super) async fn verify(
+        &self,
+        client: &Client,
+        relay: &crate::relay::Relay,
+        p: &PacketInfo,
+    ) -> Result<std::result::Result<(), String>> {
+        match self {
+            Applier::Site(s) => Ok(crate::verify::site::check(client, relay, s.site(), p.id)
+                .await?
+                .map(|_| ())),
+            Applier::Ho(_) => Ok(Ok(())),
+        }
+    }
+
     /// Before the first transaction of a session.
     pub(super) async fn prepare(&mut self, client: &Client) -> Result<()> {
         match self {

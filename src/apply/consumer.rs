@@ -226,18 +226,26 @@ impl Consumer {
                 fetched = relay.parts_of(&ids, self.applier.target()).await?.into();
             }
             let mut rows = 0u64;
+            let mut refused = None;
             while fetched.front().is_some_and(|s| s.packet_id == p.id) {
                 let stored = fetched.pop_front().expect("front checked");
                 match self.apply_stored(client, p, stored).await? {
                     Ok(n) => rows += n,
                     Err(error) => {
-                        client
-                            .batch_execute("ROLLBACK")
-                            .await
-                            .ctx(|| "ROLLBACK".into())?;
-                        return Ok(Err((p.id, error)));
+                        refused = Some(error);
+                        break;
                     }
                 }
+            }
+            if refused.is_none() && p.kind == PacketKind::Verify {
+                refused = self.applier.verify(client, relay, p).await?.err();
+            }
+            if let Some(error) = refused {
+                client
+                    .batch_execute("ROLLBACK")
+                    .await
+                    .ctx(|| "ROLLBACK".into())?;
+                return Ok(Err((p.id, error)));
             }
             acks.push(Ack::processed(p.id, rows as i64));
             if i == 0 {

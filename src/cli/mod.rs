@@ -15,6 +15,7 @@ mod push;
 mod setup;
 pub mod site;
 mod status;
+mod verify;
 mod worker;
 
 use relaysync::config::Config;
@@ -82,6 +83,29 @@ pub enum Command {
         /// A table to reload (repeat for several); default: every configured table.
         #[arg(long = "table", value_name = "SCHEMA.TABLE")]
         tables: Vec<String>,
+    },
+    /// Ask sites to prove they equal HO, table by table, for the rows routed
+    /// to them: HO's next sync sends hashes of its tables (by key bucket, from
+    /// one snapshot) in the stream; each site, applying them in order,
+    /// compares its own in the same transaction and records `equal` or
+    /// `drift`. `--show` prints the latest results; `--repair` reloads the
+    /// drifting tables at the drifting sites.
+    Verify {
+        /// A site to verify (repeat for several); default: every site.
+        #[arg(long = "site", value_name = "CODE", conflicts_with = "all")]
+        sites: Vec<String>,
+        /// Every registered site.
+        #[arg(long)]
+        all: bool,
+        /// A table to verify (repeat for several); default: every configured table.
+        #[arg(long = "table", value_name = "SCHEMA.TABLE")]
+        tables: Vec<String>,
+        /// Reload the tables the latest results found drifting, at those sites.
+        #[arg(long, conflicts_with = "show")]
+        repair: bool,
+        /// Print the latest result per site and table.
+        #[arg(long)]
+        show: bool,
     },
     /// Show each site's status: Not started, In progress, Success or Failed;
     /// with --site, each table ("category") at that site.
@@ -256,6 +280,22 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ho(command) => worker::ho(&cfg, command, cli.json).await?,
         Command::Pos(command) => worker::pos(&cfg, command, cli.json).await?,
         Command::Push { sites, all, tables } => push::run(&cfg, sites, all, tables).await?,
+        Command::Verify {
+            sites,
+            all,
+            tables,
+            repair,
+            show,
+        } => {
+            let args = verify::Args {
+                sites,
+                all,
+                tables,
+                repair,
+                show,
+            };
+            verify::run(&cfg, args, cli.json).await?
+        }
         Command::Events { since, pos } => events::run(&cfg, since, pos, cli.json).await?,
         Command::Doctor => return doctor::run(&cfg, cli.json).await,
         Command::Status { site } => status::run(&cfg, site, cli.json).await?,

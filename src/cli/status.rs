@@ -12,10 +12,24 @@ pub async fn run(cfg: &Config, site: Option<String>, as_json: bool) -> Result<()
     let relay = Relay::connect(&cfg.relay()?.url).await?;
     let Some(site) = site else {
         let statuses = relay.site_status().await?;
+        let drift: Vec<_> = relay
+            .verify_results(&[])
+            .await?
+            .into_iter()
+            .filter(|r| r.status == "drift")
+            .collect();
         if as_json {
-            js::print(&js::status(&statuses));
+            let mut v = js::status(&statuses);
+            v["drift"] = json!(drift);
+            js::print(&v);
         } else {
             summary::status(&statuses);
+            for d in &drift {
+                println!(
+                    "{}: drift in {} found by verify at {} ({}); repair: relaysync verify --repair --site {}",
+                    d.site, d.table_name, d.checked_at, d.detail, d.site
+                );
+            }
         }
         return Ok(());
     };

@@ -19,7 +19,7 @@ use crate::capture::{self, batch::Bounds, snapshot::Served, Mode, Outcome, Sourc
 use crate::config::Config;
 use crate::error::{DbContext, Error, Result};
 use crate::postgres::connect;
-use crate::protocol::{Origin, PacketStatus};
+use crate::protocol::{Lsn, Origin, PacketStatus};
 use crate::relay::migrate::{self, Target};
 use crate::relay::Relay;
 use crate::supervisor::{supervise, Worker};
@@ -32,6 +32,8 @@ pub struct Summary {
     pub merged: Consumed,
     /// Full syncs served after the capture.
     pub served: Vec<Served>,
+    /// The verify packet sent after the capture, if any was asked for.
+    pub verified: Option<crate::verify::ho::Sent>,
     /// Packets in HO's record by status.
     pub sent: Vec<(PacketStatus, i64)>,
     /// What retention removed.
@@ -112,27 +114,62 @@ pub async fn sync_once(cfg: &Config) -> Result<Summary> {
     let merged = Consumer::new(Applier::ho(&cfg.upstream))
         .consume(&sql, &relay)
         .await?;
-    let capture = capture::capture(
-        &sql,
-        &relay,
-        &source(cfg)?,
-        &cfg.routes(),
-        bounds(cfg),
-        Mode::Once,
-        crate::shutdown::never(),
-    )
-    .await?;
+    // Before the capture: see crate::verify for why.
+    let verifying = crate::verify::ho::lock(&cfg.ho()?.url, &relay).await?;
+    let through = verifying.as_ref().map(|l| l.lsn());
+    let capture = capture_through(cfg, &sql, &relay, through).await?;
+    let verified = match verifying {
+        Some(locked) => Some(locked.send(&relay).await?),
+        None => None,
+    };
     let served = capture::snapshot::serve(&sql, &relay, &cfg.routes(), bounds(cfg)).await?;
+    crate::verify::ho::log_drift(&sql, &relay).await?;
     let sent = record_sent(&sql, &relay).await?;
     let retained = retain(cfg, &sql, &relay).await?;
     Ok(Summary {
         capture,
         merged,
         served,
+        verified,
         sent,
         retained,
         elapsed: started.elapsed(),
     })
+}
+
+/// Captures every change committed before the start and, when `through`
+/// is given, at least up to there (a run may stop at a keepalive short of
+/// it; then the next run takes the rest).
+async fn capture_through(
+    cfg: &Config,
+    sql: &Client,
+    relay: &Relay,
+    through: Option<Lsn>,
+) -> Result<Outcome> {
+    let mut total = Outcome::default();
+    for _ in 0..4 {
+        let o = capture::capture(
+            sql,
+            relay,
+            &source(cfg)?,
+            &cfg.routes(),
+            bounds(cfg),
+            Mode::Once,
+            crate::shutdown::never(),
+        )
+        .await?;
+        total.transactions += o.transactions;
+        total.changes += o.changes;
+        total.packets += o.packets;
+        total.rows += o.rows;
+        total.bytes += o.bytes;
+        total.skipped_transactions += o.skipped_transactions;
+        total.confirmed_lsn = o.confirmed_lsn;
+        if through.is_none_or(|t| o.confirmed_lsn >= t) {
+            break;
+        }
+    }
+    Ok(total)
 }
 
 /// The up packet `summary` stopped at, as an error naming the retry.

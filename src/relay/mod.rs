@@ -11,6 +11,7 @@ mod site_roles;
 mod sites;
 mod status;
 mod tables;
+mod verify;
 
 use tokio_postgres::{Client, Row};
 
@@ -22,6 +23,7 @@ pub use site_roles::{role_name, Added, SiteRole, SITE_GROUP};
 pub use sites::SyncRequest;
 pub use status::{RelayHealth, SiteStatus, TableStatus};
 pub use tables::{Published, PublishedTable};
+pub use verify::{Expected, VerifyRequest, VerifyResult};
 
 /// The channel HO notifies when it commits packets; streaming site workers
 /// LISTEN on it.
