@@ -30,9 +30,7 @@ impl Relay {
         let rows = self
             .client
             .query(
-                "SELECT s.code AS site, s.expired_at,
-                        greatest((SELECT max(a.packet_id) FROM relay.acks a WHERE a.site = s.code AND a.status = 'PROCESSED'),
-                                 s.applied_floor) AS applied_through,
+                "SELECT s.code AS site, s.expired_at, ap.applied_through,
                         greatest((SELECT max(a.acked_at) FROM relay.acks a WHERE a.site = s.code AND a.status = 'PROCESSED'),
                                  s.last_ack_floor) AS last_success,
                         pend.n AS pending, pend.oldest AS lag_seconds,
@@ -40,6 +38,10 @@ impl Relay {
                           WHERE a.site = s.code AND a.status = 'FAILED' ORDER BY a.packet_id LIMIT 1) AS error,
                         req.unserved_first, req.open
                    FROM relay.sites s
+                   CROSS JOIN LATERAL (
+                     SELECT greatest((SELECT max(a.packet_id) FROM relay.acks a
+                                       WHERE a.site = s.code AND a.status = 'PROCESSED'),
+                                     s.applied_floor) AS applied_through) ap
                    CROSS JOIN LATERAL (
                      SELECT coalesce(bool_or(r.reason = 'first' AND r.served_at IS NULL), false) AS unserved_first,
                             count(*) FILTER (WHERE r.served_at IS NULL OR (NOT EXISTS (
@@ -49,12 +51,20 @@ impl Relay {
                               AND EXISTS (SELECT 1 FROM relay.packets p WHERE p.id = r.group_id))) AS open
                        FROM relay.sync_requests r
                       WHERE r.site = s.code AND (r.group_id IS NOT NULL OR r.served_at IS NULL)) req
+                   -- What is after its position (a site applies in order): `*`
+                   -- packets since it joined, and packets listing it; each
+                   -- read through an index.
                    CROSS JOIN LATERAL (
-                     SELECT count(*) AS n, extract(epoch FROM now() - min(p.created_at))::float8 AS oldest
-                       FROM relay.packets p
-                      WHERE p.direction = 'down' AND s.code = ANY(p.targets)
-                        AND NOT EXISTS (SELECT 1 FROM relay.acks a
-                                         WHERE a.packet_id = p.id AND a.site = s.code AND a.status = 'PROCESSED')) pend
+                     SELECT count(*) AS n, extract(epoch FROM now() - min(x.created_at))::float8 AS oldest
+                       FROM (SELECT p.id, p.created_at FROM relay.packets p
+                              WHERE p.direction = 'down' AND p.targets = '{*}' AND s.expired_at IS NULL
+                                AND p.id > greatest(s.first_packet, ap.applied_through)
+                             UNION ALL
+                             SELECT p.id, p.created_at FROM relay.packets p
+                              WHERE p.direction = 'down' AND p.targets @> ARRAY[s.code]
+                                AND p.id > coalesce(ap.applied_through, 0)) x
+                      WHERE NOT EXISTS (SELECT 1 FROM relay.acks a
+                                         WHERE a.packet_id = x.id AND a.site = s.code AND a.status = 'PROCESSED')) pend
                   ORDER BY s.code",
                 &[],
             )
@@ -160,7 +170,9 @@ impl Relay {
                               AND a.status = 'FAILED') AS error
                      FROM relay.packets p
                      JOIN relay.packet_parts pp ON pp.packet_id = p.id AND pp.target IN ($1, '*')
-                    WHERE p.direction = 'down' AND $1 = ANY(p.targets)
+                    WHERE p.direction = 'down' AND ($1 = ANY(p.targets)
+                          OR (p.targets = '{*}' AND EXISTS (SELECT 1 FROM relay.sites s WHERE s.code = $1
+                                AND p.id > s.first_packet AND s.expired_at IS NULL)))
                  ), last_full AS (
                    SELECT DISTINCT ON (table_name) table_name, group_id
                      FROM mine WHERE kind = 'snapshot' AND done ORDER BY table_name, group_id DESC
