@@ -36,10 +36,20 @@ impl Relay {
         let rows = self
             .client
             .query(
-                "SELECT s.code AS site, s.expired_at, ap.applied_through,
+                "-- Packets listing sites, not yet processed by each of them: one
+                 -- pass over the unprocessed packets for every site at once.
+                 WITH listed AS (
+                   SELECT t.site, count(*) AS n, min(p.created_at) AS oldest
+                     FROM relay.packets p CROSS JOIN LATERAL unnest(p.targets) AS t (site)
+                    WHERE p.direction = 'down' AND p.status <> 'PROCESSED' AND p.targets <> '{*}'
+                      AND NOT EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id
+                                         AND a.site = t.site AND a.status = 'PROCESSED')
+                    GROUP BY t.site)
+                 SELECT s.code AS site, s.expired_at, ap.applied_through,
                         greatest((SELECT max(a.acked_at) FROM relay.acks a WHERE a.site = s.code AND a.status = 'PROCESSED'),
                                  s.last_ack_floor) AS last_success,
-                        pend.n AS pending, pend.oldest AS lag_seconds,
+                        pend.n + coalesce(l.n, 0) AS pending,
+                        extract(epoch FROM now() - least(pend.oldest, l.oldest))::float8 AS lag_seconds,
                         (SELECT 'packet ' || a.packet_id || ': ' || a.error FROM relay.acks a
                           WHERE a.site = s.code AND a.status = 'FAILED' ORDER BY a.packet_id LIMIT 1) AS error,
                         req.unserved_first, req.open
@@ -57,20 +67,16 @@ impl Relay {
                               AND EXISTS (SELECT 1 FROM relay.packets p WHERE p.id = r.group_id))) AS open
                        FROM relay.sync_requests r
                       WHERE r.site = s.code AND (r.group_id IS NOT NULL OR r.served_at IS NULL)) req
-                   -- What it has not processed: `*` packets after its position
-                   -- (a site applies in order) and since it joined, and packets
-                   -- listing it (no id range here: the planner would walk the
-                   -- primary key instead of the targets' index).
+                   LEFT JOIN listed l ON l.site = s.code
+                   -- `*` packets after its position (a site applies in order)
+                   -- and since it joined, that it has not processed.
                    CROSS JOIN LATERAL (
-                     SELECT count(*) AS n, extract(epoch FROM now() - min(x.created_at))::float8 AS oldest
-                       FROM (SELECT p.id, p.created_at FROM relay.packets p
-                              WHERE p.direction = 'down' AND p.targets = '{*}' AND s.expired_at IS NULL
-                                AND p.id > greatest(s.first_packet, ap.applied_through)
-                             UNION ALL
-                             SELECT p.id, p.created_at FROM relay.packets p
-                              WHERE p.direction = 'down' AND p.targets @> ARRAY[s.code]) x
-                      WHERE NOT EXISTS (SELECT 1 FROM relay.acks a
-                                         WHERE a.packet_id = x.id AND a.site = s.code AND a.status = 'PROCESSED')) pend
+                     SELECT count(*) AS n, min(p.created_at) AS oldest
+                       FROM relay.packets p
+                      WHERE p.direction = 'down' AND p.targets = '{*}' AND s.expired_at IS NULL
+                        AND p.id > greatest(s.first_packet, ap.applied_through)
+                        AND NOT EXISTS (SELECT 1 FROM relay.acks a
+                                         WHERE a.packet_id = p.id AND a.site = s.code AND a.status = 'PROCESSED')) pend
                   ORDER BY s.code",
                 &[],
             )
