@@ -45,7 +45,7 @@ pub async fn sent(ho: &Client, f: &Filter) -> Result<Vec<PacketRecord>> {
         .query(
             "SELECT packet_id, group_id, kind, targets, row_count, created_at AS at, status, error
                FROM relaysync.sent_packets
-              WHERE ($1::text IS NULL OR $1 = ANY(targets)) AND ($2::text IS NULL OR status = $2)
+              WHERE ($1::text IS NULL OR $1 = ANY(targets) OR '*' = ANY(targets)) AND ($2::text IS NULL OR status = $2)
                 AND ($3::float8 IS NULL OR created_at >= now() - make_interval(secs => $3))
               ORDER BY packet_id",
             &[&f.site, &status, &since_secs(f)],

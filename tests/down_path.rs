@@ -294,13 +294,20 @@ async fn route_all_storage_does_not_grow_with_sites() {
         )
         .await;
         let parts = count(&relay, "SELECT count(*) FROM relay.packet_parts t JOIN relay.packets p ON p.id = t.packet_id WHERE p.kind = 'delta'").await;
+        // A packet for every site lists none: `*` and how many they are.
         let targets = count(
             &relay,
             "SELECT max(cardinality(targets))::int8 FROM relay.packets WHERE kind = 'delta'",
         )
         .await;
+        let target_count = count(
+            &relay,
+            "SELECT max(target_count)::int8 FROM relay.packets WHERE kind = 'delta' AND targets = '{*}'",
+        )
+        .await;
         assert_eq!(parts, 1);
-        assert_eq!(targets, sites as i64);
+        assert_eq!(targets, 1);
+        assert_eq!(target_count, sites as i64);
         sizes.push(bytes);
     }
     assert_eq!(

@@ -186,6 +186,11 @@ async fn a_silent_site_is_expired_released_and_comes_back_with_a_full_sync() {
         count(&relay, "SELECT count(*) FROM relay.packets WHERE 's2' = ANY(targets) AND NOT EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = id AND a.site = 's2')").await,
         0
     );
+    assert_eq!(
+        count(&relay, "SELECT coalesce(max(target_count), 0)::int8 FROM relay.packets WHERE direction = 'down' AND status <> 'PROCESSED'").await,
+        1,
+        "the packets written while s2 is expired count s1 alone"
+    );
     // s2 comes back: it asks, HO serves a full sync, s2 equals HO.
     bed.ok(1, &["pos", "sync", "--once"]).await;
     assert_eq!(

@@ -88,13 +88,13 @@ async fn a_site_role_reaches_only_its_own_rows() {
     let relay = bed.relay().await;
     let only_s2 = ids(
         &relay,
-        "SELECT id FROM relay.packets WHERE direction = 'down' AND NOT 's1' = ANY (targets)",
+        "SELECT id FROM relay.packets WHERE direction = 'down' AND NOT ('s1' = ANY (targets) OR targets = '{*}')",
     )
     .await;
     assert!(!only_s2.is_empty(), "a packet for s2 alone");
     let mine: i64 = count(
         &relay,
-        "SELECT max(id) FROM relay.packets WHERE direction = 'down' AND 's1' = ANY (targets)",
+        "SELECT max(id) FROM relay.packets WHERE direction = 'down' AND ('s1' = ANY (targets) OR targets = '{*}')",
     )
     .await;
     let before = relay_record(&bed).await;
@@ -105,7 +105,7 @@ async fn a_site_role_reaches_only_its_own_rows() {
     let s1 = client(&s1_url).await;
     // Reads: nothing of anybody else.
     for q in [
-        "SELECT count(*) FROM relay.packets WHERE NOT (direction = 'down' AND 's1' = ANY (targets))",
+        "SELECT count(*) FROM relay.packets WHERE NOT (direction = 'down' AND ('s1' = ANY (targets) OR targets = '{*}'))",
         "SELECT count(*) FROM relay.packet_parts WHERE target NOT IN ('s1', '*')",
         "SELECT count(*) FROM relay.acks WHERE site <> 's1'",
         "SELECT count(*) FROM relay.sync_requests WHERE site <> 's1'",

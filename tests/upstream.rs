@@ -401,6 +401,7 @@ async fn insert_up_packet(relay: &relaysync::relay::Relay, site: &str) -> i64 {
             lsn_from: Lsn::from(1),
             lsn_to: Lsn::from(2),
             targets: &targets,
+            target_count: None,
             row_count: 0,
             byte_count: 0,
         })

@@ -6,6 +6,7 @@
 //! workloads while the other is paused (relaysync's workers stopped, the
 //! subscriptions disabled) and caught up, so neither pays for the other.
 
+mod fleet;
 mod measure;
 mod native;
 mod rig;
@@ -15,6 +16,7 @@ use std::process::Command;
 
 use relaysync::error::{DbContext, Error, Result};
 
+pub use fleet::run as run_fleet;
 use native::{pgoutput_bytes, set_native};
 use rig::sql;
 use workloads::{catch_up, run_system, Results, System};

@@ -15,7 +15,7 @@ use super::measure::peak_rss_kb;
 use super::Args;
 use crate::demo::cluster_error;
 
-fn table_sql(name: &str, site: bool) -> String {
+pub(super) fn table_sql(name: &str, site: bool) -> String {
     format!(
         "CREATE TABLE public.{name} (id int8 PRIMARY KEY, name text, qty int, price numeric(10,2),
                                       at timestamptz NOT NULL DEFAULT clock_timestamp(){})",
@@ -50,26 +50,40 @@ impl Drop for Rig {
 }
 
 fn rig_config(rig: &Rig, site: usize) -> Config {
+    let relay_url = match &rig.site_roles {
+        Some(roles) => rig.relay.url_as(&roles[site].0, &roles[site].1, "relay"),
+        None => rig.relay.url("relay"),
+    };
+    bench_config(
+        rig.ho.url("ho"),
+        relay_url,
+        rig.codes[site].clone(),
+        rig.site.url(&format!("rs_{site:02}")),
+    )
+}
+
+/// A bench config: HO, the relay (as `relay_url`'s role) and site `code`,
+/// streaming `public.bench_rs` to every site.
+pub(super) fn bench_config(
+    ho_url: String,
+    relay_url: String,
+    code: String,
+    site_url: String,
+) -> Config {
     Config {
         ho: Some(HoConfig {
-            url: rig.ho.url("ho").into(),
+            url: ho_url.into(),
             slot: "relaysync".into(),
             publication: "relaysync".into(),
             ..Default::default()
         }),
         relay: Some(RelayConfig {
-            url: match &rig.site_roles {
-                Some(roles) => rig
-                    .relay
-                    .url_as(&roles[site].0, &roles[site].1, "relay")
-                    .into(),
-                None => rig.relay.url("relay").into(),
-            },
+            url: relay_url.into(),
             ..Default::default()
         }),
         pos: Some(PosConfig {
-            site: rig.codes[site].clone(),
-            url: rig.site.url(&format!("rs_{site:02}")).into(),
+            site: code,
+            url: site_url.into(),
             slot: "relaysync_up".into(),
             publication: "relaysync_up".into(),
             ..Default::default()
@@ -88,7 +102,7 @@ fn rig_config(rig: &Rig, site: usize) -> Config {
     }
 }
 
-fn write_config(path: &Path, cfg: &Config) -> Result<()> {
+pub(super) fn write_config(path: &Path, cfg: &Config) -> Result<()> {
     let (ho, relay, pos) = (cfg.ho()?, cfg.relay()?, cfg.pos()?);
     let text = format!(
         "[ho]\nurl = \"{}\"\n[relay]\nurl = \"{}\"\n[pos]\nsite = \"{}\"\nurl = \"{}\"\n[sync]\ninterval = \"0s\"\n\
@@ -154,26 +168,39 @@ pub(super) async fn sql(url: &str) -> Result<Client> {
     connect("ho", url).await
 }
 
-/// Starts the clusters and sets both systems up, each on its own table.
-pub(super) async fn build(args: Args) -> Result<Rig> {
-    let k = args.sites;
+/// Starts HO's, the relay's and the sites' clusters (named `NAME-ho`, …;
+/// the sites' with `site_settings`) and makes the run's directory.
+pub(super) async fn start_clusters(
+    name: &'static str,
+    site_settings: Vec<String>,
+) -> Result<(Cluster, Cluster, Cluster, PathBuf)> {
     let (ho, relay, site) = tokio::task::spawn_blocking(move || -> relaysync_cluster::Result<_> {
-        let workers = format!("max_logical_replication_workers = {}", k + 4);
-        let processes = format!("max_worker_processes = {}", k + 16);
+        let settings: Vec<&str> = site_settings.iter().map(String::as_str).collect();
         Ok((
-            Cluster::start("bench-ho", &[])?,
-            Cluster::start("bench-relay", &[])?,
-            Cluster::start("bench-sites", &[&workers, &processes])?,
+            Cluster::start(&format!("{name}-ho"), &[])?,
+            Cluster::start(&format!("{name}-relay"), &[])?,
+            Cluster::start(&format!("{name}-sites"), &settings)?,
         ))
     })
     .await
     .expect("cluster start does not panic")
     .map_err(cluster_error)?;
-    let dir = std::env::temp_dir().join(format!("relaysync-bench-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("relaysync-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
         context: format!("creating {}", dir.display()),
         source,
     })?;
+    Ok((ho, relay, site, dir))
+}
+
+/// Starts the clusters and sets both systems up, each on its own table.
+pub(super) async fn build(args: Args) -> Result<Rig> {
+    let k = args.sites;
+    let site_settings = vec![
+        format!("max_logical_replication_workers = {}", k + 4),
+        format!("max_worker_processes = {}", k + 16),
+    ];
+    let (ho, relay, site, dir) = start_clusters("bench", site_settings).await?;
     let codes: Vec<String> = (0..k).map(|i| format!("site-{i:02}")).collect();
     let site_roles = if args.owner_sites {
         None

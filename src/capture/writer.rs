@@ -89,6 +89,7 @@ impl<'a> Writer<'a> {
     pub(super) async fn write(&mut self, draft: PacketDraft) -> Result<()> {
         self.begin().await?;
         let mut targets: Vec<String> = Vec::new();
+        let mut for_all = false;
         let mut parts = Vec::with_capacity(draft.parts.len());
         let mut rows = 0i64;
         let mut bytes = 0i64;
@@ -97,6 +98,7 @@ impl<'a> Writer<'a> {
                 continue;
             }
             if part.target == ALL_SITES {
+                for_all = true;
                 targets.extend(self.sites.iter().cloned());
             } else if self.sites.contains(&part.target) {
                 targets.push(part.target.clone());
@@ -120,6 +122,16 @@ impl<'a> Writer<'a> {
         if parts.is_empty() || targets.is_empty() {
             return Ok(());
         }
+        // A packet for every registered site lists none of them: `*` and
+        // their number (see migrations/relay/V7).
+        let target_count = match (for_all, &self.only_sites) {
+            (true, None) => {
+                let count = i32::try_from(targets.len()).unwrap_or(i32::MAX);
+                targets = vec![ALL_SITES.to_string()];
+                Some(count)
+            }
+            _ => None,
+        };
         let id = self
             .relay
             .insert_packet(&NewPacket {
@@ -129,6 +141,7 @@ impl<'a> Writer<'a> {
                 lsn_from: Lsn::from(draft.lsn_from),
                 lsn_to: Lsn::from(draft.lsn_to),
                 targets: &targets,
+                target_count,
                 row_count: rows,
                 byte_count: bytes,
             })

@@ -171,6 +171,12 @@ pub enum Command {
         /// the policies cost.
         #[arg(long)]
         owner_sites: bool,
+        /// Instead: the fleet scenario, with N registered sites (default
+        /// 2000) beside 2, two of them running, the relay holding 100k
+        /// packets for a silent site: `site add`, idle `ho sync --once` and
+        /// `pos sync --once`, a 10k-row delta, `status`.
+        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "2000")]
+        fleet: Option<usize>,
     },
 }
 
@@ -261,7 +267,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             sites,
             json,
             owner_sites,
+            fleet,
         } => {
+            if let Some(n) = fleet {
+                return crate::bench::run_fleet(n, json)
+                    .await
+                    .map(|()| ExitCode::SUCCESS);
+            }
             let args = crate::bench::Args {
                 rows,
                 sites,

@@ -177,44 +177,71 @@ pub fn failure(cfg: &Config, summary: &Summary) -> Option<Error> {
     summary.merged.failure(&Applier::ho(&cfg.upstream))
 }
 
+/// Packets written to HO's record per statement.
+const RECORD_BATCH: usize = 2000;
+
+/// Writes (or updates the status and error of) packets in HO's record, in
+/// one statement.
+async fn write_sent(sql: &Client, sent: &[crate::relay::SentPacket]) -> Result<()> {
+    let col = |f: fn(&crate::relay::SentPacket) -> i64| sent.iter().map(f).collect::<Vec<i64>>();
+    let kinds: Vec<&str> = sent.iter().map(|s| s.packet.kind.as_str()).collect();
+    let statuses: Vec<&str> = sent.iter().map(|s| s.packet.status.as_str()).collect();
+    let targets: Vec<String> = sent
+        .iter()
+        .map(|s| serde_json::json!(s.packet.targets).to_string())
+        .collect();
+    let created: Vec<std::time::SystemTime> = sent.iter().map(|s| s.packet.created_at).collect();
+    let errors: Vec<Option<&str>> = sent.iter().map(|s| s.error.as_deref()).collect();
+    sql.execute(
+        "INSERT INTO relaysync.sent_packets (packet_id, group_id, kind, targets, row_count,
+            byte_count, created_at, status, error)
+         SELECT i, g, k, ARRAY(SELECT jsonb_array_elements_text(t::jsonb)), r, b, c, s, e
+           FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[], $6::int8[],
+                       $7::timestamptz[], $8::text[], $9::text[]) AS x (i, g, k, t, r, b, c, s, e)
+         ON CONFLICT (packet_id) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error,
+           targets = EXCLUDED.targets, updated_at = now()
+         WHERE relaysync.sent_packets.status IS DISTINCT FROM EXCLUDED.status
+            OR relaysync.sent_packets.error IS DISTINCT FROM EXCLUDED.error",
+        &[
+            &col(|s| s.packet.id),
+            &col(|s| s.packet.group_id),
+            &kinds,
+            &targets,
+            &col(|s| s.packet.row_count),
+            &col(|s| s.packet.byte_count),
+            &created,
+            &statuses,
+            &errors,
+        ],
+    )
+    .await
+    .ctx(|| "writing relaysync.sent_packets".into())?;
+    Ok(())
+}
+
 /// Copies the packets' statuses from the relay into HO's own record
 /// (`relaysync.sent_packets`); returns the count per status.
 pub async fn record_sent(sql: &Client, relay: &Relay) -> Result<Vec<(PacketStatus, i64)>> {
+    let ctx = || "reading relaysync.sent_packets".to_string();
     let row = sql
         .query_one(
-            "SELECT coalesce(max(packet_id), 0) AS after,
-                    coalesce(array_agg(packet_id) FILTER (WHERE status <> 'PROCESSED'), '{}') AS open
-               FROM relaysync.sent_packets",
+            "SELECT (SELECT coalesce(max(packet_id), 0) FROM relaysync.sent_packets) AS after,
+                    (SELECT relay_xmin FROM relaysync.sent_position) AS xmin",
             &[],
         )
         .await
-        .ctx(|| "reading relaysync.sent_packets".into())?;
-    let (after, open): (i64, Vec<i64>) = (row.get("after"), row.get("open"));
-    for s in relay.sent_since(after, &open).await? {
-        let p = &s.packet;
-        sql.execute(
-            "INSERT INTO relaysync.sent_packets (packet_id, group_id, kind, targets, row_count,
-                byte_count, created_at, status, error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (packet_id) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error,
-               targets = EXCLUDED.targets, updated_at = now()
-             WHERE relaysync.sent_packets.status IS DISTINCT FROM EXCLUDED.status
-                OR relaysync.sent_packets.error IS DISTINCT FROM EXCLUDED.error",
-            &[
-                &p.id,
-                &p.group_id,
-                &p.kind,
-                &p.targets,
-                &p.row_count,
-                &p.byte_count,
-                &p.created_at,
-                &p.status,
-                &s.error,
-            ],
-        )
-        .await
-        .ctx(|| "writing relaysync.sent_packets".into())?;
+        .ctx(ctx)?;
+    let (after, xmin): (i64, i64) = (row.get("after"), row.get("xmin"));
+    let (sent, next) = relay.sent_since(after, xmin).await?;
+    for chunk in sent.chunks(RECORD_BATCH) {
+        write_sent(sql, chunk).await?;
     }
+    sql.execute(
+        "UPDATE relaysync.sent_position SET relay_xmin = $1",
+        &[&next],
+    )
+    .await
+    .ctx(|| "writing relaysync.sent_position".into())?;
     let rows = sql
         .query(
             "SELECT status, count(*) AS n FROM relaysync.sent_packets GROUP BY status ORDER BY status",

@@ -29,6 +29,13 @@ pub struct PacketInfo {
 const PACKET_COLUMNS: &str =
     "p.id, p.direction, p.origin, p.group_id, p.kind, p.row_count, p.byte_count, p.targets, p.status, p.created_at";
 
+/// Whether packet `p` is for target `$2` (a site, or `ho`): listed in its
+/// targets, or a `*` packet written since the site registered or came back
+/// from expiry (see migrations/relay/V7).
+const FOR_TARGET: &str = "($2 = ANY(p.targets)
+      OR (p.targets = '{*}' AND EXISTS (SELECT 1 FROM relay.sites s WHERE s.code = $2
+            AND p.id > s.first_packet AND s.expired_at IS NULL)))";
+
 impl PacketInfo {
     fn from_row(row: &Row) -> Result<PacketInfo> {
         let t = "relay.packets";
@@ -126,6 +133,8 @@ pub struct NewPacket<'a> {
     pub lsn_from: Lsn,
     pub lsn_to: Lsn,
     pub targets: &'a [String],
+    /// For targets `*`: how many sites the packet is for.
+    pub target_count: Option<i32>,
     pub row_count: i64,
     pub byte_count: i64,
 }
@@ -147,9 +156,9 @@ impl Relay {
                 "WITH l AS (SELECT pg_advisory_xact_lock(hashtext('relay.packets ' || $1))),
                       n AS (SELECT nextval(pg_get_serial_sequence('relay.packets', 'id')) AS id FROM l)
                  INSERT INTO relay.packets (id, direction, origin, kind, group_id, lsn_from, lsn_to,
-                    targets, row_count, byte_count)
+                    targets, row_count, byte_count, target_count)
                  OVERRIDING SYSTEM VALUE
-                 SELECT n.id, $1, $2, $3, coalesce($4, n.id), $5, $6, $7, $8, $9
+                 SELECT n.id, $1, $2, $3, coalesce($4, n.id), $5, $6, $7, $8, $9, $10
                    FROM n
                  RETURNING id",
                 &[
@@ -162,6 +171,7 @@ impl Relay {
                     (&p.targets, Type::TEXT_ARRAY),
                     (&p.row_count, Type::INT8),
                     (&p.byte_count, Type::INT8),
+                    (&p.target_count, Type::INT4),
                 ],
             )
             .await
@@ -215,7 +225,7 @@ impl Relay {
             .query_typed(
                 &format!(
                     "SELECT {PACKET_COLUMNS} FROM relay.packets p
-                     WHERE p.direction = $1 AND $2 = ANY(p.targets) AND {condition}
+                     WHERE p.direction = $1 AND {FOR_TARGET} AND {condition}
                      ORDER BY p.id LIMIT $4"
                 ),
                 &[
@@ -283,7 +293,7 @@ impl Relay {
             .query_typed(
                 &format!(
                     "SELECT {PACKET_COLUMNS} FROM relay.packets p
-                     WHERE p.direction = $1 AND p.id <= $3 AND $2 = ANY(p.targets)
+                     WHERE p.direction = $1 AND p.id <= $3 AND {FOR_TARGET}
                        AND NOT EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.site = $2
                                           AND a.status = 'PROCESSED')
                      ORDER BY p.id"
@@ -315,8 +325,20 @@ impl Relay {
         rows.into_iter().map(StoredPart::from_row).collect()
     }
 
-    /// Down packets with id above `after`, or among `ids`, for HO's record.
-    pub async fn sent_since(&self, after: i64, ids: &[i64]) -> Result<Vec<SentPacket>> {
+    /// For HO's record: down packets with id above `after`, or written
+    /// (inserted, settled) by a transaction at or after `xmin`; and the
+    /// `xmin` to pass next time (the oldest transaction running now).
+    pub async fn sent_since(&self, after: i64, xmin: i64) -> Result<(Vec<SentPacket>, i64)> {
+        let ctx = || "reading relay.packets".to_string();
+        let next: i64 = self
+            .client
+            .query_one(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8 AS xmin",
+                &[],
+            )
+            .await
+            .ctx(ctx)?
+            .get("xmin");
         let rows = self
             .client
             .query(
@@ -325,19 +347,22 @@ impl Relay {
                        (SELECT string_agg(a.site || ': ' || a.error, '; ' ORDER BY a.site)
                           FROM relay.acks a WHERE a.packet_id = p.id AND a.status = 'FAILED') AS error
                      FROM relay.packets p
-                     WHERE p.direction = 'down' AND (p.id > $1 OR p.id = ANY($2)) ORDER BY p.id"
+                     WHERE p.direction = 'down' AND (p.id > $1 OR p.changed >= $2::text::xid8)
+                     ORDER BY p.id"
                 ),
-                &[&after, &ids],
+                &[&after, &xmin.to_string()],
             )
             .await
-            .ctx(|| "reading relay.packets".into())?;
-        rows.iter()
+            .ctx(ctx)?;
+        let sent = rows
+            .iter()
             .map(|r| {
                 Ok(SentPacket {
                     packet: PacketInfo::from_row(r)?,
                     error: get(r, "error", "relay.acks")?,
                 })
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok((sent, next))
     }
 }

@@ -86,6 +86,21 @@ impl Relay {
                         &[&codes],
                     )
                     .await?;
+                // The `*` packets they were counted in and have not acked.
+                self.client
+                    .execute(
+                        "UPDATE relay.packets p SET target_count = p.target_count - n.k
+                           FROM (SELECT q.id, count(*)::int AS k
+                                   FROM relay.sites s
+                                   JOIN relay.packets q ON q.id > s.first_packet
+                                  WHERE s.code = ANY ($1) AND q.direction = 'down' AND q.targets = '{*}'
+                                    AND NOT EXISTS (SELECT 1 FROM relay.acks a
+                                                     WHERE a.packet_id = q.id AND a.site = s.code)
+                                  GROUP BY q.id) n
+                          WHERE p.id = n.id",
+                        &[&codes],
+                    )
+                    .await?;
             }
             Ok::<_, tokio_postgres::Error>(codes)
         }
@@ -102,10 +117,10 @@ impl Relay {
             // The packets they left may now be processed by every target.
             self.client
                 .batch_execute(
-                    "UPDATE relay.packets p SET status = 'PROCESSED'
+                    "UPDATE relay.packets p SET status = 'PROCESSED', changed = pg_current_xact_id()
                       WHERE p.direction = 'down' AND p.status = 'UPLOADED'
                         AND (SELECT count(*) FROM relay.acks a WHERE a.packet_id = p.id AND a.status = 'PROCESSED')
-                            >= cardinality(p.targets)",
+                            >= coalesce(p.target_count, cardinality(p.targets))",
                 )
                 .await
                 .ctx(|| "settling the packets expired sites left".into())?;

@@ -128,9 +128,11 @@ impl Relay {
                 .ctx(ctx)?;
             return Ok(Added::RoleBound);
         }
+        self.lock_down_ids().await?;
         self.client
             .execute(
-                "WITH added AS (INSERT INTO relay.sites (code, role, role_created) VALUES ($1, $3, $4) RETURNING code)
+                "WITH added AS (INSERT INTO relay.sites (code, role, role_created, first_packet)
+                                VALUES ($1, $3, $4, relay.last_packet_id()) RETURNING code)
                  INSERT INTO relay.sync_requests (site, reason) SELECT code, $2 FROM added",
                 &[&code, &SyncReason::First, &name, &created],
             )
@@ -200,7 +202,7 @@ impl Relay {
         let row = self
             .client
             .query_opt(
-                "DELETE FROM relay.sites WHERE code = $1 RETURNING role, role_created",
+                "DELETE FROM relay.sites WHERE code = $1 RETURNING role, role_created, first_packet, expired_at IS NOT NULL AS expired",
                 &[&code],
             )
             .await
@@ -209,11 +211,14 @@ impl Relay {
         let role: Option<String> = get(&row, "role", "relay.sites")?;
         let created: bool = get(&row, "role_created", "relay.sites")?;
         let ctx = || "removing the site's pending packets".to_string();
+        let first: i64 = get(&row, "first_packet", "relay.sites")?;
+        let expired: bool = get(&row, "expired", "relay.sites")?;
         let ids: Vec<i64> = self
             .client
             .query(
                 "UPDATE relay.packets SET targets = array_remove(targets, $1)
-                  WHERE direction = 'down' AND $1 = ANY (targets) RETURNING id",
+                  WHERE direction = 'down' AND $1 = ANY (targets)
+                  RETURNING id",
                 &[&code],
             )
             .await
@@ -221,6 +226,27 @@ impl Relay {
             .iter()
             .map(|r| get(r, "id", "relay.packets"))
             .collect::<Result<_>>()?;
+        // It leaves the `*` packets it counts in: those it acked (its acks
+        // go), and, unless expiry counted it out of them, those after it
+        // joined that it has not acked.
+        let all: Vec<i64> = self
+            .client
+            .query(
+                "UPDATE relay.packets p SET target_count = p.target_count - 1
+                  WHERE p.direction = 'down' AND p.targets = '{*}'
+                    AND (EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.site = $1)
+                         OR (NOT $3 AND p.id > $2
+                             AND NOT EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.site = $1)))
+                  RETURNING p.id",
+                &[&code, &first, &expired],
+            )
+            .await
+            .ctx(ctx)?
+            .iter()
+            .map(|r| get(r, "id", "relay.packets"))
+            .collect::<Result<_>>()?;
+        let mut ids = ids;
+        ids.extend(all);
         // One statement each: a statement does not see its own changes.
         let code: &(dyn tokio_postgres::types::ToSql + Sync) = &code;
         let ids: &(dyn tokio_postgres::types::ToSql + Sync) = &ids;
@@ -232,7 +258,8 @@ impl Relay {
             ("DELETE FROM relay.acks WHERE site = $1", &[code][..]),
             ("SELECT relay.settle($1)", &[ids][..]),
             (
-                "DELETE FROM relay.packets WHERE id = ANY ($1) AND cardinality(targets) = 0",
+                "DELETE FROM relay.packets WHERE id = ANY ($1)
+                   AND (cardinality(targets) = 0 OR (targets = '{*}' AND target_count <= 0))",
                 &[ids][..],
             ),
         ] {

@@ -27,8 +27,11 @@ impl Relay {
     }
 
     /// Codes of the registered sites that are not expired: the targets of
-    /// new packets.
+    /// new packets. Inside the down writer's transaction: it takes the down
+    /// writers' lock first, so no site joins (see [`Relay::lock_down_ids`])
+    /// between this reading and the writer's commit.
     pub async fn active_sites(&self) -> Result<Vec<String>> {
+        self.lock_down_ids().await?;
         let rows = self
             .client
             .query(
@@ -38,6 +41,21 @@ impl Relay {
             .await
             .ctx(|| "reading relay.sites".into())?;
         rows.iter().map(|r| get(r, "code", "relay.sites")).collect()
+    }
+
+    /// Takes the down writers' transaction lock (the one
+    /// [`Relay::insert_packet`] takes): a site that joins the `*` packets
+    /// from the last id handed out (its `first_packet`) does so while no
+    /// down packet is being written with the sites read before it joined.
+    pub(super) async fn lock_down_ids(&self) -> Result<()> {
+        self.client
+            .execute(
+                "SELECT pg_advisory_xact_lock(hashtext('relay.packets ' || $1))",
+                &[&crate::protocol::Direction::Down],
+            )
+            .await
+            .ctx(|| "locking the relay's down packets".into())?;
+        Ok(())
     }
 
     /// Asks for a full sync of `tables` (None: all) at each of `sites`.
@@ -86,12 +104,13 @@ impl Relay {
     /// Marks requests served by a snapshot group (inside its transaction);
     /// an expired site among them is a target of new packets again.
     pub async fn mark_served(&self, ids: &[i64], group: Option<i64>) -> Result<()> {
+        self.lock_down_ids().await?;
         self.client
             .execute(
                 "WITH served AS (
                    UPDATE relay.sync_requests SET served_at = now(), group_id = $2 WHERE id = ANY($1)
                    RETURNING site)
-                 UPDATE relay.sites SET expired_at = NULL,
+                 UPDATE relay.sites SET expired_at = NULL, first_packet = relay.last_packet_id(),
                         -- back in touch: max_offline counts from here
                         rejoined_at = now()
                   WHERE expired_at IS NOT NULL AND code IN (SELECT site FROM served)",

@@ -27,19 +27,37 @@ pub struct SiteStatus {
 impl Relay {
     /// The status of every registered site.
     pub async fn site_status(&self) -> Result<Vec<SiteStatus>> {
+        // Compiling the plan (its estimate grows with the sites) would cost
+        // more than running it.
+        self.client
+            .batch_execute("SET jit = off")
+            .await
+            .ctx(|| "reading site status from the relay".into())?;
         let rows = self
             .client
             .query(
-                "SELECT s.code AS site, s.expired_at,
-                        greatest((SELECT max(a.packet_id) FROM relay.acks a WHERE a.site = s.code AND a.status = 'PROCESSED'),
-                                 s.applied_floor) AS applied_through,
+                "-- Packets listing sites, not yet processed by each of them: one
+                 -- pass over the unprocessed packets for every site at once.
+                 WITH listed AS (
+                   SELECT t.site, count(*) AS n, min(p.created_at) AS oldest
+                     FROM relay.packets p CROSS JOIN LATERAL unnest(p.targets) AS t (site)
+                    WHERE p.direction = 'down' AND p.status <> 'PROCESSED' AND p.targets <> '{*}'
+                      AND NOT EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id
+                                         AND a.site = t.site AND a.status = 'PROCESSED')
+                    GROUP BY t.site)
+                 SELECT s.code AS site, s.expired_at, ap.applied_through,
                         greatest((SELECT max(a.acked_at) FROM relay.acks a WHERE a.site = s.code AND a.status = 'PROCESSED'),
                                  s.last_ack_floor) AS last_success,
-                        pend.n AS pending, pend.oldest AS lag_seconds,
+                        pend.n + coalesce(l.n, 0) AS pending,
+                        extract(epoch FROM now() - least(pend.oldest, l.oldest))::float8 AS lag_seconds,
                         (SELECT 'packet ' || a.packet_id || ': ' || a.error FROM relay.acks a
                           WHERE a.site = s.code AND a.status = 'FAILED' ORDER BY a.packet_id LIMIT 1) AS error,
                         req.unserved_first, req.open
                    FROM relay.sites s
+                   CROSS JOIN LATERAL (
+                     SELECT greatest((SELECT max(a.packet_id) FROM relay.acks a
+                                       WHERE a.site = s.code AND a.status = 'PROCESSED'),
+                                     s.applied_floor) AS applied_through) ap
                    CROSS JOIN LATERAL (
                      SELECT coalesce(bool_or(r.reason = 'first' AND r.served_at IS NULL), false) AS unserved_first,
                             count(*) FILTER (WHERE r.served_at IS NULL OR (NOT EXISTS (
@@ -49,15 +67,23 @@ impl Relay {
                               AND EXISTS (SELECT 1 FROM relay.packets p WHERE p.id = r.group_id))) AS open
                        FROM relay.sync_requests r
                       WHERE r.site = s.code AND (r.group_id IS NOT NULL OR r.served_at IS NULL)) req
+                   LEFT JOIN listed l ON l.site = s.code
+                   -- `*` packets after its position (a site applies in order)
+                   -- and since it joined, that it has not processed.
                    CROSS JOIN LATERAL (
-                     SELECT count(*) AS n, extract(epoch FROM now() - min(p.created_at))::float8 AS oldest
+                     SELECT count(*) AS n, min(p.created_at) AS oldest
                        FROM relay.packets p
-                      WHERE p.direction = 'down' AND s.code = ANY(p.targets)
+                      WHERE p.direction = 'down' AND p.targets = '{*}' AND s.expired_at IS NULL
+                        AND p.id > greatest(s.first_packet, ap.applied_through)
                         AND NOT EXISTS (SELECT 1 FROM relay.acks a
                                          WHERE a.packet_id = p.id AND a.site = s.code AND a.status = 'PROCESSED')) pend
                   ORDER BY s.code",
                 &[],
             )
+            .await
+            .ctx(|| "reading site status from the relay".into())?;
+        self.client
+            .batch_execute("RESET jit")
             .await
             .ctx(|| "reading site status from the relay".into())?;
         let t = "relay status";
@@ -160,7 +186,9 @@ impl Relay {
                               AND a.status = 'FAILED') AS error
                      FROM relay.packets p
                      JOIN relay.packet_parts pp ON pp.packet_id = p.id AND pp.target IN ($1, '*')
-                    WHERE p.direction = 'down' AND $1 = ANY(p.targets)
+                    WHERE p.direction = 'down' AND ($1 = ANY(p.targets)
+                          OR (p.targets = '{*}' AND EXISTS (SELECT 1 FROM relay.sites s WHERE s.code = $1
+                                AND p.id > s.first_packet AND s.expired_at IS NULL)))
                  ), last_full AS (
                    SELECT DISTINCT ON (table_name) table_name, group_id
                      FROM mine WHERE kind = 'snapshot' AND done ORDER BY table_name, group_id DESC

@@ -144,6 +144,7 @@ impl Locked {
                     targets: &self.sites,
                     row_count: 0,
                     byte_count: 0,
+                    target_count: None,
                 })
                 .await;
             packet = Some(match id {
