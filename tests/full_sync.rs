@@ -78,8 +78,10 @@ async fn first_contact_loads_every_routed_row_and_reports_status() {
         out.contains("full sync for s1, s2: 2 table(s), 4000 row(s)"),
         "{out}"
     );
+    // Served, but the site's worker has not run: a site that never synced
+    // is Not started, however many sites the fleet has.
     let status = bed.ok(0, &["status"]).await;
-    assert_eq!(site_state(&status, "s1"), "In progress", "{status}");
+    assert_eq!(site_state(&status, "s1"), "Not started", "{status}");
     let out = bed.ok(0, &["pos", "sync", "--once"]).await;
     assert!(out.contains("full sync at s1: 3500 rows"), "{out}");
     bed.ok(1, &["pos", "sync", "--once"]).await;

@@ -94,11 +94,13 @@ impl Relay {
                 let unserved_first: bool = get(r, "unserved_first", t)?;
                 let open_requests: i64 = get(r, "open", t)?;
                 let expired_at: Option<SystemTime> = get(r, "expired_at", t)?;
+                let applied_through: Option<i64> = get(r, "applied_through", t)?;
                 let state = if expired_at.is_some() {
                     "Expired"
                 } else if error.is_some() {
                     "Failed"
-                } else if unserved_first {
+                } else if unserved_first || applied_through.is_none() {
+                    // Never applied a packet: its worker has not run yet.
                     "Not started"
                 } else if pending > 0 || open_requests > 0 {
                     "In progress"
@@ -108,7 +110,7 @@ impl Relay {
                 Ok(SiteStatus {
                     site: get(r, "site", t)?,
                     state,
-                    applied_through: get(r, "applied_through", t)?,
+                    applied_through,
                     pending,
                     lag_seconds: get(r, "lag_seconds", t)?,
                     last_success: get(r, "last_success", t)?,
