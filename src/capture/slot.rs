@@ -20,35 +20,48 @@ const STATUS_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a finishing run waits for its last confirmation to be sent.
 const CONFIRM_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a slot held by a departing reader (the WAL sender of a run
+/// that just ended) may take to become free.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
 /// The slot's confirmed position; errors name the fix when the slot is
-/// missing or in use.
+/// missing or in use. A slot still held by a WAL sender that is shutting
+/// down (the previous run's) is waited for, up to [`RELEASE_WAIT`].
 pub(super) async fn position(sql: &Client, slot: &str, origin: &Origin) -> Result<Lsn> {
-    let row = sql
-        .query_opt(
-            "SELECT confirmed_flush_lsn, active_pid FROM pg_replication_slots
-              WHERE slot_name = $1 AND database = current_database()",
-            &[&slot],
-        )
-        .await
-        .ctx(|| "reading pg_replication_slots".into())?
-        .ok_or_else(|| {
-            Error::Setup(format!(
-                "replication slot '{slot}' does not exist in this database; run `{}`",
-                origin.setup_command()
-            ))
-        })?;
-    let active: Option<i32> = row
-        .try_get("active_pid")
-        .ctx(|| "reading pg_replication_slots".into())?;
-    if let Some(pid) = active {
-        return Err(Error::Setup(format!(
-            "replication slot '{slot}' is in use by process {pid}; is another relaysync worker running? stop it first"
-        )));
+    let deadline = std::time::Instant::now() + RELEASE_WAIT;
+    loop {
+        let row = sql
+            .query_opt(
+                "SELECT confirmed_flush_lsn, active_pid FROM pg_replication_slots
+                  WHERE slot_name = $1 AND database = current_database()",
+                &[&slot],
+            )
+            .await
+            .ctx(|| "reading pg_replication_slots".into())?
+            .ok_or_else(|| {
+                Error::Setup(format!(
+                    "replication slot '{slot}' does not exist in this database; run `{}`",
+                    origin.setup_command()
+                ))
+            })?;
+        let active: Option<i32> = row
+            .try_get("active_pid")
+            .ctx(|| "reading pg_replication_slots".into())?;
+        match active {
+            None => {
+                let confirmed: Option<Lsn> = row
+                    .try_get("confirmed_flush_lsn")
+                    .ctx(|| "reading pg_replication_slots".into())?;
+                return Ok(confirmed.unwrap_or(Lsn::from(0)));
+            }
+            Some(pid) if std::time::Instant::now() >= deadline => {
+                return Err(Error::Setup(format!(
+                    "replication slot '{slot}' is in use by process {pid}; is another relaysync worker running? stop it first"
+                )));
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
-    let confirmed: Option<Lsn> = row
-        .try_get("confirmed_flush_lsn")
-        .ctx(|| "reading pg_replication_slots".into())?;
-    Ok(confirmed.unwrap_or(Lsn::from(0)))
 }
 
 /// The WAL position current now: where a `Mode::Once` run stops.
