@@ -18,12 +18,7 @@ pub(super) fn statements(
 ) -> Vec<String> {
     let (target, stage, op_col) = (&st.target, &st.name, &st.meta.op);
     let cols = st.cols.join(", ");
-    let s_cols = st
-        .cols
-        .iter()
-        .map(|c| format!("s.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let s_cols = st.cols_of("s");
     let mut out = Vec::new();
     if policy.deletes == Deletes::Apply && !st.key.is_empty() {
         out.push(format!(
@@ -77,12 +72,7 @@ fn by_key(
 ) -> Vec<String> {
     let (target, stage, unchanged_col) = (&st.target, &st.name, &st.meta.unchanged);
     let cols = st.cols.join(", ");
-    let s_cols = st
-        .cols
-        .iter()
-        .map(|c| format!("s.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let s_cols = st.cols_of("s");
     let non_key: Vec<&String> = st.cols.iter().filter(|c| !st.key.contains(c)).collect();
     let mut out = Vec::new();
     let key_list = st.key.join(", ");

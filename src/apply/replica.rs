@@ -107,10 +107,7 @@ async fn apply_staged(
 fn keyless_statements(st: &Stage, needs: Needs) -> String {
     let (stage, target, op_col) = (&st.name, &st.target, &st.meta.op);
     let col_list = st.cols.join(", ");
-    let row = |alias: &str| {
-        let cols: Vec<String> = st.cols.iter().map(|c| format!("{alias}.{c}")).collect();
-        format!("ROW({})::text", cols.join(", "))
-    };
+    let row = |alias: &str| format!("ROW({})::text", st.cols_of(alias));
     let mut sql = String::new();
     if needs.deletes {
         sql.push_str(&format!(

@@ -71,6 +71,15 @@ impl Stage {
         }
     }
 
+    /// The columns as `alias.c, …`.
+    pub fn cols_of(&self, alias: &str) -> String {
+        self.cols
+            .iter()
+            .map(|c| format!("{alias}.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// `t.k = s.k AND …` over the key.
     pub fn key_match(&self) -> String {
         self.key
