@@ -108,24 +108,29 @@ fn bounds(cfg: &Config) -> Bounds {
 /// syncs, then records acks. An up packet that cannot be merged is in
 /// `merged.failed` (see [`failure`]).
 pub async fn sync_once(cfg: &Config) -> Result<Summary> {
-    let started = Instant::now();
     let (sql, relay) = open(cfg).await?;
+    sync_on(cfg, &sql, &relay).await
+}
+
+/// One `ho sync` on connections the caller opened.
+async fn sync_on(cfg: &Config, sql: &Client, relay: &Relay) -> Result<Summary> {
+    let started = Instant::now();
     // Merge what the sites sent first: the capture then fans it out.
     let merged = Consumer::new(Applier::ho(&cfg.upstream))
-        .consume(&sql, &relay)
+        .consume(sql, relay)
         .await?;
     // Before the capture: see crate::verify for why.
-    let verifying = crate::verify::ho::lock(&cfg.ho()?.url, &relay).await?;
+    let verifying = crate::verify::ho::lock(&cfg.ho()?.url, relay).await?;
     let through = verifying.as_ref().map(|l| l.lsn());
-    let capture = capture_through(cfg, &sql, &relay, through).await?;
+    let capture = capture_through(cfg, sql, relay, through).await?;
     let verified = match verifying {
-        Some(locked) => Some(locked.send(&relay).await?),
+        Some(locked) => Some(locked.send(relay).await?),
         None => None,
     };
-    let served = capture::snapshot::serve(&sql, &relay, &cfg.routes(), bounds(cfg)).await?;
-    crate::verify::ho::log_drift(&sql, &relay).await?;
-    let sent = record_sent(&sql, &relay).await?;
-    let retained = retain(cfg, &sql, &relay).await?;
+    let served = capture::snapshot::serve(sql, relay, &cfg.routes(), bounds(cfg)).await?;
+    crate::verify::ho::log_drift(sql, relay).await?;
+    let sent = record_sent(sql, relay).await?;
+    let retained = retain(cfg, sql, relay).await?;
     Ok(Summary {
         capture,
         merged,
@@ -288,9 +293,9 @@ impl<R: FnMut(&Summary)> Worker for HoWorker<R> {
         if self.interval.is_zero() {
             return stream(&self.cfg, shutdown).await;
         }
-        let summary = sync_once(&self.cfg).await?;
-        (self.report)(&summary);
         let (sql, relay) = open(&self.cfg).await?;
+        let summary = sync_on(&self.cfg, &sql, &relay).await?;
+        (self.report)(&summary);
         sample(&sql, &relay, &self.cfg.ho()?.slot).await
     }
 
