@@ -424,7 +424,7 @@ async fn up_packets_of_sites_uploading_at_once_commit_in_id_order() {
         let relay = Relay::connect(&url).await.unwrap();
         relay.begin().await.unwrap();
         let b = insert_up_packet(&relay, "s2").await;
-        relay.commit(false).await.unwrap();
+        relay.commit(None).await.unwrap();
         b
     });
     let relay = bed.relay().await;
@@ -450,7 +450,53 @@ async fn up_packets_of_sites_uploading_at_once_commit_in_id_order() {
         .await,
         0
     );
-    first.commit(false).await.unwrap();
+    first.commit(None).await.unwrap();
     let b = second.await.unwrap();
     assert!(b > a, "{b} > {a}");
+}
+
+/// Streaming workers (`[sync] interval = "0s"`) carry uploads too: a site
+/// streams its upstream tables as they change, HO merges them as soon as
+/// the site's NOTIFY arrives, and a user enrolled at one site reaches the
+/// other through HO, with no sync run by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_workers_upload_merge_and_fan_out() {
+    use std::time::Duration;
+    let bed = bed("stream_up", "[sync]\ninterval = \"0s\"\n").await;
+    let _workers = [
+        bed.spawn(0, &["ho", "run"]),
+        bed.spawn(0, &["pos", "run"]),
+        bed.spawn(1, &["pos", "run"]),
+    ];
+    events_at(&bed, 0, 50).await;
+    bed.site(1)
+        .await
+        .batch_execute("INSERT INTO public.users VALUES (7, 'Dee', 'dee@s2', 'C-7')")
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(60), "the events at HO", || async {
+        ho_events(&bed, SITES[0]).await == 50
+    })
+    .await;
+    let s1 = bed.site(0).await;
+    wait_for(
+        Duration::from_secs(60),
+        "the user at the other site",
+        || async { count(&s1, "SELECT count(*) FROM public.users WHERE id = 7").await == 1 },
+    )
+    .await;
+    for site in 0..2 {
+        assert_same(
+            &bed,
+            site,
+            "SELECT * FROM public.users",
+            "SELECT * FROM public.users",
+        )
+        .await;
+    }
+    events_at(&bed, 0, 25).await;
+    wait_for(Duration::from_secs(60), "more events at HO", || async {
+        ho_events(&bed, SITES[0]).await == 75
+    })
+    .await;
 }

@@ -188,7 +188,9 @@ impl<'a> Writer<'a> {
             return Ok(());
         }
         self.open = false;
-        self.relay.commit(self.group.is_some()).await
+        self.relay
+            .commit(self.group.map(|_| self.origin.direction()))
+            .await
     }
 
     /// Marks full-sync requests as served by `group`, in the open transaction.

@@ -80,7 +80,29 @@ pub async fn pos(cfg: &Config, command: PosCommand, as_json: bool) -> Result<()>
         PosCommand::Run(args) => {
             let worker = relaysync::pos::PosWorker::new(cfg, report)?;
             let health = serve_metrics(cfg, &args).await?;
-            supervise_with(worker, relaysync::shutdown::on_signals(), health).await
+            let shutdown = relaysync::shutdown::on_signals();
+            if !worker.streams_upstream() {
+                return supervise_with(worker, shutdown, health).await;
+            }
+            // Both in this task (the apply is not Send). Each ends on
+            // shutdown, or stops on an error that needs the DBA: then the
+            // whole worker stops with it (an apply is undone whole).
+            let upload = relaysync::supervisor::supervise(
+                relaysync::pos::UpStreamer::new(cfg),
+                shutdown.clone(),
+            );
+            let apply = supervise_with(worker, shutdown, health);
+            tokio::pin!(upload, apply);
+            tokio::select! {
+                uploaded = &mut upload => {
+                    uploaded?;
+                    apply.await
+                }
+                applied = &mut apply => {
+                    applied?;
+                    upload.await
+                }
+            }
         }
         PosCommand::Resync => {
             let site = cfg.pos()?.site.clone();

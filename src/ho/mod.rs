@@ -18,7 +18,7 @@ use crate::apply::{Applier, Consumed, Consumer};
 use crate::capture::{self, batch::Bounds, snapshot::Served, Mode, Outcome, Source};
 use crate::config::Config;
 use crate::error::{DbContext, Error, Result};
-use crate::postgres::connect;
+use crate::postgres::{connect, Listener};
 use crate::protocol::{Lsn, Origin, PacketStatus};
 use crate::relay::migrate::{self, Target};
 use crate::relay::Relay;
@@ -336,18 +336,27 @@ async fn sample(sql: &Client, relay: &Relay, slot: &str) -> Result<()> {
 async fn stream(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<()> {
     let (sql, relay) = open(cfg).await?;
     let acks = tokio::spawn(supervise(AckRecorder::new(cfg), shutdown.clone()));
-    let outcome = capture::capture(
+    // The merger runs in this task (its apply is not Send) beside the capture.
+    let merger = supervise(UpMerger::new(cfg), shutdown.clone());
+    let (source, routes) = (source(cfg)?, cfg.routes());
+    let captured = capture::capture(
         &sql,
         &relay,
-        &source(cfg)?,
-        &cfg.routes(),
+        &source,
+        &routes,
         bounds(cfg),
         Mode::Stream {
             linger: Duration::from_millis(20),
         },
         shutdown,
-    )
-    .await;
+    );
+    tokio::pin!(merger, captured);
+    let outcome = tokio::select! {
+        outcome = &mut captured => outcome,
+        // Stopped for good (shutdown, or a setup error it logged): the
+        // capture still ends as it should.
+        _ = &mut merger => captured.await,
+    };
     acks.abort();
     let outcome = outcome?;
     tracing::info!(
@@ -356,6 +365,87 @@ async fn stream(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<()> {
         "ho stream stopped"
     );
     Ok(())
+}
+
+/// Merges what the sites send while HO streams, as soon as a site's NOTIFY
+/// says it is there (and every few seconds, should the LISTEN connection
+/// be gone).
+struct UpMerger {
+    cfg: Config,
+    open: Option<(Client, Relay, Consumer)>,
+    wake: Option<Listener>,
+}
+
+/// How long a streaming HO worker waits for a site's NOTIFY before it
+/// looks for uploads all the same.
+const MERGE_POLL: Duration = Duration::from_secs(5);
+
+impl UpMerger {
+    fn new(cfg: &Config) -> UpMerger {
+        UpMerger {
+            cfg: cfg.clone(),
+            open: None,
+            wake: None,
+        }
+    }
+}
+
+impl Worker for UpMerger {
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("worker", role = "ho-merge")
+    }
+
+    async fn cycle(&mut self, _shutdown: watch::Receiver<bool>) -> Result<()> {
+        if self.wake.as_ref().is_none_or(|w| w.is_closed()) {
+            let url = &self.cfg.relay()?.url;
+            self.wake = match crate::postgres::listen(url, crate::relay::UP_PACKETS_CHANNEL).await {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %crate::error::chain(&e), "cannot LISTEN for uploads; polling");
+                    None
+                }
+            };
+        }
+        let (sql, relay, consumer) = match self.open.as_mut() {
+            Some(o) => o,
+            None => {
+                let (sql, relay) = open(&self.cfg).await?;
+                let consumer = Consumer::new(Applier::ho(&self.cfg.upstream));
+                self.open.insert((sql, relay, consumer))
+            }
+        };
+        match consumer.consume(sql, relay).await {
+            Ok(merged) => {
+                if merged.packets > 0 {
+                    tracing::info!(
+                        packets = merged.packets,
+                        rows = merged.rows,
+                        merged = merged.merged,
+                        rejected = merged.rejected,
+                        "merged uploads"
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.open = None;
+                Err(e)
+            }
+        }
+    }
+
+    async fn wait(&mut self) {
+        match self.wake.as_mut() {
+            Some(w) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(MERGE_POLL) => {}
+                    _ = w.recv() => {}
+                }
+                while w.try_recv().is_ok() {}
+            }
+            None => tokio::time::sleep(MERGE_POLL).await,
+        }
+    }
 }
 
 /// How often a streaming HO worker samples its gauges (status per site

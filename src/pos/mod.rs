@@ -98,12 +98,21 @@ impl Session {
 
     /// Uploads, fetches, applies and acks, as `pos sync --once` does.
     pub async fn sync(&mut self, cfg: &Config) -> Result<Summary> {
+        self.sync_with(cfg, true).await
+    }
+
+    /// [`Session::sync`]; without `upload` when an [`UpStreamer`] streams
+    /// the upstream tables beside it.
+    async fn sync_with(&mut self, cfg: &Config, upload: bool) -> Result<Summary> {
         let started = Instant::now();
         wipe::request_resync(&self.client, &self.relay, &self.site).await?;
         let uploaded = if cfg.upstream.is_empty() {
             None
-        } else {
+        } else if upload {
             Some(self.upload(cfg).await?)
+        } else {
+            self.mark_origin().await?;
+            None
         };
         let applied = self.consumer.consume(&self.client, &self.relay).await?;
         self.housekeeping(cfg).await?;
@@ -148,36 +157,97 @@ impl Session {
     /// Sends this site's new upstream changes to the relay.
     async fn upload(&mut self, cfg: &Config) -> Result<capture::Outcome> {
         let client = &self.client;
-        let pos = cfg.pos()?;
-        let source = Source {
-            url: pos.url.clone(),
-            slot: pos.slot.clone(),
-            publication: pos.publication.clone(),
-            origin: Origin::Site(self.site.clone()),
-            // What this site's applier wrote came from HO: never send it back.
-            skip_origin: Some(crate::apply::origin_name(client, crate::APPLY_ORIGIN).await?),
-            targets: Some(vec!["ho".into()]),
-        };
-        let bounds = Bounds {
-            max_rows: cfg.packet.max_rows,
-            max_bytes: cfg.packet.max_bytes,
-        };
         let outcome = capture::capture(
             client,
             &self.relay,
-            &source,
+            &up_source(cfg, client).await?,
             &cfg.upstream_routes(),
-            bounds,
+            up_bounds(cfg),
             Mode::Once,
             crate::shutdown::never(),
         )
         .await?;
-        // Mark what this session applies so this site's capture skips it.
+        self.mark_origin().await?;
+        Ok(outcome)
+    }
+
+    /// Marks what this session applies so this site's capture skips it.
+    async fn mark_origin(&mut self) -> Result<()> {
         if !self.origin_set {
-            crate::apply::use_origin(client, crate::APPLY_ORIGIN, "relaysync setup pos").await?;
+            crate::apply::use_origin(&self.client, crate::APPLY_ORIGIN, "relaysync setup pos")
+                .await?;
             self.origin_set = true;
         }
-        Ok(outcome)
+        Ok(())
+    }
+}
+
+/// Where this site's upstream changes come from: its slot, skipping what
+/// its applier wrote (that came from HO: never send it back).
+async fn up_source(cfg: &Config, client: &Client) -> Result<Source> {
+    let pos = cfg.pos()?;
+    Ok(Source {
+        url: pos.url.clone(),
+        slot: pos.slot.clone(),
+        publication: pos.publication.clone(),
+        origin: Origin::Site(pos.site.clone()),
+        skip_origin: Some(crate::apply::origin_name(client, crate::APPLY_ORIGIN).await?),
+        targets: Some(vec!["ho".into()]),
+    })
+}
+
+fn up_bounds(cfg: &Config) -> Bounds {
+    Bounds {
+        max_rows: cfg.packet.max_rows,
+        max_bytes: cfg.packet.max_bytes,
+    }
+}
+
+/// A streaming `pos run`'s upload: the site's upstream tables streamed to
+/// the relay as they change, as HO's stream does for the down tables (the
+/// apply loop, [`PosWorker`], then leaves uploading to it).
+pub struct UpStreamer {
+    cfg: Config,
+}
+
+impl UpStreamer {
+    pub fn new(cfg: &Config) -> UpStreamer {
+        UpStreamer { cfg: cfg.clone() }
+    }
+}
+
+impl Worker for UpStreamer {
+    fn span(&self) -> tracing::Span {
+        let site = self.cfg.pos.as_ref().map_or("", |p| p.site.as_str());
+        tracing::info_span!("worker", role = "pos-upload", site = %site)
+    }
+
+    async fn cycle(&mut self, shutdown: watch::Receiver<bool>) -> Result<()> {
+        let cfg = &self.cfg;
+        let relay = Relay::connect(&cfg.relay()?.url).await?;
+        let client = connect("pos", &cfg.pos()?.url).await?;
+        let outcome = capture::capture(
+            &client,
+            &relay,
+            &up_source(cfg, &client).await?,
+            &cfg.upstream_routes(),
+            up_bounds(cfg),
+            Mode::Stream {
+                linger: Duration::from_millis(20),
+            },
+            shutdown,
+        )
+        .await?;
+        tracing::info!(
+            transactions = outcome.transactions,
+            packets = outcome.packets,
+            "upload stream stopped"
+        );
+        Ok(())
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(Duration::from_secs(1)).await
     }
 }
 
@@ -213,6 +283,12 @@ impl<R: FnMut(&Summary)> PosWorker<R> {
         })
     }
 
+    /// Whether an [`UpStreamer`] uploads beside this worker: streaming,
+    /// with upstream tables.
+    pub fn streams_upstream(&self) -> bool {
+        self.interval.is_zero() && !self.cfg.upstream.is_empty()
+    }
+
     async fn listen(&mut self) -> Result<()> {
         if self.interval.is_zero() && self.wake.as_ref().is_none_or(|w| w.is_closed()) {
             let url = &self.cfg.relay()?.url;
@@ -244,11 +320,12 @@ impl<R: FnMut(&Summary)> Worker for PosWorker<R> {
             self.wipe_checked = Some(Instant::now());
         }
         self.listen().await?;
+        let upload = !self.streams_upstream();
         let session = match self.session.as_mut() {
             Some(s) => s,
             None => self.session.insert(Session::open(&self.cfg).await?),
         };
-        match session.sync(&self.cfg).await {
+        match session.sync_with(&self.cfg, upload).await {
             Ok(s) => {
                 if s.did_something() || !self.interval.is_zero() {
                     (self.report)(&s);

@@ -16,6 +16,7 @@ mod verify;
 use tokio_postgres::{Client, Row};
 
 use crate::error::{DbContext, Error, Result};
+use crate::protocol::Direction;
 
 pub use acks::Ack;
 pub use packets::{NewPacket, PacketInfo, SentPacket, StoredPart};
@@ -28,6 +29,9 @@ pub use verify::{Expected, VerifyRequest, VerifyResult};
 /// The channel HO notifies when it commits packets; streaming site workers
 /// LISTEN on it.
 pub const PACKETS_CHANNEL: &str = "relaysync_packets";
+/// The channel a site notifies when it commits packets for HO; a streaming
+/// HO worker LISTENs on it.
+pub const UP_PACKETS_CHANNEL: &str = "relaysync_up_packets";
 
 /// A connection to the relay database.
 pub struct Relay {
@@ -52,14 +56,14 @@ impl Relay {
         self.exec("BEGIN").await
     }
 
-    /// Commits the open transaction; `notify` wakes the streaming site
-    /// workers in the same round trip. On failure the transaction is rolled
-    /// back.
-    pub async fn commit(&self, notify: bool) -> Result<()> {
-        let sql = if notify {
-            "NOTIFY relaysync_packets; COMMIT"
-        } else {
-            "COMMIT"
+    /// Commits the open transaction; `notify` wakes the streaming workers
+    /// that read packets of that direction, in the same round trip. On
+    /// failure the transaction is rolled back.
+    pub async fn commit(&self, notify: Option<Direction>) -> Result<()> {
+        let sql = match notify {
+            Some(Direction::Down) => "NOTIFY relaysync_packets; COMMIT",
+            Some(Direction::Up) => "NOTIFY relaysync_up_packets; COMMIT",
+            None => "COMMIT",
         };
         let result = self.exec(sql).await;
         if result.is_err() {

@@ -112,7 +112,7 @@ impl Relay {
                 return Err(e).ctx(|| "expiring silent sites".into());
             }
         };
-        self.commit(false).await?;
+        self.commit(None).await?;
         if !codes.is_empty() {
             // The packets they left may now be processed by every target.
             self.client

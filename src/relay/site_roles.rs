@@ -77,7 +77,7 @@ impl Relay {
         self.begin().await?;
         let result = self.add_site_in_txn(code, role).await;
         match result {
-            Ok(added) => self.commit(false).await.map(|()| added),
+            Ok(added) => self.commit(None).await.map(|()| added),
             Err(e) => {
                 self.rollback().await;
                 Err(e)
@@ -190,7 +190,7 @@ impl Relay {
         self.begin().await?;
         let result = self.remove_site_in_txn(code).await;
         match result {
-            Ok(removed) => self.commit(false).await.map(|()| removed),
+            Ok(removed) => self.commit(None).await.map(|()| removed),
             Err(e) => {
                 self.rollback().await;
                 Err(e)

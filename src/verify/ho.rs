@@ -163,7 +163,9 @@ impl Locked {
             relay.rollback().await;
             return Err(e);
         }
-        relay.commit(packet.is_some()).await?;
+        relay
+            .commit(packet.map(|_| crate::protocol::Direction::Down))
+            .await?;
         tracing::info!(sites = ?self.sites, tables = sent.tables.len(), "verify sent");
         Ok(Sent { packet, ..sent })
     }
