@@ -8,7 +8,7 @@
 
 use tokio_postgres::Client;
 
-use super::stage::{copy_rows, stage_part, Stage, Stages};
+use super::stage::{binary_fits, copy_rows, stage_part, CopyForm, Stage, Stages};
 use crate::packet::{Op, Part};
 use crate::postgres::{ident, literal, qualified};
 
@@ -241,8 +241,12 @@ async fn copy_inserts(
         }
     };
     let copied = if copyable {
-        let copy = format!("COPY {target} ({cols}) FROM STDIN");
-        match copy_rows(client, &copy, part, Part::write_copy_data, stages).await {
+        let form = CopyForm {
+            binary: binary_fits(client, &target, part, stages).await?,
+            meta: false,
+        };
+        let copy = format!("COPY {target} ({cols}) FROM STDIN{}", form.options());
+        match copy_rows(client, &copy, part, form, stages).await {
             Ok(rows) => Some(rows),
             Err(e) if stages.out_of_step() => return Err(e),
             Err(e) => {

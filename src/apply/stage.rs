@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio_postgres::Client;
 
+use crate::packet::copy_binary::{BINARY_HEADER, BINARY_TRAILER};
 use crate::packet::Part;
 use crate::postgres::{ident, qualified};
 
@@ -105,8 +106,27 @@ impl Stage {
     }
 }
 
-/// Runs `copy` (a `COPY … FROM STDIN`) with the part's rows as `write` puts
-/// them; returns the rows copied.
+/// How a part's rows go to COPY: text or binary, with the staging table's
+/// bookkeeping columns or the target's columns alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct CopyForm {
+    pub binary: bool,
+    pub meta: bool,
+}
+
+impl CopyForm {
+    /// The `WITH` of the COPY statement.
+    pub fn options(self) -> &'static str {
+        if self.binary {
+            " WITH (FORMAT binary)"
+        } else {
+            ""
+        }
+    }
+}
+
+/// Runs `copy` (a `COPY … FROM STDIN`) with the part's rows in `form`;
+/// returns the rows copied.
 ///
 /// A COPY the server refuses at its start (before any row) leaves the
 /// connection out of step: the client library has then sent one Sync too
@@ -117,7 +137,7 @@ pub(super) async fn copy_rows(
     client: &Client,
     copy: &str,
     part: &Part,
-    write: fn(&Part, usize, &mut Vec<u8>),
+    form: CopyForm,
     stages: &mut Stages,
 ) -> Result<u64, tokio_postgres::Error> {
     let sink = match client.copy_in(copy).await {
@@ -129,16 +149,66 @@ pub(super) async fn copy_rows(
     };
     futures_util::pin_mut!(sink);
     let mut buf = Vec::with_capacity(CHUNK_BYTES + 4096);
+    if form.binary {
+        buf.extend_from_slice(BINARY_HEADER);
+    }
     for b in 0..part.batch_count() {
-        write(part, b, &mut buf);
+        match (form.binary, form.meta) {
+            (true, meta) => part.write_copy_binary(b, meta, &mut buf),
+            (false, true) => part.write_copy_text(b, &mut buf),
+            (false, false) => part.write_copy_data(b, &mut buf),
+        }
         if buf.len() >= CHUNK_BYTES {
             sink.send(Bytes::from(std::mem::take(&mut buf))).await?;
         }
+    }
+    if form.binary {
+        buf.extend_from_slice(BINARY_TRAILER);
     }
     if !buf.is_empty() {
         sink.send(Bytes::from(buf)).await?;
     }
     sink.finish().await
+}
+
+/// Whether `part` goes into `target` in binary: every column of the part
+/// has, in the target, exactly the type its Arrow form stands for. The
+/// target's column types are read once per session (and again after
+/// [`Stages::reset`]).
+pub(super) async fn binary_fits(
+    client: &Client,
+    target: &str,
+    part: &Part,
+    stages: &mut Stages,
+) -> Result<bool, tokio_postgres::Error> {
+    if !stages.column_types.contains_key(target) {
+        let rows = client
+            .query(
+                "SELECT a.attname::text AS name,
+                        (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)::int8 AS type_oid
+                   FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                  WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&target],
+            )
+            .await?;
+        let types = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>("name"),
+                    r.get::<_, i64>("type_oid") as u32,
+                )
+            })
+            .collect();
+        stages.column_types.insert(target.to_string(), types);
+    }
+    let types = &stages.column_types[target];
+    let oids: Option<Vec<u32>> = part
+        .columns
+        .iter()
+        .map(|c| types.get(&c.name).copied())
+        .collect();
+    Ok(oids.is_some_and(|oids| part.copies_in_binary(&oids)))
 }
 
 /// The staging tables of one connection.
@@ -161,6 +231,8 @@ pub struct Stages {
     out_of_step: bool,
     /// The sequences behind the targets' columns.
     pub sequences: super::sequence::Sequences,
+    /// Each target's column types (domains as their base type), by name.
+    column_types: HashMap<String, HashMap<String, u32>>,
 }
 
 impl Stages {
@@ -204,6 +276,7 @@ impl Stages {
         self.created.clear();
         self.loaded.clear();
         self.sequences.clear();
+        self.column_types.clear();
         let names: Vec<String> = self.kept.drain().map(|(_, name)| name).collect();
         for name in &names {
             // The session may be gone; the tables are then gone with it.
@@ -265,11 +338,19 @@ pub async fn stage_part(
             name
         }
     };
+    // The staging table's columns have the target's types.
+    let form = CopyForm {
+        binary: binary_fits(client, &target, part, stages).await?,
+        meta: true,
+    };
     let rows = copy_rows(
         client,
-        &format!("COPY {name} ({col_list}, {op}, {unchanged}, {origin}) FROM STDIN"),
+        &format!(
+            "COPY {name} ({col_list}, {op}, {unchanged}, {origin}) FROM STDIN{}",
+            form.options()
+        ),
         part,
-        Part::write_copy_text,
+        form,
         stages,
     )
     .await?;

@@ -12,6 +12,7 @@
 //! told from data columns by their field metadata ([`META_ROLE`]), never by
 //! name: a table may have a column named `_op`.
 
+pub(crate) mod copy_binary;
 pub(crate) mod copy_out;
 pub(crate) mod decode;
 mod encode;
