@@ -100,6 +100,11 @@ pub(super) fn cpu_since(rig: &Rig, before: [f64; 4]) -> String {
     )
 }
 
+/// CPU seconds so far of HO's cluster and of relaysync's HO worker `worker`.
+pub(super) fn ho_side_cpu(rig: &Rig, worker: Option<u32>) -> f64 {
+    cluster_cpu(&rig.ho) + worker.map_or(0.0, cpu_seconds)
+}
+
 /// HO-side CPU seconds of a system so far: its walsenders, and relaysync's
 /// HO worker (also returned on its own).
 pub(super) async fn ho_cpu(ho: &Client, system: System, rig: &Rig) -> Result<(f64, f64)> {

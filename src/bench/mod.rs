@@ -7,6 +7,7 @@
 //! subscriptions disabled) and caught up, so neither pays for the other.
 
 mod fleet;
+mod loads;
 mod measure;
 mod native;
 mod rig;
@@ -94,8 +95,11 @@ pub async fn run(args: Args) -> Result<Vec<Measure>> {
     let _ = ho
         .execute("SELECT pg_drop_replication_slot('bench_wire')", &[])
         .await;
+    let events = (args.rows / 10).max(args.sites as u64) as i64;
+    let loads = loads::run(&mut rig, args.rows as i64, events, &mut say).await?;
 
-    let results = measures(&ours, &native, wire, rig.peak_rss_kb);
+    let mut results = measures(&ours, &native, wire, rig.peak_rss_kb);
+    results.extend(load_measures(&loads));
     print(&results, args, json);
     Ok(results)
 }
@@ -151,6 +155,36 @@ fn measures(ours: &Results, native: &Results, wire: f64, peak_rss_kb: u64) -> Ve
             relaysync: peak_rss_kb as f64 / 1024.0,
             native: f64::NAN,
             unit: "MB",
+        },
+    ]
+}
+
+/// The full sync's and up_events' lines.
+fn load_measures(loads: &loads::Loads) -> Vec<Measure> {
+    vec![
+        Measure {
+            name: "full_sync",
+            relaysync: loads.full_sync[0],
+            native: loads.full_sync[1],
+            unit: "s",
+        },
+        Measure {
+            name: "pg_dump_psql",
+            relaysync: f64::NAN,
+            native: loads.dump,
+            unit: "s (one site)",
+        },
+        Measure {
+            name: "up_events",
+            relaysync: loads.up_events[0],
+            native: loads.up_events[1],
+            unit: "s",
+        },
+        Measure {
+            name: "up_events_ho_cpu",
+            relaysync: loads.up_ho_cpu[0],
+            native: loads.up_ho_cpu[1],
+            unit: "cpu s",
         },
     ]
 }
@@ -223,7 +257,7 @@ fn print(results: &[Measure], args: Args, json: bool) {
         args.rows, args.sites
     );
     println!(
-        "{:<14} {:>12} {:>12}  {:<20} {:>7}",
+        "{:<17} {:>12} {:>12}  {:<20} {:>7}",
         "workload", "relaysync", "native", "unit", "ratio"
     );
     let fmt = |v: f64| {
@@ -235,7 +269,7 @@ fn print(results: &[Measure], args: Args, json: bool) {
     };
     for m in results {
         println!(
-            "{:<14} {:>12} {:>12}  {:<20} {:>7}",
+            "{:<17} {:>12} {:>12}  {:<20} {:>7}",
             m.name,
             fmt(m.relaysync),
             fmt(m.native),

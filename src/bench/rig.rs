@@ -133,32 +133,35 @@ impl Rig {
         self.ho_worker = None;
     }
 
-    pub(super) fn start_workers(&mut self) -> Result<()> {
+    /// Starts `relaysync --config CONFIG ROLE run` as a worker of the rig; returns its pid.
+    pub(super) fn spawn(&mut self, config: &Path, role: &str) -> Result<u32> {
         let exe = std::env::current_exe().map_err(|source| Error::Io {
             context: "finding the relaysync binary".into(),
             source,
         })?;
-        let spawn = |config: &Path, role: &str| {
-            Command::new(&exe)
-                .arg("--config")
-                .arg(config)
-                .args([role, "run"])
-                .env("RELAYSYNC_LOG", "error")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .map_err(|source| Error::Io {
-                    context: format!("starting relaysync {role} run"),
-                    source,
-                })
-        };
-        let ho = spawn(&self.dir.join("ho.toml"), "ho")?;
-        self.ho_worker = Some(ho.id());
-        self.workers.push(ho);
+        let child = Command::new(&exe)
+            .arg("--config")
+            .arg(config)
+            .args([role, "run"])
+            .env("RELAYSYNC_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|source| Error::Io {
+                context: format!("starting relaysync {role} run"),
+                source,
+            })?;
+        let pid = child.id();
+        self.workers.push(child);
+        Ok(pid)
+    }
+
+    pub(super) fn start_workers(&mut self) -> Result<()> {
+        let ho = self.spawn(&self.dir.join("ho.toml"), "ho")?;
+        self.ho_worker = Some(ho);
         for i in 0..self.codes.len() {
-            let w = spawn(&self.dir.join(format!("site_{i:02}.toml")), "pos")?;
-            self.workers.push(w);
+            self.spawn(&self.dir.join(format!("site_{i:02}.toml")), "pos")?;
         }
         Ok(())
     }
@@ -172,12 +175,14 @@ pub(super) async fn sql(url: &str) -> Result<Client> {
 /// the sites' with `site_settings`) and makes the run's directory.
 pub(super) async fn start_clusters(
     name: &'static str,
+    ho_settings: Vec<String>,
     site_settings: Vec<String>,
 ) -> Result<(Cluster, Cluster, Cluster, PathBuf)> {
     let (ho, relay, site) = tokio::task::spawn_blocking(move || -> relaysync_cluster::Result<_> {
         let settings: Vec<&str> = site_settings.iter().map(String::as_str).collect();
+        let ho_settings: Vec<&str> = ho_settings.iter().map(String::as_str).collect();
         Ok((
-            Cluster::start(&format!("{name}-ho"), &[])?,
+            Cluster::start(&format!("{name}-ho"), &ho_settings)?,
             Cluster::start(&format!("{name}-relay"), &[])?,
             Cluster::start(&format!("{name}-sites"), &settings)?,
         ))
@@ -196,11 +201,23 @@ pub(super) async fn start_clusters(
 /// Starts the clusters and sets both systems up, each on its own table.
 pub(super) async fn build(args: Args) -> Result<Rig> {
     let k = args.sites;
-    let site_settings = vec![
-        format!("max_logical_replication_workers = {}", k + 4),
-        format!("max_worker_processes = {}", k + 16),
+    // Native's apply workers, and during its full sync a table-sync worker
+    // and a temporary slot per subscription; HO subscribes to every site
+    // for up_events.
+    let senders = (4 * k + 16).max(64);
+    let wal = [
+        format!("max_wal_senders = {senders}"),
+        format!("max_replication_slots = {senders}"),
     ];
-    let (ho, relay, site, dir) = start_clusters("bench", site_settings).await?;
+    let workers = |n: usize| {
+        [
+            format!("max_logical_replication_workers = {}", n + 4),
+            format!("max_worker_processes = {}", n + 16),
+        ]
+    };
+    let ho_settings = [wal.as_slice(), &workers(k)].concat();
+    let site_settings = [wal.as_slice(), &workers(2 * k)].concat();
+    let (ho, relay, site, dir) = start_clusters("bench", ho_settings, site_settings).await?;
     let codes: Vec<String> = (0..k).map(|i| format!("site-{i:02}")).collect();
     let site_roles = if args.owner_sites {
         None

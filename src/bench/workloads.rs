@@ -293,7 +293,7 @@ pub(super) async fn one_i64(c: &Client, q: &str) -> Result<i64> {
 }
 
 /// Waits until `query` gives `want` at every site; returns when.
-async fn wait_sites(
+pub(super) async fn wait_sites(
     sites: &[Client],
     query: &str,
     want: i64,
