@@ -500,3 +500,57 @@ async fn streaming_workers_upload_merge_and_fan_out() {
     })
     .await;
 }
+
+/// New events go into HO's table by COPY; a packet holding a row HO has
+/// already (a replay) or one it refuses falls back to the row-by-row merge:
+/// the one it has is skipped, the refused one rejected, the rest appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_events_skip_rows_ho_has_and_reject_rows_it_refuses() {
+    let bed = bed("append_fallback", "").await;
+    let ho = bed.ho().await;
+    ho.batch_execute(
+        "ALTER TABLE public.device_events ADD CONSTRAINT kind_known CHECK (kind <> 'bad');
+         INSERT INTO public.device_events (site, device, seq, kind) VALUES ('s1', 1, 1, 'door');",
+    )
+    .await
+    .unwrap();
+    events_at(&bed, 0, 5).await;
+    bed.site(0)
+        .await
+        .batch_execute(
+            "INSERT INTO public.device_events (site, device, seq, kind) VALUES ('s1', 2, 1, 'bad')",
+        )
+        .await
+        .unwrap();
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert_eq!(
+        count(
+            &ho,
+            "SELECT count(*) FROM public.device_events WHERE site = 's1' AND device = 1"
+        )
+        .await,
+        5
+    );
+    assert_eq!(
+        count(
+            &ho,
+            "SELECT count(*) FROM public.device_events WHERE kind = 'bad'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &ho,
+            "SELECT count(*) FROM relaysync.rejects WHERE error LIKE '%kind_known%'"
+        )
+        .await,
+        1
+    );
+    // A later packet of new events only goes by COPY again.
+    events_at(&bed, 0, 3).await;
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert_eq!(ho_events(&bed, "s1").await, 8);
+}

@@ -80,10 +80,7 @@ impl Applier {
     /// Staging tables suited to this side: a site keeps them for its
     /// session; HO's merge makes one per part.
     pub(super) fn stages(&self) -> Stages {
-        match self {
-            Applier::Site(_) => Stages::kept(),
-            Applier::Ho(_) => Stages::per_part(),
-        }
+        Stages::kept()
     }
 
     /// Whether several groups may share one transaction (a site that is

@@ -8,9 +8,9 @@ use tokio_postgres::Client;
 use super::applier::PartError;
 use super::merge_sql::statements;
 use super::stage::{stage_part, Stage, Stages};
-use crate::config::UpstreamConfig;
+use crate::config::{Merge, UpstreamConfig};
 use crate::error::{db_message, DbContext, Result};
-use crate::packet::Part;
+use crate::packet::{Op, Part};
 use crate::postgres::literal;
 use crate::relay::PacketInfo;
 
@@ -74,19 +74,35 @@ impl HoMerger {
                 part.table
             )));
         };
-        let st = stage_part(client, part, stages, true).await?;
-        let (merged, rejected) =
-            merge_part(client, &st, &part.table, p.origin.as_str(), p.id, policy).await?;
-        client
-            .batch_execute(&format!("DROP TABLE {}", st.name))
-            .await?;
+        let append = policy.merge == Merge::Append;
+        // New rows to append go straight into the table by COPY; should one
+        // be there already (a replay) or be refused, the COPY is undone and
+        // the staged merge below skips or rejects it row by row.
+        let copied = match append && inserts_only(part) {
+            true => super::replica::copy_inserts(client, part, stages).await?,
+            false => None,
+        };
+        let (rows, merged, rejected) = match copied {
+            Some(n) => (n, n, 0),
+            None => {
+                // Appending reads the stage once, in any plan: no statistics needed.
+                let st = stage_part(client, part, stages, !append).await?;
+                let (merged, rejected) =
+                    merge_part(client, &st, &part.table, p.origin.as_str(), p.id, policy).await?;
+                let done = st.done();
+                if !done.is_empty() {
+                    client.batch_execute(&done).await?;
+                }
+                (st.rows, merged, rejected)
+            }
+        };
         if merged > 0 {
             stages.sequences.catch_up(client, part).await?;
         }
         self.counts.0 += merged;
         self.counts.1 += rejected;
         crate::telemetry::rows_merged(&part.table, merged, rejected);
-        Ok(st.rows)
+        Ok(rows)
     }
 
     pub(super) async fn commit(&mut self, client: &Client, packets: &[PacketInfo]) -> Result<()> {
@@ -123,6 +139,15 @@ async fn run_all(
 
 /// Merges one staged part: set-based; on an error, row by row to reject
 /// only the rows HO cannot store. Returns (merged, rejected).
+/// Whether a part holds new rows only (no update, delete or truncate).
+fn inserts_only(part: &Part) -> bool {
+    part.has_op(Op::Insert)
+        && !part.has_op(Op::Update)
+        && !part.has_op(Op::Delete)
+        && !part.has_truncate()
+        && !part.has_unchanged()
+}
+
 pub(super) async fn merge_part(
     client: &Client,
     st: &Stage,

@@ -208,10 +208,9 @@ pub const EVENT_MERGED_HERE: &str = "User update succeeded (HO)";
 ///
 /// Whatever would refuse the COPY at its start (a missing column, no INSERT
 /// privilege, a generated column, row-level security) is checked first, in
-/// the same round trip as the savepoint, and sends the part to the staged
-/// path, which reports it; the check's lock on the table keeps it so until
-/// the COPY.
-async fn copy_inserts(
+/// the same round trip as the savepoint, once per target and session, and
+/// sends the part to the staged path, which reports it.
+pub(super) async fn copy_inserts(
     client: &Client,
     part: &Part,
     stages: &mut Stages,
@@ -223,21 +222,19 @@ async fn copy_inserts(
         .map(|c| ident(&c.name))
         .collect::<Vec<_>>()
         .join(", ");
-    let check = client
-        .simple_query(&format!(
-            "SAVEPOINT relaysync_copy;
-             INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {target} WHERE false;
-             SELECT row_security_active({})",
-            literal(&target)
-        ))
-        .await;
-    let copyable = match check {
-        Ok(messages) => !messages.iter().any(
-            |m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("t")),
-        ),
-        Err(e) => {
-            tracing::debug!(table = %part.table, error = %crate::error::db_message(&e), "no COPY into the table; staging");
-            false
+    let shape = format!("{target}({cols})");
+    let copyable = match stages.copyable.get(&shape) {
+        // Known for this session: a change since (a revoked privilege, say)
+        // refuses the COPY at its start, and the session starts over.
+        Some(false) => return Ok(None),
+        Some(true) => {
+            client.batch_execute("SAVEPOINT relaysync_copy").await?;
+            true
+        }
+        None => {
+            let copyable = copy_check(client, &target, &cols, part).await;
+            stages.copyable.insert(shape, copyable);
+            copyable
         }
     };
     let copied = if copyable {
@@ -264,4 +261,26 @@ async fn copy_inserts(
     };
     client.batch_execute(end).await?;
     Ok(copied)
+}
+
+/// Opens the savepoint and checks, in the same round trip, what would refuse
+/// a COPY of `cols` into `target` at its start.
+async fn copy_check(client: &Client, target: &str, cols: &str, part: &Part) -> bool {
+    let check = client
+        .simple_query(&format!(
+            "SAVEPOINT relaysync_copy;
+             INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {target} WHERE false;
+             SELECT row_security_active({})",
+            literal(target)
+        ))
+        .await;
+    match check {
+        Ok(messages) => !messages.iter().any(
+            |m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("t")),
+        ),
+        Err(e) => {
+            tracing::debug!(table = %part.table, error = %crate::error::db_message(&e), "no COPY into the table; staging");
+            false
+        }
+    }
 }

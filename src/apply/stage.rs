@@ -213,10 +213,9 @@ pub(super) async fn binary_fits(
 
 /// The staging tables of one connection.
 ///
-/// A site worker keeps one per table and column list for its whole session
-/// (`ON COMMIT DELETE ROWS`): creating and dropping a temporary table costs
-/// several times what applying a small part does. HO's merge makes a fresh
-/// one per part, dropped at commit.
+/// A site worker and HO's merge keep one per table and column list for the
+/// whole session (`ON COMMIT DELETE ROWS`): creating and dropping a
+/// temporary table costs several times what applying a small part does.
 #[derive(Debug, Default)]
 pub struct Stages {
     keep: bool,
@@ -226,13 +225,14 @@ pub struct Stages {
     created: Vec<String>,
     /// Kept tables loaded in the open transaction (emptied before reuse).
     loaded: HashSet<String>,
-    made: usize,
     /// The connection is out of step (see [`copy_rows`]): drop it.
     out_of_step: bool,
     /// The sequences behind the targets' columns.
     pub sequences: super::sequence::Sequences,
     /// Each target's column types (domains as their base type), by name.
     column_types: HashMap<String, HashMap<String, u32>>,
+    /// Whether new rows may be COPYed straight into a target (`target(columns)`).
+    pub copyable: HashMap<String, bool>,
 }
 
 impl Stages {
@@ -242,11 +242,6 @@ impl Stages {
             keep: true,
             ..Stages::default()
         }
-    }
-
-    /// A fresh table per part, dropped at commit.
-    pub fn per_part() -> Stages {
-        Stages::default()
     }
 
     /// Whether the connection these tables live on must be dropped unused:
@@ -277,6 +272,7 @@ impl Stages {
         self.loaded.clear();
         self.sequences.clear();
         self.column_types.clear();
+        self.copyable.clear();
         let names: Vec<String> = self.kept.drain().map(|(_, name)| name).collect();
         for name in &names {
             // The session may be gone; the tables are then gone with it.
@@ -319,8 +315,10 @@ pub async fn stage_part(
             name
         }
         _ => {
-            stages.made += 1;
-            let name = format!("relaysync_stage_{}", stages.made);
+            // Unique in the process: a session may outlive its Stages.
+            static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let name = format!("relaysync_stage_{n}");
             let on_commit = if stages.keep { "DELETE ROWS" } else { "DROP" };
             client
                 .batch_execute(&format!(
