@@ -101,13 +101,15 @@ impl Consumer {
         };
         self.applied = Some(applied);
         loop {
-            let groups = relay
+            let (groups, more) = relay
                 .next_groups(self.applier.direction(), self.applier.target(), applied)
                 .await?;
             if groups.is_empty() {
                 break;
             }
-            if !self.apply_groups(client, relay, &groups, &mut out).await? {
+            // Packets stored meanwhile are for the next round (their NOTIFY
+            // wakes a streaming worker for it).
+            if !self.apply_groups(client, relay, &groups, &mut out).await? || !more {
                 break;
             }
             applied = self.applied.unwrap_or(applied);

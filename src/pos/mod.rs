@@ -62,6 +62,9 @@ pub struct Session {
     consumer: Consumer,
     /// When [`Session::housekeeping`] last ran.
     housekept: Option<Instant>,
+    /// Whether a full sync a wipe left pending was asked for (a wipe made
+    /// while the session lasts ends it: see [`PosWorker`]).
+    resync_checked: bool,
 }
 
 /// How often a site session checks its expiry and purges its record.
@@ -93,6 +96,7 @@ impl Session {
             origin_set: false,
             consumer: Consumer::new(Applier::site(&pos.site)),
             housekept: None,
+            resync_checked: false,
         })
     }
 
@@ -105,7 +109,10 @@ impl Session {
     /// the upstream tables beside it.
     async fn sync_with(&mut self, cfg: &Config, upload: bool) -> Result<Summary> {
         let started = Instant::now();
-        wipe::request_resync(&self.client, &self.relay, &self.site).await?;
+        if !self.resync_checked {
+            wipe::request_resync(&self.client, &self.relay, &self.site).await?;
+            self.resync_checked = true;
+        }
         let uploaded = if cfg.upstream.is_empty() {
             None
         } else if upload {
@@ -316,7 +323,10 @@ impl<R: FnMut(&Summary)> Worker for PosWorker<R> {
             .is_none_or(|t| t.elapsed() >= WIPE_CHECK_EVERY)
         {
             // Before the relay is needed: a site cut off from it wipes too.
-            wipe_if_due(&self.cfg).await?;
+            if wipe_if_due(&self.cfg).await?.is_some() {
+                // A new session asks for the full sync the wipe calls for.
+                self.session = None;
+            }
             self.wipe_checked = Some(Instant::now());
         }
         self.listen().await?;

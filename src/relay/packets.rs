@@ -241,13 +241,14 @@ impl Relay {
     }
 
     /// The next groups of packets of `direction` for `target` after `after`,
-    /// each whole (a group is applied in one transaction), in order.
+    /// each whole (a group is applied in one transaction), in order; and
+    /// whether more may follow them (the listing reached its bound).
     pub async fn next_groups(
         &self,
         direction: Direction,
         target: &str,
         after: i64,
-    ) -> Result<Vec<Vec<PacketInfo>>> {
+    ) -> Result<(Vec<Vec<PacketInfo>>, bool)> {
         /// Packets listed per round trip.
         const FETCH: i64 = 500;
         let listed = self
@@ -277,7 +278,7 @@ impl Relay {
                 groups = vec![self.listed(direction, target, Which::Group(group)).await?];
             }
         }
-        Ok(groups)
+        Ok((groups, full))
     }
 
     /// Packets of `direction` for `target` up to `through` that `target` has
