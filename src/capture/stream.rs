@@ -85,7 +85,8 @@ struct Capture<'a> {
     last_flush: Instant,
     /// When an idle position was last recorded.
     last_idle_record: Instant,
-    last_requests_check: Instant,
+    /// When full-sync requests were last looked for (None: at once).
+    last_requests_check: Option<Instant>,
     last_progress: Instant,
 }
 
@@ -118,7 +119,7 @@ impl<'a> Capture<'a> {
             seen: Outcome::default(),
             last_flush: now,
             last_idle_record: now,
-            last_requests_check: now,
+            last_requests_check: None,
             last_progress: now,
         }
     }
@@ -289,13 +290,15 @@ impl<'a> Capture<'a> {
     fn requests_due(&self) -> bool {
         self.source.origin == Origin::Ho
             && self.position.may_serve_requests()
-            && self.last_requests_check.elapsed() >= REQUESTS_EVERY
+            && self
+                .last_requests_check
+                .is_none_or(|t| t.elapsed() >= REQUESTS_EVERY)
     }
 
     /// Serves full-sync requests, once everything captured is stored (see
     /// snapshot.rs for why).
     async fn serve_requests(&mut self) -> Result<()> {
-        self.last_requests_check = Instant::now();
+        self.last_requests_check = Some(Instant::now());
         if self.position.pending() {
             self.store(self.position.captured()).await?;
         }
