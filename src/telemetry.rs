@@ -47,6 +47,12 @@ pub fn part_applied(direction: Direction, table: &str, rows: u64) {
 
 /// A transaction of packets was committed by an applier, taking `took`.
 pub fn packets_applied(direction: Direction, packets: usize, took: Duration) {
+    tracing::debug!(
+        direction = direction.as_str(),
+        packets,
+        took_ms = took.as_secs_f64() * 1e3,
+        "packets applied"
+    );
     counter!("relaysync_packets_applied_total", "direction" => direction.as_str())
         .increment(packets as u64);
     histogram!("relaysync_apply_duration_seconds", "direction" => direction.as_str())

@@ -350,9 +350,9 @@ async fn relaysync_loads(
             rig.relay.url("relay_loads")
         });
     }
-    let tables = "[sync]\ninterval = \"0s\"\n\
-                  [[tables]]\nname = \"public.full_rs\"\nroute = \"all\"\n\
-                  [[upstream]]\nname = \"public.events_rs\"\nmerge = \"append\"\n";
+    let down =
+        "[sync]\ninterval = \"0s\"\n[[tables]]\nname = \"public.full_rs\"\nroute = \"all\"\n";
+    let tables = format!("{down}[[upstream]]\nname = \"public.events_rs\"\nmerge = \"append\"\n");
     let ho_path = rig.dir.join("loads_ho.toml");
     write(
         &ho_path,
@@ -364,17 +364,27 @@ async fn relaysync_loads(
         ),
     )?;
     relaysync::ho::setup(&Config::load(&ho_path)?).await?;
-    let mut site_paths = Vec::new();
-    for (i, code) in codes.iter().enumerate() {
-        let path = rig.dir.join(format!("loads_site_{i:02}.toml"));
+    // The full sync first with the down table alone, as native's: sites
+    // streaming their upstream tables from one shared cluster would each
+    // decode every site's load (one cluster per site decodes its own).
+    let dir = rig.dir.clone();
+    let site_urls: Vec<String> = (0..k)
+        .map(|i| rig.site.url(&format!("rsload_{i:02}")))
+        .collect();
+    let site_config = |i: usize, tables: &str| -> Result<std::path::PathBuf> {
+        let path = dir.join(format!("loads_site_{i:02}.toml"));
         write(
             &path,
             &format!(
-                "[relay]\nurl = \"{}\"\n[pos]\nsite = \"{code}\"\nurl = \"{}\"\n{tables}",
-                relay_urls[i],
-                rig.site.url(&format!("rsload_{i:02}")),
+                "[relay]\nurl = \"{}\"\n[pos]\nsite = \"{}\"\nurl = \"{}\"\n{tables}",
+                relay_urls[i], codes[i], site_urls[i],
             ),
         )?;
+        Ok(path)
+    };
+    let mut site_paths = Vec::new();
+    for i in 0..k {
+        let path = site_config(i, down)?;
         relaysync::pos::setup(&Config::load(&path)?).await?;
         site_paths.push(path);
     }
@@ -386,7 +396,7 @@ async fn relaysync_loads(
     out(&format!("relaysync: full_sync of {rows} rows to {k} sites"));
     let before = super::measure::rig_cpu(rig);
     let started = Instant::now();
-    let ho_worker = rig.spawn(&ho_path, "ho")?;
+    rig.spawn(&ho_path, "ho")?;
     for p in &site_paths {
         rig.spawn(p, "pos")?;
     }
@@ -404,6 +414,31 @@ async fn relaysync_loads(
         super::measure::cpu_since(rig, before)
     ));
 
+    // Then the sites upload: set up for their upstream table, streaming it.
+    rig.stop_workers();
+    for i in 0..k {
+        relaysync::pos::setup(&Config::load(&site_config(i, &tables)?)?).await?;
+    }
+    let ho_worker = rig.spawn(&ho_path, "ho")?;
+    for p in &site_paths {
+        rig.spawn(p, "pos")?;
+    }
+    let site_admin = sql(&rig.site.url("postgres")).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while one_i64(
+        &site_admin,
+        "SELECT count(*) FROM pg_replication_slots WHERE database LIKE 'rsload_%' AND active",
+    )
+    .await?
+        < k as i64
+    {
+        if Instant::now() > deadline {
+            return Err(Error::Setup(
+                "bench: the sites' upload streams did not start".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     out(&format!(
         "relaysync: up_events, {events} events from {k} sites"
     ));

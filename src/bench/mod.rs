@@ -30,6 +30,8 @@ pub struct Args {
     pub json: bool,
     /// The sites reach the relay as its owner (no row-level security).
     pub owner_sites: bool,
+    /// Only `full_sync` and `up_events`.
+    pub loads_only: bool,
 }
 
 /// One line of the result table.
@@ -70,16 +72,40 @@ pub async fn run(args: Args) -> Result<Vec<Measure>> {
         args.sites
     ));
     let mut rig = rig::build(args).await?;
+
+    let mut results = Vec::new();
+    if !args.loads_only {
+        results = main_workloads(&mut rig, args, &mut say).await?;
+    }
+    let events = (args.rows / 10).max(args.sites as u64) as i64;
+    let loads = loads::run(&mut rig, args.rows as i64, events, &mut say).await?;
+    results.extend(load_measures(&loads));
+    // The workers of every workload stopped: their memory high-water mark.
+    results.push(Measure {
+        name: "peak_rss_mb",
+        relaysync: rig.peak_rss_kb as f64 / 1024.0,
+        native: f64::NAN,
+        unit: "MB",
+    });
+    print(&results, args, json);
+    Ok(results)
+}
+
+/// The workloads of a running deployment, native first (relaysync stopped),
+/// then relaysync (the subscriptions disabled).
+async fn main_workloads(
+    rig: &mut rig::Rig,
+    args: Args,
+    say: &mut dyn FnMut(&str),
+) -> Result<Vec<Measure>> {
     let ho = sql(&rig.ho.url("ho")).await?;
-
-    // Native first, with relaysync stopped.
-    set_native(&rig, true).await?;
+    set_native(rig, true).await?;
     catch_up(&ho, System::Native.slots()).await?;
-    let native = run_system(&rig, System::Native, args, &mut say).await?;
-    set_native(&rig, false).await?;
+    let native = run_system(rig, System::Native, args, say).await?;
+    set_native(rig, false).await?;
 
-    // relaysync, with the subscriptions disabled; a slot made now reads the
-    // same changes as pgoutput sends them, for the relay_bytes comparison.
+    // A slot made now reads the same changes as pgoutput sends them, for
+    // the relay_bytes comparison.
     rig.start_workers()?;
     catch_up(&ho, System::Relaysync.slots()).await?;
     ho.execute(
@@ -88,25 +114,19 @@ pub async fn run(args: Args) -> Result<Vec<Measure>> {
     )
     .await
     .ctx(|| "creating the wire slot".into())?;
-    let ours = run_system(&rig, System::Relaysync, args, &mut say).await?;
+    let ours = run_system(rig, System::Relaysync, args, say).await?;
     rig.stop_workers();
     say("reading the pgoutput stream of the bulk insert");
     let wire = pgoutput_bytes(&ho, "bench_wire", &ours.after_bulk_insert).await?;
     let _ = ho
         .execute("SELECT pg_drop_replication_slot('bench_wire')", &[])
         .await;
-    let events = (args.rows / 10).max(args.sites as u64) as i64;
-    let loads = loads::run(&mut rig, args.rows as i64, events, &mut say).await?;
-
-    let mut results = measures(&ours, &native, wire, rig.peak_rss_kb);
-    results.extend(load_measures(&loads));
-    print(&results, args, json);
-    Ok(results)
+    Ok(measures(&ours, &native, wire))
 }
 
 /// The result table from both systems' runs, the pgoutput bytes per change
 /// and the workers' peak memory.
-fn measures(ours: &Results, native: &Results, wire: f64, peak_rss_kb: u64) -> Vec<Measure> {
+fn measures(ours: &Results, native: &Results, wire: f64) -> Vec<Measure> {
     vec![
         Measure {
             name: "bulk_insert",
@@ -149,12 +169,6 @@ fn measures(ours: &Results, native: &Results, wire: f64, peak_rss_kb: u64) -> Ve
             relaysync: percentile(&ours.latencies, 0.99),
             native: percentile(&native.latencies, 0.99),
             unit: "s",
-        },
-        Measure {
-            name: "peak_rss_mb",
-            relaysync: peak_rss_kb as f64 / 1024.0,
-            native: f64::NAN,
-            unit: "MB",
         },
     ]
 }

@@ -143,7 +143,10 @@ impl Rig {
             .arg("--config")
             .arg(config)
             .args([role, "run"])
-            .env("RELAYSYNC_LOG", "error")
+            .env(
+                "RELAYSYNC_LOG",
+                std::env::var("RELAYSYNC_BENCH_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -261,6 +261,7 @@ impl Run<'_> {
             "latency at {LATENCY_RATE} transactions/s for {LATENCY_SECONDS}s"
         ));
         let base = total + 1;
+        let cpu_before = rig_cpu(self.rig);
         let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let steady = LATENCY_RATE * LATENCY_SECONDS;
@@ -272,6 +273,8 @@ impl Run<'_> {
                 .ctx(|| "latency insert".into())?;
         }
         wait_sites(&self.sites, &self.count, total + steady as i64, LONG).await?;
+        let cpu = cpu_since(self.rig, cpu_before);
+        self.say(&format!("latency run done; {cpu}"));
         let mut latencies = Vec::new();
         for s in &self.sites {
             let rows = s

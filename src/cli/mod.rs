@@ -171,6 +171,10 @@ pub enum Command {
         /// the policies cost.
         #[arg(long)]
         owner_sites: bool,
+        /// Only the two loads of a deployment's first days: `full_sync` and
+        /// `up_events`.
+        #[arg(long)]
+        loads_only: bool,
         /// Instead: the fleet scenario, with N registered sites (default
         /// 2000) beside 2, two of them running, the relay holding 100k
         /// packets for a silent site: `site add`, idle `ho sync --once` and
@@ -267,6 +271,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             sites,
             json,
             owner_sites,
+            loads_only,
             fleet,
         } => {
             if let Some(n) = fleet {
@@ -279,6 +284,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 sites,
                 json,
                 owner_sites,
+                loads_only,
             };
             return crate::bench::run(args).await.map(|_| ExitCode::SUCCESS);
         }
