@@ -156,9 +156,10 @@ impl Position {
     }
 
     /// While streaming, whether what is captured is due to be stored at a
-    /// commit, the last store being `since_flush` ago.
-    pub(super) fn flush_due(&self, since_flush: Duration) -> bool {
-        self.streaming() && self.pending() && since_flush >= STREAM_FLUSH_EVERY
+    /// commit, the oldest transaction not yet stored having committed
+    /// `waited` ago.
+    pub(super) fn flush_due(&self, waited: Duration) -> bool {
+        self.streaming() && self.pending() && waited >= STREAM_FLUSH_EVERY
     }
 
     /// At a keepalive with the server's WAL at `wal_end`: when idle with

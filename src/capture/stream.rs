@@ -21,6 +21,10 @@ use crate::protocol::{Lsn, Origin, PacketKind};
 use crate::relay::Relay;
 use crate::route::Route;
 
+/// A streaming capture stores what it holds once the server has sent
+/// nothing for this long.
+const IDLE_FLUSH: Duration = Duration::from_millis(2);
+
 /// How often a long transaction's progress is logged, at most.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -81,8 +85,8 @@ struct Capture<'a> {
     position: Position,
     /// Transactions and changes seen (the writer counts what it stored).
     seen: Outcome,
-    /// When captured transactions were last stored.
-    last_flush: Instant,
+    /// When the oldest captured transaction not yet stored committed.
+    pending_since: Option<Instant>,
     /// When an idle position was last recorded.
     last_idle_record: Instant,
     /// When full-sync requests were last looked for (None: at once).
@@ -117,7 +121,7 @@ impl<'a> Capture<'a> {
             writer,
             position,
             seen: Outcome::default(),
-            last_flush: now,
+            pending_since: None,
             last_idle_record: now,
             last_requests_check: None,
             last_progress: now,
@@ -135,6 +139,12 @@ impl<'a> Capture<'a> {
         // message per row.
         let mut tick = tokio::time::interval(linger);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The server sends committed transactions in bursts: what a burst
+        // carried is stored as soon as it ends (no event for IDLE_FLUSH),
+        // rather than at the next tick. Reset at each commit, not per row.
+        let idle = tokio::time::sleep(linger);
+        tokio::pin!(idle);
+        let mut idle_armed = false;
         loop {
             if self.requests_due() {
                 self.serve_requests().await?;
@@ -146,12 +156,19 @@ impl<'a> Capture<'a> {
                 _ = crate::shutdown::requested(shutdown), if !in_txn => Wake::Shutdown,
                 event = self.stream.recv() => Wake::Event(event),
                 _ = tick.tick(), if streaming => Wake::Tick,
+                _ = &mut idle, if idle_armed => Wake::Tick,
             };
+            let committed = matches!(wake, Wake::Event(Ok(Event::Commit { .. })));
             let flow = match wake {
                 Wake::Shutdown => ControlFlow::Break(()),
                 Wake::Event(event) => self.on_event(event?).await?,
                 Wake::Tick => self.on_tick().await?,
             };
+            idle_armed = streaming && !self.position.in_txn() && self.position.pending();
+            if idle_armed && committed {
+                idle.as_mut()
+                    .reset(tokio::time::Instant::now() + IDLE_FLUSH);
+            }
             if flow.is_break() {
                 break;
             }
@@ -242,6 +259,7 @@ impl<'a> Capture<'a> {
             Committed::Skipped => self.seen.skipped_transactions += 1,
             Committed::Captured => {
                 self.seen.transactions += 1;
+                self.pending_since.get_or_insert_with(Instant::now);
                 // A group in progress (a large transaction) is stored at its commit.
                 if self.writer.is_open() {
                     self.store(self.position.captured()).await?;
@@ -252,7 +270,8 @@ impl<'a> Capture<'a> {
             return Ok(ControlFlow::Break(()));
         }
         // While streaming, a busy stream is stored at least this often.
-        if self.position.flush_due(self.last_flush.elapsed()) {
+        let waited = self.pending_since.map_or(Duration::ZERO, |t| t.elapsed());
+        if self.position.flush_due(waited) {
             self.store(self.position.captured()).await?;
         }
         Ok(ControlFlow::Continue(()))
@@ -318,7 +337,7 @@ impl<'a> Capture<'a> {
         }
         self.writer.commit_at(&self.source.slot, through).await?;
         if captured {
-            self.last_flush = Instant::now();
+            self.pending_since = None;
             crate::telemetry::capture_flushed(started.elapsed());
             crate::failpoint::hit("capture_after_relay_commit");
         }
