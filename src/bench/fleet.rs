@@ -174,7 +174,7 @@ async fn start(sites: usize) -> Result<Fleet> {
     } else {
         "fleet"
     };
-    let (ho, relay, site, dir) = start_clusters(name, Vec::new(), Vec::new()).await?;
+    let (ho, relay, site, dir) = start_clusters(name, Vec::new(), Vec::new(), Vec::new()).await?;
     ho.create_database("ho").await.map_err(cluster_error)?;
     relay
         .create_database("relay")

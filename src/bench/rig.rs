@@ -179,14 +179,16 @@ pub(super) async fn sql(url: &str) -> Result<Client> {
 pub(super) async fn start_clusters(
     name: &'static str,
     ho_settings: Vec<String>,
+    relay_settings: Vec<String>,
     site_settings: Vec<String>,
 ) -> Result<(Cluster, Cluster, Cluster, PathBuf)> {
     let (ho, relay, site) = tokio::task::spawn_blocking(move || -> relaysync_cluster::Result<_> {
         let settings: Vec<&str> = site_settings.iter().map(String::as_str).collect();
         let ho_settings: Vec<&str> = ho_settings.iter().map(String::as_str).collect();
+        let relay_settings: Vec<&str> = relay_settings.iter().map(String::as_str).collect();
         Ok((
             Cluster::start(&format!("{name}-ho"), &ho_settings)?,
-            Cluster::start(&format!("{name}-relay"), &[])?,
+            Cluster::start(&format!("{name}-relay"), &relay_settings)?,
             Cluster::start(&format!("{name}-sites"), &settings)?,
         ))
     })
@@ -218,9 +220,15 @@ pub(super) async fn build(args: Args) -> Result<Rig> {
             format!("max_worker_processes = {}", n + 16),
         ]
     };
-    let ho_settings = [wal.as_slice(), &workers(k)].concat();
-    let site_settings = [wal.as_slice(), &workers(2 * k)].concat();
-    let (ho, relay, site, dir) = start_clusters("bench", ho_settings, site_settings).await?;
+    // Commits as a production server makes them (the throwaway clusters
+    // commit asynchronously): with asynchronous commits at HO, both systems
+    // would see its changes only at the WAL writer's 200 ms rounds.
+    // Native's apply workers choose their own (off), as they do anywhere.
+    let durable = ["synchronous_commit = on".to_string()];
+    let ho_settings = [wal.as_slice(), &workers(k), &durable].concat();
+    let site_settings = [wal.as_slice(), &workers(2 * k), &durable].concat();
+    let (ho, relay, site, dir) =
+        start_clusters("bench", ho_settings, durable.to_vec(), site_settings).await?;
     let codes: Vec<String> = (0..k).map(|i| format!("site-{i:02}")).collect();
     let site_roles = if args.owner_sites {
         None
