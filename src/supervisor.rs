@@ -28,6 +28,11 @@ pub trait Worker {
 
     /// Waits until the next cycle is due (a timer, or a wake-up).
     fn wait(&mut self) -> impl Future<Output = ()>;
+
+    /// Shutdown was asked for between cycles: finish what is held back.
+    fn stopping(&mut self) -> impl Future<Output = ()> {
+        async {}
+    }
 }
 
 /// Pauses between failed cycles: doubling from `floor` to `ceiling`.
@@ -114,7 +119,10 @@ pub async fn supervise_with<W: Worker>(
             },
         };
         tokio::select! {
-            _ = crate::shutdown::requested(&mut shutdown) => return Ok(()),
+            _ = crate::shutdown::requested(&mut shutdown) => {
+                worker.stopping().instrument(span.clone()).await;
+                return Ok(());
+            }
             _ = async {
                 match pause {
                     Some(p) => tokio::time::sleep(p).await,

@@ -65,6 +65,14 @@ pub struct Consumer {
     stages: Stages,
     /// The last packet applied: read from the applier's database on first use.
     applied: Option<i64>,
+    /// How long acks of applied packets may wait to go to the relay
+    /// together (zero: each round sends its own).
+    ack_every: Duration,
+    /// Acks not sent yet (recorded in the applier's database: a crash
+    /// leaves them to be sent when the next session starts).
+    unsent: Vec<Ack>,
+    /// When the oldest unsent ack was made.
+    unsent_since: Option<Instant>,
 }
 
 /// A packet that failed, and why.
@@ -76,7 +84,35 @@ impl Consumer {
             stages: applier.stages(),
             applier,
             applied: None,
+            ack_every: Duration::ZERO,
+            unsent: Vec::new(),
+            unsent_since: None,
         }
+    }
+
+    /// Lets acks wait up to `every` to go to the relay together: a
+    /// streaming worker applying many small packets then writes the relay
+    /// (where every site's acks of a packet settle it) once per `every`
+    /// instead of once per packet.
+    pub fn ack_every(mut self, every: Duration) -> Consumer {
+        self.ack_every = every;
+        self
+    }
+
+    /// When the unsent acks are due, if any.
+    pub fn acks_due_at(&self) -> Option<Instant> {
+        self.unsent_since.map(|t| t + self.ack_every)
+    }
+
+    /// Sends the unsent acks to the relay, then records them as sent.
+    pub async fn send_acks(&mut self, client: &Client, relay: &Relay) -> Result<()> {
+        if self.unsent.is_empty() {
+            return Ok(());
+        }
+        relay.ack(self.applier.target(), &self.unsent).await?;
+        let sent = std::mem::take(&mut self.unsent);
+        self.unsent_since = None;
+        self.applier.acked(client, &sent, false).await
     }
 
     pub fn applier(&self) -> &Applier {
@@ -113,6 +149,9 @@ impl Consumer {
                 break;
             }
             applied = self.applied.unwrap_or(applied);
+        }
+        if self.acks_due_at().is_some_and(|t| t <= Instant::now()) {
+            self.send_acks(client, relay).await?;
         }
         if out.packets == 0 && out.failed.is_none() {
             self.applier.idle(client).await?;
@@ -156,8 +195,11 @@ impl Consumer {
                     out.rows += acks.iter().map(|a| a.rows as u64).sum::<u64>();
                     out.merged += merged;
                     out.rejected += rejected;
-                    relay.ack(self.applier.target(), &acks).await?;
-                    self.applier.acked(client, &acks, false).await?;
+                    self.unsent.extend(acks);
+                    self.unsent_since.get_or_insert_with(Instant::now);
+                    if self.acks_due_at().is_some_and(|t| t <= Instant::now()) {
+                        self.send_acks(client, relay).await?;
+                    }
                     i += n;
                 }
                 Err((packet, error)) => {
@@ -195,6 +237,7 @@ impl Consumer {
         error: &str,
     ) -> Result<()> {
         crate::telemetry::packet_failed(packet, error);
+        self.send_acks(client, relay).await?;
         self.applier
             .record_failure(client, group, packet, error)
             .await?;

@@ -156,6 +156,24 @@ impl Session {
         Ok(())
     }
 
+    /// Lets acks wait up to `every` to go to the relay together (a
+    /// streaming worker: see [`Consumer::ack_every`]).
+    fn batch_acks(&mut self, every: Duration) {
+        let consumer =
+            std::mem::replace(&mut self.consumer, Consumer::new(Applier::site(&self.site)));
+        self.consumer = consumer.ack_every(every);
+    }
+
+    /// Sends the acks this session holds back.
+    async fn send_acks(&mut self) -> Result<()> {
+        self.consumer.send_acks(&self.client, &self.relay).await
+    }
+
+    /// When the acks this session holds back are due, if any.
+    fn acks_due_at(&self) -> Option<Instant> {
+        self.consumer.acks_due_at()
+    }
+
     /// The failed packet of `summary` as an error naming the retry.
     pub fn failure(&self, summary: &Summary) -> Option<Error> {
         summary.applied.failure(self.consumer.applier())
@@ -273,6 +291,9 @@ pub struct PosWorker<R> {
     report: R,
 }
 
+/// How long a streaming site worker holds acks back to send them together.
+const STREAM_ACK_EVERY: Duration = Duration::from_secs(1);
+
 /// How often a running site worker checks `[pos] wipe_after`.
 const WIPE_CHECK_EVERY: Duration = Duration::from_secs(60);
 
@@ -331,9 +352,16 @@ impl<R: FnMut(&Summary)> Worker for PosWorker<R> {
         }
         self.listen().await?;
         let upload = !self.streams_upstream();
+        let streaming = self.interval.is_zero();
         let session = match self.session.as_mut() {
             Some(s) => s,
-            None => self.session.insert(Session::open(&self.cfg).await?),
+            None => {
+                let mut session = Session::open(&self.cfg).await?;
+                if streaming {
+                    session.batch_acks(STREAM_ACK_EVERY);
+                }
+                self.session.insert(session)
+            }
         };
         match session.sync_with(&self.cfg, upload).await {
             Ok(s) => {
@@ -350,12 +378,25 @@ impl<R: FnMut(&Summary)> Worker for PosWorker<R> {
         }
     }
 
+    async fn stopping(&mut self) {
+        if let Some(session) = self.session.as_mut() {
+            // Otherwise the next session sends them.
+            if let Err(e) = session.send_acks().await {
+                tracing::warn!(error = %crate::error::chain(&e), "acks left for the next run");
+            }
+        }
+    }
+
     async fn wait(&mut self) {
-        let pause = if self.interval.is_zero() {
+        let mut pause = if self.interval.is_zero() {
             Duration::from_secs(5)
         } else {
             self.interval
         };
+        // Held-back acks go out when due, with or without new packets.
+        if let Some(due) = self.session.as_ref().and_then(Session::acks_due_at) {
+            pause = pause.min(due.saturating_duration_since(Instant::now()));
+        }
         match self.wake.as_mut() {
             Some(w) => {
                 tokio::select! {
