@@ -36,6 +36,10 @@ pub const UP_PACKETS_CHANNEL: &str = "relaysync_up_packets";
 /// A connection to the relay database.
 pub struct Relay {
     client: Client,
+    /// The statements a worker runs at every sync, prepared once per
+    /// connection (planning them, row-level security included, costs the
+    /// relay more than running them).
+    prepared: std::sync::Mutex<std::collections::HashMap<String, tokio_postgres::Statement>>,
 }
 
 impl Relay {
@@ -47,7 +51,39 @@ impl Relay {
                 "the relay database has no relay schema; run `relaysync setup relay` first".into(),
             ));
         }
-        Ok(Relay { client })
+        // The prepared statements (below) are planned once: left to choose,
+        // the planner plans the parts' fetch afresh at every run.
+        client
+            .batch_execute("SET plan_cache_mode = force_generic_plan")
+            .await
+            .ctx(|| "relay: SET plan_cache_mode".into())?;
+        Ok(Relay {
+            client,
+            prepared: Default::default(),
+        })
+    }
+
+    /// `sql` with parameters of `types`, prepared on first use.
+    async fn prepared(
+        &self,
+        sql: &str,
+        types: &[tokio_postgres::types::Type],
+    ) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        let cached = self
+            .prepared
+            .lock()
+            .expect("not poisoned")
+            .get(sql)
+            .cloned();
+        if let Some(statement) = cached {
+            return Ok(statement);
+        }
+        let statement = self.client.prepare_typed(sql, types).await?;
+        self.prepared
+            .lock()
+            .expect("not poisoned")
+            .insert(sql.to_string(), statement.clone());
+        Ok(statement)
     }
 
     /// Opens a transaction: packets written until [`Relay::commit`] become

@@ -220,23 +220,23 @@ impl Relay {
             Which::After { after, limit } => ("p.id > $3", after, limit),
             Which::Group(group) => ("p.group_id = $3", group, i64::MAX),
         };
-        let rows = self
-            .client
-            .query_typed(
+        let ctx = || "reading relay.packets".to_string();
+        let statement = self
+            .prepared(
                 &format!(
                     "SELECT {PACKET_COLUMNS} FROM relay.packets p
                      WHERE p.direction = $1 AND {FOR_TARGET} AND {condition}
                      ORDER BY p.id LIMIT $4"
                 ),
-                &[
-                    (&direction, Type::TEXT),
-                    (&target, Type::TEXT),
-                    (&value, Type::INT8),
-                    (&limit, Type::INT8),
-                ],
+                &[Type::TEXT, Type::TEXT, Type::INT8, Type::INT8],
             )
             .await
-            .ctx(|| "reading relay.packets".into())?;
+            .ctx(ctx)?;
+        let rows = self
+            .client
+            .query(&statement, &[&direction, &target, &value, &limit])
+            .await
+            .ctx(ctx)?;
         PacketInfo::from_rows(&rows)
     }
 
@@ -314,15 +314,20 @@ impl Relay {
     /// every site), in packet order: one round trip for a run of small
     /// packets.
     pub async fn parts_of(&self, packet_ids: &[i64], target: &str) -> Result<Vec<StoredPart>> {
-        let rows = self
-            .client
-            .query_typed(
+        let ctx = || format!("reading the parts of packets {packet_ids:?}");
+        let statement = self
+            .prepared(
                 "SELECT packet_id, table_name, target, row_count, arrow_ipc, checksum FROM relay.packet_parts
                  WHERE packet_id = ANY($1) AND target IN ($2, '*') ORDER BY packet_id, seq",
-                &[(&packet_ids, Type::INT8_ARRAY), (&target, Type::TEXT)],
+                &[Type::INT8_ARRAY, Type::TEXT],
             )
             .await
-            .ctx(|| format!("reading the parts of packets {packet_ids:?}"))?;
+            .ctx(ctx)?;
+        let rows = self
+            .client
+            .query(&statement, &[&packet_ids, &target])
+            .await
+            .ctx(ctx)?;
         rows.into_iter().map(StoredPart::from_row).collect()
     }
 
