@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 
 use super::batch::{Batcher, Bounds};
 use super::pgoutput::{self, Message, Relation};
-use super::position::{Committed, OriginMark, Position, REQUESTS_EVERY};
+use super::position::{Committed, OriginMark, Position, REQUESTS_EVERY, STREAM_FLUSH_EVERY};
 use super::slot::{self, Event, SlotStream};
 use super::writer::Writer;
 use super::{shape, snapshot, Mode, Outcome, Source};
@@ -87,6 +87,8 @@ struct Capture<'a> {
     seen: Outcome,
     /// When the oldest captured transaction not yet stored committed.
     pending_since: Option<Instant>,
+    /// When captured transactions were last stored.
+    last_store: Option<Instant>,
     /// When an idle position was last recorded.
     last_idle_record: Instant,
     /// When full-sync requests were last looked for (None: at once).
@@ -122,6 +124,7 @@ impl<'a> Capture<'a> {
             position,
             seen: Outcome::default(),
             pending_since: None,
+            last_store: None,
             last_idle_record: now,
             last_requests_check: None,
             last_progress: now,
@@ -166,8 +169,7 @@ impl<'a> Capture<'a> {
             };
             idle_armed = streaming && !self.position.in_txn() && self.position.pending();
             if idle_armed && committed {
-                idle.as_mut()
-                    .reset(tokio::time::Instant::now() + IDLE_FLUSH);
+                idle.as_mut().reset(self.idle_deadline().into());
             }
             if flow.is_break() {
                 break;
@@ -177,6 +179,19 @@ impl<'a> Capture<'a> {
             self.store(self.position.captured()).await?;
         }
         Ok(())
+    }
+
+    /// When what is held is stored if nothing more comes: IDLE_FLUSH after
+    /// the last message, and no sooner than STREAM_FLUSH_EVERY after the
+    /// last store, so that a steady stream makes a packet per
+    /// STREAM_FLUSH_EVERY (each is fetched by every site), not one per
+    /// pause between commits.
+    fn idle_deadline(&self) -> Instant {
+        let idle = Instant::now() + IDLE_FLUSH;
+        match self.last_store {
+            Some(t) => idle.max(t + STREAM_FLUSH_EVERY),
+            None => idle,
+        }
     }
 
     async fn on_event(&mut self, event: Event) -> Result<ControlFlow<()>> {
@@ -338,6 +353,7 @@ impl<'a> Capture<'a> {
         self.writer.commit_at(&self.source.slot, through).await?;
         if captured {
             self.pending_since = None;
+            self.last_store = Some(Instant::now());
             crate::telemetry::capture_flushed(started.elapsed());
             crate::failpoint::hit("capture_after_relay_commit");
         }
