@@ -4,12 +4,13 @@
 //! part lands in a column of exactly the type its Arrow form stands for
 //! ([`Part::copies_in_binary`]); any other part goes in text form.
 
-use arrow::array::{Array, AsArray, ListArray, StringArray};
+use arrow::array::{Array, AsArray, StringArray};
 use arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type,
     Int64Type, TimestampMicrosecondType,
 };
 
+use super::copy_out::BatchColumns;
 use super::value::oid;
 use super::Part;
 
@@ -189,27 +190,18 @@ impl Part {
     /// the operation, the unchanged columns as a `text[]` and the origin.
     /// Truncate rows are skipped.
     pub fn write_copy_binary(&self, index: usize, meta: bool, out: &mut Vec<u8>) {
-        let Some(batch) = self.batches.get(index) else {
+        let Some(BatchColumns {
+            rows,
+            data,
+            ops,
+            unchanged,
+            origin,
+        }) = self.batch_columns(index)
+        else {
             return;
         };
-        let layout = &self.layout;
-        let data: Vec<&dyn Array> = layout
-            .data
-            .iter()
-            .map(|&i| batch.column(i).as_ref())
-            .collect();
-        let ops = batch
-            .column(layout.op)
-            .as_string_opt::<i32>()
-            .expect("checked in read_part");
-        let unchanged = layout
-            .unchanged
-            .and_then(|i| batch.column(i).as_any().downcast_ref::<ListArray>());
-        let origin = layout
-            .origin
-            .and_then(|i| batch.column(i).as_string_opt::<i32>());
         let fields = (data.len() + if meta { 3 } else { 0 }) as i16;
-        for row in 0..batch.num_rows() {
+        for row in 0..rows {
             let op = ops.value(row);
             if op == "T" {
                 continue;

@@ -90,6 +90,16 @@ fn write_name_array(names: &StringArray, out: &mut Vec<u8>) {
     copy_escape(&lit, out);
 }
 
+/// One batch's columns by role: the data columns in order, and the
+/// bookkeeping columns.
+pub(super) struct BatchColumns<'a> {
+    pub rows: usize,
+    pub data: Vec<&'a dyn Array>,
+    pub ops: &'a StringArray,
+    pub unchanged: Option<&'a ListArray>,
+    pub origin: Option<&'a StringArray>,
+}
+
 impl Part {
     /// Writes the rows of batch `index` as COPY text lines: the data columns,
     /// then `_op`, `_unchanged` as a `text[]`, and `_origin`. Truncate rows
@@ -105,28 +115,43 @@ impl Part {
         self.write_copy(index, out, false)
     }
 
+    /// The columns of batch `index` by role, for writing its rows.
+    pub(super) fn batch_columns(&self, index: usize) -> Option<BatchColumns<'_>> {
+        let batch = self.batches.get(index)?;
+        let layout = &self.layout;
+        Some(BatchColumns {
+            rows: batch.num_rows(),
+            data: layout
+                .data
+                .iter()
+                .map(|&i| batch.column(i).as_ref())
+                .collect(),
+            ops: batch
+                .column(layout.op)
+                .as_string_opt::<i32>()
+                .expect("checked in read_part"),
+            unchanged: layout
+                .unchanged
+                .and_then(|i| batch.column(i).as_any().downcast_ref::<ListArray>()),
+            origin: layout
+                .origin
+                .and_then(|i| batch.column(i).as_string_opt::<i32>()),
+        })
+    }
+
     fn write_copy(&self, index: usize, out: &mut Vec<u8>, meta: bool) {
-        let Some(batch) = self.batches.get(index) else {
+        let Some(BatchColumns {
+            rows,
+            data,
+            ops,
+            unchanged,
+            origin,
+        }) = self.batch_columns(index)
+        else {
             return;
         };
-        let layout = &self.layout;
-        let data: Vec<&dyn Array> = layout
-            .data
-            .iter()
-            .map(|&i| batch.column(i).as_ref())
-            .collect();
-        let ops = batch
-            .column(layout.op)
-            .as_string_opt::<i32>()
-            .expect("checked in read_part");
-        let unchanged = layout
-            .unchanged
-            .and_then(|i| batch.column(i).as_any().downcast_ref::<ListArray>());
-        let origin = layout
-            .origin
-            .and_then(|i| batch.column(i).as_string_opt::<i32>());
         let mut scratch = Vec::new();
-        for row in 0..batch.num_rows() {
+        for row in 0..rows {
             let op = ops.value(row);
             if op == "T" {
                 continue;
