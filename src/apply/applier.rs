@@ -77,12 +77,6 @@ impl Applier {
         }
     }
 
-    /// Staging tables suited to this side: a site keeps them for its
-    /// session; HO's merge makes one per part.
-    pub(super) fn stages(&self) -> Stages {
-        Stages::kept()
-    }
-
     /// Whether several groups may share one transaction (a site that is
     /// behind); HO merges one group per transaction.
     pub(super) fn batches(&self) -> bool {

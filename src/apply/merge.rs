@@ -89,10 +89,6 @@ impl HoMerger {
                 let st = stage_part(client, part, stages, !append).await?;
                 let (merged, rejected) =
                     merge_part(client, &st, &part.table, p.origin.as_str(), p.id, policy).await?;
-                let done = st.done();
-                if !done.is_empty() {
-                    client.batch_execute(&done).await?;
-                }
                 (st.rows, merged, rejected)
             }
         };

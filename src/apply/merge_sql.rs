@@ -201,7 +201,6 @@ mod tests {
             cols: cols.iter().map(|c| format!("\"{c}\"")).collect(),
             key: key.iter().map(|c| format!("\"{c}\"")).collect(),
             rows: 1,
-            kept: false,
             meta: super::super::stage::MetaCols::for_columns(&[]),
         }
     }

@@ -92,7 +92,6 @@ async fn apply_staged(
             sql.push_str(&merged_events(&st, site, &part.table));
         }
     }
-    sql.push_str(&st.done());
     if !sql.is_empty() {
         client.batch_execute(&sql).await?;
     }

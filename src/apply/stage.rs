@@ -56,22 +56,10 @@ pub struct Stage {
     /// The key columns, quoted.
     pub key: Vec<String>,
     pub rows: u64,
-    /// Kept for the session: emptied, not dropped.
-    pub kept: bool,
     pub meta: MetaCols,
 }
 
 impl Stage {
-    /// SQL that disposes of the table after use: a kept one is emptied at
-    /// commit (or before its next load), any other is dropped.
-    pub fn done(&self) -> String {
-        if self.kept {
-            String::new()
-        } else {
-            format!("DROP TABLE {};", self.name)
-        }
-    }
-
     /// The columns as `alias.c, …`.
     pub fn cols_of(&self, alias: &str) -> String {
         self.cols
@@ -218,7 +206,6 @@ pub(super) async fn binary_fits(
 /// temporary table costs several times what applying a small part does.
 #[derive(Debug, Default)]
 pub struct Stages {
-    keep: bool,
     /// `target(columns)` → the kept table.
     kept: HashMap<String, String>,
     /// Kept tables created by the open transaction (a rollback drops them).
@@ -236,14 +223,6 @@ pub struct Stages {
 }
 
 impl Stages {
-    /// Tables kept for the session.
-    pub fn kept() -> Stages {
-        Stages {
-            keep: true,
-            ..Stages::default()
-        }
-    }
-
     /// Whether the connection these tables live on must be dropped unused:
     /// a failure then says nothing about the data.
     pub fn out_of_step(&self) -> bool {
@@ -307,7 +286,7 @@ pub async fn stage_part(
         seq,
     } = &meta;
     let name = match stages.kept.get(&shape) {
-        Some(name) if stages.keep => {
+        Some(name) => {
             let name = name.clone();
             if !stages.loaded.insert(name.clone()) {
                 client.batch_execute(&format!("TRUNCATE {name}")).await?;
@@ -319,20 +298,17 @@ pub async fn stage_part(
             static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             let name = format!("relaysync_stage_{n}");
-            let on_commit = if stages.keep { "DELETE ROWS" } else { "DROP" };
             client
                 .batch_execute(&format!(
-                    "CREATE TEMP TABLE {name} ON COMMIT {on_commit} AS SELECT {col_list} FROM {target} WITH NO DATA;
+                    "CREATE TEMP TABLE {name} ON COMMIT DELETE ROWS AS SELECT {col_list} FROM {target} WITH NO DATA;
                      ALTER TABLE {name} ADD COLUMN {op} text, ADD COLUMN {unchanged} text[],
                        ADD COLUMN {origin} text,
                        ADD COLUMN {seq} bigint GENERATED ALWAYS AS IDENTITY;"
                 ))
                 .await?;
-            if stages.keep {
-                stages.kept.insert(shape.clone(), name.clone());
-                stages.created.push(shape);
-                stages.loaded.insert(name.clone());
-            }
+            stages.kept.insert(shape.clone(), name.clone());
+            stages.created.push(shape);
+            stages.loaded.insert(name.clone());
             name
         }
     };
@@ -361,7 +337,6 @@ pub async fn stage_part(
         cols,
         key: part.key.iter().map(|k| ident(k)).collect(),
         rows,
-        kept: stages.keep,
         meta,
     })
 }
