@@ -81,7 +81,7 @@ type Failure = (i64, String);
 impl Consumer {
     pub fn new(applier: Applier) -> Consumer {
         Consumer {
-            stages: applier.stages(),
+            stages: Stages::default(),
             applier,
             applied: None,
             ack_every: Duration::ZERO,
@@ -94,9 +94,8 @@ impl Consumer {
     /// streaming worker applying many small packets then writes the relay
     /// (where every site's acks of a packet settle it) once per `every`
     /// instead of once per packet.
-    pub fn ack_every(mut self, every: Duration) -> Consumer {
+    pub fn set_ack_every(&mut self, every: Duration) {
         self.ack_every = every;
-        self
     }
 
     /// When the unsent acks are due, if any.

@@ -60,6 +60,16 @@ pub struct Bounds {
     pub max_bytes: usize,
 }
 
+impl From<&crate::config::PacketConfig> for Bounds {
+    /// The bounds `[packet]` sets.
+    fn from(packet: &crate::config::PacketConfig) -> Bounds {
+        Bounds {
+            max_rows: packet.max_rows,
+            max_bytes: packet.max_bytes,
+        }
+    }
+}
+
 /// Collects changes into packets.
 #[derive(Debug)]
 pub struct Batcher {

@@ -65,6 +65,9 @@ pub enum Mode {
     Stream { linger: Duration },
 }
 
+/// The `linger` of the streaming workers (HO's and a site's upload).
+pub const STREAM_LINGER: Duration = Duration::from_millis(20);
+
 /// What one capture run did.
 #[derive(Debug, Clone)]
 pub struct Outcome {

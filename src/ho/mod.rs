@@ -18,7 +18,7 @@ use crate::apply::{Applier, Consumed, Consumer};
 use crate::capture::{self, batch::Bounds, snapshot::Served, Mode, Outcome, Source};
 use crate::config::Config;
 use crate::error::{DbContext, Error, Result};
-use crate::postgres::{connect, Listener};
+use crate::postgres::{connect, Wake};
 use crate::protocol::{Lsn, Origin, PacketStatus};
 use crate::relay::migrate::{self, Target};
 use crate::relay::Relay;
@@ -97,13 +97,6 @@ fn source(cfg: &Config) -> Result<Source> {
     })
 }
 
-fn bounds(cfg: &Config) -> Bounds {
-    Bounds {
-        max_rows: cfg.packet.max_rows,
-        max_bytes: cfg.packet.max_bytes,
-    }
-}
-
 /// Merges, captures every change committed before the start, serves full
 /// syncs, then records acks. An up packet that cannot be merged is in
 /// `merged.failed` (see [`failure`]).
@@ -127,7 +120,8 @@ async fn sync_on(cfg: &Config, sql: &Client, relay: &Relay) -> Result<Summary> {
         Some(locked) => Some(locked.send(relay).await?),
         None => None,
     };
-    let served = capture::snapshot::serve(sql, relay, &cfg.routes(), bounds(cfg)).await?;
+    let served =
+        capture::snapshot::serve(sql, relay, &cfg.routes(), Bounds::from(&cfg.packet)).await?;
     crate::verify::ho::log_drift(sql, relay).await?;
     let sent = record_sent(sql, relay).await?;
     let retained = retain(cfg, sql, relay).await?;
@@ -158,7 +152,7 @@ async fn capture_through(
             relay,
             &source(cfg)?,
             &cfg.routes(),
-            bounds(cfg),
+            Bounds::from(&cfg.packet),
             Mode::Once,
             crate::shutdown::never(),
         )
@@ -344,9 +338,9 @@ async fn stream(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<()> {
         &relay,
         &source,
         &routes,
-        bounds(cfg),
+        Bounds::from(&cfg.packet),
         Mode::Stream {
-            linger: Duration::from_millis(20),
+            linger: capture::STREAM_LINGER,
         },
         shutdown,
     );
@@ -373,7 +367,7 @@ async fn stream(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<()> {
 struct UpMerger {
     cfg: Config,
     open: Option<(Client, Relay, Consumer)>,
-    wake: Option<Listener>,
+    wake: Wake,
 }
 
 /// How long a streaming HO worker waits for a site's NOTIFY before it
@@ -385,7 +379,7 @@ impl UpMerger {
         UpMerger {
             cfg: cfg.clone(),
             open: None,
-            wake: None,
+            wake: Wake::new(crate::relay::UP_PACKETS_CHANNEL),
         }
     }
 }
@@ -396,16 +390,7 @@ impl Worker for UpMerger {
     }
 
     async fn cycle(&mut self, _shutdown: watch::Receiver<bool>) -> Result<()> {
-        if self.wake.as_ref().is_none_or(|w| w.is_closed()) {
-            let url = &self.cfg.relay()?.url;
-            self.wake = match crate::postgres::listen(url, crate::relay::UP_PACKETS_CHANNEL).await {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    tracing::warn!(error = %crate::error::chain(&e), "cannot LISTEN for uploads; polling");
-                    None
-                }
-            };
-        }
+        self.wake.listen(&self.cfg.relay()?.url).await;
         let (sql, relay, consumer) = match self.open.as_mut() {
             Some(o) => o,
             None => {
@@ -435,16 +420,7 @@ impl Worker for UpMerger {
     }
 
     async fn wait(&mut self) {
-        match self.wake.as_mut() {
-            Some(w) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(MERGE_POLL) => {}
-                    _ = w.recv() => {}
-                }
-                while w.try_recv().is_ok() {}
-            }
-            None => tokio::time::sleep(MERGE_POLL).await,
-        }
+        self.wake.wait(MERGE_POLL).await
     }
 }
 

@@ -20,7 +20,7 @@ use crate::apply::{Applier, Consumed, Consumer};
 use crate::capture::{self, batch::Bounds, Mode, Source};
 use crate::config::Config;
 use crate::error::{DbContext, Error, Result};
-use crate::postgres::{connect, Listener};
+use crate::postgres::{connect, Wake};
 use crate::protocol::Origin;
 use crate::relay::migrate::{self, Target};
 use crate::relay::Relay;
@@ -157,11 +157,9 @@ impl Session {
     }
 
     /// Lets acks wait up to `every` to go to the relay together (a
-    /// streaming worker: see [`Consumer::ack_every`]).
+    /// streaming worker: see [`Consumer::set_ack_every`]).
     fn batch_acks(&mut self, every: Duration) {
-        let consumer =
-            std::mem::replace(&mut self.consumer, Consumer::new(Applier::site(&self.site)));
-        self.consumer = consumer.ack_every(every);
+        self.consumer.set_ack_every(every);
     }
 
     /// Sends the acks this session holds back.
@@ -187,7 +185,7 @@ impl Session {
             &self.relay,
             &up_source(cfg, client).await?,
             &cfg.upstream_routes(),
-            up_bounds(cfg),
+            Bounds::from(&cfg.packet),
             Mode::Once,
             crate::shutdown::never(),
         )
@@ -221,13 +219,6 @@ async fn up_source(cfg: &Config, client: &Client) -> Result<Source> {
     })
 }
 
-fn up_bounds(cfg: &Config) -> Bounds {
-    Bounds {
-        max_rows: cfg.packet.max_rows,
-        max_bytes: cfg.packet.max_bytes,
-    }
-}
-
 /// A streaming `pos run`'s upload: the site's upstream tables streamed to
 /// the relay as they change, as HO's stream does for the down tables (the
 /// apply loop, [`PosWorker`], then leaves uploading to it).
@@ -256,9 +247,9 @@ impl Worker for UpStreamer {
             &relay,
             &up_source(cfg, &client).await?,
             &cfg.upstream_routes(),
-            up_bounds(cfg),
+            Bounds::from(&cfg.packet),
             Mode::Stream {
-                linger: Duration::from_millis(20),
+                linger: capture::STREAM_LINGER,
             },
             shutdown,
         )
@@ -285,7 +276,7 @@ pub struct PosWorker<R> {
     /// HO's NOTIFY wakes a streaming worker. The LISTEN connection is opened
     /// again whenever it is gone (the relay restarted, say); until then the
     /// worker syncs every few seconds.
-    wake: Option<Listener>,
+    wake: Wake,
     /// When `[pos] wipe_after` was last checked.
     wipe_checked: Option<Instant>,
     report: R,
@@ -305,7 +296,7 @@ impl<R: FnMut(&Summary)> PosWorker<R> {
             interval: cfg.interval()?,
             cfg: cfg.clone(),
             session: None,
-            wake: None,
+            wake: Wake::new(crate::relay::PACKETS_CHANNEL),
             wipe_checked: None,
             report,
         })
@@ -318,15 +309,8 @@ impl<R: FnMut(&Summary)> PosWorker<R> {
     }
 
     async fn listen(&mut self) -> Result<()> {
-        if self.interval.is_zero() && self.wake.as_ref().is_none_or(|w| w.is_closed()) {
-            let url = &self.cfg.relay()?.url;
-            self.wake = match crate::postgres::listen(url, crate::relay::PACKETS_CHANNEL).await {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    tracing::warn!(error = %crate::error::chain(&e), "cannot LISTEN for new packets; polling");
-                    None
-                }
-            };
+        if self.interval.is_zero() {
+            self.wake.listen(&self.cfg.relay()?.url).await;
         }
         Ok(())
     }
@@ -397,15 +381,6 @@ impl<R: FnMut(&Summary)> Worker for PosWorker<R> {
         if let Some(due) = self.session.as_ref().and_then(Session::acks_due_at) {
             pause = pause.min(due.saturating_duration_since(Instant::now()));
         }
-        match self.wake.as_mut() {
-            Some(w) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = w.recv() => {}
-                }
-                while w.try_recv().is_ok() {}
-            }
-            None => tokio::time::sleep(pause).await,
-        }
+        self.wake.wait(pause).await
     }
 }

@@ -6,6 +6,8 @@ mod url;
 
 pub use url::{read_password_file, resolve, DbUrl, Password};
 
+use std::time::Duration;
+
 use tokio_postgres::config::Host;
 use tokio_postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -78,6 +80,52 @@ impl Listener {
     /// Takes a pending notification without waiting.
     pub fn try_recv(&mut self) -> Result<(), tokio::sync::mpsc::error::TryRecvError> {
         self.rx.try_recv()
+    }
+}
+
+/// A streaming worker's wake-up: a NOTIFY on a relay channel, or a pause,
+/// whichever comes first. The LISTEN connection is opened again whenever it
+/// is gone (the relay restarted, say); until then every wait is the pause.
+pub struct Wake {
+    channel: &'static str,
+    listener: Option<Listener>,
+}
+
+impl Wake {
+    pub fn new(channel: &'static str) -> Wake {
+        Wake {
+            channel,
+            listener: None,
+        }
+    }
+
+    /// LISTENs on the relay at `url`, unless already listening.
+    pub async fn listen(&mut self, url: &str) {
+        if self.listener.as_ref().is_some_and(|l| !l.is_closed()) {
+            return;
+        }
+        self.listener = match listen(url, self.channel).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(channel = self.channel, error = %crate::error::chain(&e), "cannot LISTEN; polling");
+                None
+            }
+        };
+    }
+
+    /// Waits for a notification or `pause`, and takes every notification
+    /// pending: one wake-up serves them all.
+    pub async fn wait(&mut self, pause: Duration) {
+        match self.listener.as_mut() {
+            Some(l) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = l.recv() => {}
+                }
+                while l.try_recv().is_ok() {}
+            }
+            None => tokio::time::sleep(pause).await,
+        }
     }
 }
 
