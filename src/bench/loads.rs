@@ -242,21 +242,13 @@ async fn native_up_events(rig: &Rig, events: i64, out: &mut dyn FnMut(&str)) -> 
         .ctx(|| "creating a native subscription at HO".into())?;
     }
     // Their workers running, as relaysync's are.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while one_i64(
-        &ho,
+    wait_sites(
+        std::slice::from_ref(&ho),
         "SELECT count(*) FROM pg_stat_subscription WHERE subname LIKE 'nup_%' AND pid IS NOT NULL",
+        k as i64,
+        Duration::from_secs(120),
     )
-    .await?
-        < k as i64
-    {
-        if Instant::now() > deadline {
-            return Err(Error::Setup(
-                "bench: the native subscriptions at HO did not start".into(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    .await?;
     let dbs: Vec<String> = (0..k).map(|i| format!("nload_{i:02}")).collect();
     let result = up_events(rig, &dbs, "events_native", events, None).await?;
     out(&format!(
@@ -424,21 +416,13 @@ async fn relaysync_loads(
         rig.spawn(p, "pos")?;
     }
     let site_admin = sql(&rig.site.url("postgres")).await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while one_i64(
-        &site_admin,
+    wait_sites(
+        std::slice::from_ref(&site_admin),
         "SELECT count(*) FROM pg_replication_slots WHERE database LIKE 'rsload_%' AND active",
+        k as i64,
+        Duration::from_secs(120),
     )
-    .await?
-        < k as i64
-    {
-        if Instant::now() > deadline {
-            return Err(Error::Setup(
-                "bench: the sites' upload streams did not start".into(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    .await?;
     out(&format!(
         "relaysync: up_events, {events} events from {k} sites"
     ));
