@@ -388,6 +388,75 @@ async fn hundred_thousand_device_events_reach_ho_in_one_sync() {
     );
 }
 
+/// HO merges the uploads waiting for it (several sites' groups) in one
+/// transaction; a packet it cannot apply is still named alone: the groups
+/// before it commit, it is FAILED, the one after waits behind it, and once
+/// the packet is readable again the rest merge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_uploads_merge_together_and_a_bad_one_fails_alone() {
+    let bed = bed("up_batch", "").await;
+    for (site, n) in [(0, 10), (1, 20), (0, 5)] {
+        events_at(&bed, site, n).await;
+        bed.ok(site, &["pos", "sync", "--once"]).await;
+    }
+    let relay = bed.relay().await;
+    let up = |origin: &str| {
+        format!("(SELECT id FROM relay.packets WHERE direction = 'up' AND origin = '{origin}' ORDER BY id LIMIT 1)")
+    };
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(DISTINCT group_id) FROM relay.packets WHERE direction = 'up'"
+        )
+        .await,
+        3
+    );
+    // s2's upload is damaged in the relay.
+    relay
+        .batch_execute(&format!(
+            "CREATE TABLE kept AS SELECT * FROM relay.packet_parts WHERE packet_id = {s2};
+             UPDATE relay.packet_parts SET arrow_ipc = '\\x00'::bytea WHERE packet_id = {s2}",
+            s2 = up("s2")
+        ))
+        .await
+        .unwrap();
+    let out = bed.run(0, &["ho", "sync", "--once"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(ho_events(&bed, "s1").await, 10);
+    assert_eq!(ho_events(&bed, "s2").await, 0);
+    assert_eq!(
+        count(&relay, &format!("SELECT count(*) FROM relay.acks WHERE site = 'ho' AND status = 'FAILED' AND packet_id = {}", up("s2"))).await,
+        1
+    );
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.acks WHERE site = 'ho' AND status = 'PROCESSED'"
+        )
+        .await,
+        1
+    );
+
+    relay
+        .batch_execute(
+            "UPDATE relay.packet_parts p SET arrow_ipc = k.arrow_ipc FROM kept k
+              WHERE (p.packet_id, p.seq) = (k.packet_id, k.seq)",
+        )
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert_eq!(ho_events(&bed, "s1").await, 15);
+    assert_eq!(ho_events(&bed, "s2").await, 20);
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.acks WHERE site = 'ho' AND status = 'PROCESSED'"
+        )
+        .await,
+        3
+    );
+}
+
 /// An up packet's row, as a site's capture writes it, in `relay`'s open
 /// transaction.
 async fn insert_up_packet(relay: &relaysync::relay::Relay, site: &str) -> i64 {

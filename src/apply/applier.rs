@@ -77,12 +77,6 @@ impl Applier {
         }
     }
 
-    /// Whether several groups may share one transaction (a site that is
-    /// behind); HO merges one group per transaction.
-    pub(super) fn batches(&self) -> bool {
-        matches!(self, Applier::Site(_))
-    }
-
     /// Crash points: in the middle of a transaction, and after its commit.
     pub(super) fn crash_points(&self) -> (&'static str, &'static str) {
         match self {

@@ -21,9 +21,10 @@ use crate::packet::read_part;
 use crate::protocol::PacketKind;
 use crate::relay::{Ack, PacketInfo, Relay, StoredPart};
 
-/// Consecutive delta groups applied in one transaction when a site is
-/// behind, up to this many rows: each group stays whole, and one commit, one
-/// ack and one round of bookkeeping serve them all.
+/// Consecutive delta groups applied in one transaction when the applier is
+/// behind (a site catching up, HO with several sites' uploads waiting), up
+/// to this many rows: each group stays whole, and one commit, one ack and
+/// one round of bookkeeping serve them all.
 const BATCH_ROWS: i64 = 100_000;
 /// Compressed bytes of parts fetched from the relay in one query.
 const FETCH_BYTES: i64 = 8 << 20;
@@ -159,8 +160,8 @@ impl Consumer {
         Ok(out)
     }
 
-    /// Applies `groups` in order, several in one transaction where the
-    /// applier batches; false when a packet failed (recorded in `out`).
+    /// Applies `groups` in order, consecutive delta groups together in one
+    /// transaction; false when a packet failed (recorded in `out`).
     async fn apply_groups(
         &mut self,
         client: &Client,
@@ -175,7 +176,7 @@ impl Consumer {
         let mut single_until = 0;
         let mut retried = None;
         while i < groups.len() {
-            let n = if i < single_until || !self.applier.batches() {
+            let n = if i < single_until {
                 1
             } else {
                 batch_len(&groups[i..])

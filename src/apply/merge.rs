@@ -133,8 +133,6 @@ async fn run_all(
     Ok(n)
 }
 
-/// Merges one staged part: set-based; on an error, row by row to reject
-/// only the rows HO cannot store. Returns (merged, rejected).
 /// Whether a part holds new rows only (no update, delete or truncate).
 fn inserts_only(part: &Part) -> bool {
     part.has_op(Op::Insert)
@@ -144,6 +142,8 @@ fn inserts_only(part: &Part) -> bool {
         && !part.has_unchanged()
 }
 
+/// Merges one staged part: set-based; on an error, row by row to reject
+/// only the rows HO cannot store. Returns (merged, rejected).
 pub(super) async fn merge_part(
     client: &Client,
     st: &Stage,
