@@ -20,14 +20,11 @@ use std::time::{Duration, Instant};
 use relaysync::config::Config;
 use relaysync::error::{DbContext, Error, Result};
 use relaysync::relay::{role_name, Relay, SiteRole};
-use tokio_postgres::Client;
 
 use super::measure::ho_side_cpu;
 use super::rig::{sql, Rig};
-use super::workloads::{one_i64, wait_sites};
+use super::workloads::{wait_loaded, wait_sites};
 use crate::demo::cluster_error;
-
-const LONG: Duration = Duration::from_secs(3600);
 
 /// What the two loads measured: `[relaysync, native]` each.
 pub(super) struct Loads {
@@ -158,27 +155,6 @@ async fn dump_restore(rig: &Rig) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// Waits until `query` gives `want` at every client, then checks `count`
-/// gives `rows` at each; returns when the first wait ended.
-async fn wait_loaded(
-    clients: &[Client],
-    query: &str,
-    want: i64,
-    count: &str,
-    rows: i64,
-) -> Result<Instant> {
-    let done = wait_sites(clients, query, want, LONG).await?;
-    for c in clients {
-        let got = one_i64(c, count).await?;
-        if got != rows {
-            return Err(Error::Setup(format!(
-                "bench: `{count}` gives {got}, not {rows}"
-            )));
-        }
-    }
-    Ok(done)
-}
-
 /// K subscriptions with `copy_data = true`, made one after another: seconds
 /// from the first until every site holds every row.
 async fn native_full_sync(rig: &Rig, rows: i64, out: &mut dyn FnMut(&str)) -> Result<f64> {
@@ -250,29 +226,31 @@ async fn native_up_events(rig: &Rig, events: i64, out: &mut dyn FnMut(&str)) -> 
     )
     .await?;
     let dbs: Vec<String> = (0..k).map(|i| format!("nload_{i:02}")).collect();
-    let result = up_events(rig, &dbs, "events_native", events, None).await?;
+    let before = super::measure::rig_cpu(rig);
+    let (up, cpu, committed) = up_events(rig, &dbs, "events_native", events, None).await?;
     out(&format!(
-        "native: up_events at HO after {:.3} s; HO CPU {:.2} s",
-        result.0, result.1
+        "native: up_events committed at the sites in {committed:.3} s, at HO after {up:.3} s; HO CPU {cpu:.2} s; {}",
+        super::measure::cpu_since(rig, before)
     ));
     for i in 0..k {
         ho.batch_execute(&format!("DROP SUBSCRIPTION nup_{i:02}"))
             .await
             .ctx(|| "dropping a native subscription at HO".into())?;
     }
-    Ok(result)
+    Ok((up, cpu))
 }
 
 /// Every site database of `dbs` inserts its share of `events` into `table`
 /// in one transaction, all at once: seconds from the start until HO holds
-/// them all, and HO's CPU seconds (with the HO worker `ho_worker`) meanwhile.
+/// them all, HO's CPU seconds (with the HO worker `ho_worker`) meanwhile,
+/// and seconds until every site had committed.
 async fn up_events(
     rig: &Rig,
     dbs: &[String],
     table: &str,
     events: i64,
     ho_worker: Option<u32>,
-) -> Result<(f64, f64)> {
+) -> Result<(f64, f64, f64)> {
     let ho = sql(&rig.ho.url("ho")).await?;
     let share = events / dbs.len() as i64;
     let total = share * dbs.len() as i64;
@@ -293,15 +271,22 @@ async fn up_events(
     for r in futures_util::future::join_all(inserts).await {
         r.ctx(|| "inserting events at a site".into())?;
     }
-    let done = wait_sites(
+    let committed = started.elapsed().as_secs_f64();
+    // Each site's events land in one transaction: its last one marks them all.
+    let last: Vec<String> = dbs.iter().map(|db| format!("('{db}', {share})")).collect();
+    let done = wait_loaded(
         std::slice::from_ref(&ho),
+        &format!(
+            "SELECT count(*) FROM public.{table} WHERE (site, id) IN ({})",
+            last.join(", ")
+        ),
+        dbs.len() as i64,
         &format!("SELECT count(*) FROM public.{table}"),
         total,
-        LONG,
     )
     .await?;
     let cpu = ho_side_cpu(rig, ho_worker) - cpu_before;
-    Ok(((done - started).as_secs_f64(), cpu))
+    Ok(((done - started).as_secs_f64(), cpu, committed))
 }
 
 /// relaysync set up as a DBA does it for the load tables (a relay database
@@ -427,11 +412,13 @@ async fn relaysync_loads(
         "relaysync: up_events, {events} events from {k} sites"
     ));
     let dbs: Vec<String> = (0..k).map(|i| format!("rsload_{i:02}")).collect();
+    let before = super::measure::rig_cpu(rig);
     let result = up_events(rig, &dbs, "events_rs", events, Some(ho_worker)).await;
+    let spent = super::measure::cpu_since(rig, before);
     rig.stop_workers();
-    let (up, cpu) = result?;
+    let (up, cpu, committed) = result?;
     out(&format!(
-        "relaysync: up_events at HO after {up:.3} s; HO CPU {cpu:.2} s"
+        "relaysync: up_events committed at the sites in {committed:.3} s, at HO after {up:.3} s; HO CPU {cpu:.2} s; {spent}"
     ));
     Ok((full, up, cpu))
 }

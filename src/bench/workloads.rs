@@ -131,6 +131,21 @@ impl Run<'_> {
         (self.out)(&format!("{}: {what}", self.system.name()));
     }
 
+    /// Waits until every site has the row with key `last` (an index probe:
+    /// each system applies a transaction whole and in commit order), then
+    /// checks that each holds `rows` rows; returns when the row was there.
+    async fn wait_last(&self, last: i64, rows: i64) -> Result<Instant> {
+        let t = self.table;
+        wait_loaded(
+            &self.sites,
+            &format!("SELECT count(*) FROM public.{t} WHERE id = {last}"),
+            1,
+            &self.count,
+            rows,
+        )
+        .await
+    }
+
     /// `n` rows in one transaction: seconds until every site has them, relay
     /// bytes per row, and HO's WAL position right after the commit.
     async fn bulk_insert(&mut self, n: i64) -> Result<(f64, f64, String)> {
@@ -156,7 +171,7 @@ impl Run<'_> {
             .await
             .ctx(|| "reading the WAL position".into())?
             .get(0);
-        let done = wait_sites(&self.sites, &self.count, n, LONG).await?;
+        let done = self.wait_last(n, n).await?;
         let bulk_insert = (done - committed).as_secs_f64();
         let cpu = cpu_since(self.rig, cpu_before);
         self.say(&format!(
@@ -182,11 +197,13 @@ impl Run<'_> {
             .ctx(|| "bulk update at HO".into())?;
         let committed = Instant::now();
         let want = one_i64(&self.ho, &format!("SELECT sum(qty)::int8 FROM public.{t}")).await?;
-        let done = wait_sites(
+        let last = format!("SELECT coalesce(max(qty), 0)::int8 FROM public.{t} WHERE id = {n}");
+        let done = wait_loaded(
             &self.sites,
+            &last,
+            one_i64(&self.ho, &last).await?,
             &format!("SELECT coalesce(sum(qty), 0)::int8 FROM public.{t}"),
             want,
-            LONG,
         )
         .await?;
         let bulk_update = (done - committed).as_secs_f64();
@@ -215,7 +232,9 @@ impl Run<'_> {
                 .ctx(|| "small insert".into())?;
         }
         let committed = first.elapsed().as_secs_f64();
-        let done = wait_sites(&self.sites, &self.count, n + SMALL_TXNS as i64, LONG).await?;
+        let done = self
+            .wait_last(base + SMALL_TXNS as i64 - 1, n + SMALL_TXNS as i64)
+            .await?;
         let small_txns = (done - first).as_secs_f64();
         let cpu = cpu_since(self.rig, cpu_before);
         self.say(&format!(
@@ -241,7 +260,7 @@ impl Run<'_> {
         .await
         .ctx(|| "fanout insert".into())?;
         let total = n + (SMALL_TXNS + FANOUT_ROWS) as i64;
-        wait_sites(&self.sites, &self.count, total, LONG).await?;
+        self.wait_last(total, total).await?;
         let cpu_after = ho_cpu(&self.ho, self.system, self.rig).await?;
         let scale = 100_000.0 / FANOUT_ROWS as f64;
         let fanout_cpu = (cpu_after.0 - cpu_before.0) * scale;
@@ -272,7 +291,8 @@ impl Run<'_> {
                 .await
                 .ctx(|| "latency insert".into())?;
         }
-        wait_sites(&self.sites, &self.count, total + steady as i64, LONG).await?;
+        let last = total + steady as i64;
+        self.wait_last(last, last).await?;
         let cpu = cpu_since(self.rig, cpu_before);
         self.say(&format!("latency run done; {cpu}"));
         let mut latencies = Vec::new();
@@ -293,6 +313,29 @@ impl Run<'_> {
 
 pub(super) async fn one_i64(c: &Client, q: &str) -> Result<i64> {
     Ok(c.query_one(q, &[]).await.ctx(|| q.to_string())?.get(0))
+}
+
+/// Waits until `query` gives `want` at every client, then checks `count`
+/// gives `rows` at each; returns when the first wait ended. The probe is
+/// cheap (a key looked up); counting every row each poll would compete
+/// with the systems measured for the machine's cores.
+pub(super) async fn wait_loaded(
+    clients: &[Client],
+    query: &str,
+    want: i64,
+    count: &str,
+    rows: i64,
+) -> Result<Instant> {
+    let done = wait_sites(clients, query, want, LONG).await?;
+    for c in clients {
+        let got = one_i64(c, count).await?;
+        if got != rows {
+            return Err(Error::Setup(format!(
+                "bench: `{count}` gives {got}, not {rows}"
+            )));
+        }
+    }
+    Ok(done)
 }
 
 /// Waits until `query` gives `want` at every site; returns when.
