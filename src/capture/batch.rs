@@ -4,6 +4,7 @@
 //!
 //! Pure code, no IO: the capture loop feeds it and writes what it seals.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -74,7 +75,8 @@ impl From<&crate::config::PacketConfig> for Bounds {
 #[derive(Debug)]
 pub struct Batcher {
     bounds: Bounds,
-    tables: HashMap<u32, Captured>,
+    /// Shared, so that each change takes its table without copying it.
+    tables: HashMap<u32, Arc<Captured>>,
     current: PacketDraft,
     part_index: HashMap<(String, String), usize>,
     last_part: Option<usize>,
@@ -123,7 +125,7 @@ impl Batcher {
                 self.seal();
             }
         }
-        self.tables.insert(id, table);
+        self.tables.insert(id, Arc::new(table));
     }
 
     /// Sets the replication origin of the changes that follow (per transaction).
@@ -233,13 +235,15 @@ impl Batcher {
         }
     }
 
-    fn target_of(table: &Captured, values: &Tuple) -> Option<String> {
+    /// The site a row goes to (`*`: every site); None for a row whose
+    /// routing column is null.
+    fn target_of(table: &Captured, values: &Tuple) -> Option<Cow<'static, str>> {
         match table.route_column {
-            None => Some(ALL_SITES.to_string()),
+            None => Some(Cow::Borrowed(ALL_SITES)),
             Some(c) => values
                 .get(c)
                 .and_then(text_of)
-                .map(|b| String::from_utf8_lossy(b).into_owned()),
+                .map(|b| Cow::Owned(String::from_utf8_lossy(b).into_owned())),
         }
     }
 
@@ -341,7 +345,7 @@ impl Batcher {
     /// A TRUNCATE of some relations: it gets a packet of its own, after
     /// everything captured before it, so every site applies it in order.
     pub fn truncate(&mut self, rels: &[u32], lsn: u64) {
-        let tables: Vec<Captured> = rels
+        let tables: Vec<Arc<Captured>> = rels
             .iter()
             .filter_map(|r| self.tables.get(r).cloned())
             .collect();

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio_postgres::Client;
 
@@ -198,18 +199,21 @@ async fn copy_table(
         .await
         .ctx(|| format!("reading {name} at HO"))?;
     futures_util::pin_mut!(stream);
-    let mut pending: Vec<u8> = Vec::new();
+    // Bytes of a line not yet complete; the complete lines of each chunk are
+    // read in place (the values are slices of them).
+    let mut pending = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.ctx(|| format!("reading {name} at HO"))?;
         pending.extend_from_slice(&chunk);
-        let mut start = 0;
+        let Some(end) = pending.iter().rposition(|&b| b == b'\n') else {
+            continue;
+        };
+        let lines = pending.split_to(end + 1).freeze();
         let mut n = 0u64;
-        while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
-            batcher.insert(rel, parse_line(&pending[start..start + pos]), lsn);
-            start += pos + 1;
+        for line in lines[..end].split(|&b| b == b'\n') {
+            batcher.insert(rel, parse_line(&lines.slice_ref(line)), lsn);
             n += 1;
         }
-        pending.drain(..start);
         progress.add(n);
         for draft in batcher.take_sealed() {
             writer.write(draft).await?;
