@@ -312,16 +312,16 @@ async fn a_swapped_part_is_failed_as_damaged_never_applied() {
     bed.ok(0, &["ho", "sync", "--once"]).await;
     let relay = bed.relay().await;
     let last = "(SELECT max(packet_id) FROM relay.packet_parts)";
-    relay
-        .batch_execute(&format!(
-            "CREATE TABLE kept AS SELECT * FROM relay.packet_parts WHERE packet_id = {last};
-             UPDATE relay.packet_parts SET arrow_ipc = (SELECT arrow_ipc FROM relay.packet_parts
-                     WHERE packet_id < {last} AND table_name = 'public.items' AND row_count = 1
-                     ORDER BY packet_id DESC LIMIT 1)
-              WHERE packet_id = {last}"
-        ))
-        .await
-        .unwrap();
+    damage_parts(
+        &relay,
+        last,
+        &format!(
+            "(SELECT arrow_ipc FROM relay.packet_parts
+               WHERE packet_id < {last} AND table_name = 'public.items' AND row_count = 1
+               ORDER BY packet_id DESC LIMIT 1)"
+        ),
+    )
+    .await;
     let out = bed.run(0, &["pos", "sync", "--once"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
@@ -332,13 +332,7 @@ async fn a_swapped_part_is_failed_as_damaged_never_applied() {
         count(&bed.site(0).await, "SELECT count(*) FROM public.items").await,
         1
     );
-    relay
-        .batch_execute(
-            "UPDATE relay.packet_parts p SET arrow_ipc = k.arrow_ipc FROM kept k
-              WHERE (p.packet_id, p.seq) = (k.packet_id, k.seq)",
-        )
-        .await
-        .unwrap();
+    restore_parts(&relay).await;
     bed.ok(0, &["pos", "sync", "--once"]).await;
     assert_same(
         &bed,

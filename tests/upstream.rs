@@ -412,14 +412,7 @@ async fn waiting_uploads_merge_together_and_a_bad_one_fails_alone() {
         3
     );
     // s2's upload is damaged in the relay.
-    relay
-        .batch_execute(&format!(
-            "CREATE TABLE kept AS SELECT * FROM relay.packet_parts WHERE packet_id = {s2};
-             UPDATE relay.packet_parts SET arrow_ipc = '\\x00'::bytea WHERE packet_id = {s2}",
-            s2 = up("s2")
-        ))
-        .await
-        .unwrap();
+    damage_parts(&relay, &up("s2"), "'\\x00'::bytea").await;
     let out = bed.run(0, &["ho", "sync", "--once"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(ho_events(&bed, "s1").await, 10);
@@ -437,13 +430,7 @@ async fn waiting_uploads_merge_together_and_a_bad_one_fails_alone() {
         1
     );
 
-    relay
-        .batch_execute(
-            "UPDATE relay.packet_parts p SET arrow_ipc = k.arrow_ipc FROM kept k
-              WHERE (p.packet_id, p.seq) = (k.packet_id, k.seq)",
-        )
-        .await
-        .unwrap();
+    restore_parts(&relay).await;
     bed.ok(0, &["ho", "sync", "--once"]).await;
     assert_eq!(ho_events(&bed, "s1").await, 15);
     assert_eq!(ho_events(&bed, "s2").await, 20);

@@ -290,6 +290,30 @@ pub async fn ids(c: &Client, query: &str) -> Vec<i64> {
         .collect()
 }
 
+/// Damages the parts of relay packet `packet` (an SQL expression for its
+/// id): each part's Arrow stream becomes `arrow_ipc` (an SQL expression),
+/// after a copy of the parts is kept for [`restore_parts`].
+pub async fn damage_parts(relay: &Client, packet: &str, arrow_ipc: &str) {
+    relay
+        .batch_execute(&format!(
+            "CREATE TABLE kept AS SELECT * FROM relay.packet_parts WHERE packet_id = {packet};
+             UPDATE relay.packet_parts SET arrow_ipc = {arrow_ipc} WHERE packet_id = {packet}"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Puts back the parts [`damage_parts`] kept.
+pub async fn restore_parts(relay: &Client) {
+    relay
+        .batch_execute(
+            "UPDATE relay.packet_parts p SET arrow_ipc = k.arrow_ipc FROM kept k
+              WHERE (p.packet_id, p.seq) = (k.packet_id, k.seq)",
+        )
+        .await
+        .unwrap();
+}
+
 pub async fn count(c: &Client, query: &str) -> i64 {
     c.query_one(query, &[])
         .await
