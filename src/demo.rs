@@ -298,8 +298,7 @@ async fn set_up(clusters: &Clusters, ho_cfg: &Config) -> Result<Relay> {
 
     let mut relay = connect("relay", relay_url).await?;
     println!("\n$ relaysync setup relay");
-    relaysync::relay::migrate::migrate(&mut relay, relaysync::relay::migrate::Target::Relay)
-        .await?;
+    relaysync::relay::migrate(&mut relay).await?;
     let relay = Relay::connect(relay_url).await?;
     for (code, (role, password)) in SITES.iter().zip(&clusters.site_roles) {
         let role = relaysync::relay::SiteRole::Create {

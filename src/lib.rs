@@ -7,6 +7,7 @@
 //! [`relay`] → [`apply`]; [`ho`] and [`pos`] are the two workers.
 
 pub mod apply;
+pub mod book;
 pub mod capture;
 pub(crate) mod checks;
 pub mod config;
@@ -19,15 +20,23 @@ pub mod pos;
 pub mod postgres;
 pub mod progress;
 pub mod protocol;
-pub mod records;
 pub mod relay;
 pub mod route;
+pub mod service;
 pub mod shutdown;
 pub mod supervisor;
 pub mod telemetry;
 pub mod verify;
 
 pub use error::{Error, Result};
+
+/// What the integration tests reach beyond the commands: built with the
+/// `failpoints` feature (the tests' build) only.
+#[cfg(feature = "failpoints")]
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::relay::writer::Writer;
+}
 
 /// The replication origin (with `_<database>` appended: origins are per
 /// server) of what a site's applier writes: the site's own capture skips it,

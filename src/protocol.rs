@@ -20,6 +20,23 @@ pub struct UnknownWord {
     value: String,
 }
 
+/// Binds a type as SQL text, spelled by its `as_str`.
+macro_rules! as_text_sql {
+    ($name:ident) => {
+        impl ToSql for $name {
+            fn to_sql(
+                &self,
+                ty: &Type,
+                out: &mut BytesMut,
+            ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+                self.as_str().to_sql(ty, out)
+            }
+            accepts!(TEXT, VARCHAR);
+            to_sql_checked!();
+        }
+    };
+}
+
 /// Declares a text-stored enum: its spelling, parsing, display and its
 /// conversion to and from SQL text.
 macro_rules! words {
@@ -55,12 +72,12 @@ macro_rules! words {
             }
         }
 
-        impl ToSql for $name {
-            fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-                self.as_str().to_sql(ty, out)
+        as_text_sql!($name);
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
             }
-            accepts!(TEXT, VARCHAR);
-            to_sql_checked!();
         }
 
         impl<'a> FromSql<'a> for $name {
@@ -131,6 +148,16 @@ words! {
     }
 }
 
+words! {
+    /// What a site's verify found for a table.
+    VerifyStatus as "verify status" {
+        /// The site's rows hash as HO's.
+        Equal = "equal",
+        /// They differ (the detail says in which key buckets).
+        Drift = "drift",
+    }
+}
+
 impl From<AckStatus> for PacketStatus {
     fn from(s: AckStatus) -> PacketStatus {
         match s {
@@ -153,7 +180,7 @@ impl Origin {
     /// How the relay spells it: `ho`, or the site's code.
     pub fn as_str(&self) -> &str {
         match self {
-            Origin::Ho => "ho",
+            Origin::Ho => HO,
             Origin::Site(code) => code,
         }
     }
@@ -185,7 +212,7 @@ impl Origin {
 
 impl From<&str> for Origin {
     fn from(s: &str) -> Origin {
-        if s == "ho" {
+        if s == HO {
             Origin::Ho
         } else {
             Origin::Site(s.to_string())
@@ -199,17 +226,7 @@ impl fmt::Display for Origin {
     }
 }
 
-impl ToSql for Origin {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        self.as_str().to_sql(ty, out)
-    }
-    accepts!(TEXT, VARCHAR);
-    to_sql_checked!();
-}
+as_text_sql!(Origin);
 
 impl<'a> FromSql<'a> for Origin {
     fn from_sql(
@@ -220,6 +237,53 @@ impl<'a> FromSql<'a> for Origin {
     }
     accepts!(TEXT, VARCHAR);
 }
+
+/// How the relay spells "every registered site" in a packet's targets and
+/// a part's target.
+pub const ALL_SITES: &str = "*";
+/// How the relay spells HO as a target (of up packets) and an origin.
+const HO: &str = "ho";
+
+/// Who a packet or a part is for: HO (up packets), one site, or every
+/// registered site (`*`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// The head office.
+    Ho,
+    /// Every registered site.
+    All,
+    /// A site, by its code.
+    Site(String),
+}
+
+impl Target {
+    /// How the relay spells it: `ho`, `*`, or the site's code.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Target::Ho => HO,
+            Target::All => ALL_SITES,
+            Target::Site(code) => code,
+        }
+    }
+}
+
+impl From<&str> for Target {
+    fn from(s: &str) -> Target {
+        match s {
+            HO => Target::Ho,
+            ALL_SITES => Target::All,
+            code => Target::Site(code.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+as_text_sql!(Target);
 
 #[cfg(test)]
 mod tests {
@@ -240,6 +304,14 @@ mod tests {
         assert_eq!(PacketStatus::from(AckStatus::Failed), PacketStatus::Failed);
         assert!("sideways".parse::<Direction>().is_err());
         assert!("processed".parse::<AckStatus>().is_err());
+    }
+
+    #[test]
+    fn targets() {
+        for t in [Target::Ho, Target::All, Target::Site("s1".into())] {
+            assert_eq!(Target::from(t.as_str()), t);
+        }
+        assert_eq!(Target::All.to_string(), "*");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// The target of a part that goes to every registered site.
-pub const ALL_SITES: &str = "*";
+pub use crate::protocol::ALL_SITES;
 
 /// How a table's rows are routed to sites.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -444,25 +444,17 @@ async fn waiting_uploads_merge_together_and_a_bad_one_fails_alone() {
     );
 }
 
-/// An up packet's row, as a site's capture writes it, in `relay`'s open
-/// transaction.
-async fn insert_up_packet(relay: &relaysync::relay::Relay, site: &str) -> i64 {
-    use relaysync::protocol::{Lsn, Origin, PacketKind};
-    let targets = vec!["ho".to_string()];
-    relay
-        .insert_packet(&relaysync::relay::NewPacket {
-            origin: &Origin::from(site),
-            kind: PacketKind::Delta,
-            group_id: None,
-            lsn_from: Lsn::from(1),
-            lsn_to: Lsn::from(2),
-            targets: &targets,
-            target_count: None,
-            row_count: 0,
-            byte_count: 0,
-        })
-        .await
-        .unwrap()
+/// The writer of `site`'s up packets, as its capture makes it.
+fn up_writer<'a>(relay: &'a relaysync::relay::Relay, site: &str) -> relaysync::testing::Writer<'a> {
+    use relaysync::protocol::{Origin, PacketKind};
+    relaysync::testing::Writer::new(relay, &Origin::from(site), PacketKind::Delta)
+        .for_sites(vec!["ho".to_string()])
+}
+
+/// Writes an up packet (without parts) in `writer`'s open transaction.
+async fn insert_up_packet(writer: &mut relaysync::testing::Writer<'_>) -> i64 {
+    let lsn = relaysync::protocol::Lsn::from(1);
+    writer.write_control(lsn).await.unwrap().unwrap()
 }
 
 /// Sites upload at once, HO takes up packets by `id > last merged`: a packet
@@ -473,14 +465,14 @@ async fn up_packets_of_sites_uploading_at_once_commit_in_id_order() {
     use relaysync::relay::Relay;
     let bed = bed("uporder", "").await;
     let first = Relay::connect(&bed.relay_url).await.unwrap();
-    first.begin().await.unwrap();
-    let a = insert_up_packet(&first, "s1").await;
+    let mut first = up_writer(&first, "s1");
+    let a = insert_up_packet(&mut first).await;
     let url = bed.relay_url.clone();
     let second = tokio::spawn(async move {
         let relay = Relay::connect(&url).await.unwrap();
-        relay.begin().await.unwrap();
-        let b = insert_up_packet(&relay, "s2").await;
-        relay.commit(None).await.unwrap();
+        let mut writer = up_writer(&relay, "s2");
+        let b = insert_up_packet(&mut writer).await;
+        writer.commit().await.unwrap();
         b
     });
     let relay = bed.relay().await;
@@ -506,7 +498,7 @@ async fn up_packets_of_sites_uploading_at_once_commit_in_id_order() {
         .await,
         0
     );
-    first.commit(None).await.unwrap();
+    first.commit().await.unwrap();
     let b = second.await.unwrap();
     assert!(b > a, "{b} > {a}");
 }

@@ -1,21 +1,21 @@
-//! What differs between the site's apply and HO's merge, behind one enum:
-//! the consumer calls these, each side answers for itself.
+//! What differs between the site's apply and HO's merge: the consumer
+//! calls an [`Applier`]; each side implements what it needs and leaves the
+//! rest to the defaults, so a feature of one side is one method with a
+//! default, not an empty arm at the other.
 
 use tokio_postgres::Client;
 
-use super::merge::HoMerger;
-use super::site::SiteApplier;
 use super::stage::Stages;
-use crate::config::UpstreamConfig;
 use crate::error::Result;
 use crate::packet::Part;
-use crate::protocol::Direction;
-use crate::relay::{Ack, PacketInfo};
+use crate::postgres::Tx;
+use crate::protocol::{Direction, Target};
+use crate::relay::{Ack, PacketInfo, Relay};
 
 /// A part the applier could not apply: the database refused it, or the
 /// applier did (with the message that names the fix).
 #[derive(Debug)]
-pub(super) enum PartError {
+pub(crate) enum PartError {
     Db(tokio_postgres::Error),
     Refused(String),
 }
@@ -26,186 +26,114 @@ impl From<tokio_postgres::Error> for PartError {
     }
 }
 
-/// Who applies packets, and how.
-pub enum Applier {
-    /// A site applying HO's down packets as a replica.
-    Site(SiteApplier),
-    /// HO merging the sites' up packets with each table's policy.
-    Ho(HoMerger),
-}
-
-impl Applier {
-    /// The site `site`'s applier.
-    pub fn site(site: &str) -> Applier {
-        Applier::Site(SiteApplier::new(site))
-    }
-
-    /// HO's merger of the `upstream` tables.
-    pub fn ho(upstream: &[UpstreamConfig]) -> Applier {
-        Applier::Ho(HoMerger::new(upstream))
-    }
-
-    /// The packets this applier takes.
-    pub(super) fn direction(&self) -> Direction {
-        match self {
-            Applier::Site(_) => Direction::Down,
-            Applier::Ho(_) => Direction::Up,
-        }
-    }
-
-    /// The target packets name it by: the site code, or `ho`.
-    pub(super) fn target(&self) -> &str {
-        match self {
-            Applier::Site(s) => s.site(),
-            Applier::Ho(_) => "ho",
-        }
-    }
-
-    /// Where a failure happened, for its message: `site s1`, `HO`.
-    pub(super) fn place(&self) -> String {
-        match self {
-            Applier::Site(s) => format!("site {}", s.site()),
-            Applier::Ho(_) => "HO".into(),
-        }
-    }
-
-    /// The command that retries a failed packet.
-    pub(super) fn retry(&self) -> &'static str {
-        match self {
-            Applier::Site(_) => "relaysync pos sync --once",
-            Applier::Ho(_) => "relaysync ho sync --once",
-        }
-    }
-
-    /// Crash points: in the middle of a transaction, and after its commit.
-    pub(super) fn crash_points(&self) -> (&'static str, &'static str) {
-        match self {
-            Applier::Site(_) => ("pos_mid_apply", "pos_after_commit"),
-            Applier::Ho(_) => ("ho_mid_merge", "ho_after_merge_commit"),
-        }
-    }
+/// Who applies packets, and how: a site applying HO's down packets as a
+/// replica ([`super::SiteApplier`]), or HO merging the sites' up packets
+/// with each table's policy ([`super::HoMerger`]).
+pub(crate) trait Applier {
+    /// The target packets name this applier by: the site, or HO.
+    fn target(&self) -> &Target;
 
     /// The last packet applied, from this side's own bookkeeping.
-    pub(super) async fn position(&self, client: &Client) -> Result<i64> {
-        match self {
-            Applier::Site(s) => s.position(client).await,
-            Applier::Ho(h) => h.position(client).await,
-        }
-    }
+    async fn position(&self, client: &Client) -> Result<i64>;
 
     /// Acks a crash left unsent (packets applied but not acked).
-    pub(super) async fn unsent_acks(
-        &self,
-        client: &Client,
-        relay: &crate::relay::Relay,
-        applied: i64,
-    ) -> Result<Vec<Ack>> {
-        match self {
-            Applier::Site(s) => s.unsent_acks(client).await,
-            Applier::Ho(_) => Ok(relay
-                .unacked(Direction::Up, "ho", applied)
-                .await?
-                .iter()
-                .map(|p| Ack::processed(p.id, p.row_count))
-                .collect()),
-        }
-    }
+    async fn unsent_acks(&self, client: &Client, relay: &Relay, applied: i64) -> Result<Vec<Ack>>;
 
-    /// A verify packet, in the open transaction: a site compares its
-    /// tables with HO's hashes; Err(message) fails the packet.
-    pub(super) async fn verify(
-        &self,
-        client: &Client,
-        relay: &crate::relay::Relay,
-        p: &PacketInfo,
-    ) -> Result<std::result::Result<(), String>> {
-        match self {
-            Applier::Site(s) => Ok(crate::verify::site::check(client, relay, s.site(), p.id)
-                .await?
-                .map(|_| ())),
-            Applier::Ho(_) => Ok(Ok(())),
-        }
-    }
-
-    /// Before the first transaction of a session.
-    pub(super) async fn prepare(&mut self, client: &Client) -> Result<()> {
-        match self {
-            Applier::Site(_) => Ok(()),
-            Applier::Ho(h) => h.prepare(client).await,
-        }
-    }
-
-    /// A transaction of `packets` begins.
-    pub(super) fn begin(&mut self, packets: &[PacketInfo]) {
-        match self {
-            Applier::Site(s) => s.begin(packets),
-            Applier::Ho(h) => h.begin(),
-        }
-    }
-
-    /// Applies one part of packet `p`; returns the rows it carried.
-    pub(super) async fn apply(
+    /// Applies one part of packet `p` in the open transaction; returns the
+    /// rows it carried.
+    async fn apply(
         &mut self,
         client: &Client,
         p: &PacketInfo,
         part: &Part,
         stages: &mut Stages,
-    ) -> std::result::Result<u64, PartError> {
-        match self {
-            Applier::Site(s) => s.apply(client, p, part, stages).await,
-            Applier::Ho(h) => h.apply(client, p, part, stages).await,
-        }
-    }
+    ) -> std::result::Result<u64, PartError>;
 
     /// Records the position (and this side's bookkeeping) and commits.
-    pub(super) async fn commit(
-        &mut self,
-        client: &Client,
-        packets: &[PacketInfo],
-        acks: &[Ack],
-    ) -> Result<()> {
-        match self {
-            Applier::Site(s) => s.commit(client, packets, acks).await,
-            Applier::Ho(h) => h.commit(client, packets).await,
-        }
+    async fn commit(&mut self, tx: Tx<'_>, packets: &[PacketInfo], acks: &[Ack]) -> Result<()>;
+
+    /// Before the first transaction of a session.
+    async fn prepare(&mut self, _client: &Client) -> Result<()> {
+        Ok(())
+    }
+
+    /// A transaction of `packets` begins; `full_sync_rows` when they are a
+    /// full sync, with its rows.
+    fn begin(&mut self, _packets: &[PacketInfo], _full_sync_rows: Option<u64>) {}
+
+    /// A full sync loaded `rows` rows of `table` in the open transaction.
+    fn loaded(&mut self, _table: &str, _rows: i64) {}
+
+    /// A verify packet, in the open transaction: compares this side's
+    /// tables with HO's hashes; Err(message) fails the packet.
+    async fn verify(
+        &self,
+        _client: &Client,
+        _relay: &Relay,
+        _p: &PacketInfo,
+    ) -> Result<std::result::Result<(), String>> {
+        Ok(Err(
+            "a verify packet is for a site; this relay holds one addressed elsewhere".into(),
+        ))
     }
 
     /// Rows merged and rejected by the last committed transaction.
-    pub(super) fn take_counts(&mut self) -> (u64, u64) {
-        match self {
-            Applier::Site(_) => (0, 0),
-            Applier::Ho(h) => h.take_counts(),
-        }
+    fn take_counts(&mut self) -> (u64, u64) {
+        (0, 0)
     }
 
-    /// These acks reached the relay.
-    pub(super) async fn acked(&mut self, client: &Client, acks: &[Ack], now: bool) -> Result<()> {
-        match self {
-            Applier::Site(s) => s.acked(client, acks, now).await,
-            Applier::Ho(_) => Ok(()),
-        }
+    /// These acks reached the relay (`now`: record it at once, else with
+    /// the next transaction).
+    async fn acked(&mut self, _client: &Client, _acks: &[Ack], _now: bool) -> Result<()> {
+        Ok(())
     }
 
     /// Packet `packet` of `group` failed with `error`: recorded before its
     /// FAILED ack is sent.
-    pub(super) async fn record_failure(
+    async fn record_failure(
         &self,
-        client: &Client,
-        group: &[PacketInfo],
-        packet: i64,
-        error: &str,
+        _client: &Client,
+        _group: &[PacketInfo],
+        _packet: i64,
+        _error: &str,
     ) -> Result<()> {
-        match self {
-            Applier::Site(s) => s.record_failure(client, group, packet, error).await,
-            Applier::Ho(_) => Ok(()),
-        }
+        Ok(())
     }
 
     /// A sync that applied nothing.
-    pub(super) async fn idle(&mut self, client: &Client) -> Result<()> {
-        match self {
-            Applier::Site(s) => s.idle(client).await,
-            Applier::Ho(_) => Ok(()),
-        }
+    async fn idle(&mut self, _client: &Client) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The packets an applier for `target` takes.
+pub(super) fn direction(target: &Target) -> Direction {
+    match target {
+        Target::Ho => Direction::Up,
+        _ => Direction::Down,
+    }
+}
+
+/// Where a failure happened, for its message: `site s1`, `HO`.
+pub(super) fn place(target: &Target) -> String {
+    match target {
+        Target::Ho => "HO".into(),
+        t => format!("site {t}"),
+    }
+}
+
+/// The command that retries a failed packet.
+pub(super) fn retry(target: &Target) -> &'static str {
+    match target {
+        Target::Ho => "relaysync ho sync --once",
+        _ => "relaysync pos sync --once",
+    }
+}
+
+/// Crash points: in the middle of a transaction, and after its commit.
+pub(super) fn crash_points(target: &Target) -> (&'static str, &'static str) {
+    match target {
+        Target::Ho => ("ho_mid_merge", "ho_after_merge_commit"),
+        _ => ("pos_mid_apply", "pos_after_commit"),
     }
 }

@@ -9,28 +9,24 @@
 //! - a packet that cannot be applied stops this stream there, acked FAILED
 //!   with the error; the next sync tries it again.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use super::applier::{Applier, PartError};
+use super::applier::{self, Applier};
+use super::kinds::goes_alone;
 use super::stage::Stages;
-use crate::error::{db_message, DbContext, Error, Result};
-use crate::packet::read_part;
-use crate::protocol::PacketKind;
-use crate::relay::{Ack, PacketInfo, Relay, StoredPart};
+use crate::error::{Error, Result};
+use crate::relay::{Ack, PacketInfo, Relay};
 
 /// Consecutive delta groups applied in one transaction when the applier is
 /// behind (a site catching up, HO with several sites' uploads waiting), up
 /// to this many rows: each group stays whole, and one commit, one ack and
 /// one round of bookkeeping serve them all.
 const BATCH_ROWS: i64 = 100_000;
-/// Compressed bytes of parts fetched from the relay in one query.
-const FETCH_BYTES: i64 = 8 << 20;
 
 /// What one round of consuming did.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Consumed {
     pub packets: u64,
     /// Rows the packets carried.
@@ -42,28 +38,46 @@ pub struct Consumed {
     /// Acks an earlier run left unsent, sent now.
     pub acks_resent: u64,
     /// The packet the stream stopped at, and why.
+    #[serde(serialize_with = "failed")]
     pub failed: Option<(i64, String)>,
     pub applied_through: i64,
 }
 
+/// A failed packet as `{"packet": …, "error": …}`, or null.
+fn failed<S: serde::Serializer>(
+    f: &Option<(i64, String)>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    #[derive(serde::Serialize)]
+    struct Failed<'a> {
+        packet: i64,
+        error: &'a str,
+    }
+    let f = f.as_ref().map(|(packet, error)| Failed {
+        packet: *packet,
+        error,
+    });
+    serde::Serialize::serialize(&f, s)
+}
+
 impl Consumed {
     /// The failed packet as an error naming the retry, if one failed.
-    pub fn failure(&self, applier: &Applier) -> Option<Error> {
+    pub(crate) fn failure(&self, applier: &impl Applier) -> Option<Error> {
         self.failed
             .as_ref()
             .map(|(packet, error)| Error::PacketFailed {
-                at: applier.place(),
+                at: applier::place(applier.target()),
                 packet: *packet,
                 error: error.clone(),
-                retry: applier.retry(),
+                retry: applier::retry(applier.target()),
             })
     }
 }
 
 /// A consumer of packets, kept across the syncs of a long-running worker.
-pub struct Consumer {
-    applier: Applier,
-    stages: Stages,
+pub(crate) struct Consumer<A> {
+    pub(super) applier: A,
+    pub(super) stages: Stages,
     /// The last packet applied: read from the applier's database on first use.
     applied: Option<i64>,
     /// How long acks of applied packets may wait to go to the relay
@@ -77,10 +91,10 @@ pub struct Consumer {
 }
 
 /// A packet that failed, and why.
-type Failure = (i64, String);
+pub(super) type Failure = (i64, String);
 
-impl Consumer {
-    pub fn new(applier: Applier) -> Consumer {
+impl<A: Applier> Consumer<A> {
+    pub(crate) fn new(applier: A) -> Consumer<A> {
         Consumer {
             stages: Stages::default(),
             applier,
@@ -95,17 +109,17 @@ impl Consumer {
     /// streaming worker applying many small packets then writes the relay
     /// (where every site's acks of a packet settle it) once per `every`
     /// instead of once per packet.
-    pub fn set_ack_every(&mut self, every: Duration) {
+    pub(crate) fn set_ack_every(&mut self, every: Duration) {
         self.ack_every = every;
     }
 
     /// When the unsent acks are due, if any.
-    pub fn acks_due_at(&self) -> Option<Instant> {
+    pub(crate) fn acks_due_at(&self) -> Option<Instant> {
         self.unsent_since.map(|t| t + self.ack_every)
     }
 
     /// Sends the unsent acks to the relay, then records them as sent.
-    pub async fn send_acks(&mut self, client: &Client, relay: &Relay) -> Result<()> {
+    pub(crate) async fn send_acks(&mut self, client: &Client, relay: &Relay) -> Result<()> {
         if self.unsent.is_empty() {
             return Ok(());
         }
@@ -115,13 +129,13 @@ impl Consumer {
         self.applier.acked(client, &sent, false).await
     }
 
-    pub fn applier(&self) -> &Applier {
+    pub(crate) fn applier(&self) -> &A {
         &self.applier
     }
 
     /// Applies every packet for this applier, in order, and acks them;
     /// stops at the first that fails.
-    pub async fn consume(&mut self, client: &Client, relay: &Relay) -> Result<Consumed> {
+    pub(crate) async fn consume(&mut self, client: &Client, relay: &Relay) -> Result<Consumed> {
         let mut out = Consumed::default();
         let mut applied = match self.applied {
             Some(a) => a,
@@ -138,7 +152,11 @@ impl Consumer {
         self.applied = Some(applied);
         loop {
             let (groups, more) = relay
-                .next_groups(self.applier.direction(), self.applier.target(), applied)
+                .next_groups(
+                    applier::direction(self.applier.target()),
+                    self.applier.target(),
+                    applied,
+                )
                 .await?;
             if groups.is_empty() {
                 break;
@@ -245,159 +263,6 @@ impl Consumer {
         relay.ack(self.applier.target(), &ack).await?;
         self.applier.acked(client, &ack, true).await
     }
-
-    /// Applies whole groups (`packets`, in order) in one transaction; on a
-    /// packet that cannot be applied, rolls back and names it.
-    async fn apply_batch(
-        &mut self,
-        client: &Client,
-        relay: &Relay,
-        packets: &[PacketInfo],
-    ) -> Result<std::result::Result<Vec<Ack>, Failure>> {
-        let started = std::time::Instant::now();
-        if let Some(refused) = begin(client).await? {
-            return Ok(Err((packets[0].id, refused)));
-        }
-        self.applier.prepare(client).await?;
-        self.applier.begin(packets);
-        let (mid, after_commit) = self.applier.crash_points();
-        let mut acks = Vec::with_capacity(packets.len());
-        let mut fetched: VecDeque<StoredPart> = VecDeque::new();
-        let mut fetched_to = 0usize;
-        for (i, p) in packets.iter().enumerate() {
-            if i == fetched_to {
-                let ids = fetch_window(&packets[i..]);
-                fetched_to = i + ids.len();
-                fetched = relay.parts_of(&ids, self.applier.target()).await?.into();
-            }
-            let mut rows = 0u64;
-            let mut refused = None;
-            while fetched.front().is_some_and(|s| s.packet_id == p.id) {
-                let stored = fetched.pop_front().expect("front checked");
-                match self.apply_stored(client, p, stored).await? {
-                    Ok(n) => rows += n,
-                    Err(error) => {
-                        refused = Some(error);
-                        break;
-                    }
-                }
-            }
-            if refused.is_none() && p.kind == PacketKind::Verify {
-                refused = self.applier.verify(client, relay, p).await?.err();
-            }
-            if let Some(error) = refused {
-                client
-                    .batch_execute("ROLLBACK")
-                    .await
-                    .ctx(|| "ROLLBACK".into())?;
-                return Ok(Err((p.id, error)));
-            }
-            acks.push(Ack::processed(p.id, rows as i64));
-            if i == 0 {
-                crate::failpoint::hit(mid);
-            }
-        }
-        self.applier.commit(client, packets, &acks).await?;
-        crate::telemetry::packets_applied(
-            self.applier.direction(),
-            packets.len(),
-            started.elapsed(),
-        );
-        crate::failpoint::hit(after_commit);
-        Ok(Ok(acks))
-    }
-
-    /// Reads and applies one stored part; a part that is damaged or that the
-    /// target refuses is the packet's failure.
-    async fn apply_stored(
-        &mut self,
-        client: &Client,
-        p: &PacketInfo,
-        stored: StoredPart,
-    ) -> Result<std::result::Result<u64, String>> {
-        let part = match read_part(&stored.arrow_ipc) {
-            Ok(part) => part,
-            Err(e) => {
-                return Ok(Err(format!(
-                    "part {} of packet {} is not readable: {e}; the relay copy is damaged",
-                    stored.table_name, p.id
-                )))
-            }
-        };
-        if let Some(damage) = stored.damage(part.rows()) {
-            return Ok(Err(format!(
-                "part {} of packet {} is damaged: {damage}; the relay copy is not what was written",
-                stored.table_name, p.id
-            )));
-        }
-        if part.table != stored.table_name {
-            return Ok(Err(format!(
-                "part says table {} but the relay row says {}",
-                part.table, stored.table_name
-            )));
-        }
-        drop(stored);
-        match self.applier.apply(client, p, &part, &mut self.stages).await {
-            Ok(n) => {
-                crate::telemetry::part_applied(self.applier.direction(), &part.table, n);
-                Ok(Ok(n))
-            }
-            Err(PartError::Refused(error)) => Ok(Err(error)),
-            Err(PartError::Db(e)) => part_failure(&self.stages, &part.table, e).map(Err),
-        }
-    }
-}
-
-/// Opens the transaction as PostgreSQL's apply workers do (no triggers, no
-/// FK checks); Some(message) when the role may not.
-async fn begin(client: &Client) -> Result<Option<String>> {
-    // One round trip; a failed SET leaves the transaction aborted.
-    let Err(e) = client
-        .batch_execute("BEGIN; SET LOCAL session_replication_role = replica")
-        .await
-    else {
-        return Ok(None);
-    };
-    client
-        .batch_execute("ROLLBACK")
-        .await
-        .ctx(|| "ROLLBACK".into())?;
-    if e.code() != Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
-        return Err(e).ctx(|| "BEGIN".into());
-    }
-    Ok(Some(format!(
-        "cannot set session_replication_role ({}); connect the worker as a superuser or GRANT SET ON PARAMETER session_replication_role TO its role",
-        db_message(&e)
-    )))
-}
-
-/// What a part that failed to apply says of its packet: the error to record
-/// as FAILED; or, when the connection is out of step (a COPY refused at its
-/// start), an error that makes the caller drop the connection, so that a
-/// new one retries the packet.
-fn part_failure(stages: &Stages, table: &str, e: tokio_postgres::Error) -> Result<String> {
-    if stages.out_of_step() {
-        return Err(Error::Db {
-            context: format!("applying {table} (the connection is dropped and the packet retried)"),
-            source: e,
-        });
-    }
-    Ok(format!("{table}: {}", db_message(&e)))
-}
-
-/// The ids of the packets whose parts are fetched together: at most
-/// FETCH_BYTES of them, or one packet's.
-fn fetch_window(packets: &[PacketInfo]) -> Vec<i64> {
-    let mut bytes = 0;
-    let mut ids = Vec::new();
-    for q in packets {
-        if !ids.is_empty() && bytes + q.byte_count > FETCH_BYTES {
-            break;
-        }
-        bytes += q.byte_count;
-        ids.push(q.id);
-    }
-    ids
 }
 
 /// How many of `groups` (at least one) to apply in one transaction: delta
@@ -406,7 +271,7 @@ fn batch_len(groups: &[Vec<PacketInfo>]) -> usize {
     let mut rows = 0;
     let mut n = 0;
     for g in groups {
-        if g.iter().any(|p| p.kind != PacketKind::Delta) {
+        if g.iter().any(|p| goes_alone(p.kind)) {
             break;
         }
         rows += g.iter().map(|p| p.row_count).sum::<i64>();
@@ -420,8 +285,9 @@ fn batch_len(groups: &[Vec<PacketInfo>]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::kinds::fetch_window;
     use super::*;
-    use crate::protocol::{Direction, Origin, PacketStatus};
+    use crate::protocol::{Direction, Origin, PacketKind, PacketStatus};
 
     fn packet(id: i64, group: i64, kind: PacketKind, rows: i64, bytes: i64) -> PacketInfo {
         PacketInfo {

@@ -5,22 +5,19 @@
 
 use tokio_postgres::Client;
 
-use super::applier::PartError;
+use super::applier::{Applier, PartError};
 use super::merge_sql::statements;
 use super::stage::{stage_part, Stage, Stages};
+use crate::book::{self, events};
 use crate::config::{Merge, UpstreamConfig};
 use crate::error::{db_message, DbContext, Result};
 use crate::packet::{Op, Part};
-use crate::postgres::literal;
-use crate::relay::PacketInfo;
-
-/// The event HO logs for each row merged from a site.
-pub const EVENT_MERGED: &str = "User update succeeded (Device)";
-/// The event HO logs for each row it could not store.
-pub const EVENT_REJECTED: &str = "Fail to save to the server DB";
+use crate::postgres::{literal, Tx};
+use crate::protocol::Target;
+use crate::relay::{Ack, PacketInfo, Relay};
 
 /// HO merging the sites' up packets.
-pub struct HoMerger {
+pub(crate) struct HoMerger {
     upstream: Vec<UpstreamConfig>,
     /// Whether this session is marked with the merge origin.
     origin_set: bool,
@@ -31,7 +28,7 @@ pub struct HoMerger {
 }
 
 impl HoMerger {
-    pub(super) fn new(upstream: &[UpstreamConfig]) -> HoMerger {
+    pub(crate) fn new(upstream: &[UpstreamConfig]) -> HoMerger {
         HoMerger {
             upstream: upstream.to_vec(),
             origin_set: false,
@@ -39,17 +36,28 @@ impl HoMerger {
             committed: (0, 0),
         }
     }
+}
 
-    pub(super) async fn position(&self, client: &Client) -> Result<i64> {
-        Ok(client
-            .query_one("SELECT applied_through FROM relaysync.up_state", &[])
-            .await
-            .ctx(|| "reading relaysync.up_state".into())?
-            .get("applied_through"))
+impl Applier for HoMerger {
+    fn target(&self) -> &Target {
+        &Target::Ho
+    }
+
+    async fn position(&self, client: &Client) -> Result<i64> {
+        book::ho::merged_through(client).await
+    }
+
+    async fn unsent_acks(&self, _: &Client, relay: &Relay, applied: i64) -> Result<Vec<Ack>> {
+        Ok(relay
+            .unacked(crate::protocol::Direction::Up, &Target::Ho, applied)
+            .await?
+            .iter()
+            .map(|p| Ack::processed(p.id, p.row_count))
+            .collect())
     }
 
     /// What HO merges carries the merge origin down to the sites.
-    pub(super) async fn prepare(&mut self, client: &Client) -> Result<()> {
+    async fn prepare(&mut self, client: &Client) -> Result<()> {
         if !self.origin_set {
             super::use_origin(client, crate::MERGE_ORIGIN, "relaysync setup ho").await?;
             self.origin_set = true;
@@ -57,11 +65,11 @@ impl HoMerger {
         Ok(())
     }
 
-    pub(super) fn begin(&mut self) {
+    fn begin(&mut self, _: &[PacketInfo], _: Option<u64>) {
         self.counts = (0, 0);
     }
 
-    pub(super) async fn apply(
+    async fn apply(
         &mut self,
         client: &Client,
         p: &PacketInfo,
@@ -101,22 +109,16 @@ impl HoMerger {
         Ok(rows)
     }
 
-    pub(super) async fn commit(&mut self, client: &Client, packets: &[PacketInfo]) -> Result<()> {
+    async fn commit(&mut self, tx: Tx<'_>, packets: &[PacketInfo], _: &[Ack]) -> Result<()> {
         let last = packets.last().map_or(0, |p| p.id);
-        let result = client
-            .batch_execute(&format!(
-                "UPDATE relaysync.up_state SET applied_through = {last}; COMMIT"
-            ))
-            .await;
-        if let Err(e) = result {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(e).ctx(|| "HO: recording the merged packets".into());
-        }
+        tx.commit_after(&book::ho::merged(last))
+            .await
+            .ctx(|| "HO: recording the merged packets".into())?;
         self.committed = std::mem::take(&mut self.counts);
         Ok(())
     }
 
-    pub(super) fn take_counts(&mut self) -> (u64, u64) {
+    fn take_counts(&mut self) -> (u64, u64) {
         std::mem::take(&mut self.committed)
     }
 }
@@ -222,13 +224,13 @@ async fn reject_row(
             &format!(
                 "WITH r AS (SELECT {key} AS key, to_jsonb(x) AS row_data
                               FROM (SELECT {cols} FROM {stage} s WHERE {seq_col} = $1) x),
-                      j AS (INSERT INTO relaysync.rejects (site, packet_id, table_name, key, row_data, error)
-                            SELECT $2, $3, $4, key, row_data, $5 FROM r)
-                 INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
-                 SELECT $2, $4, key, {event}, $5 FROM r",
+                      j AS ({rejects} SELECT $2, $3, $4, key, row_data, $5 FROM r)
+                 {events} SELECT $2, $4, key, {event}, $5 FROM r",
+                rejects = events::INSERT_REJECTS,
+                events = events::INSERT,
                 key = st.key_text("x"),
                 stage = st.name,
-                event = literal(EVENT_REJECTED),
+                event = literal(events::REJECTED),
             ),
             &[&seq, &site, &packet, &table, &error],
         )

@@ -2,8 +2,8 @@
 //! upsert; deletes ignored or applied), each over the staged rows a filter
 //! selects and each returning the rows it wrote. Pure: unit-tested here.
 
-use super::merge::EVENT_MERGED;
 use super::stage::Stage;
+use crate::book::events;
 use crate::config::{Deletes, Merge, UpstreamConfig};
 use crate::postgres::literal;
 
@@ -31,11 +31,11 @@ pub(super) fn statements(
     let upserts = format!("s.{op_col} <> 'D' AND {filter}");
     let log = |rows: &str| {
         format!(
-            "INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
-             SELECT {}, {}, m.key, {}, m.op FROM {rows} m",
+            "{} SELECT {}, {}, m.key, {}, m.op FROM {rows} m",
+            events::INSERT,
             literal(site),
             literal(table),
-            literal(EVENT_MERGED)
+            literal(events::MERGED)
         )
     };
     match policy.merge {

@@ -4,10 +4,12 @@
 //! order, one transaction per group (or per run of groups) with the
 //! position recorded in it, acks after the commit, a failing packet that
 //! stops the stream, acks re-sent after a crash — is written once, in
-//! [`consumer`], and what differs is held by an [`Applier`].
+//! [`consumer`]; what each packet kind does, in [`kinds`]; and what
+//! differs between the sides is an [`applier::Applier`].
 
 mod applier;
 mod consumer;
+mod kinds;
 mod merge;
 mod merge_sql;
 mod origin;
@@ -16,8 +18,8 @@ mod sequence;
 mod site;
 mod stage;
 
-pub use applier::Applier;
-pub use consumer::{Consumed, Consumer};
-pub use merge::{EVENT_MERGED, EVENT_REJECTED};
+pub use consumer::Consumed;
+pub(crate) use consumer::Consumer;
+pub(crate) use merge::HoMerger;
 pub use origin::{ensure_origin, origin_name, use_origin};
-pub use replica::EVENT_MERGED_HERE;
+pub(crate) use site::SiteApplier;

@@ -9,6 +9,7 @@
 use tokio_postgres::Client;
 
 use super::stage::{binary_fits, copy_rows, stage_part, CopyForm, Stage, Stages};
+use crate::book::events;
 use crate::packet::{Op, Part};
 use crate::postgres::{ident, literal, qualified};
 
@@ -185,20 +186,17 @@ fn keyed_statements(st: &Stage, part: &Part, needs: Needs) -> String {
 fn merged_events(st: &Stage, site: &str, table: &str) -> String {
     let (op_col, origin_col) = (&st.meta.op, &st.meta.origin);
     format!(
-        "INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
-         SELECT {site}, {table}, {key_text}, {event}, {op_col}
+        "{insert} SELECT {site}, {table}, {key_text}, {event}, {op_col}
            FROM {stage} s WHERE {origin_col} = {origin} AND {op_col} <> 'D';",
+        insert = events::INSERT,
         site = literal(site),
         table = literal(table),
         key_text = st.key_text("s"),
-        event = literal(EVENT_MERGED_HERE),
+        event = literal(events::MERGED_HERE),
         stage = st.name,
         origin = literal(crate::MERGE_ORIGIN),
     )
 }
-
-/// The event a site logs for each row HO merged that comes back down.
-pub const EVENT_MERGED_HERE: &str = "User update succeeded (HO)";
 
 /// Inserts a part of inserts only by COPY straight into its table (new rows,
 /// a full sync's load): no staging, and COPY's batched inserts. Rows the

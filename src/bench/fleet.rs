@@ -195,8 +195,7 @@ async fn start(sites: usize) -> Result<Fleet> {
             .ctx(|| "creating the bench table at a site".into())?;
     }
     let mut client = relaysync::postgres::connect("relay", &relay.url("relay")).await?;
-    relaysync::relay::migrate::migrate(&mut client, relaysync::relay::migrate::Target::Relay)
-        .await?;
+    relaysync::relay::migrate(&mut client).await?;
     Ok(Fleet {
         ho,
         relay,

@@ -304,8 +304,7 @@ async fn relaysync_loads(
         .await
         .map_err(cluster_error)?;
     let mut owner = relaysync::postgres::connect("relay", &rig.relay.url("relay_loads")).await?;
-    relaysync::relay::migrate::migrate(&mut owner, relaysync::relay::migrate::Target::Relay)
-        .await?;
+    relaysync::relay::migrate(&mut owner).await?;
     let relay = Relay::connect(&rig.relay.url("relay_loads")).await?;
     let codes: Vec<String> = (0..k).map(|i| format!("load-{i:02}")).collect();
     let mut relay_urls = Vec::new();

@@ -291,8 +291,7 @@ async fn create_tables(rig: &Rig) -> Result<()> {
 async fn setup_relaysync(rig: &Rig) -> Result<()> {
     let k = rig.codes.len();
     let mut relay_client = connect("relay", &rig.relay.url("relay")).await?;
-    relaysync::relay::migrate::migrate(&mut relay_client, relaysync::relay::migrate::Target::Relay)
-        .await?;
+    relaysync::relay::migrate(&mut relay_client).await?;
     let relay = relaysync::relay::Relay::connect(&rig.relay.url("relay")).await?;
     for (i, code) in rig.codes.iter().enumerate() {
         let role = match &rig.site_roles {

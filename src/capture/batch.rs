@@ -14,6 +14,8 @@ use bytes::Bytes;
 use super::bag::Bag;
 use super::pgoutput::{OldKind, Tuple, Value};
 use crate::packet::{Change, Op, TableShape};
+use crate::protocol::Lsn;
+use crate::relay::writer::{Draft, DraftPart};
 use crate::route::{Route, ALL_SITES};
 
 /// A captured table: its shape and route.
@@ -48,6 +50,23 @@ pub struct PacketDraft {
 }
 
 impl PacketDraft {
+    /// The packet as the relay's writer takes it.
+    pub(crate) fn to_write(&self) -> Draft<'_> {
+        Draft {
+            parts: self
+                .parts
+                .iter()
+                .map(|p| DraftPart {
+                    shape: &p.shape,
+                    target: &p.target,
+                    changes: &p.changes,
+                })
+                .collect(),
+            lsn_from: Lsn::from(self.lsn_from),
+            lsn_to: Lsn::from(self.lsn_to),
+        }
+    }
+
     /// Rows stored in the packet, after compaction.
     pub fn rows(&self) -> usize {
         self.parts.iter().map(|p| p.changes.len()).sum()

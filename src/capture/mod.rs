@@ -19,8 +19,8 @@
 //!
 //! The files: `stream.rs` is the loop, one method per event; `position.rs`
 //! its decisions, without IO; `slot.rs` the replication connection;
-//! `writer.rs` writes groups into the relay; `shape.rs` describes captured
-//! tables; `batch.rs` cuts changes into packets.
+//! `shape.rs` describes captured tables; `batch.rs` cuts changes into
+//! packets, which the relay's one writer (`relay/writer.rs`) stores.
 
 mod bag;
 pub mod batch;
@@ -32,7 +32,6 @@ mod shape;
 mod slot;
 pub mod snapshot;
 mod stream;
-mod writer;
 
 use std::time::Duration;
 
@@ -69,7 +68,7 @@ pub enum Mode {
 pub const STREAM_LINGER: Duration = Duration::from_millis(20);
 
 /// What one capture run did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Outcome {
     pub transactions: u64,
     pub changes: u64,
@@ -78,6 +77,7 @@ pub struct Outcome {
     pub bytes: u64,
     pub skipped_transactions: u64,
     /// What the relay holds and the slot is confirmed to.
+    #[serde(serialize_with = "crate::service::display")]
     pub confirmed_lsn: Lsn,
 }
 

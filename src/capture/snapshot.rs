@@ -24,16 +24,16 @@ use tokio_postgres::Client;
 use super::batch::{Batcher, Bounds};
 use super::copy_text::parse_line;
 use super::shape;
-use super::writer::Writer;
 use crate::error::{DbContext, Result};
-use crate::postgres::{ident, qualified};
+use crate::postgres::{ident, qualified, Tx};
 use crate::progress::Progress;
 use crate::protocol::{Lsn, Origin, PacketKind};
+use crate::relay::writer::Writer;
 use crate::relay::Relay;
 use crate::route::Route;
 
 /// A full sync served: which sites, which tables, how much.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Served {
     pub sites: Vec<String>,
     pub tables: Vec<String>,
@@ -95,7 +95,8 @@ async fn snapshot(
     bounds: Bounds,
 ) -> Result<Served> {
     tracing::info!(sites = ?sites, tables = tables.len(), "full sync starting");
-    sql.batch_execute(
+    let snapshot = Tx::begin(
+        sql,
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
          SET LOCAL DateStyle = ISO; SET LOCAL TimeZone = 'UTC'; SET LOCAL IntervalStyle = postgres;
          SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = hex;",
@@ -104,8 +105,9 @@ async fn snapshot(
     .ctx(|| "starting the full-sync snapshot at HO".into())?;
     let mut writer =
         Writer::new(relay, &Origin::Ho, PacketKind::Snapshot).for_sites(sites.to_vec());
-    let result = write_snapshot(sql, &mut writer, tables, sites, requests, bounds).await;
-    let _ = sql.batch_execute("COMMIT").await;
+    let result = write_snapshot(&snapshot, &mut writer, tables, sites, requests, bounds).await;
+    // Read only: it wrote nothing to keep.
+    snapshot.rollback().await;
     match result {
         Ok(rows) => Ok(Served {
             sites: sites.to_vec(),
@@ -138,7 +140,7 @@ async fn write_snapshot(
         .try_get("lsn")
         .ctx(|| "reading the WAL position".into())?;
     let mut batcher = Batcher::new(bounds);
-    writer.begin().await?;
+    writer.tx().await?;
     let mut total = 0u64;
     for (i, (name, route)) in tables.iter().enumerate() {
         let table = Table {
@@ -150,10 +152,10 @@ async fn write_snapshot(
     }
     batcher.seal();
     for draft in batcher.take_sealed() {
-        writer.write(draft).await?;
+        writer.write(draft.to_write()).await?;
     }
     let group = writer.group();
-    writer.mark_served(requests, group).await?;
+    writer.tx().await?.mark_served(requests, group).await?;
     writer.commit().await?;
     Ok(total)
 }
@@ -216,7 +218,7 @@ async fn copy_table(
         }
         progress.add(n);
         for draft in batcher.take_sealed() {
-            writer.write(draft).await?;
+            writer.write(draft.to_write()).await?;
         }
     }
     let rows = progress.rows();

@@ -14,10 +14,10 @@ use super::batch::{Batcher, Bounds};
 use super::pgoutput::{self, Message, Relation};
 use super::position::{Committed, OriginMark, Position, REQUESTS_EVERY, STREAM_FLUSH_EVERY};
 use super::slot::{self, Event, SlotStream};
-use super::writer::Writer;
 use super::{shape, snapshot, Mode, Outcome, Source};
 use crate::error::Result;
 use crate::protocol::{Lsn, Origin, PacketKind};
+use crate::relay::writer::Writer;
 use crate::relay::Relay;
 use crate::route::Route;
 
@@ -224,7 +224,7 @@ impl<'a> Capture<'a> {
             message => self.on_change(message),
         }
         for draft in self.batcher.take_sealed() {
-            self.writer.write(draft).await?;
+            self.writer.write(draft.to_write()).await?;
         }
         // The clock is read once per 4096 changes: per change, it shows in profiles.
         if self.seen.changes.is_multiple_of(4096) && self.last_progress.elapsed() > PROGRESS_EVERY {
@@ -348,7 +348,7 @@ impl<'a> Capture<'a> {
         let started = Instant::now();
         self.batcher.seal();
         for draft in self.batcher.take_sealed() {
-            self.writer.write(draft).await?;
+            self.writer.write(draft.to_write()).await?;
         }
         self.writer.commit_at(&self.source.slot, through).await?;
         if captured {

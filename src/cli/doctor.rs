@@ -3,15 +3,14 @@
 use std::process::ExitCode;
 
 use relaysync::config::Config;
-use relaysync::doctor::{self, Report};
+use relaysync::doctor;
 use relaysync::error::Result;
-use serde_json::json;
 
 /// Runs the checks and prints the findings; exit code 1 when any.
 pub async fn run(cfg: &Config, as_json: bool) -> Result<ExitCode> {
     let report = doctor::run(cfg).await;
     if as_json {
-        super::json::print(&to_json(&report));
+        super::json::print(&report);
     } else if report.healthy() {
         println!("healthy: {} check(s) passed", report.checked.len());
     } else {
@@ -23,17 +22,5 @@ pub async fn run(cfg: &Config, as_json: bool) -> Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
-}
-
-fn to_json(report: &Report) -> serde_json::Value {
-    json!({
-        "healthy": report.healthy(),
-        "checked": report.checked,
-        "findings": report.findings.iter().map(|f| json!({
-            "severity": f.severity.as_str(),
-            "check": f.check,
-            "message": f.message,
-        })).collect::<Vec<_>>(),
     })
 }

@@ -297,7 +297,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Site(command) => site::run(&cfg, command).await?,
         Command::Ho(command) => worker::ho(&cfg, command, cli.json).await?,
         Command::Pos(command) => worker::pos(&cfg, command, cli.json).await?,
-        Command::Push { sites, all, tables } => push::run(&cfg, sites, all, tables).await?,
+        Command::Push { sites, all, tables } => {
+            push::run(&cfg, sites, all, tables, cli.json).await?
+        }
         Command::Verify {
             sites,
             all,

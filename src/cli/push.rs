@@ -2,29 +2,33 @@
 
 use relaysync::config::Config;
 use relaysync::error::{Error, Result};
-use relaysync::protocol::SyncReason;
 use relaysync::relay::Relay;
+use relaysync::service::{self, Sites};
 
 /// Asks for a reload of `tables` (empty: all) at `sites` (or every site).
-pub async fn run(cfg: &Config, sites: Vec<String>, all: bool, tables: Vec<String>) -> Result<()> {
+pub async fn run(
+    cfg: &Config,
+    sites: Vec<String>,
+    all: bool,
+    tables: Vec<String>,
+    as_json: bool,
+) -> Result<()> {
     let tables = configured(cfg, tables)?;
     let relay = Relay::connect(&cfg.relay()?.url).await?;
-    let sites = if all { relay.sites().await? } else { sites };
-    if sites.is_empty() {
-        return Err(Error::Setup(
-            "no site is registered; run `relaysync site add CODE` first".into(),
-        ));
+    let sites = if all { Sites::All } else { Sites::These(sites) };
+    let view = service::push(&relay, sites, tables).await?;
+    if as_json {
+        super::json::print(&serde_json::json!({ "requested": view }));
+        return Ok(());
     }
-    let tables = (!tables.is_empty()).then_some(tables);
-    relay
-        .request_sync(&sites, tables.as_deref(), SyncReason::Push)
-        .await?;
     println!(
         "full sync of {} requested for {}; served on HO's next sync",
-        tables
-            .as_ref()
-            .map_or("every configured table".to_string(), |t| t.join(", ")),
-        sites.join(", ")
+        if view.tables.is_empty() {
+            "every configured table".to_string()
+        } else {
+            view.tables.join(", ")
+        },
+        view.sites.join(", ")
     );
     Ok(())
 }

@@ -2,7 +2,6 @@
 
 use relaysync::config::Config;
 use relaysync::error::Result;
-use relaysync::relay::migrate::{self, Target};
 
 use super::SetupTarget;
 
@@ -11,7 +10,7 @@ pub async fn run(cfg: &Config, target: SetupTarget) -> Result<()> {
     match target {
         SetupTarget::Relay => {
             let mut client = relaysync::postgres::connect("relay", &cfg.relay()?.url).await?;
-            migrate::migrate(&mut client, Target::Relay).await?;
+            relaysync::relay::migrate(&mut client).await?;
             println!("relay schema is ready");
         }
         SetupTarget::Ho => {

@@ -3,7 +3,6 @@
 use relaysync::config::Config;
 use relaysync::error::Error;
 use relaysync::error::Result;
-use relaysync::protocol::SyncReason;
 use relaysync::relay::Relay;
 use relaysync::supervisor::supervise_with;
 use relaysync::telemetry::{self, Health};
@@ -31,7 +30,7 @@ async fn serve_metrics(cfg: &Config, args: &RunArgs) -> Result<Option<Health>> {
 pub async fn ho(cfg: &Config, command: WorkerCommand, as_json: bool) -> Result<()> {
     let report = move |s: &relaysync::ho::Summary| {
         if as_json {
-            json::print(&json::ho(s));
+            json::print(&relaysync::service::SyncReport::ho(s));
         } else {
             summary::ho(s);
         }
@@ -57,7 +56,7 @@ pub async fn ho(cfg: &Config, command: WorkerCommand, as_json: bool) -> Result<(
 pub async fn pos(cfg: &Config, command: PosCommand, as_json: bool) -> Result<()> {
     let report = move |s: &relaysync::pos::Summary| {
         if as_json {
-            json::print(&json::pos(s));
+            json::print(&relaysync::service::SyncReport::pos(s));
         } else {
             summary::pos(s);
         }
@@ -105,12 +104,14 @@ pub async fn pos(cfg: &Config, command: PosCommand, as_json: bool) -> Result<()>
             }
         }
         PosCommand::Resync => {
-            let site = cfg.pos()?.site.clone();
+            let site = &cfg.pos()?.site;
             let relay = Relay::connect(&cfg.relay()?.url).await?;
-            relay
-                .request_sync(std::slice::from_ref(&site), None, SyncReason::Resync)
-                .await?;
-            println!("site {site}: clean resync requested; it is served on HO's next sync and applied on this site's next sync");
+            let view = relaysync::service::resync(&relay, site).await?;
+            if as_json {
+                json::print(&serde_json::json!({ "requested": view }));
+            } else {
+                println!("site {site}: clean resync requested; it is served on HO's next sync and applied on this site's next sync");
+            }
             Ok(())
         }
     }

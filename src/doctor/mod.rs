@@ -31,7 +31,7 @@ impl Severity {
 }
 
 /// One thing found wrong, and what to do about it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Finding {
     pub severity: Severity,
     /// Which check: `wal_level`, `slot`, `publication`, …
@@ -75,6 +75,24 @@ impl Report {
     /// Whether nothing is wrong.
     pub fn healthy(&self) -> bool {
         self.findings.is_empty()
+    }
+}
+
+impl serde::Serialize for Report {
+    /// `healthy`, `checked` and the `findings`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Report", 3)?;
+        st.serialize_field("healthy", &self.healthy())?;
+        st.serialize_field("checked", &self.checked)?;
+        st.serialize_field("findings", &self.findings)?;
+        st.end()
+    }
+}
+
+impl serde::Serialize for Severity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

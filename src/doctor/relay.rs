@@ -3,9 +3,10 @@
 use std::time::{Duration, SystemTime};
 
 use super::{check_tls, clock_and_tls, Report};
+use crate::book::{self, Side};
 use crate::config::Config;
 use crate::error::chain;
-use crate::relay::migrate::{self, Target};
+use crate::relay::migrate;
 use crate::relay::Relay;
 
 /// A site that has acked nothing for this long while packets wait is silent.
@@ -29,7 +30,7 @@ pub(super) async fn check(cfg: &Config, report: &mut Report) -> Option<SystemTim
             return None;
         }
     };
-    match migrate::is_set_up(&client, Target::Relay).await {
+    match migrate::is_set_up(&client).await {
         Ok(false) => {
             report.error(
                 "relay_schema",
@@ -38,7 +39,7 @@ pub(super) async fn check(cfg: &Config, report: &mut Report) -> Option<SystemTim
             return None;
         }
         Err(e) => report.error("relay_schema", chain(&e)),
-        Ok(true) => match migrate::missing(&client, Target::Relay).await {
+        Ok(true) => match migrate::missing(&client).await {
             Ok(m) if !m.is_empty() => report.error(
                 "relay_schema",
                 format!("the relay schema lacks migration(s) {m:?} of this version; run `relaysync setup relay`"),
@@ -119,8 +120,15 @@ pub(super) async fn check_site(cfg: &Config, report: &mut Report) {
     if let Ok((_, ssl)) = clock_and_tls(&client).await {
         check_tls(report, "pos", &pos.url, ssl);
     }
-    match migrate::is_set_up(&client, Target::Pos).await {
-        Ok(true) => {}
+    match book::migrate::is_set_up(&client, Side::Site).await {
+        Ok(true) => match book::migrate::missing(&client, Side::Site).await {
+            Ok(m) if !m.is_empty() => report.error(
+                "site_schema",
+                format!("site {}'s bookkeeping schema lacks migration(s) {m:?} of this version; run `relaysync setup pos`", pos.site),
+            ),
+            Ok(_) => {}
+            Err(e) => report.error("site_schema", chain(&e)),
+        },
         Ok(false) => {
             return report.error(
                 "site_schema",

@@ -14,35 +14,40 @@ use tokio_postgres::Client;
 
 pub use setup::setup;
 
-use crate::apply::{Applier, Consumed, Consumer};
+use crate::apply::{Consumed, Consumer, HoMerger};
+use crate::book::{self, Side};
 use crate::capture::{self, batch::Bounds, snapshot::Served, Mode, Outcome, Source};
 use crate::config::Config;
 use crate::error::{DbContext, Error, Result};
 use crate::postgres::{connect, Wake};
 use crate::protocol::{Lsn, Origin, PacketStatus};
-use crate::relay::migrate::{self, Target};
 use crate::relay::Relay;
 use crate::supervisor::{supervise, Worker};
 
 /// What one `ho sync` did.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Summary {
+    #[serde(rename = "captured")]
     pub capture: Outcome,
     /// Site data merged into HO before the capture.
     pub merged: Consumed,
     /// Full syncs served after the capture.
+    #[serde(rename = "full_syncs")]
     pub served: Vec<Served>,
     /// The verify packet sent after the capture, if any was asked for.
     pub verified: Option<crate::verify::ho::Sent>,
     /// Packets in HO's record by status.
+    #[serde(serialize_with = "crate::service::by_status")]
     pub sent: Vec<(PacketStatus, i64)>,
     /// What retention removed.
+    #[serde(rename = "retention")]
     pub retained: Retained,
+    #[serde(rename = "seconds", serialize_with = "crate::service::seconds")]
     pub elapsed: Duration,
 }
 
 /// What one round of retention did.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Retained {
     /// Packets purged from the relay.
     pub purged: u64,
@@ -56,13 +61,7 @@ pub struct Retained {
 pub async fn retain(cfg: &Config, sql: &Client, relay: &Relay) -> Result<Retained> {
     let keep = cfg.keep_acked()?;
     let purged = relay.purge_processed(keep).await?;
-    sql.execute(
-        "DELETE FROM relaysync.sent_packets
-          WHERE status = 'PROCESSED' AND created_at < now() - make_interval(secs => $1)",
-        &[&keep.as_secs_f64()],
-    )
-    .await
-    .ctx(|| "purging relaysync.sent_packets".into())?;
+    book::ho::purge_sent(sql, keep).await?;
     let expired = match cfg.max_offline()? {
         Some(max) => relay.expire_silent(max).await?,
         None => Vec::new(),
@@ -77,7 +76,7 @@ async fn open(cfg: &Config) -> Result<(Client, Relay)> {
     let ho = cfg.ho()?;
     let relay = Relay::connect(&cfg.relay()?.url).await?;
     let sql = connect("ho", &ho.url).await?;
-    if !migrate::is_set_up(&sql, Target::Ho).await? {
+    if !book::migrate::is_set_up(&sql, Side::Ho).await? {
         return Err(Error::Setup(
             "HO is not set up for relaysync; run `relaysync setup ho` first".into(),
         ));
@@ -109,7 +108,7 @@ pub async fn sync_once(cfg: &Config) -> Result<Summary> {
 async fn sync_on(cfg: &Config, sql: &Client, relay: &Relay) -> Result<Summary> {
     let started = Instant::now();
     // Merge what the sites sent first: the capture then fans it out.
-    let merged = Consumer::new(Applier::ho(&cfg.upstream))
+    let merged = Consumer::new(HoMerger::new(&cfg.upstream))
         .consume(sql, relay)
         .await?;
     // Before the capture: see crate::verify for why.
@@ -173,89 +172,13 @@ async fn capture_through(
 
 /// The up packet `summary` stopped at, as an error naming the retry.
 pub fn failure(cfg: &Config, summary: &Summary) -> Option<Error> {
-    summary.merged.failure(&Applier::ho(&cfg.upstream))
-}
-
-/// Packets written to HO's record per statement.
-const RECORD_BATCH: usize = 2000;
-
-/// Writes (or updates the status and error of) packets in HO's record, in
-/// one statement.
-async fn write_sent(sql: &Client, sent: &[crate::relay::SentPacket]) -> Result<()> {
-    let col = |f: fn(&crate::relay::SentPacket) -> i64| sent.iter().map(f).collect::<Vec<i64>>();
-    let kinds: Vec<&str> = sent.iter().map(|s| s.packet.kind.as_str()).collect();
-    let statuses: Vec<&str> = sent.iter().map(|s| s.packet.status.as_str()).collect();
-    let targets: Vec<String> = sent
-        .iter()
-        .map(|s| serde_json::json!(s.packet.targets).to_string())
-        .collect();
-    let created: Vec<std::time::SystemTime> = sent.iter().map(|s| s.packet.created_at).collect();
-    let errors: Vec<Option<&str>> = sent.iter().map(|s| s.error.as_deref()).collect();
-    sql.execute(
-        "INSERT INTO relaysync.sent_packets (packet_id, group_id, kind, targets, row_count,
-            byte_count, created_at, status, error)
-         SELECT i, g, k, ARRAY(SELECT jsonb_array_elements_text(t::jsonb)), r, b, c, s, e
-           FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[], $6::int8[],
-                       $7::timestamptz[], $8::text[], $9::text[]) AS x (i, g, k, t, r, b, c, s, e)
-         ON CONFLICT (packet_id) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error,
-           targets = EXCLUDED.targets, updated_at = now()
-         WHERE relaysync.sent_packets.status IS DISTINCT FROM EXCLUDED.status
-            OR relaysync.sent_packets.error IS DISTINCT FROM EXCLUDED.error",
-        &[
-            &col(|s| s.packet.id),
-            &col(|s| s.packet.group_id),
-            &kinds,
-            &targets,
-            &col(|s| s.packet.row_count),
-            &col(|s| s.packet.byte_count),
-            &created,
-            &statuses,
-            &errors,
-        ],
-    )
-    .await
-    .ctx(|| "writing relaysync.sent_packets".into())?;
-    Ok(())
+    summary.merged.failure(&HoMerger::new(&cfg.upstream))
 }
 
 /// Copies the packets' statuses from the relay into HO's own record
 /// (`relaysync.sent_packets`); returns the count per status.
 pub async fn record_sent(sql: &Client, relay: &Relay) -> Result<Vec<(PacketStatus, i64)>> {
-    let ctx = || "reading relaysync.sent_packets".to_string();
-    let row = sql
-        .query_one(
-            "SELECT (SELECT coalesce(max(packet_id), 0) FROM relaysync.sent_packets) AS after,
-                    (SELECT relay_xmin FROM relaysync.sent_position) AS xmin",
-            &[],
-        )
-        .await
-        .ctx(ctx)?;
-    let (after, xmin): (i64, i64) = (row.get("after"), row.get("xmin"));
-    let (sent, next) = relay.sent_since(after, xmin).await?;
-    for chunk in sent.chunks(RECORD_BATCH) {
-        write_sent(sql, chunk).await?;
-    }
-    sql.execute(
-        "UPDATE relaysync.sent_position SET relay_xmin = $1",
-        &[&next],
-    )
-    .await
-    .ctx(|| "writing relaysync.sent_position".into())?;
-    let rows = sql
-        .query(
-            "SELECT status, count(*) AS n FROM relaysync.sent_packets GROUP BY status ORDER BY status",
-            &[],
-        )
-        .await
-        .ctx(|| "reading relaysync.sent_packets".into())?;
-    rows.iter()
-        .map(|r| {
-            let status: PacketStatus = r
-                .try_get("status")
-                .ctx(|| "reading relaysync.sent_packets".into())?;
-            Ok((status, r.get("n")))
-        })
-        .collect()
+    book::ho::record_sent(sql, relay).await
 }
 
 /// `ho run` for the supervisor: a sync every `interval`, or, at zero, a
@@ -366,7 +289,7 @@ async fn stream(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<()> {
 /// be gone).
 struct UpMerger {
     cfg: Config,
-    open: Option<(Client, Relay, Consumer)>,
+    open: Option<(Client, Relay, Consumer<HoMerger>)>,
     wake: Wake,
 }
 
@@ -395,7 +318,7 @@ impl Worker for UpMerger {
             Some(o) => o,
             None => {
                 let (sql, relay) = open(&self.cfg).await?;
-                let consumer = Consumer::new(Applier::ho(&self.cfg.upstream));
+                let consumer = Consumer::new(HoMerger::new(&self.cfg.upstream));
                 self.open.insert((sql, relay, consumer))
             }
         };

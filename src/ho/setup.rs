@@ -5,12 +5,12 @@
 
 use tokio_postgres::Client;
 
+use crate::book::{self, Side};
 use crate::capture::catalog;
 use crate::checks;
 use crate::config::{Config, Merge};
 use crate::error::{Error, Result};
 use crate::postgres::{connect, qualified};
-use crate::relay::migrate::{self, Target};
 use crate::relay::{PublishedTable, Relay};
 use crate::route::Route;
 
@@ -37,7 +37,7 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
     let names: Vec<String> = described.iter().map(|t| t.name.clone()).collect();
     let publication = checks::publication_plan(&sql, &ho.publication, &names).await?;
 
-    migrate::migrate(&mut sql, Target::Ho).await?;
+    book::migrate::migrate(&mut sql, Side::Ho).await?;
     if !cfg.upstream.is_empty() {
         let origin = crate::apply::ensure_origin(&sql, crate::MERGE_ORIGIN).await?;
         said.push(format!(

@@ -14,26 +14,27 @@ use tokio_postgres::Client;
 
 pub(crate) use setup::check_table;
 pub use setup::setup;
-pub use wipe::{wipe_if_due, Wiped, EVENT_WIPED};
+pub use wipe::{wipe_if_due, Wiped};
 
-use crate::apply::{Applier, Consumed, Consumer};
+use crate::apply::{Consumed, Consumer, SiteApplier};
+use crate::book::{self, Side};
 use crate::capture::{self, batch::Bounds, Mode, Source};
 use crate::config::Config;
-use crate::error::{DbContext, Error, Result};
+use crate::error::{Error, Result};
 use crate::postgres::{connect, Wake};
 use crate::protocol::Origin;
-use crate::relay::migrate::{self, Target};
 use crate::relay::Relay;
 use crate::supervisor::Worker;
 
 /// What one `pos sync` did.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Summary {
     pub site: String,
     /// What went up to HO, when the site has upstream tables.
     pub uploaded: Option<capture::Outcome>,
     /// What was applied.
     pub applied: Consumed,
+    #[serde(rename = "seconds", serialize_with = "crate::service::seconds")]
     pub elapsed: Duration,
 }
 
@@ -59,7 +60,7 @@ pub struct Session {
     site: String,
     /// Whether this session's writes are marked with the apply origin.
     origin_set: bool,
-    consumer: Consumer,
+    consumer: Consumer<SiteApplier>,
     /// When [`Session::housekeeping`] last ran.
     housekept: Option<Instant>,
     /// Whether a full sync a wipe left pending was asked for (a wipe made
@@ -77,12 +78,8 @@ impl Session {
         let relay = Relay::connect(&cfg.relay()?.url).await?;
         relay.require_site(&pos.site).await?;
         let client = connect("pos", &pos.url).await?;
-        let set_up = migrate::is_set_up(&client, Target::Pos).await?
-            && client
-                .query_opt("SELECT 1 FROM relaysync.site WHERE site = $1", &[&pos.site])
-                .await
-                .ctx(|| "reading relaysync.site".into())?
-                .is_some();
+        let set_up = book::migrate::is_set_up(&client, Side::Site).await?
+            && book::site::owner(&client).await?.as_ref() == Some(&pos.site);
         if !set_up {
             return Err(Error::Setup(format!(
                 "this database is not set up for site '{}'; run `relaysync setup pos` first",
@@ -94,7 +91,7 @@ impl Session {
             relay,
             site: pos.site.clone(),
             origin_set: false,
-            consumer: Consumer::new(Applier::site(&pos.site)),
+            consumer: Consumer::new(SiteApplier::new(&pos.site)),
             housekept: None,
             resync_checked: false,
         })
@@ -144,14 +141,7 @@ impl Session {
             tracing::warn!(site = %self.site, "this site was expired; asking for a full sync");
             self.relay.rejoin(&self.site).await?;
         }
-        self.client
-            .execute(
-                "DELETE FROM relaysync.received_packets
-                  WHERE status = 'PROCESSED' AND acked AND applied_at < now() - make_interval(secs => $1)",
-                &[&cfg.keep_acked()?.as_secs_f64()],
-            )
-            .await
-            .ctx(|| "purging relaysync.received_packets".into())?;
+        book::site::purge_received(&self.client, cfg.keep_acked()?).await?;
         self.housekept = Some(Instant::now());
         Ok(())
     }

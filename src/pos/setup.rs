@@ -6,11 +6,11 @@ use std::collections::HashMap;
 
 use tokio_postgres::Client;
 
+use crate::book::{self, Side};
 use crate::checks;
 use crate::config::Config;
 use crate::error::{DbContext, Error, Result};
 use crate::postgres::{connect, ident, qualified};
-use crate::relay::migrate::{self, Target};
 use crate::relay::{PublishedTable, Relay};
 
 /// Checks the site's tables against HO's and creates the site's bookkeeping
@@ -37,14 +37,8 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
     }
     check_owner(&client, &pos.site).await?;
     let upstream = check_upstream(&client, cfg).await?;
-    migrate::migrate(&mut client, Target::Pos).await?;
-    client
-        .execute(
-            "INSERT INTO relaysync.site (site) VALUES ($1) ON CONFLICT DO NOTHING",
-            &[&pos.site],
-        )
-        .await
-        .ctx(|| "writing relaysync.site".into())?;
+    book::migrate::migrate(&mut client, Side::Site).await?;
+    book::site::register(&client, &pos.site).await?;
     let mut said = vec![format!(
         "site {}: {} table(s) checked, bookkeeping schema relaysync ready",
         pos.site,
@@ -66,15 +60,10 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
 
 /// Fails when this database is already another site's.
 async fn check_owner(client: &Client, site: &str) -> Result<()> {
-    if !migrate::is_set_up(client, Target::Pos).await? {
+    if !book::migrate::is_set_up(client, Side::Site).await? {
         return Ok(());
     }
-    let existing: Option<String> = client
-        .query_opt("SELECT site FROM relaysync.site", &[])
-        .await
-        .ctx(|| "reading relaysync.site".into())?
-        .map(|r| r.get("site"));
-    match existing {
+    match book::site::owner(client).await? {
         Some(other) if other != site => Err(Error::Setup(format!(
             "this database belongs to site '{other}'; give site '{site}' its own database (or fix [pos] site)"
         ))),

@@ -11,14 +11,12 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+use crate::book;
 use crate::config::Config;
 use crate::error::{DbContext, Result};
-use crate::postgres::{connect, qualified};
+use crate::postgres::{connect, qualified, Tx};
 use crate::protocol::SyncReason;
 use crate::relay::Relay;
-
-/// The event a site logs when it wipes.
-pub const EVENT_WIPED: &str = "Synced data wiped (no successful sync)";
 
 /// What a wipe cleared.
 #[derive(Debug, Clone)]
@@ -35,7 +33,7 @@ pub async fn wipe_if_due(cfg: &Config) -> Result<Option<Wiped>> {
     };
     let pos = cfg.pos()?;
     let client = connect("pos", &pos.url).await?;
-    if !due(&client, &pos.site, after).await? {
+    if !book::site::wipe_due(&client, &pos.site, after).await? {
         return Ok(None);
     }
     let tables: Vec<String> = cfg
@@ -49,37 +47,24 @@ pub async fn wipe_if_due(cfg: &Config) -> Result<Option<Wiped>> {
     Ok(Some(wiped))
 }
 
-/// Whether the last success is older than `after` and no wipe followed it.
-async fn due(client: &Client, site: &str, after: Duration) -> Result<bool> {
-    let row = client
-        .query_opt(
-            "SELECT last_success_at < now() - make_interval(secs => $2)
-                    AND (wiped_at IS NULL OR wiped_at < last_success_at) AS due
-               FROM relaysync.site WHERE site = $1",
-            &[&site, &after.as_secs_f64()],
-        )
-        .await
-        .ctx(|| "reading relaysync.site; has `relaysync setup pos` run?".into())?;
-    Ok(row
-        .and_then(|r| r.get::<_, Option<bool>>("due"))
-        .unwrap_or(false))
-}
-
 /// Deletes every row of `tables`, logs it and marks the resync to ask for,
 /// in one transaction.
 async fn wipe(client: &Client, site: &str, tables: &[String], after: Duration) -> Result<Wiped> {
-    client
-        .batch_execute("BEGIN; SET LOCAL session_replication_role = replica")
-        .await
-        .ctx(|| "wiping the site's synced data".into())?;
-    let result = async {
+    let ctx = || "wiping the site's synced data".to_string();
+    let tx = Tx::begin(
+        client,
+        "BEGIN; SET LOCAL session_replication_role = replica",
+    )
+    .await
+    .ctx(ctx)?;
+    let rows = async {
         let mut total = 0u64;
         let why = format!(
             "no successful sync for {}",
             humantime::format_duration(after)
         );
         for t in tables {
-            let n: i64 = client
+            let n: i64 = tx
                 .query_one(
                     &format!(
                         "WITH d AS (DELETE FROM {} RETURNING 1) SELECT count(*) AS n FROM d",
@@ -89,58 +74,29 @@ async fn wipe(client: &Client, site: &str, tables: &[String], after: Duration) -
                 )
                 .await?
                 .get("n");
-            client
-                .execute(
-                    "INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
-                     VALUES ($1, $2, '', $3, $4)",
-                    &[&site, t, &EVENT_WIPED, &format!("{n} row(s); {why}")],
-                )
-                .await?;
+            let detail = format!("{n} row(s); {why}");
+            book::events::log(&tx, site, t, book::events::WIPED, &detail).await?;
             total += n as u64;
         }
-        client
-            .execute(
-                "UPDATE relaysync.site SET wiped_at = now(), resync_pending = true WHERE site = $1",
-                &[&site],
-            )
-            .await?;
-        client.batch_execute("COMMIT").await?;
+        book::site::record_wipe(&tx, site).await?;
         Ok::<_, tokio_postgres::Error>(total)
     }
-    .await;
-    match result {
-        Ok(rows) => Ok(Wiped {
-            tables: tables.to_vec(),
-            rows,
-        }),
-        Err(e) => {
-            let _ = client.batch_execute("ROLLBACK").await;
-            Err(e).ctx(|| "wiping the site's synced data".into())
-        }
-    }
+    .await
+    .ctx(ctx)?;
+    tx.commit().await.ctx(ctx)?;
+    Ok(Wiped {
+        tables: tables.to_vec(),
+        rows,
+    })
 }
 
 /// After a wipe, asks the relay for this site's full sync (once).
 pub(super) async fn request_resync(client: &Client, relay: &Relay, site: &str) -> Result<()> {
-    let pending: bool = client
-        .query_opt(
-            "SELECT resync_pending FROM relaysync.site WHERE site = $1",
-            &[&site],
-        )
-        .await
-        .ctx(|| "reading relaysync.site".into())?
-        .is_some_and(|r| r.get("resync_pending"));
-    if pending {
+    if book::site::resync_pending(client, site).await? {
         relay
             .request_sync(&[site.to_string()], None, SyncReason::Resync)
             .await?;
-        client
-            .execute(
-                "UPDATE relaysync.site SET resync_pending = false WHERE site = $1",
-                &[&site],
-            )
-            .await
-            .ctx(|| "writing relaysync.site".into())?;
+        book::site::resync_asked(client, site).await?;
     }
     Ok(())
 }

@@ -1,8 +1,12 @@
 //! PostgreSQL plumbing: ordinary SQL connections (TLS as the URL says),
 //! LSNs, quoting.
 
+pub(crate) mod migrations;
 pub mod tls;
+mod tx;
 mod url;
+
+pub(crate) use tx::Tx;
 
 pub use url::{read_password_file, resolve, DbUrl, Password};
 

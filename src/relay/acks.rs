@@ -4,7 +4,7 @@
 use super::{get, Relay};
 use crate::error::{DbContext, Result};
 use crate::postgres::{literal, literal_array};
-use crate::protocol::AckStatus;
+use crate::protocol::{AckStatus, Target};
 
 /// An acknowledgement from a target (a site, or HO for up packets).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl Relay {
     /// Of `acks` (which this side's bookkeeping has not marked sent), those
     /// the relay does not hold as they are: what a crash left unsent. (The
     /// last acks of every run are marked only by the next transaction.)
-    pub async fn missing_acks(&self, target: &str, acks: &[Ack]) -> Result<Vec<Ack>> {
+    pub async fn missing_acks(&self, target: &Target, acks: &[Ack]) -> Result<Vec<Ack>> {
         if acks.is_empty() {
             return Ok(Vec::new());
         }
@@ -72,7 +72,7 @@ impl Relay {
 
     /// Writes `target`'s acks and updates each packet's status: `PROCESSED`
     /// once every target acked it, `FAILED` while any target failed it.
-    pub async fn ack(&self, target: &str, acks: &[Ack]) -> Result<()> {
+    pub async fn ack(&self, target: &Target, acks: &[Ack]) -> Result<()> {
         if acks.is_empty() {
             return Ok(());
         }
@@ -89,8 +89,7 @@ impl Relay {
                 .map(|a| a.error.as_deref().map_or("NULL".to_string(), literal)),
         );
         let sql = format!(
-            "BEGIN;
-             INSERT INTO relay.acks (packet_id, site, status, rows, error)
+            "INSERT INTO relay.acks (packet_id, site, status, rows, error)
                SELECT a.id, {target}, a.status, a.rows, a.error
                  FROM unnest({ids}::int8[], {statuses}::text[], {rows}::int8[], {errors}::text[])
                       AS a (id, status, rows, error)
@@ -98,19 +97,11 @@ impl Relay {
                 WHERE EXISTS (SELECT 1 FROM relay.packets p WHERE p.id = a.id)
              ON CONFLICT (packet_id, site) DO UPDATE SET status = EXCLUDED.status,
                rows = EXCLUDED.rows, error = EXCLUDED.error, acked_at = now();
-             SELECT relay.settle({ids}::int8[]);
-             COMMIT;",
-            target = literal(target),
+             SELECT relay.settle({ids}::int8[])",
+            target = literal(target.as_str()),
         );
-        let result = self
-            .client
-            .batch_execute(&sql)
+        self.transact(&sql)
             .await
-            .ctx(|| "writing relay.acks".into());
-        if result.is_err() {
-            // A failed statement leaves the explicit transaction open and aborted.
-            self.rollback().await;
-        }
-        result
+            .ctx(|| "writing relay.acks".into())
     }
 }

@@ -2,7 +2,9 @@
 //! it. Nothing outside this module writes relay SQL; rows are read by
 //! column name into the structs here.
 
-pub mod migrate;
+pub(crate) mod migrate;
+
+pub use migrate::migrate;
 
 mod acks;
 mod packets;
@@ -12,10 +14,12 @@ mod sites;
 mod status;
 mod tables;
 mod verify;
+pub(crate) mod writer;
 
 use tokio_postgres::{Client, Row};
 
 use crate::error::{DbContext, Error, Result};
+use crate::postgres::Tx;
 use crate::protocol::Direction;
 
 pub use acks::Ack;
@@ -46,7 +50,7 @@ impl Relay {
     /// Connects and checks that `relaysync setup relay` has run.
     pub async fn connect(url: &str) -> Result<Relay> {
         let client = crate::postgres::connect("relay", url).await?;
-        if !migrate::is_set_up(&client, migrate::Target::Relay).await? {
+        if !migrate::is_set_up(&client).await? {
             return Err(Error::Setup(
                 "the relay database has no relay schema; run `relaysync setup relay` first".into(),
             ));
@@ -86,38 +90,53 @@ impl Relay {
         Ok(statement)
     }
 
-    /// Opens a transaction: packets written until [`Relay::commit`] become
-    /// visible together.
-    pub async fn begin(&self) -> Result<()> {
-        self.exec("BEGIN").await
-    }
-
-    /// Commits the open transaction; `notify` wakes the streaming workers
-    /// that read packets of that direction, in the same round trip. On
-    /// failure the transaction is rolled back.
-    pub async fn commit(&self, notify: Option<Direction>) -> Result<()> {
-        let sql = match notify {
-            Some(Direction::Down) => "NOTIFY relaysync_packets; COMMIT",
-            Some(Direction::Up) => "NOTIFY relaysync_up_packets; COMMIT",
-            None => "COMMIT",
-        };
-        let result = self.exec(sql).await;
-        if result.is_err() {
-            self.rollback().await;
-        }
-        result
-    }
-
-    /// Rolls the open transaction back, if any (a lost connection has none).
-    pub async fn rollback(&self) {
-        let _ = self.client.batch_execute("ROLLBACK").await;
-    }
-
-    async fn exec(&self, sql: &str) -> Result<()> {
-        self.client
-            .batch_execute(sql)
+    /// Opens a transaction: what is written in it (packets, their parts,
+    /// the capture position, served requests) becomes visible together at
+    /// [`RelayTx::commit`]; dropped uncommitted, it is rolled back.
+    pub(crate) async fn transaction(&self) -> Result<RelayTx<'_>> {
+        let tx = Tx::begin(&self.client, "BEGIN")
             .await
-            .ctx(|| format!("relay: {sql}"))
+            .ctx(|| "relay: BEGIN".into())?;
+        Ok(RelayTx { relay: self, tx })
+    }
+
+    /// Runs `body` as one transaction in one round trip; rolled back on an
+    /// error.
+    async fn transact(&self, body: &str) -> std::result::Result<(), tokio_postgres::Error> {
+        let tx = Tx::begin(&self.client, "BEGIN").await?;
+        tx.commit_after(body).await
+    }
+}
+
+/// An open relay transaction. It derefs to the [`Relay`]: reads run in it
+/// too; what may only be written inside one (a packet, its parts, the
+/// capture position) is a method of this type.
+pub(crate) struct RelayTx<'a> {
+    relay: &'a Relay,
+    tx: Tx<'a>,
+}
+
+impl RelayTx<'_> {
+    /// Commits; `notify` wakes the streaming workers that read packets of
+    /// that direction, in the same round trip. On failure nothing is kept.
+    pub(crate) async fn commit(self, notify: Option<Direction>) -> Result<()> {
+        let last = match notify {
+            Some(Direction::Down) => format!("NOTIFY {PACKETS_CHANNEL}"),
+            Some(Direction::Up) => format!("NOTIFY {UP_PACKETS_CHANNEL}"),
+            None => String::new(),
+        };
+        self.tx
+            .commit_after(&last)
+            .await
+            .ctx(|| "relay: COMMIT".into())
+    }
+}
+
+impl std::ops::Deref for RelayTx<'_> {
+    type Target = Relay;
+
+    fn deref(&self) -> &Relay {
+        self.relay
     }
 }
 

@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 
 use super::{get, Relay};
 use crate::error::{DbContext, Result};
-use crate::protocol::{Direction, Lsn, Origin, PacketKind, PacketStatus};
+use crate::protocol::{Direction, Lsn, Origin, PacketKind, PacketStatus, Target};
 
 /// A packet as the relay lists it (without its parts).
 #[derive(Debug, Clone)]
@@ -139,7 +139,9 @@ pub struct NewPacket<'a> {
     pub byte_count: i64,
 }
 
-impl Relay {
+impl Relay {}
+
+impl super::RelayTx<'_> {
     /// Inserts a packet row and returns its id; a packet without a group
     /// starts one (its group id is its own id).
     ///
@@ -147,7 +149,7 @@ impl Relay {
     /// direction must commit in id order: the first insert takes a
     /// transaction lock per direction, held until the writer's commit (sites
     /// uploading at once queue for it; HO is the only down writer).
-    pub async fn insert_packet(&self, p: &NewPacket<'_>) -> Result<i64> {
+    pub(crate) async fn insert_packet(&self, p: &NewPacket<'_>) -> Result<i64> {
         // Typed queries (here and on every per-packet path) go in one round
         // trip; an untyped one is prepared first, which costs a second.
         let rows = self
@@ -180,12 +182,12 @@ impl Relay {
     }
 
     /// Inserts one part of a packet, with its checksum.
-    pub async fn insert_part(
+    pub(crate) async fn insert_part(
         &self,
         packet_id: i64,
         seq: i32,
         table: &str,
-        target: &str,
+        target: &Target,
         rows: i64,
         arrow_ipc: &[u8],
     ) -> Result<()> {
@@ -207,13 +209,15 @@ impl Relay {
             .ctx(|| "writing relay.packet_parts".into())?;
         Ok(())
     }
+}
 
+impl Relay {
     /// Packets of `direction` for `target` (a site, or `ho` for up packets)
     /// in `which`, in order.
     async fn listed(
         &self,
         direction: Direction,
-        target: &str,
+        target: &Target,
         which: Which,
     ) -> Result<Vec<PacketInfo>> {
         let (condition, value, limit) = match which {
@@ -246,7 +250,7 @@ impl Relay {
     pub async fn next_groups(
         &self,
         direction: Direction,
-        target: &str,
+        target: &Target,
         after: i64,
     ) -> Result<(Vec<Vec<PacketInfo>>, bool)> {
         /// Packets listed per round trip.
@@ -286,7 +290,7 @@ impl Relay {
     pub async fn unacked(
         &self,
         direction: Direction,
-        target: &str,
+        target: &Target,
         through: i64,
     ) -> Result<Vec<PacketInfo>> {
         let rows = self
@@ -313,7 +317,7 @@ impl Relay {
     /// The parts of several packets for `target` (its own and those for
     /// every site), in packet order: one round trip for a run of small
     /// packets.
-    pub async fn parts_of(&self, packet_ids: &[i64], target: &str) -> Result<Vec<StoredPart>> {
+    pub async fn parts_of(&self, packet_ids: &[i64], target: &Target) -> Result<Vec<StoredPart>> {
         let ctx = || format!("reading the parts of packets {packet_ids:?}");
         let statement = self
             .prepared(

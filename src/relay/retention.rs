@@ -54,7 +54,7 @@ impl Relay {
     /// have not applied, which then settle and can be purged. Returns their
     /// codes.
     pub async fn expire_silent(&self, max_offline: Duration) -> Result<Vec<String>> {
-        self.begin().await?;
+        let tx = self.transaction().await?;
         let result = async {
             let codes: Vec<String> = self
                 .client
@@ -105,14 +105,8 @@ impl Relay {
             Ok::<_, tokio_postgres::Error>(codes)
         }
         .await;
-        let codes = match result {
-            Ok(c) => c,
-            Err(e) => {
-                self.rollback().await;
-                return Err(e).ctx(|| "expiring silent sites".into());
-            }
-        };
-        self.commit(None).await?;
+        let codes = result.ctx(|| "expiring silent sites".into())?;
+        tx.commit(None).await?;
         if !codes.is_empty() {
             // The packets they left may now be processed by every target.
             self.client

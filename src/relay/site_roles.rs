@@ -74,15 +74,10 @@ impl Relay {
     /// Registers site `code` with its relay role (created or bound) and asks
     /// for its first full sync, in one transaction.
     pub async fn add_site(&self, code: &str, role: &SiteRole) -> Result<Added> {
-        self.begin().await?;
-        let result = self.add_site_in_txn(code, role).await;
-        match result {
-            Ok(added) => self.commit(None).await.map(|()| added),
-            Err(e) => {
-                self.rollback().await;
-                Err(e)
-            }
-        }
+        let tx = self.transaction().await?;
+        let added = self.add_site_in_txn(code, role).await?;
+        tx.commit(None).await?;
+        Ok(added)
     }
 
     async fn add_site_in_txn(&self, code: &str, role: &SiteRole) -> Result<Added> {
@@ -187,15 +182,10 @@ impl Relay {
     /// no longer a member of `relaysync_site`). False when it was not
     /// registered.
     pub async fn remove_site(&self, code: &str) -> Result<bool> {
-        self.begin().await?;
-        let result = self.remove_site_in_txn(code).await;
-        match result {
-            Ok(removed) => self.commit(None).await.map(|()| removed),
-            Err(e) => {
-                self.rollback().await;
-                Err(e)
-            }
-        }
+        let tx = self.transaction().await?;
+        let removed = self.remove_site_in_txn(code).await?;
+        tx.commit(None).await?;
+        Ok(removed)
     }
 
     async fn remove_site_in_txn(&self, code: &str) -> Result<bool> {

@@ -100,10 +100,12 @@ impl Relay {
             })
             .collect()
     }
+}
 
+impl super::RelayTx<'_> {
     /// Marks requests served by a snapshot group (inside its transaction);
     /// an expired site among them is a target of new packets again.
-    pub async fn mark_served(&self, ids: &[i64], group: Option<i64>) -> Result<()> {
+    pub(crate) async fn mark_served(&self, ids: &[i64], group: Option<i64>) -> Result<()> {
         self.lock_down_ids().await?;
         self.client
             .execute(
@@ -120,7 +122,9 @@ impl Relay {
             .ctx(|| "writing relay.sync_requests".into())?;
         Ok(())
     }
+}
 
+impl Relay {
     /// Fails with the fix when `site` is not registered.
     pub async fn require_site(&self, site: &str) -> Result<()> {
         let row = self
@@ -151,9 +155,16 @@ impl Relay {
             None => Ok(Lsn::from(0)),
         }
     }
+}
 
+impl super::RelayTx<'_> {
     /// Records the capture position (inside the packets' transaction).
-    pub async fn set_capture_lsn(&self, origin: &Origin, slot: &str, lsn: Lsn) -> Result<()> {
+    pub(crate) async fn set_capture_lsn(
+        &self,
+        origin: &Origin,
+        slot: &str,
+        lsn: Lsn,
+    ) -> Result<()> {
         self.client
             .execute_typed(
                 "INSERT INTO relay.capture_state (origin, slot, lsn) VALUES ($1, $2, $3)

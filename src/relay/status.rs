@@ -7,10 +7,11 @@ use super::{get, Relay};
 use crate::error::{DbContext, Result};
 
 /// One site's status.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SiteStatus {
     pub site: String,
     /// `Not started`, `In progress`, `Success`, `Failed` or `Expired`.
+    #[serde(rename = "status")]
     pub state: &'static str,
     /// Highest packet the site has applied.
     pub applied_through: Option<i64>,
@@ -18,9 +19,11 @@ pub struct SiteStatus {
     pub pending: i64,
     /// Age in seconds of the oldest pending packet.
     pub lag_seconds: Option<f64>,
+    #[serde(serialize_with = "crate::service::rfc3339_opt")]
     pub last_success: Option<SystemTime>,
     pub error: Option<String>,
     /// When the site was expired (`[retention] max_offline`), while it is.
+    #[serde(serialize_with = "crate::service::rfc3339_opt")]
     pub expired_at: Option<SystemTime>,
 }
 
@@ -158,12 +161,14 @@ impl Relay {
 }
 
 /// One table at one site, as the relay sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct TableStatus {
     pub table: String,
     /// `Not started`, `In progress`, `Success` or `Failed`.
+    #[serde(rename = "status")]
     pub state: &'static str,
     /// When the last full sync the site applied was written.
+    #[serde(serialize_with = "crate::service::rfc3339_opt")]
     pub last_full_sync: Option<SystemTime>,
     /// Rows that full sync loaded.
     pub full_sync_rows: Option<i64>,

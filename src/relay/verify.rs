@@ -2,6 +2,7 @@
 
 use super::{get, Relay};
 use crate::error::{DbContext, Result};
+use crate::protocol::VerifyStatus;
 use crate::verify::Bucket;
 
 /// A pending verify request.
@@ -21,6 +22,13 @@ pub struct Expected {
     pub buckets: Vec<Bucket>,
 }
 
+impl VerifyResult {
+    /// Whether the site's table differs from HO's.
+    pub fn drifted(&self) -> bool {
+        self.status == VerifyStatus::Drift
+    }
+}
+
 /// What a site found for one table.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VerifyResult {
@@ -29,8 +37,7 @@ pub struct VerifyResult {
     pub table_name: String,
     /// RFC 3339, UTC.
     pub checked_at: String,
-    /// `equal` or `drift`.
-    pub status: String,
+    pub status: VerifyStatus,
     pub ho_rows: i64,
     pub site_rows: i64,
     pub detail: String,
@@ -74,10 +81,12 @@ impl Relay {
             })
             .collect()
     }
+}
 
+impl super::RelayTx<'_> {
     /// Stores HO's hashes of verify packet `packet` and marks `requests`
     /// served by it (inside the packet's transaction).
-    pub async fn store_expected(
+    pub(crate) async fn store_expected(
         &self,
         packet: i64,
         expected: &[Expected],
@@ -106,7 +115,9 @@ impl Relay {
             .ctx(|| "writing relay.verify_requests".into())?;
         Ok(())
     }
+}
 
+impl Relay {
     /// HO's hashes in verify packet `packet` for `site` (and for every site).
     pub async fn expected(&self, packet: i64, site: &str) -> Result<Vec<Expected>> {
         let t = "relay.verify_expected";
@@ -160,7 +171,7 @@ impl Relay {
                     status, ho_rows, site_rows, detail
                FROM relay.verify_results WHERE cardinality($1::text[]) = 0 OR site = ANY($1)
               ORDER BY site, table_name, id DESC",
-            sites,
+            &[&sites],
         )
         .await
     }
@@ -169,20 +180,24 @@ impl Relay {
     pub async fn take_unlogged_drift(&self) -> Result<Vec<VerifyResult>> {
         self.read_results(
             "UPDATE relay.verify_results SET ho_logged = true
-              WHERE status = 'drift' AND NOT ho_logged AND cardinality($1::text[]) = 0
+              WHERE status = $1 AND NOT ho_logged
              RETURNING packet_id, site, table_name,
                     to_char(checked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS checked_at,
                     status, ho_rows, site_rows, detail",
-            &[],
+            &[&VerifyStatus::Drift],
         )
         .await
     }
 
-    async fn read_results(&self, sql: &str, sites: &[String]) -> Result<Vec<VerifyResult>> {
+    async fn read_results(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<VerifyResult>> {
         let t = "relay.verify_results";
         let rows = self
             .client
-            .query(sql, &[&sites])
+            .query(sql, params)
             .await
             .ctx(|| format!("reading {t}"))?;
         rows.iter()

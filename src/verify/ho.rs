@@ -5,10 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio_postgres::Client;
 
 use super::{hash_query, Bucket, Hashed, TEXT_FORMS};
+use crate::book::events;
 use crate::error::{DbContext, Error, Result};
 use crate::postgres::{ident, literal, literal_array, qualified};
 use crate::protocol::{Lsn, Origin, PacketKind};
-use crate::relay::{Expected, NewPacket, PublishedTable, Relay};
+use crate::relay::writer::Writer;
+use crate::relay::{Expected, PublishedTable, Relay};
 use crate::route::{Route, ALL_SITES};
 
 /// Verify requests being served: HO's verified tables locked in SHARE mode
@@ -23,7 +25,7 @@ pub struct Locked {
 }
 
 /// A verify packet sent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Sent {
     pub packet: Option<i64>,
     pub sites: Vec<String>,
@@ -131,41 +133,19 @@ impl Locked {
             sites: self.sites.clone(),
             tables: self.tables.iter().map(|(t, _)| t.name.clone()).collect(),
         };
-        relay.begin().await?;
-        let mut packet = None;
-        if !self.sites.is_empty() {
-            let id = relay
-                .insert_packet(&NewPacket {
-                    origin: &Origin::Ho,
-                    kind: PacketKind::Verify,
-                    group_id: None,
-                    lsn_from: lsn,
-                    lsn_to: lsn,
-                    targets: &self.sites,
-                    row_count: 0,
-                    byte_count: 0,
-                    target_count: None,
-                })
-                .await;
-            packet = Some(match id {
-                Ok(id) => id,
-                Err(e) => {
-                    relay.rollback().await;
-                    return Err(e);
-                }
-            });
-        }
-        let stored = match packet {
-            Some(id) => relay.store_expected(id, &expected, &self.requests).await,
-            None => relay.store_expected(0, &[], &self.requests).await,
-        };
-        if let Err(e) = stored {
-            relay.rollback().await;
-            return Err(e);
-        }
-        relay
-            .commit(packet.map(|_| crate::protocol::Direction::Down))
+        // Through the one writer, in one relay transaction: the packet
+        // (for the verified sites), HO's hashes for it and the requests
+        // it serves.
+        let mut writer =
+            Writer::new(relay, &Origin::Ho, PacketKind::Verify).for_sites(self.sites.clone());
+        let packet = writer.write_control(lsn).await?;
+        let expected = if packet.is_some() { &expected[..] } else { &[] };
+        writer
+            .tx()
+            .await?
+            .store_expected(packet.unwrap_or(0), expected, &self.requests)
             .await?;
+        writer.commit().await?;
         tracing::info!(sites = ?self.sites, tables = sent.tables.len(), "verify sent");
         Ok(Sent { packet, ..sent })
     }
@@ -229,13 +209,9 @@ impl Locked {
 pub async fn log_drift(sql: &Client, relay: &Relay) -> Result<u64> {
     let drift = relay.take_unlogged_drift().await?;
     for d in &drift {
-        sql.execute(
-            "INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
-             VALUES ($1, $2, '', $3, $4)",
-            &[&d.site, &d.table_name, &super::EVENT_DRIFT, &d.detail],
-        )
-        .await
-        .ctx(|| "writing relaysync.event_log".into())?;
+        events::log(sql, &d.site, &d.table_name, events::DRIFT, &d.detail)
+            .await
+            .ctx(|| "writing relaysync.event_log".into())?;
     }
     Ok(drift.len() as u64)
 }

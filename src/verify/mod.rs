@@ -29,9 +29,6 @@ use crate::postgres::{ident, qualified};
 /// Buckets of keys per table: drift is located to one of them.
 pub const BUCKETS: i32 = 64;
 
-/// What a site and HO log when a table drifted.
-pub const EVENT_DRIFT: &str = "Verify found drift";
-
 /// The same text forms at HO and at the sites (set in the hashing transaction).
 pub const TEXT_FORMS: &str = "SET LOCAL DateStyle = ISO; SET LOCAL TimeZone = 'UTC';
      SET LOCAL IntervalStyle = postgres; SET LOCAL extra_float_digits = 3;

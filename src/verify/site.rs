@@ -3,9 +3,11 @@
 
 use tokio_postgres::Client;
 
-use super::{compare, hash_query, Bucket, Hashed, EVENT_DRIFT, TEXT_FORMS};
+use super::{compare, hash_query, Bucket, Hashed, TEXT_FORMS};
+use crate::book::events;
 use crate::error::{db_message, Result};
 use crate::postgres::literal;
+use crate::protocol::VerifyStatus;
 use crate::relay::{Relay, VerifyResult};
 
 /// Checks verify packet `packet` at `site`, inside the open apply
@@ -54,20 +56,19 @@ pub async fn check(
             site: site.to_string(),
             table_name: t.name.clone(),
             checked_at: String::new(),
-            status: if c.equal { "equal" } else { "drift" }.into(),
+            status: if c.equal {
+                VerifyStatus::Equal
+            } else {
+                VerifyStatus::Drift
+            },
             ho_rows: c.ho_rows,
             site_rows: c.site_rows,
             detail: c.detail,
         };
         if !c.equal {
             tracing::warn!(table = %t.name, detail = %result.detail, "verify found drift");
-            if let Err(err) = client
-                .execute(
-                    "INSERT INTO relaysync.event_log (site, table_name, key, event, detail)
-                     VALUES ($1, $2, '', $3, $4)",
-                    &[&site, &t.name, &EVENT_DRIFT, &result.detail],
-                )
-                .await
+            if let Err(err) =
+                events::log(client, site, &t.name, events::DRIFT, &result.detail).await
             {
                 return Ok(Err(db_message(&err)));
             }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use tokio_postgres::Client;
 
 use crate::error::{DbContext, Result};
-use crate::protocol::{PacketKind, PacketStatus};
+use crate::protocol::{PacketKind, PacketStatus, ALL_SITES};
 
 /// Which packets to list.
 #[derive(Debug, Clone, Default)]
@@ -20,7 +20,7 @@ pub struct Filter {
 }
 
 /// One packet in a record.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct PacketRecord {
     pub packet: i64,
     pub group: i64,
@@ -29,6 +29,7 @@ pub struct PacketRecord {
     pub targets: Vec<String>,
     pub rows: i64,
     /// When HO wrote it (HO's record) or the site applied it.
+    #[serde(serialize_with = "crate::service::rfc3339")]
     pub at: SystemTime,
     pub status: PacketStatus,
     pub error: Option<String>,
@@ -39,16 +40,16 @@ fn since_secs(f: &Filter) -> Option<f64> {
 }
 
 /// HO's record of the packets it sent.
-pub async fn sent(ho: &Client, f: &Filter) -> Result<Vec<PacketRecord>> {
+pub(crate) async fn sent(ho: &Client, f: &Filter) -> Result<Vec<PacketRecord>> {
     let status = f.status.map(|s| s.as_str());
     let rows = ho
         .query(
             "SELECT packet_id, group_id, kind, targets, row_count, created_at AS at, status, error
                FROM relaysync.sent_packets
-              WHERE ($1::text IS NULL OR $1 = ANY(targets) OR '*' = ANY(targets)) AND ($2::text IS NULL OR status = $2)
+              WHERE ($1::text IS NULL OR $1 = ANY(targets) OR $4 = ANY(targets)) AND ($2::text IS NULL OR status = $2)
                 AND ($3::float8 IS NULL OR created_at >= now() - make_interval(secs => $3))
               ORDER BY packet_id",
-            &[&f.site, &status, &since_secs(f)],
+            &[&f.site, &status, &since_secs(f), &ALL_SITES],
         )
         .await
         .ctx(|| "reading relaysync.sent_packets at HO; has `relaysync setup ho` run?".into())?;
@@ -56,7 +57,7 @@ pub async fn sent(ho: &Client, f: &Filter) -> Result<Vec<PacketRecord>> {
 }
 
 /// This site's record of the packets it received.
-pub async fn received(site: &Client, f: &Filter) -> Result<Vec<PacketRecord>> {
+pub(crate) async fn received(site: &Client, f: &Filter) -> Result<Vec<PacketRecord>> {
     let status = f.status.map(|s| s.as_str());
     let rows = site
         .query(
