@@ -9,7 +9,6 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use relaysync::capture::batch::{Batcher, Bounds, Captured};
 use relaysync::capture::pgoutput::{decode, Message, Value};
 use relaysync::packet::{encode_part, read_part, ColumnShape, TableShape};
-use relaysync::route::Route;
 
 const ROWS: usize = 50_000;
 
@@ -67,7 +66,6 @@ fn batch(messages: &[Bytes]) -> Vec<relaysync::packet::Change> {
         16384,
         Captured {
             shape: shape(),
-            route: Route::All,
             route_column: None,
         },
     );

@@ -10,7 +10,7 @@ use crate::postgres::{ident, qualified};
 
 /// Fails with the fix unless the server has `wal_level = logical`; `place`
 /// says which server (`HO`, `site store-001`).
-pub async fn require_logical(client: &Client, place: &str) -> Result<()> {
+pub(crate) async fn require_logical(client: &Client, place: &str) -> Result<()> {
     let wal_level: String = client
         .query_one("SHOW wal_level", &[])
         .await
@@ -26,7 +26,7 @@ pub async fn require_logical(client: &Client, place: &str) -> Result<()> {
 
 /// Checks that `slot` can be used or created in this database (a free
 /// replication slot, a free WAL sender); returns whether it exists.
-pub async fn slot_capacity(
+pub(crate) async fn slot_capacity(
     client: &Client,
     slot: &str,
     place: &str,
@@ -69,18 +69,18 @@ pub async fn slot_capacity(
 
 /// A table's key and replica identity, as capture needs them.
 #[derive(Debug, Clone)]
-pub struct Identity {
-    pub oid: u32,
+pub(crate) struct Identity {
+    pub(crate) oid: u32,
     /// The primary key's columns (empty without one).
-    pub key: Vec<String>,
+    pub(crate) key: Vec<String>,
     /// REPLICA IDENTITY FULL: the old row comes whole with updates and deletes.
-    pub full: bool,
+    pub(crate) full: bool,
 }
 
 /// Reads a table's key and replica identity; fails with the fix when the
 /// table is missing or its updates and deletes could not be captured.
 /// `what` names it in messages: `table`, `upstream table`.
-pub async fn identity(
+pub(crate) async fn identity(
     client: &Client,
     name: &str,
     what: &str,
@@ -115,7 +115,7 @@ pub async fn identity(
 }
 
 /// Creates the pgoutput slot `slot` unless it `exists`.
-pub async fn create_slot(client: &Client, slot: &str, exists: bool) -> Result<()> {
+pub(crate) async fn create_slot(client: &Client, slot: &str, exists: bool) -> Result<()> {
     if !exists {
         client
             .execute(
@@ -135,7 +135,7 @@ const VIA_ROOT: &str = "publish_via_partition_root = true";
 /// makes it so. Creating or changing a publication of tables needs their
 /// ownership: a role without it gets the statement for the tables' owner
 /// to run.
-pub async fn publication_plan(
+pub(crate) async fn publication_plan(
     client: &Client,
     name: &str,
     tables: &[String],
@@ -179,7 +179,11 @@ pub async fn publication_plan(
 }
 
 /// Runs what [`publication_plan`] said publication `name` needs.
-pub async fn apply_publication(client: &Client, name: &str, plan: Option<String>) -> Result<()> {
+pub(crate) async fn apply_publication(
+    client: &Client,
+    name: &str,
+    plan: Option<String>,
+) -> Result<()> {
     let Some(statement) = plan else {
         return Ok(());
     };
@@ -191,7 +195,7 @@ pub async fn apply_publication(client: &Client, name: &str, plan: Option<String>
 
 /// Fails with the fix unless this session's role may create and read a
 /// replication slot.
-pub async fn require_replication(client: &Client, place: &str) -> Result<()> {
+pub(crate) async fn require_replication(client: &Client, place: &str) -> Result<()> {
     let row = client
         .query_one(
             "SELECT current_user::text AS role,
@@ -212,7 +216,7 @@ pub async fn require_replication(client: &Client, place: &str) -> Result<()> {
 
 /// Fails with the fix unless this session's role may create replication
 /// origins (HO and sites with upstream tables mark their writes with one).
-pub async fn require_origin_functions(client: &Client, place: &str) -> Result<()> {
+pub(crate) async fn require_origin_functions(client: &Client, place: &str) -> Result<()> {
     let ok: bool = client
         .query_one(
             "SELECT has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE')

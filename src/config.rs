@@ -12,7 +12,8 @@ use crate::postgres::{resolve, DbUrl, Password};
 use crate::route::Route;
 
 mod names;
-pub use names::{check_site_code, split_table, unquote_table, up_name};
+pub use crate::postgres::split_table;
+pub use names::{check_site_code, unquote_table, up_name};
 
 /// The whole configuration. Holds database URLs (secrets): never serialised.
 #[derive(Debug, Clone, Deserialize)]

@@ -6,7 +6,7 @@
 //! The stages follow the data: [`capture`] → [`route`] → [`packet`] →
 //! [`relay`] → [`apply`]; [`ho`] and [`pos`] are the two workers.
 
-pub mod apply;
+pub(crate) mod apply;
 pub mod book;
 pub mod capture;
 pub(crate) mod checks;
@@ -24,9 +24,9 @@ pub mod relay;
 pub mod route;
 pub mod service;
 pub mod shutdown;
-pub mod supervisor;
+pub(crate) mod supervisor;
 pub mod telemetry;
-pub mod verify;
+pub(crate) mod verify;
 
 pub use error::{Error, Result};
 

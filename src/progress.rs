@@ -29,7 +29,7 @@ pub fn set_reporter(reporter: Box<dyn Reporter>) {
 }
 
 /// Progress of one table (or one step): rows done, rows per second.
-pub struct Progress {
+pub(crate) struct Progress {
     label: String,
     report: Option<Box<dyn Report>>,
     rows: u64,
@@ -38,7 +38,7 @@ pub struct Progress {
 
 impl Progress {
     /// Starts reporting `label`; `estimate` is the expected row count, if known.
-    pub fn new(label: impl Into<String>, estimate: Option<u64>) -> Progress {
+    pub(crate) fn new(label: impl Into<String>, estimate: Option<u64>) -> Progress {
         let label = label.into();
         let report = REPORTER.get().map(|r| r.start(&label, estimate));
         if report.is_none() {
@@ -53,7 +53,7 @@ impl Progress {
     }
 
     /// Adds `n` rows done.
-    pub fn add(&mut self, n: u64) {
+    pub(crate) fn add(&mut self, n: u64) {
         self.rows += n;
         match &mut self.report {
             Some(report) => report.add(n, self.rows, self.started.elapsed()),
@@ -62,12 +62,12 @@ impl Progress {
     }
 
     /// Rows done so far.
-    pub fn rows(&self) -> u64 {
+    pub(crate) fn rows(&self) -> u64 {
         self.rows
     }
 
     /// Ends the report.
-    pub fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         let elapsed = self.started.elapsed();
         match &mut self.report {
             Some(report) => report.finish(self.rows, elapsed),

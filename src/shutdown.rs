@@ -3,7 +3,7 @@
 use tokio::sync::watch;
 
 /// Resolves once shutdown is requested; never, if the sender is gone without asking.
-pub async fn requested(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn requested(rx: &mut watch::Receiver<bool>) {
     loop {
         if *rx.borrow_and_update() {
             return;
@@ -15,7 +15,7 @@ pub async fn requested(rx: &mut watch::Receiver<bool>) {
 }
 
 /// A signal that is never raised, for one-shot commands.
-pub fn never() -> watch::Receiver<bool> {
+pub(crate) fn never() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     // Keep the sender alive for the life of the process.
     std::mem::forget(tx);

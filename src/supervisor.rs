@@ -18,7 +18,7 @@ use crate::error::{ErrorKind, Result};
 use crate::telemetry::Health;
 
 /// A long-running worker, as the supervisor drives it.
-pub trait Worker {
+pub(crate) trait Worker {
     /// The span every cycle runs in: the worker's role, and its site.
     fn span(&self) -> tracing::Span;
 
@@ -37,14 +37,14 @@ pub trait Worker {
 
 /// Pauses between failed cycles: doubling from `floor` to `ceiling`.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     floor: Duration,
     ceiling: Duration,
     next: Duration,
 }
 
 impl Backoff {
-    pub fn new(floor: Duration, ceiling: Duration) -> Backoff {
+    pub(crate) fn new(floor: Duration, ceiling: Duration) -> Backoff {
         Backoff {
             floor,
             ceiling,
@@ -54,7 +54,7 @@ impl Backoff {
 
     /// The pause after a cycle that failed after running `ran` (a cycle that
     /// ran longer than the ceiling had been healthy: start over).
-    pub fn after_failure(&mut self, ran: Duration) -> Duration {
+    pub(crate) fn after_failure(&mut self, ran: Duration) -> Duration {
         if ran > self.ceiling {
             self.next = self.floor;
         }
@@ -64,7 +64,7 @@ impl Backoff {
     }
 
     /// A cycle succeeded.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = self.floor;
     }
 }
@@ -77,12 +77,12 @@ impl Default for Backoff {
 
 /// Runs `worker` until `shutdown`; returns the error of a configuration or
 /// setup problem, which no retry can fix.
-pub async fn supervise<W: Worker>(worker: W, shutdown: watch::Receiver<bool>) -> Result<()> {
+pub(crate) async fn supervise<W: Worker>(worker: W, shutdown: watch::Receiver<bool>) -> Result<()> {
     supervise_with(worker, shutdown, None).await
 }
 
 /// [`supervise`], keeping `health` up to date with the worker's cycles.
-pub async fn supervise_with<W: Worker>(
+pub(crate) async fn supervise_with<W: Worker>(
     mut worker: W,
     mut shutdown: watch::Receiver<bool>,
     health: Option<Health>,

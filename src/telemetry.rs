@@ -22,7 +22,7 @@ const SECONDS_BUCKETS: &[f64] = &[
 ];
 
 /// A packet was written to the relay.
-pub fn packet_stored(direction: Direction, kind: PacketKind, rows: i64, bytes: i64) {
+pub(crate) fn packet_stored(direction: Direction, kind: PacketKind, rows: i64, bytes: i64) {
     let labels = [("direction", direction.as_str()), ("kind", kind.as_str())];
     counter!("relaysync_packets_stored_total", &labels).increment(1);
     counter!("relaysync_bytes_stored_total", &labels).increment(bytes.max(0) as u64);
@@ -30,23 +30,23 @@ pub fn packet_stored(direction: Direction, kind: PacketKind, rows: i64, bytes: i
 }
 
 /// A part of `rows` rows of `table` was captured into a packet.
-pub fn rows_captured(table: &str, rows: usize) {
+pub(crate) fn rows_captured(table: &str, rows: usize) {
     counter!("relaysync_rows_captured_total", "table" => table.to_string()).increment(rows as u64);
 }
 
 /// Captured transactions were committed to the relay, taking `took`.
-pub fn capture_flushed(took: Duration) {
+pub(crate) fn capture_flushed(took: Duration) {
     histogram!("relaysync_capture_flush_duration_seconds").record(took.as_secs_f64());
 }
 
 /// A part of `table` was applied (at a site) or merged (at HO).
-pub fn part_applied(direction: Direction, table: &str, rows: u64) {
+pub(crate) fn part_applied(direction: Direction, table: &str, rows: u64) {
     counter!("relaysync_rows_applied_total", "direction" => direction.as_str(), "table" => table.to_string())
         .increment(rows);
 }
 
 /// A transaction of packets was committed by an applier, taking `took`.
-pub fn packets_applied(direction: Direction, packets: usize, took: Duration) {
+pub(crate) fn packets_applied(direction: Direction, packets: usize, took: Duration) {
     tracing::debug!(
         direction = direction.as_str(),
         packets,
@@ -61,26 +61,26 @@ pub fn packets_applied(direction: Direction, packets: usize, took: Duration) {
 
 /// HO merged rows of `table` from a site: `merged` changed HO, `rejected`
 /// could not be stored.
-pub fn rows_merged(table: &str, merged: u64, rejected: u64) {
+pub(crate) fn rows_merged(table: &str, merged: u64, rejected: u64) {
     counter!("relaysync_rows_merged_total", "table" => table.to_string()).increment(merged);
     counter!("relaysync_rows_rejected_total", "table" => table.to_string()).increment(rejected);
 }
 
 /// A packet failed: the stream stops at it.
-pub fn packet_failed(packet: i64, error: &str) {
+pub(crate) fn packet_failed(packet: i64, error: &str) {
     tracing::error!(packet, error = %error, "packet failed; this stream stops here until it applies");
     counter!("relaysync_packets_failed_total").increment(1);
 }
 
 /// A full sync was served for `sites`.
-pub fn full_sync_served(sites: &[String], rows: u64, packets: u64) {
+pub(crate) fn full_sync_served(sites: &[String], rows: u64, packets: u64) {
     tracing::info!(?sites, rows, packets, "full sync served");
     counter!("relaysync_full_syncs_served_total").increment(1);
     counter!("relaysync_full_sync_rows_total").increment(rows);
 }
 
 /// A worker's cycle failed; it is retried after `pause`, or stops.
-pub fn cycle_failed(e: &Error, pause: Option<Duration>) {
+pub(crate) fn cycle_failed(e: &Error, pause: Option<Duration>) {
     let kind = e.kind();
     counter!("relaysync_errors_total", "kind" => kind_name(kind)).increment(1);
     match pause {
@@ -102,13 +102,13 @@ fn kind_name(kind: ErrorKind) -> &'static str {
 
 /// HO's slot: bytes of WAL between HO's position and what the slot
 /// confirmed, and bytes of WAL it keeps.
-pub fn slot_sampled(lag_bytes: i64, retained_bytes: i64) {
+pub(crate) fn slot_sampled(lag_bytes: i64, retained_bytes: i64) {
     gauge!("relaysync_slot_lag_bytes").set(lag_bytes as f64);
     gauge!("relaysync_slot_retained_wal_bytes").set(retained_bytes as f64);
 }
 
 /// A site as HO sees it: packets waiting, and seconds since its last ack.
-pub fn site_sampled(site: &str, pending: i64, since_ack: Option<f64>) {
+pub(crate) fn site_sampled(site: &str, pending: i64, since_ack: Option<f64>) {
     gauge!("relaysync_site_pending_packets", "site" => site.to_string()).set(pending as f64);
     if let Some(s) = since_ack {
         gauge!("relaysync_site_seconds_since_ack", "site" => site.to_string()).set(s);
@@ -153,12 +153,12 @@ impl Health {
     }
 
     /// A cycle starts.
-    pub fn cycle_started(&self) {
+    pub(crate) fn cycle_started(&self) {
         self.with(|h| h.cycle_since = Some(Instant::now()));
     }
 
     /// The cycle ended: well or not.
-    pub fn cycle_ended(&self, ok: bool) {
+    pub(crate) fn cycle_ended(&self, ok: bool) {
         self.with(|h| {
             h.cycle_since = None;
             let now = Some(Instant::now());
@@ -171,7 +171,7 @@ impl Health {
     }
 
     /// Whether the worker is healthy now.
-    pub fn healthy(&self) -> bool {
+    pub(crate) fn healthy(&self) -> bool {
         self.with(|h| {
             let after_err = |t: Instant| h.last_err.is_none_or(|e| e < t);
             let live = h

@@ -129,10 +129,6 @@ impl<A: Applier> Consumer<A> {
         self.applier.acked(client, &sent, false).await
     }
 
-    pub(crate) fn applier(&self) -> &A {
-        &self.applier
-    }
-
     /// Applies every packet for this applier, in order, and acks them;
     /// stops at the first that fails.
     pub(crate) async fn consume(&mut self, client: &Client, relay: &Relay) -> Result<Consumed> {
@@ -287,12 +283,11 @@ fn batch_len(groups: &[Vec<PacketInfo>]) -> usize {
 mod tests {
     use super::super::kinds::fetch_window;
     use super::*;
-    use crate::protocol::{Direction, Origin, PacketKind, PacketStatus};
+    use crate::protocol::{Origin, PacketKind, PacketStatus};
 
     fn packet(id: i64, group: i64, kind: PacketKind, rows: i64, bytes: i64) -> PacketInfo {
         PacketInfo {
             id,
-            direction: Direction::Down,
             origin: Origin::Ho,
             group_id: group,
             kind,

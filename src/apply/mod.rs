@@ -21,5 +21,5 @@ mod stage;
 pub use consumer::Consumed;
 pub(crate) use consumer::Consumer;
 pub(crate) use merge::HoMerger;
-pub use origin::{ensure_origin, origin_name, use_origin};
+pub(crate) use origin::{ensure_origin, origin_name, use_origin};
 pub(crate) use site::SiteApplier;

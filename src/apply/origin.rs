@@ -7,7 +7,7 @@ use crate::error::{DbContext, Result};
 
 /// The name of this database's replication origin `base`: origins are per
 /// server, so the database's name is appended.
-pub async fn origin_name(sql: &Client, base: &str) -> Result<String> {
+pub(crate) async fn origin_name(sql: &Client, base: &str) -> Result<String> {
     let row = sql
         .query_one("SELECT $1 || '_' || current_database()", &[&base])
         .await
@@ -17,7 +17,7 @@ pub async fn origin_name(sql: &Client, base: &str) -> Result<String> {
 
 /// Creates this database's replication origin `base` if it does not exist;
 /// returns its name.
-pub async fn ensure_origin(sql: &Client, base: &str) -> Result<String> {
+pub(crate) async fn ensure_origin(sql: &Client, base: &str) -> Result<String> {
     let name = origin_name(sql, base).await?;
     sql.execute(
         "SELECT pg_replication_origin_create($1)
@@ -35,7 +35,7 @@ pub async fn ensure_origin(sql: &Client, base: &str) -> Result<String> {
 
 /// Marks this session's writes with this database's replication origin
 /// `base`; `setup` names the command that creates it.
-pub async fn use_origin(sql: &Client, base: &str, setup: &str) -> Result<()> {
+pub(crate) async fn use_origin(sql: &Client, base: &str, setup: &str) -> Result<()> {
     let name = origin_name(sql, base).await?;
     sql.execute("SELECT pg_replication_origin_session_setup($1)", &[&name])
         .await

@@ -42,7 +42,7 @@ impl Needs {
 
 /// Applies one part at a site; returns the number of rows it carried (a
 /// truncate is no row). Only the statements the part needs are run.
-pub async fn apply_part(
+pub(crate) async fn apply_part(
     client: &Client,
     site: &str,
     part: &Part,

@@ -12,7 +12,7 @@ use crate::postgres::{ident, literal, qualified};
 
 /// A column whose values a sequence hands out.
 #[derive(Debug, Clone)]
-pub struct Owned {
+pub(crate) struct Owned {
     column: String,
     /// The sequence, as a quoted, qualified name.
     sequence: String,
@@ -21,12 +21,12 @@ pub struct Owned {
 
 /// The sequences of each table, read once per session.
 #[derive(Debug, Default)]
-pub struct Sequences(HashMap<String, Vec<Owned>>);
+pub(crate) struct Sequences(HashMap<String, Vec<Owned>>);
 
 impl Sequences {
     /// Moves every ascending sequence behind a column of `part` past the
     /// largest value its column holds in the part's table.
-    pub async fn catch_up(
+    pub(crate) async fn catch_up(
         &mut self,
         client: &Client,
         part: &Part,
@@ -48,7 +48,7 @@ impl Sequences {
     }
 
     /// Forgets what it read (a DBA may have altered a table).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.0.clear();
     }
 }

@@ -19,16 +19,16 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// `relaysync_origin`, `relaysync_seq`, or with `relaysync1_`, … when a
 /// column of the table starts with `relaysync_`.
 #[derive(Debug, Clone)]
-pub struct MetaCols {
-    pub op: String,
-    pub unchanged: String,
-    pub origin: String,
-    pub seq: String,
+pub(crate) struct MetaCols {
+    pub(crate) op: String,
+    pub(crate) unchanged: String,
+    pub(crate) origin: String,
+    pub(crate) seq: String,
 }
 
 impl MetaCols {
     /// The names for a table whose columns are `columns` (unquoted).
-    pub fn for_columns(columns: &[&str]) -> MetaCols {
+    pub(crate) fn for_columns(columns: &[&str]) -> MetaCols {
         let prefix = (0..)
             .map(|n| match n {
                 0 => "relaysync_".to_string(),
@@ -48,20 +48,20 @@ impl MetaCols {
 /// A part loaded into a temporary staging table (dropped at commit): its
 /// columns, then the bookkeeping columns ([`MetaCols`]): the operation, the
 /// unchanged TOAST columns, the origin and the row's place in the part.
-pub struct Stage {
-    pub name: String,
-    pub target: String,
+pub(crate) struct Stage {
+    pub(crate) name: String,
+    pub(crate) target: String,
     /// The part's columns, quoted.
-    pub cols: Vec<String>,
+    pub(crate) cols: Vec<String>,
     /// The key columns, quoted.
-    pub key: Vec<String>,
-    pub rows: u64,
-    pub meta: MetaCols,
+    pub(crate) key: Vec<String>,
+    pub(crate) rows: u64,
+    pub(crate) meta: MetaCols,
 }
 
 impl Stage {
     /// The columns as `alias.c, …`.
-    pub fn cols_of(&self, alias: &str) -> String {
+    pub(crate) fn cols_of(&self, alias: &str) -> String {
         self.cols
             .iter()
             .map(|c| format!("{alias}.{c}"))
@@ -70,7 +70,7 @@ impl Stage {
     }
 
     /// `t.k = s.k AND …` over the key.
-    pub fn key_match(&self) -> String {
+    pub(crate) fn key_match(&self) -> String {
         self.key
             .iter()
             .map(|k| format!("t.{k} = s.{k}"))
@@ -79,7 +79,7 @@ impl Stage {
     }
 
     /// The key as one text value, for logs.
-    pub fn key_text(&self, alias: &str) -> String {
+    pub(crate) fn key_text(&self, alias: &str) -> String {
         if self.key.is_empty() {
             return "''".into();
         }
@@ -98,13 +98,13 @@ impl Stage {
 /// bookkeeping columns or the target's columns alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct CopyForm {
-    pub binary: bool,
-    pub meta: bool,
+    pub(crate) binary: bool,
+    pub(crate) meta: bool,
 }
 
 impl CopyForm {
     /// The `WITH` of the COPY statement.
-    pub fn options(self) -> &'static str {
+    pub(crate) fn options(self) -> &'static str {
         if self.binary {
             " WITH (FORMAT binary)"
         } else {
@@ -205,7 +205,7 @@ pub(super) async fn binary_fits(
 /// whole session (`ON COMMIT DELETE ROWS`): creating and dropping a
 /// temporary table costs several times what applying a small part does.
 #[derive(Debug, Default)]
-pub struct Stages {
+pub(crate) struct Stages {
     /// `target(columns)` → the kept table.
     kept: HashMap<String, String>,
     /// Kept tables created by the open transaction (a rollback drops them).
@@ -215,28 +215,28 @@ pub struct Stages {
     /// The connection is out of step (see [`copy_rows`]): drop it.
     out_of_step: bool,
     /// The sequences behind the targets' columns.
-    pub sequences: super::sequence::Sequences,
+    pub(crate) sequences: super::sequence::Sequences,
     /// Each target's column types (domains as their base type), by name.
     column_types: HashMap<String, HashMap<String, u32>>,
     /// Whether new rows may be COPYed straight into a target (`target(columns)`).
-    pub copyable: HashMap<String, bool>,
+    pub(crate) copyable: HashMap<String, bool>,
 }
 
 impl Stages {
     /// Whether the connection these tables live on must be dropped unused:
     /// a failure then says nothing about the data.
-    pub fn out_of_step(&self) -> bool {
+    pub(crate) fn out_of_step(&self) -> bool {
         self.out_of_step
     }
 
     /// The open transaction committed.
-    pub fn committed(&mut self) {
+    pub(crate) fn committed(&mut self) {
         self.created.clear();
         self.loaded.clear();
     }
 
     /// The open transaction rolled back: the tables it made are gone.
-    pub fn rolled_back(&mut self) {
+    pub(crate) fn rolled_back(&mut self) {
         for key in self.created.drain(..) {
             self.kept.remove(&key);
         }
@@ -246,7 +246,7 @@ impl Stages {
     /// Drops the kept tables, outside a transaction, so that the next part
     /// stages into tables shaped like the targets as they are now (a DBA may
     /// have altered one). Returns whether there were any.
-    pub async fn reset(&mut self, client: &Client) -> bool {
+    pub(crate) async fn reset(&mut self, client: &Client) -> bool {
         self.created.clear();
         self.loaded.clear();
         self.sequences.clear();
@@ -267,7 +267,7 @@ impl Stages {
 /// like the target's columns. `joined`: the statements that follow join the
 /// stage with its target, so a large stage gets statistics for the planner
 /// (an upsert alone reads it once in any plan and needs none).
-pub async fn stage_part(
+pub(crate) async fn stage_part(
     client: &Client,
     part: &Part,
     stages: &mut Stages,

@@ -11,7 +11,7 @@ use crate::packet::{Change, Op};
 
 /// The inserts of a keyless part, by a hash of the whole row.
 #[derive(Debug, Default)]
-pub struct Bag {
+pub(crate) struct Bag {
     inserts: HashMap<u64, Vec<usize>>,
 }
 
@@ -41,7 +41,7 @@ fn row_hash(values: &Tuple) -> u64 {
 impl Bag {
     /// Adds `change` to the part's `changes`; returns how many rows the
     /// part grew by (-1 when a delete cancelled an insert).
-    pub fn push(&mut self, changes: &mut Vec<Change>, change: Change) -> isize {
+    pub(crate) fn push(&mut self, changes: &mut Vec<Change>, change: Change) -> isize {
         let h = row_hash(&change.values);
         if change.op != Op::Delete {
             if change.op == Op::Insert {

@@ -16,14 +16,13 @@ use super::pgoutput::{OldKind, Tuple, Value};
 use crate::packet::{Change, Op, TableShape};
 use crate::protocol::Lsn;
 use crate::relay::writer::{Draft, DraftPart};
-use crate::route::{Route, ALL_SITES};
+use crate::route::ALL_SITES;
 
-/// A captured table: its shape and route.
+/// A captured table: its shape and how it is routed.
 #[derive(Debug, Clone)]
 pub struct Captured {
     pub shape: Arc<TableShape>,
-    pub route: Route,
-    /// Index of the routing column for `Route::Column`.
+    /// Index of the routing column (`Route::Column`); None for `Route::All`.
     pub route_column: Option<usize>,
 }
 
@@ -65,11 +64,6 @@ impl PacketDraft {
             lsn_from: Lsn::from(self.lsn_from),
             lsn_to: Lsn::from(self.lsn_to),
         }
-    }
-
-    /// Rows stored in the packet, after compaction.
-    pub fn rows(&self) -> usize {
-        self.parts.iter().map(|p| p.changes.len()).sum()
     }
 }
 
@@ -150,11 +144,6 @@ impl Batcher {
     /// Sets the replication origin of the changes that follow (per transaction).
     pub fn set_origin(&mut self, origin: Option<Arc<str>>) {
         self.origin = origin;
-    }
-
-    /// Whether a relation id belongs to a captured table.
-    pub fn knows(&self, id: u32) -> bool {
-        self.tables.contains_key(&id)
     }
 
     /// Packets sealed since the last call, oldest first.
@@ -511,11 +500,6 @@ mod tests {
                 columns: vec![col("id"), col("site"), col("body")],
                 key: vec![0],
             }),
-            route: if route_column.is_some() {
-                Route::Column("site".into())
-            } else {
-                Route::All
-            },
             route_column,
         }
     }

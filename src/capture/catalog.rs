@@ -8,7 +8,7 @@ use crate::packet::{ColumnShape, TableShape};
 
 /// The shape of table `relid` named `name` with these columns: its key
 /// (see [`key_columns`]) as indexes into them.
-pub async fn shape(
+pub(crate) async fn shape(
     client: &Client,
     relid: u32,
     name: &str,
@@ -28,7 +28,7 @@ pub async fn shape(
 
 /// Key columns of a table, in index order: its primary key, else its replica
 /// identity index; empty when it has neither.
-pub async fn key_columns(client: &Client, relid: u32) -> Result<Vec<String>> {
+pub(crate) async fn key_columns(client: &Client, relid: u32) -> Result<Vec<String>> {
     let row = client
         .query_opt(
             "SELECT array(SELECT a.attname::text
@@ -46,7 +46,7 @@ pub async fn key_columns(client: &Client, relid: u32) -> Result<Vec<String>> {
 }
 
 /// Each column's type as `format_type` names it, by column name.
-pub async fn column_types(client: &Client, relid: u32) -> Result<Vec<(String, String)>> {
+pub(crate) async fn column_types(client: &Client, relid: u32) -> Result<Vec<(String, String)>> {
     let rows = client
         .query(
             "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
@@ -59,7 +59,7 @@ pub async fn column_types(client: &Client, relid: u32) -> Result<Vec<(String, St
 }
 
 /// The oid of `schema.table`, if it exists.
-pub async fn table_oid(client: &Client, name: &str) -> Result<Option<u32>> {
+pub(crate) async fn table_oid(client: &Client, name: &str) -> Result<Option<u32>> {
     let row = client
         .query_one(
             "SELECT to_regclass($1)::oid",

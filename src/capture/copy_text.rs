@@ -8,7 +8,7 @@ use super::pgoutput::Value;
 /// Splits one COPY text line (without its newline) into values: a field
 /// without escapes is a slice of `line`, not a copy (a full sync reads
 /// millions of them).
-pub fn parse_line(line: &Bytes) -> Vec<Value> {
+pub(crate) fn parse_line(line: &Bytes) -> Vec<Value> {
     let mut values = Vec::new();
     for field in line.split(|&b| b == b'\t') {
         if field == b"\\N" {

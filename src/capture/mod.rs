@@ -30,33 +30,33 @@ pub mod pgoutput;
 mod position;
 mod shape;
 mod slot;
-pub mod snapshot;
+pub(crate) mod snapshot;
 mod stream;
 
 use std::time::Duration;
 
 use crate::protocol::{Lsn, Origin};
 
-pub use stream::capture;
+pub(crate) use stream::capture;
 
 /// Where changes come from: a database, its slot and publication.
 #[derive(Debug, Clone)]
-pub struct Source {
-    pub url: crate::postgres::DbUrl,
-    pub slot: String,
-    pub publication: String,
+pub(crate) struct Source {
+    pub(crate) url: crate::postgres::DbUrl,
+    pub(crate) slot: String,
+    pub(crate) publication: String,
     /// HO, or a site for upstream capture.
-    pub origin: Origin,
+    pub(crate) origin: Origin,
     /// Transactions of this replication origin are skipped (what our own
     /// applier wrote: no echo).
-    pub skip_origin: Option<String>,
+    pub(crate) skip_origin: Option<String>,
     /// The sites every packet is for; None: every registered site.
-    pub targets: Option<Vec<String>>,
+    pub(crate) targets: Option<Vec<String>>,
 }
 
 /// How long to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Up to the WAL position current at start, then return.
     Once,
     /// Until shutdown; what is pending is stored every `linger` between
@@ -65,7 +65,7 @@ pub enum Mode {
 }
 
 /// The `linger` of the streaming workers (HO's and a site's upload).
-pub const STREAM_LINGER: Duration = Duration::from_millis(20);
+pub(crate) const STREAM_LINGER: Duration = Duration::from_millis(20);
 
 /// What one capture run did.
 #[derive(Debug, Clone, serde::Serialize)]

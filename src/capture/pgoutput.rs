@@ -81,6 +81,8 @@ pub enum OldKind {
 
 /// A decoded pgoutput message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// `Message` is pgoutput's own name for a logical decoding message.
+#[allow(clippy::enum_variant_names)]
 pub enum Message {
     Begin {
         final_lsn: u64,

@@ -53,9 +53,9 @@ pub(super) enum Committed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Keepalive {
     /// Record the server's WAL end as the position: nothing before it is ours.
-    pub record: bool,
+    pub(crate) record: bool,
     /// A `Mode::Once` run is done.
-    pub finish: bool,
+    pub(crate) finish: bool,
 }
 
 /// What an Origin message means for the transaction it starts.

@@ -77,7 +77,6 @@ pub(super) fn captured(shape: TableShape, route: &Route) -> Result<Captured> {
     };
     Ok(Captured {
         shape: Arc::new(shape),
-        route: route.clone(),
         route_column,
     })
 }

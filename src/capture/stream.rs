@@ -29,7 +29,7 @@ const IDLE_FLUSH: Duration = Duration::from_millis(2);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Captures changes of `tables` from `source` into the relay.
-pub async fn capture(
+pub(crate) async fn capture(
     sql: &Client,
     relay: &Relay,
     source: &Source,

@@ -4,7 +4,6 @@ use relaysync::config::Config;
 use relaysync::error::Error;
 use relaysync::error::Result;
 use relaysync::relay::Relay;
-use relaysync::supervisor::supervise_with;
 use relaysync::telemetry::{self, Health};
 
 use super::{json, summary, PosCommand, RunArgs, WorkerCommand};
@@ -45,9 +44,8 @@ pub async fn ho(cfg: &Config, command: WorkerCommand, as_json: bool) -> Result<(
             }
         }
         WorkerCommand::Run(args) => {
-            let worker = relaysync::ho::HoWorker::new(cfg, report)?;
             let health = serve_metrics(cfg, &args).await?;
-            supervise_with(worker, relaysync::shutdown::on_signals(), health).await
+            relaysync::ho::run(cfg, relaysync::shutdown::on_signals(), health, report).await
         }
     }
 }
@@ -68,40 +66,16 @@ pub async fn pos(cfg: &Config, command: PosCommand, as_json: bool) -> Result<()>
                     summary::wiped(cfg, &w);
                 }
             }
-            let mut session = relaysync::pos::Session::open(cfg).await?;
-            let s = session.sync(cfg).await?;
+            let s = relaysync::pos::sync_once(cfg).await?;
             report(&s);
-            match session.failure(&s) {
+            match relaysync::pos::failure(&s) {
                 Some(e) => Err(e),
                 None => Ok(()),
             }
         }
         PosCommand::Run(args) => {
-            let worker = relaysync::pos::PosWorker::new(cfg, report)?;
             let health = serve_metrics(cfg, &args).await?;
-            let shutdown = relaysync::shutdown::on_signals();
-            if !worker.streams_upstream() {
-                return supervise_with(worker, shutdown, health).await;
-            }
-            // Both in this task (the apply is not Send). Each ends on
-            // shutdown, or stops on an error that needs the DBA: then the
-            // whole worker stops with it (an apply is undone whole).
-            let upload = relaysync::supervisor::supervise(
-                relaysync::pos::UpStreamer::new(cfg),
-                shutdown.clone(),
-            );
-            let apply = supervise_with(worker, shutdown, health);
-            tokio::pin!(upload, apply);
-            tokio::select! {
-                uploaded = &mut upload => {
-                    uploaded?;
-                    apply.await
-                }
-                applied = &mut apply => {
-                    applied?;
-                    upload.await
-                }
-            }
+            relaysync::pos::run(cfg, relaysync::shutdown::on_signals(), health, report).await
         }
         PosCommand::Resync => {
             let site = &cfg.pos()?.site;

@@ -2,13 +2,14 @@
 //! and the names derived from them.
 
 use crate::error::{Error, Result};
+use crate::protocol::{Target, ALL_SITES};
 
 /// Checks a site code: letters, digits, `-`, `_` and `.`, at most 63 characters.
 pub fn check_site_code(code: &str) -> Result<()> {
     let ok = !code.is_empty()
         && code.len() <= 63
-        && code != "*"
-        && code != "ho"
+        && code != ALL_SITES
+        && code != Target::Ho.as_str()
         && code
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
@@ -26,12 +27,6 @@ pub fn check_site_code(code: &str) -> Result<()> {
             "site code '{shown}' is not valid; use 1 to 63 letters, digits, '-', '_' or '.' (not 'ho')"
         )))
     }
-}
-
-/// Splits `schema.table` into its two parts.
-pub fn split_table(name: &str) -> Option<(&str, &str)> {
-    let (s, t) = name.split_once('.')?;
-    (!s.is_empty() && !t.is_empty() && !t.contains('.')).then_some((s, t))
 }
 
 /// A table name as SQL spells it (`public."Store Items"`) as relaysync

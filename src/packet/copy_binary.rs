@@ -15,9 +15,9 @@ use super::value::oid;
 use super::Part;
 
 /// The start of a binary COPY stream: signature, flags, header extension.
-pub const BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+pub(crate) const BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// The end of a binary COPY stream.
-pub const BINARY_TRAILER: &[u8] = &(-1i16).to_be_bytes();
+pub(crate) const BINARY_TRAILER: &[u8] = &(-1i16).to_be_bytes();
 
 const TEXT: u32 = 25;
 const VARCHAR: u32 = 1043;
@@ -172,7 +172,7 @@ impl Part {
     /// Whether the part's data columns go in binary into columns of types
     /// `column_oids` (in the part's column order; a domain counts as its
     /// base type).
-    pub fn copies_in_binary(&self, column_oids: &[u32]) -> bool {
+    pub(crate) fn copies_in_binary(&self, column_oids: &[u32]) -> bool {
         let Some(batch) = self.batches.first() else {
             return true;
         };
@@ -189,7 +189,7 @@ impl Part {
     /// trailer: see [`BINARY_HEADER`]): the data columns, then with `meta`
     /// the operation, the unchanged columns as a `text[]` and the origin.
     /// Truncate rows are skipped.
-    pub fn write_copy_binary(&self, index: usize, meta: bool, out: &mut Vec<u8>) {
+    pub(crate) fn write_copy_binary(&self, index: usize, meta: bool, out: &mut Vec<u8>) {
         let Some(BatchColumns {
             rows,
             data,

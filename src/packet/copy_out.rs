@@ -93,11 +93,11 @@ fn write_name_array(names: &StringArray, out: &mut Vec<u8>) {
 /// One batch's columns by role: the data columns in order, and the
 /// bookkeeping columns.
 pub(super) struct BatchColumns<'a> {
-    pub rows: usize,
-    pub data: Vec<&'a dyn Array>,
-    pub ops: &'a StringArray,
-    pub unchanged: Option<&'a ListArray>,
-    pub origin: Option<&'a StringArray>,
+    pub(crate) rows: usize,
+    pub(crate) data: Vec<&'a dyn Array>,
+    pub(crate) ops: &'a StringArray,
+    pub(crate) unchanged: Option<&'a ListArray>,
+    pub(crate) origin: Option<&'a StringArray>,
 }
 
 impl Part {
@@ -111,7 +111,7 @@ impl Part {
     /// Writes the rows of batch `index` as COPY text lines of the data
     /// columns only, as the target table takes them. Truncate rows are
     /// skipped.
-    pub fn write_copy_data(&self, index: usize, out: &mut Vec<u8>) {
+    pub(crate) fn write_copy_data(&self, index: usize, out: &mut Vec<u8>) {
         self.write_copy(index, out, false)
     }
 

@@ -12,10 +12,10 @@ use super::{
 #[derive(Debug, Default)]
 pub(crate) struct Layout {
     /// The data columns, in order.
-    pub data: Vec<usize>,
-    pub op: usize,
-    pub unchanged: Option<usize>,
-    pub origin: Option<usize>,
+    pub(crate) data: Vec<usize>,
+    pub(crate) op: usize,
+    pub(crate) unchanged: Option<usize>,
+    pub(crate) origin: Option<usize>,
 }
 
 /// The bookkeeping role of a field: its [`META_ROLE`] metadata; in a part

@@ -8,22 +8,22 @@
 use arrow::datatypes::{DataType, TimeUnit};
 
 /// PostgreSQL type OIDs with a typed Arrow form.
-pub mod oid {
-    pub const BOOL: u32 = 16;
-    pub const BYTEA: u32 = 17;
-    pub const INT8: u32 = 20;
-    pub const INT2: u32 = 21;
-    pub const INT4: u32 = 23;
-    pub const FLOAT4: u32 = 700;
-    pub const FLOAT8: u32 = 701;
-    pub const DATE: u32 = 1082;
-    pub const TIMESTAMP: u32 = 1114;
-    pub const TIMESTAMPTZ: u32 = 1184;
-    pub const NUMERIC: u32 = 1700;
+pub(crate) mod oid {
+    pub(crate) const BOOL: u32 = 16;
+    pub(crate) const BYTEA: u32 = 17;
+    pub(crate) const INT8: u32 = 20;
+    pub(crate) const INT2: u32 = 21;
+    pub(crate) const INT4: u32 = 23;
+    pub(crate) const FLOAT4: u32 = 700;
+    pub(crate) const FLOAT8: u32 = 701;
+    pub(crate) const DATE: u32 = 1082;
+    pub(crate) const TIMESTAMP: u32 = 1114;
+    pub(crate) const TIMESTAMPTZ: u32 = 1184;
+    pub(crate) const NUMERIC: u32 = 1700;
 }
 
 /// The typed Arrow form of a PostgreSQL type; `Utf8` for the text form.
-pub fn arrow_type(type_oid: u32, type_modifier: i32) -> DataType {
+pub(crate) fn arrow_type(type_oid: u32, type_modifier: i32) -> DataType {
     match type_oid {
         oid::BOOL => DataType::Boolean,
         oid::BYTEA => DataType::Binary,
@@ -60,7 +60,7 @@ fn numeric_precision_scale(type_modifier: i32) -> Option<(u8, i8)> {
 }
 
 /// Parses PostgreSQL's `t`/`f`.
-pub fn parse_bool(s: &[u8]) -> Option<bool> {
+pub(crate) fn parse_bool(s: &[u8]) -> Option<bool> {
     match s {
         b"t" => Some(true),
         b"f" => Some(false),
@@ -69,12 +69,12 @@ pub fn parse_bool(s: &[u8]) -> Option<bool> {
 }
 
 /// Parses an integer of any width.
-pub fn parse_int<T: std::str::FromStr>(s: &[u8]) -> Option<T> {
+pub(crate) fn parse_int<T: std::str::FromStr>(s: &[u8]) -> Option<T> {
     std::str::from_utf8(s).ok()?.parse().ok()
 }
 
 /// Parses float4/float8 text, including `NaN` and `±Infinity`.
-pub fn parse_float(s: &[u8]) -> Option<f64> {
+pub(crate) fn parse_float(s: &[u8]) -> Option<f64> {
     match s {
         b"NaN" => Some(f64::NAN),
         b"Infinity" => Some(f64::INFINITY),
@@ -93,7 +93,7 @@ pub fn parse_float(s: &[u8]) -> Option<f64> {
 }
 
 /// Writes a float the way PostgreSQL reads it back exactly.
-pub fn format_float(v: f64, out: &mut Vec<u8>) {
+pub(crate) fn format_float(v: f64, out: &mut Vec<u8>) {
     use std::io::Write;
     if v.is_nan() {
         out.extend_from_slice(b"NaN");
@@ -108,7 +108,7 @@ pub fn format_float(v: f64, out: &mut Vec<u8>) {
 }
 
 /// Writes a float4 the way PostgreSQL reads it back exactly.
-pub fn format_float32(v: f32, out: &mut Vec<u8>) {
+pub(crate) fn format_float32(v: f32, out: &mut Vec<u8>) {
     use std::io::Write;
     if v.is_nan() {
         out.extend_from_slice(b"NaN");
@@ -122,7 +122,7 @@ pub fn format_float32(v: f32, out: &mut Vec<u8>) {
 }
 
 /// Parses numeric text into a Decimal128 value of the given scale.
-pub fn parse_decimal(s: &[u8], precision: u8, scale: i8) -> Option<i128> {
+pub(crate) fn parse_decimal(s: &[u8], precision: u8, scale: i8) -> Option<i128> {
     let (neg, digits) = match s.first()? {
         b'-' => (true, &s[1..]),
         b'+' => (false, &s[1..]),
@@ -161,7 +161,7 @@ pub fn parse_decimal(s: &[u8], precision: u8, scale: i8) -> Option<i128> {
 }
 
 /// Writes a Decimal128 value with its scale as PostgreSQL numeric text.
-pub fn format_decimal(v: i128, scale: i8, out: &mut Vec<u8>) {
+pub(crate) fn format_decimal(v: i128, scale: i8, out: &mut Vec<u8>) {
     let digits = v.unsigned_abs().to_string();
     if v < 0 {
         out.push(b'-');
@@ -216,7 +216,7 @@ fn digits(s: &[u8]) -> Option<u32> {
 }
 
 /// Parses ISO `YYYY-MM-DD` (years 1 to 9999) into days since the epoch.
-pub fn parse_date(s: &[u8]) -> Option<i32> {
+pub(crate) fn parse_date(s: &[u8]) -> Option<i32> {
     if s.len() != 10 || s[4] != b'-' || s[7] != b'-' {
         return None;
     }
@@ -237,7 +237,7 @@ fn days_in_month(y: u32, m: u32) -> u32 {
 }
 
 /// Writes days since the epoch as ISO `YYYY-MM-DD`.
-pub fn format_date(days: i32, out: &mut Vec<u8>) {
+pub(crate) fn format_date(days: i32, out: &mut Vec<u8>) {
     use std::io::Write;
     let (y, m, d) = civil_from_days(i64::from(days));
     let _ = write!(out, "{y:04}-{m:02}-{d:02}");
@@ -245,7 +245,7 @@ pub fn format_date(days: i32, out: &mut Vec<u8>) {
 
 /// Parses `YYYY-MM-DD HH:MM:SS[.ffffff]` (and a `+00` suffix when `utc`) into
 /// microseconds since the epoch.
-pub fn parse_timestamp(s: &[u8], utc: bool) -> Option<i64> {
+pub(crate) fn parse_timestamp(s: &[u8], utc: bool) -> Option<i64> {
     let s = if utc { s.strip_suffix(b"+00")? } else { s };
     if s.len() < 19 || s[10] != b' ' || s[13] != b':' || s[16] != b':' {
         return None;
@@ -276,7 +276,7 @@ pub fn parse_timestamp(s: &[u8], utc: bool) -> Option<i64> {
 
 /// Writes microseconds since the epoch as `YYYY-MM-DD HH:MM:SS.ffffff`
 /// (with `+00` when `utc`).
-pub fn format_timestamp(micros: i64, utc: bool, out: &mut Vec<u8>) {
+pub(crate) fn format_timestamp(micros: i64, utc: bool, out: &mut Vec<u8>) {
     use std::io::Write;
     let days = micros.div_euclid(86_400_000_000);
     let rest = micros.rem_euclid(86_400_000_000);
@@ -299,7 +299,7 @@ pub fn format_timestamp(micros: i64, utc: bool, out: &mut Vec<u8>) {
 }
 
 /// Parses bytea hex output (`\x0a1b`).
-pub fn parse_bytea(s: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn parse_bytea(s: &[u8]) -> Option<Vec<u8>> {
     let hex = s.strip_prefix(b"\\x")?;
     if hex.len() % 2 != 0 {
         return None;
@@ -319,7 +319,7 @@ fn hex_digit(b: u8) -> Option<u8> {
 }
 
 /// Writes bytes as bytea hex input (`\x0a1b`).
-pub fn format_bytea(v: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn format_bytea(v: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.extend_from_slice(b"\\x");
     for b in v {

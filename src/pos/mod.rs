@@ -6,25 +6,25 @@
 
 mod setup;
 mod wipe;
+mod workers;
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
 use tokio_postgres::Client;
 
 pub(crate) use setup::check_table;
 pub use setup::setup;
 pub use wipe::{wipe_if_due, Wiped};
+pub use workers::run;
 
 use crate::apply::{Consumed, Consumer, SiteApplier};
 use crate::book::{self, Side};
 use crate::capture::{self, batch::Bounds, Mode, Source};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::postgres::{connect, Wake};
+use crate::postgres::connect;
 use crate::protocol::Origin;
 use crate::relay::Relay;
-use crate::supervisor::Worker;
 
 /// What one `pos sync` did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -47,14 +47,20 @@ impl Summary {
     }
 }
 
-/// Fetches, applies and acks every packet for this site, in order.
+/// Fetches, applies and acks every packet for this site, in order. A
+/// packet that cannot be applied is in `applied.failed` (see [`failure`]).
 pub async fn sync_once(cfg: &Config) -> Result<Summary> {
     let mut session = Session::open(cfg).await?;
     session.sync(cfg).await
 }
 
+/// The packet `summary` stopped at, as an error naming the retry.
+pub fn failure(summary: &Summary) -> Option<Error> {
+    summary.applied.failure(&SiteApplier::new(&summary.site))
+}
+
 /// A site worker's connections and position, kept across the syncs of `pos run`.
-pub struct Session {
+pub(crate) struct Session {
     client: Client,
     relay: Relay,
     site: String,
@@ -73,7 +79,7 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 
 impl Session {
     /// Connects to the relay and the site and checks both are set up.
-    pub async fn open(cfg: &Config) -> Result<Session> {
+    pub(crate) async fn open(cfg: &Config) -> Result<Session> {
         let pos = cfg.pos()?;
         let relay = Relay::connect(&cfg.relay()?.url).await?;
         relay.require_site(&pos.site).await?;
@@ -98,7 +104,7 @@ impl Session {
     }
 
     /// Uploads, fetches, applies and acks, as `pos sync --once` does.
-    pub async fn sync(&mut self, cfg: &Config) -> Result<Summary> {
+    pub(crate) async fn sync(&mut self, cfg: &Config) -> Result<Summary> {
         self.sync_with(cfg, true).await
     }
 
@@ -162,11 +168,6 @@ impl Session {
         self.consumer.acks_due_at()
     }
 
-    /// The failed packet of `summary` as an error naming the retry.
-    pub fn failure(&self, summary: &Summary) -> Option<Error> {
-        summary.applied.failure(self.consumer.applier())
-    }
-
     /// Sends this site's new upstream changes to the relay.
     async fn upload(&mut self, cfg: &Config) -> Result<capture::Outcome> {
         let client = &self.client;
@@ -207,170 +208,4 @@ async fn up_source(cfg: &Config, client: &Client) -> Result<Source> {
         skip_origin: Some(crate::apply::origin_name(client, crate::APPLY_ORIGIN).await?),
         targets: Some(vec!["ho".into()]),
     })
-}
-
-/// A streaming `pos run`'s upload: the site's upstream tables streamed to
-/// the relay as they change, as HO's stream does for the down tables (the
-/// apply loop, [`PosWorker`], then leaves uploading to it).
-pub struct UpStreamer {
-    cfg: Config,
-}
-
-impl UpStreamer {
-    pub fn new(cfg: &Config) -> UpStreamer {
-        UpStreamer { cfg: cfg.clone() }
-    }
-}
-
-impl Worker for UpStreamer {
-    fn span(&self) -> tracing::Span {
-        let site = self.cfg.pos.as_ref().map_or("", |p| p.site.as_str());
-        tracing::info_span!("worker", role = "pos-upload", site = %site)
-    }
-
-    async fn cycle(&mut self, shutdown: watch::Receiver<bool>) -> Result<()> {
-        let cfg = &self.cfg;
-        let relay = Relay::connect(&cfg.relay()?.url).await?;
-        let client = connect("pos", &cfg.pos()?.url).await?;
-        let outcome = capture::capture(
-            &client,
-            &relay,
-            &up_source(cfg, &client).await?,
-            &cfg.upstream_routes(),
-            Bounds::from(&cfg.packet),
-            Mode::Stream {
-                linger: capture::STREAM_LINGER,
-            },
-            shutdown,
-        )
-        .await?;
-        tracing::info!(
-            transactions = outcome.transactions,
-            packets = outcome.packets,
-            "upload stream stopped"
-        );
-        Ok(())
-    }
-
-    async fn wait(&mut self) {
-        tokio::time::sleep(Duration::from_secs(1)).await
-    }
-}
-
-/// `pos run` for the supervisor: a sync every `interval`; at zero, a sync
-/// whenever HO announces new packets (LISTEN), and every few seconds.
-pub struct PosWorker<R> {
-    cfg: Config,
-    interval: Duration,
-    session: Option<Session>,
-    /// HO's NOTIFY wakes a streaming worker. The LISTEN connection is opened
-    /// again whenever it is gone (the relay restarted, say); until then the
-    /// worker syncs every few seconds.
-    wake: Wake,
-    /// When `[pos] wipe_after` was last checked.
-    wipe_checked: Option<Instant>,
-    report: R,
-}
-
-/// How long a streaming site worker holds acks back to send them together.
-const STREAM_ACK_EVERY: Duration = Duration::from_secs(1);
-
-/// How often a running site worker checks `[pos] wipe_after`.
-const WIPE_CHECK_EVERY: Duration = Duration::from_secs(60);
-
-impl<R: FnMut(&Summary)> PosWorker<R> {
-    /// `report` is shown each sync that did something (every sync, on an
-    /// interval).
-    pub fn new(cfg: &Config, report: R) -> Result<PosWorker<R>> {
-        Ok(PosWorker {
-            interval: cfg.interval()?,
-            cfg: cfg.clone(),
-            session: None,
-            wake: Wake::new(crate::relay::PACKETS_CHANNEL),
-            wipe_checked: None,
-            report,
-        })
-    }
-
-    /// Whether an [`UpStreamer`] uploads beside this worker: streaming,
-    /// with upstream tables.
-    pub fn streams_upstream(&self) -> bool {
-        self.interval.is_zero() && !self.cfg.upstream.is_empty()
-    }
-
-    async fn listen(&mut self) -> Result<()> {
-        if self.interval.is_zero() {
-            self.wake.listen(&self.cfg.relay()?.url).await;
-        }
-        Ok(())
-    }
-}
-
-impl<R: FnMut(&Summary)> Worker for PosWorker<R> {
-    fn span(&self) -> tracing::Span {
-        let site = self.cfg.pos.as_ref().map_or("", |p| p.site.as_str());
-        tracing::info_span!("worker", role = "pos", site = %site)
-    }
-
-    async fn cycle(&mut self, _shutdown: watch::Receiver<bool>) -> Result<()> {
-        if self
-            .wipe_checked
-            .is_none_or(|t| t.elapsed() >= WIPE_CHECK_EVERY)
-        {
-            // Before the relay is needed: a site cut off from it wipes too.
-            if wipe_if_due(&self.cfg).await?.is_some() {
-                // A new session asks for the full sync the wipe calls for.
-                self.session = None;
-            }
-            self.wipe_checked = Some(Instant::now());
-        }
-        self.listen().await?;
-        let upload = !self.streams_upstream();
-        let streaming = self.interval.is_zero();
-        let session = match self.session.as_mut() {
-            Some(s) => s,
-            None => {
-                let mut session = Session::open(&self.cfg).await?;
-                if streaming {
-                    session.batch_acks(STREAM_ACK_EVERY);
-                }
-                self.session.insert(session)
-            }
-        };
-        match session.sync_with(&self.cfg, upload).await {
-            Ok(s) => {
-                if s.did_something() || !self.interval.is_zero() {
-                    (self.report)(&s);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                // Reconnect next time: a connection may be what failed.
-                self.session = None;
-                Err(e)
-            }
-        }
-    }
-
-    async fn stopping(&mut self) {
-        if let Some(session) = self.session.as_mut() {
-            // Otherwise the next session sends them.
-            if let Err(e) = session.send_acks().await {
-                tracing::warn!(error = %crate::error::chain(&e), "acks left for the next run");
-            }
-        }
-    }
-
-    async fn wait(&mut self) {
-        let mut pause = if self.interval.is_zero() {
-            Duration::from_secs(5)
-        } else {
-            self.interval
-        };
-        // Held-back acks go out when due, with or without new packets.
-        if let Some(due) = self.session.as_ref().and_then(Session::acks_due_at) {
-            pause = pause.min(due.saturating_duration_since(Instant::now()));
-        }
-        self.wake.wait(pause).await
-    }
 }

@@ -2,13 +2,14 @@
 //! LSNs, quoting.
 
 pub(crate) mod migrations;
-pub mod tls;
+pub(crate) mod tls;
 mod tx;
 mod url;
 
 pub(crate) use tx::Tx;
 
-pub use url::{read_password_file, resolve, DbUrl, Password};
+pub(crate) use url::resolve;
+pub use url::{read_password_file, DbUrl, Password};
 
 use std::time::Duration;
 
@@ -182,9 +183,15 @@ pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Splits `schema.table` into its two parts.
+pub fn split_table(name: &str) -> Option<(&str, &str)> {
+    let (s, t) = name.split_once('.')?;
+    (!s.is_empty() && !t.is_empty() && !t.contains('.')).then_some((s, t))
+}
+
 /// Quotes `schema.table` for SQL.
 pub fn qualified(name: &str) -> String {
-    match crate::config::split_table(name) {
+    match split_table(name) {
         Some((s, t)) => format!("{}.{}", ident(s), ident(t)),
         None => ident(name),
     }

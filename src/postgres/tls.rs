@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 
 /// libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SslMode {
+pub(crate) enum SslMode {
     Disable,
     /// libpq's default: TLS if the server offers it, unverified.
     #[default]
@@ -34,21 +34,21 @@ pub enum SslMode {
 
 /// A connection's TLS settings, from its URL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tls {
-    pub mode: SslMode,
+pub(crate) struct Tls {
+    pub(crate) mode: SslMode,
     /// `sslrootcert`: a PEM file of CA certificates; None with `system`.
-    pub root_cert: Option<PathBuf>,
+    pub(crate) root_cert: Option<PathBuf>,
     /// `sslrootcert=system`: the well-known public roots.
-    pub system_roots: bool,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
+    pub(crate) system_roots: bool,
+    pub(crate) cert: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
 }
 
 const KEYS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
 
 /// Parses `url` (a `postgres://` URL or `key=value` pairs) into what
 /// tokio-postgres takes and the TLS settings.
-pub fn parse(section: &str, url: &str) -> Result<(tokio_postgres::Config, Tls)> {
+pub(crate) fn parse(section: &str, url: &str) -> Result<(tokio_postgres::Config, Tls)> {
     let bad = |why: String| {
         Error::Config(format!(
             "[{section}] url is not a PostgreSQL URL ({why}); write it as postgres://user:password@host:port/database?sslmode=verify-full&sslrootcert=/path/ca.crt"
@@ -184,7 +184,7 @@ impl Tls {
     }
 
     /// The rustls configuration for the ordinary connections.
-    pub fn client_config(&self) -> Result<rustls::ClientConfig> {
+    pub(crate) fn client_config(&self) -> Result<rustls::ClientConfig> {
         let provider = provider();
         let chain = match self.mode {
             SslMode::Disable | SslMode::Prefer | SslMode::Require => None,
@@ -225,7 +225,7 @@ impl Tls {
     }
 
     /// The same settings for the replication connection.
-    pub fn replication(&self) -> Result<pgwire_replication::TlsConfig> {
+    pub(crate) fn replication(&self) -> Result<pgwire_replication::TlsConfig> {
         use pgwire_replication::config::SslMode as M;
         if matches!(self.mode, SslMode::VerifyCa | SslMode::VerifyFull) {
             self.roots()?;
@@ -311,7 +311,7 @@ impl ServerCertVerifier for Verifier {
 
 /// What a failed connection's TLS trouble asks the user to change, if
 /// TLS is why it failed.
-pub fn fix_for(section: &str, error: &(dyn std::error::Error + 'static)) -> Option<String> {
+pub(crate) fn fix_for(section: &str, error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let text = crate::error::chain(error);
     let fix = if text.contains("UnknownIssuer") || text.contains("BadSignature") {
         "the server's certificate is not signed by a CA in sslrootcert; set sslrootcert to the CA that signed it"

@@ -132,7 +132,7 @@ impl std::fmt::Debug for Password {
 
 /// `url` with the password of a section's `password` (first) or
 /// `password_file`, if either is set.
-pub fn resolve(
+pub(crate) fn resolve(
     section: &str,
     url: &DbUrl,
     password: Option<&Password>,

@@ -8,16 +8,16 @@ use crate::protocol::{AckStatus, Target};
 
 /// An acknowledgement from a target (a site, or HO for up packets).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ack {
-    pub packet_id: i64,
-    pub status: AckStatus,
-    pub rows: i64,
-    pub error: Option<String>,
+pub(crate) struct Ack {
+    pub(crate) packet_id: i64,
+    pub(crate) status: AckStatus,
+    pub(crate) rows: i64,
+    pub(crate) error: Option<String>,
 }
 
 impl Ack {
     /// The packet was applied with `rows` rows.
-    pub fn processed(packet_id: i64, rows: i64) -> Ack {
+    pub(crate) fn processed(packet_id: i64, rows: i64) -> Ack {
         Ack {
             packet_id,
             status: AckStatus::Processed,
@@ -27,7 +27,7 @@ impl Ack {
     }
 
     /// The packet could not be applied.
-    pub fn failed(packet_id: i64, error: &str) -> Ack {
+    pub(crate) fn failed(packet_id: i64, error: &str) -> Ack {
         Ack {
             packet_id,
             status: AckStatus::Failed,
@@ -41,7 +41,7 @@ impl Relay {
     /// Of `acks` (which this side's bookkeeping has not marked sent), those
     /// the relay does not hold as they are: what a crash left unsent. (The
     /// last acks of every run are marked only by the next transaction.)
-    pub async fn missing_acks(&self, target: &Target, acks: &[Ack]) -> Result<Vec<Ack>> {
+    pub(crate) async fn missing_acks(&self, target: &Target, acks: &[Ack]) -> Result<Vec<Ack>> {
         if acks.is_empty() {
             return Ok(Vec::new());
         }
@@ -72,7 +72,7 @@ impl Relay {
 
     /// Writes `target`'s acks and updates each packet's status: `PROCESSED`
     /// once every target acked it, `FAILED` while any target failed it.
-    pub async fn ack(&self, target: &Target, acks: &[Ack]) -> Result<()> {
+    pub(crate) async fn ack(&self, target: &Target, acks: &[Ack]) -> Result<()> {
         if acks.is_empty() {
             return Ok(());
         }

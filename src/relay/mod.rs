@@ -22,20 +22,20 @@ use crate::error::{DbContext, Error, Result};
 use crate::postgres::Tx;
 use crate::protocol::Direction;
 
-pub use acks::Ack;
-pub use packets::{NewPacket, PacketInfo, SentPacket, StoredPart};
-pub use site_roles::{role_name, Added, SiteRole, SITE_GROUP};
-pub use sites::SyncRequest;
-pub use status::{RelayHealth, SiteStatus, TableStatus};
-pub use tables::{Published, PublishedTable};
-pub use verify::{Expected, VerifyRequest, VerifyResult};
+pub(crate) use acks::Ack;
+pub(crate) use packets::{NewPacket, PacketInfo, SentPacket, StoredPart};
+pub use site_roles::{role_name, Added, SiteRole};
+pub use status::{SiteStatus, TableStatus};
+pub(crate) use tables::PublishedTable;
+pub(crate) use verify::Expected;
+pub use verify::VerifyResult;
 
 /// The channel HO notifies when it commits packets; streaming site workers
 /// LISTEN on it.
-pub const PACKETS_CHANNEL: &str = "relaysync_packets";
+pub(crate) const PACKETS_CHANNEL: &str = "relaysync_packets";
 /// The channel a site notifies when it commits packets for HO; a streaming
 /// HO worker LISTENs on it.
-pub const UP_PACKETS_CHANNEL: &str = "relaysync_up_packets";
+pub(crate) const UP_PACKETS_CHANNEL: &str = "relaysync_up_packets";
 
 /// A connection to the relay database.
 pub struct Relay {

@@ -12,22 +12,21 @@ use crate::protocol::{Direction, Lsn, Origin, PacketKind, PacketStatus, Target};
 
 /// A packet as the relay lists it (without its parts).
 #[derive(Debug, Clone)]
-pub struct PacketInfo {
-    pub id: i64,
-    pub direction: Direction,
+pub(crate) struct PacketInfo {
+    pub(crate) id: i64,
     /// HO, or the site an up packet comes from.
-    pub origin: Origin,
-    pub group_id: i64,
-    pub kind: PacketKind,
-    pub row_count: i64,
-    pub byte_count: i64,
-    pub targets: Vec<String>,
-    pub status: PacketStatus,
-    pub created_at: SystemTime,
+    pub(crate) origin: Origin,
+    pub(crate) group_id: i64,
+    pub(crate) kind: PacketKind,
+    pub(crate) row_count: i64,
+    pub(crate) byte_count: i64,
+    pub(crate) targets: Vec<String>,
+    pub(crate) status: PacketStatus,
+    pub(crate) created_at: SystemTime,
 }
 
 const PACKET_COLUMNS: &str =
-    "p.id, p.direction, p.origin, p.group_id, p.kind, p.row_count, p.byte_count, p.targets, p.status, p.created_at";
+    "p.id, p.origin, p.group_id, p.kind, p.row_count, p.byte_count, p.targets, p.status, p.created_at";
 
 /// Whether packet `p` is for target `$2` (a site, or `ho`): listed in its
 /// targets, or a `*` packet written since the site registered or came back
@@ -41,7 +40,6 @@ impl PacketInfo {
         let t = "relay.packets";
         Ok(PacketInfo {
             id: get(row, "id", t)?,
-            direction: get(row, "direction", t)?,
             origin: get(row, "origin", t)?,
             group_id: get(row, "group_id", t)?,
             kind: get(row, "kind", t)?,
@@ -60,22 +58,21 @@ impl PacketInfo {
 
 /// A down packet for HO's record of what it sent, with the sites' errors.
 #[derive(Debug, Clone)]
-pub struct SentPacket {
-    pub packet: PacketInfo,
+pub(crate) struct SentPacket {
+    pub(crate) packet: PacketInfo,
     /// `site: error; …` for the sites that failed it.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// One part of a packet as stored.
 #[derive(Debug)]
-pub struct StoredPart {
-    pub packet_id: i64,
-    pub table_name: String,
-    pub target: String,
-    pub row_count: i64,
-    pub arrow_ipc: Vec<u8>,
+pub(crate) struct StoredPart {
+    pub(crate) packet_id: i64,
+    pub(crate) table_name: String,
+    pub(crate) row_count: i64,
+    pub(crate) arrow_ipc: Vec<u8>,
     /// SHA-256 of `arrow_ipc` as its writer encoded it.
-    pub checksum: Vec<u8>,
+    pub(crate) checksum: Vec<u8>,
 }
 
 impl StoredPart {
@@ -84,7 +81,6 @@ impl StoredPart {
         Ok(StoredPart {
             packet_id: get(&row, "packet_id", t)?,
             table_name: get(&row, "table_name", t)?,
-            target: get(&row, "target", t)?,
             row_count: get(&row, "row_count", t)?,
             arrow_ipc: get(&row, "arrow_ipc", t)?,
             checksum: get(&row, "checksum", t)?,
@@ -94,7 +90,7 @@ impl StoredPart {
     /// Why the part is not the one its writer stored (its bytes do not hash
     /// to its checksum, or it holds another number of rows than
     /// `row_count`), or None.
-    pub fn damage(&self, rows: usize) -> Option<String> {
+    pub(crate) fn damage(&self, rows: usize) -> Option<String> {
         if checksum(&self.arrow_ipc) != self.checksum {
             return Some("its bytes do not match the checksum written with them".into());
         }
@@ -109,7 +105,7 @@ impl StoredPart {
 }
 
 /// The checksum stored with a part: SHA-256 of its bytes.
-pub fn checksum(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn checksum(bytes: &[u8]) -> Vec<u8> {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).to_vec()
 }
@@ -125,18 +121,18 @@ enum Which {
 
 /// A new packet's row in `relay.packets`.
 #[derive(Debug)]
-pub struct NewPacket<'a> {
-    pub origin: &'a Origin,
-    pub kind: PacketKind,
+pub(crate) struct NewPacket<'a> {
+    pub(crate) origin: &'a Origin,
+    pub(crate) kind: PacketKind,
     /// The group the packet joins; None starts one.
-    pub group_id: Option<i64>,
-    pub lsn_from: Lsn,
-    pub lsn_to: Lsn,
-    pub targets: &'a [String],
+    pub(crate) group_id: Option<i64>,
+    pub(crate) lsn_from: Lsn,
+    pub(crate) lsn_to: Lsn,
+    pub(crate) targets: &'a [String],
     /// For targets `*`: how many sites the packet is for.
-    pub target_count: Option<i32>,
-    pub row_count: i64,
-    pub byte_count: i64,
+    pub(crate) target_count: Option<i32>,
+    pub(crate) row_count: i64,
+    pub(crate) byte_count: i64,
 }
 
 impl Relay {}
@@ -247,7 +243,7 @@ impl Relay {
     /// The next groups of packets of `direction` for `target` after `after`,
     /// each whole (a group is applied in one transaction), in order; and
     /// whether more may follow them (the listing reached its bound).
-    pub async fn next_groups(
+    pub(crate) async fn next_groups(
         &self,
         direction: Direction,
         target: &Target,
@@ -287,7 +283,7 @@ impl Relay {
 
     /// Packets of `direction` for `target` up to `through` that `target` has
     /// not acked as processed: a crash came between applying them and the ack.
-    pub async fn unacked(
+    pub(crate) async fn unacked(
         &self,
         direction: Direction,
         target: &Target,
@@ -317,11 +313,15 @@ impl Relay {
     /// The parts of several packets for `target` (its own and those for
     /// every site), in packet order: one round trip for a run of small
     /// packets.
-    pub async fn parts_of(&self, packet_ids: &[i64], target: &Target) -> Result<Vec<StoredPart>> {
+    pub(crate) async fn parts_of(
+        &self,
+        packet_ids: &[i64],
+        target: &Target,
+    ) -> Result<Vec<StoredPart>> {
         let ctx = || format!("reading the parts of packets {packet_ids:?}");
         let statement = self
             .prepared(
-                "SELECT packet_id, table_name, target, row_count, arrow_ipc, checksum FROM relay.packet_parts
+                "SELECT packet_id, table_name, row_count, arrow_ipc, checksum FROM relay.packet_parts
                  WHERE packet_id = ANY($1) AND target IN ($2, '*') ORDER BY packet_id, seq",
                 &[Type::INT8_ARRAY, Type::TEXT],
             )
@@ -338,7 +338,7 @@ impl Relay {
     /// For HO's record: down packets with id above `after`, or written
     /// (inserted, settled) by a transaction at or after `xmin`; and the
     /// `xmin` to pass next time (the oldest transaction running now).
-    pub async fn sent_since(&self, after: i64, xmin: i64) -> Result<(Vec<SentPacket>, i64)> {
+    pub(crate) async fn sent_since(&self, after: i64, xmin: i64) -> Result<(Vec<SentPacket>, i64)> {
         let ctx = || "reading relay.packets".to_string();
         let next: i64 = self
             .client

@@ -17,7 +17,7 @@ impl Relay {
     /// Removes packets every target processed more than `keep` ago, with
     /// their parts and acks, oldest first, in short batches; first records
     /// per site what its status needs of them. Returns the packets removed.
-    pub async fn purge_processed(&self, keep: Duration) -> Result<u64> {
+    pub(crate) async fn purge_processed(&self, keep: Duration) -> Result<u64> {
         let started = Instant::now();
         let mut purged = 0u64;
         loop {
@@ -53,7 +53,7 @@ impl Relay {
     /// registered before that): they leave the targets of the packets they
     /// have not applied, which then settle and can be purged. Returns their
     /// codes.
-    pub async fn expire_silent(&self, max_offline: Duration) -> Result<Vec<String>> {
+    pub(crate) async fn expire_silent(&self, max_offline: Duration) -> Result<Vec<String>> {
         let tx = self.transaction().await?;
         let result = async {
             let codes: Vec<String> = self
@@ -124,7 +124,7 @@ impl Relay {
 
     /// Whether `site` is expired (it then asks for a full sync when it
     /// comes back, see [`Relay::rejoin`]).
-    pub async fn is_expired(&self, site: &str) -> Result<bool> {
+    pub(crate) async fn is_expired(&self, site: &str) -> Result<bool> {
         Ok(self
             .client
             .query_opt(
@@ -139,7 +139,7 @@ impl Relay {
     /// An expired site came back: it asks for a full sync (reason
     /// `expired`) unless it has asked already. HO's worker takes it back
     /// among the targets when it serves the request.
-    pub async fn rejoin(&self, site: &str) -> Result<()> {
+    pub(crate) async fn rejoin(&self, site: &str) -> Result<()> {
         self.client
             .execute(
                 "INSERT INTO relay.sync_requests (site, reason)

@@ -8,11 +8,11 @@ use crate::protocol::{Lsn, Origin, SyncReason};
 
 /// A pending full-sync request.
 #[derive(Debug, Clone)]
-pub struct SyncRequest {
-    pub id: i64,
-    pub site: String,
+pub(crate) struct SyncRequest {
+    pub(crate) id: i64,
+    pub(crate) site: String,
     /// None: every configured table.
-    pub tables: Option<Vec<String>>,
+    pub(crate) tables: Option<Vec<String>>,
 }
 
 impl Relay {
@@ -30,7 +30,7 @@ impl Relay {
     /// new packets. Inside the down writer's transaction: it takes the down
     /// writers' lock first, so no site joins (see [`Relay::lock_down_ids`])
     /// between this reading and the writer's commit.
-    pub async fn active_sites(&self) -> Result<Vec<String>> {
+    pub(crate) async fn active_sites(&self) -> Result<Vec<String>> {
         self.lock_down_ids().await?;
         let rows = self
             .client
@@ -59,7 +59,7 @@ impl Relay {
     }
 
     /// Asks for a full sync of `tables` (None: all) at each of `sites`.
-    pub async fn request_sync(
+    pub(crate) async fn request_sync(
         &self,
         sites: &[String],
         tables: Option<&[String]>,
@@ -80,7 +80,7 @@ impl Relay {
     }
 
     /// Full-sync requests not served yet, oldest first.
-    pub async fn pending_requests(&self) -> Result<Vec<SyncRequest>> {
+    pub(crate) async fn pending_requests(&self) -> Result<Vec<SyncRequest>> {
         let rows = self
             .client
             .query(
@@ -141,7 +141,7 @@ impl Relay {
     }
 
     /// The end LSN of the last transaction captured from `origin` (0 if none).
-    pub async fn capture_lsn(&self, origin: &Origin) -> Result<Lsn> {
+    pub(crate) async fn capture_lsn(&self, origin: &Origin) -> Result<Lsn> {
         let row = self
             .client
             .query_opt(

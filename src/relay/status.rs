@@ -128,18 +128,18 @@ impl Relay {
 /// What the relay's own connection says of the relay: its clock, and
 /// whether the connection is encrypted.
 #[derive(Debug, Clone)]
-pub struct RelayHealth {
+pub(crate) struct RelayHealth {
     /// The relay's clock.
-    pub now: SystemTime,
+    pub(crate) now: SystemTime,
     /// The connection uses TLS.
-    pub ssl: bool,
+    pub(crate) ssl: bool,
     /// Packets every target processed, created more than a day ago.
-    pub processed_old: i64,
+    pub(crate) processed_old: i64,
 }
 
 impl Relay {
     /// The relay's clock, TLS use and backlog of processed packets.
-    pub async fn health(&self) -> Result<RelayHealth> {
+    pub(crate) async fn health(&self) -> Result<RelayHealth> {
         let row = self
             .client
             .query_one(
@@ -181,7 +181,7 @@ pub struct TableStatus {
 
 impl Relay {
     /// Each published table's status at `site`.
-    pub async fn table_status(&self, site: &str) -> Result<Vec<TableStatus>> {
+    pub(crate) async fn table_status(&self, site: &str) -> Result<Vec<TableStatus>> {
         let rows = self
             .client
             .query(

@@ -7,21 +7,21 @@ use crate::protocol::SyncReason;
 
 /// What publishing the configured tables changed.
 #[derive(Debug, Clone, Default)]
-pub struct Published {
+pub(crate) struct Published {
     /// Tables new to the relay: each registered site gets a full sync of them.
-    pub added: Vec<String>,
+    pub(crate) added: Vec<String>,
     /// Tables no longer synced.
-    pub removed: Vec<String>,
+    pub(crate) removed: Vec<String>,
 }
 
 /// A table as HO published it.
 #[derive(Debug, Clone)]
-pub struct PublishedTable {
-    pub name: String,
-    pub route: String,
-    pub key_columns: Vec<String>,
+pub(crate) struct PublishedTable {
+    pub(crate) name: String,
+    pub(crate) route: String,
+    pub(crate) key_columns: Vec<String>,
     /// (column, PostgreSQL type) in the table's order.
-    pub columns: Vec<(String, String)>,
+    pub(crate) columns: Vec<(String, String)>,
 }
 
 impl Relay {
@@ -29,7 +29,7 @@ impl Relay {
     /// statement: a table no longer among them is unpublished, and a table
     /// new among them gets a full sync at every registered site (but those
     /// whose full sync of every table is pending already).
-    pub async fn publish_tables(&self, tables: &[PublishedTable]) -> Result<Published> {
+    pub(crate) async fn publish_tables(&self, tables: &[PublishedTable]) -> Result<Published> {
         let input = serde_json::Value::Array(
             tables
                 .iter()
@@ -81,7 +81,7 @@ impl Relay {
     }
 
     /// Every table HO has published.
-    pub async fn published_tables(&self) -> Result<Vec<PublishedTable>> {
+    pub(crate) async fn published_tables(&self) -> Result<Vec<PublishedTable>> {
         let rows = self
             .client
             .query(

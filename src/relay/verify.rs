@@ -7,19 +7,19 @@ use crate::verify::Bucket;
 
 /// A pending verify request.
 #[derive(Debug, Clone)]
-pub struct VerifyRequest {
-    pub id: i64,
-    pub site: String,
+pub(crate) struct VerifyRequest {
+    pub(crate) id: i64,
+    pub(crate) site: String,
     /// None: every configured table.
-    pub tables: Option<Vec<String>>,
+    pub(crate) tables: Option<Vec<String>>,
 }
 
 /// HO's hashes of one table for one site (`*`: every site).
 #[derive(Debug, Clone)]
-pub struct Expected {
-    pub site: String,
-    pub table_name: String,
-    pub buckets: Vec<Bucket>,
+pub(crate) struct Expected {
+    pub(crate) site: String,
+    pub(crate) table_name: String,
+    pub(crate) buckets: Vec<Bucket>,
 }
 
 impl VerifyResult {
@@ -45,7 +45,11 @@ pub struct VerifyResult {
 
 impl Relay {
     /// Asks each of `sites` to verify `tables` (None: all).
-    pub async fn request_verify(&self, sites: &[String], tables: Option<&[String]>) -> Result<()> {
+    pub(crate) async fn request_verify(
+        &self,
+        sites: &[String],
+        tables: Option<&[String]>,
+    ) -> Result<()> {
         for site in sites {
             self.require_site(site).await?;
         }
@@ -61,7 +65,7 @@ impl Relay {
     }
 
     /// Verify requests not served yet, oldest first.
-    pub async fn pending_verifies(&self) -> Result<Vec<VerifyRequest>> {
+    pub(crate) async fn pending_verifies(&self) -> Result<Vec<VerifyRequest>> {
         let t = "relay.verify_requests";
         let rows = self
             .client
@@ -119,7 +123,7 @@ impl super::RelayTx<'_> {
 
 impl Relay {
     /// HO's hashes in verify packet `packet` for `site` (and for every site).
-    pub async fn expected(&self, packet: i64, site: &str) -> Result<Vec<Expected>> {
+    pub(crate) async fn expected(&self, packet: i64, site: &str) -> Result<Vec<Expected>> {
         let t = "relay.verify_expected";
         let rows = self
             .client
@@ -151,7 +155,7 @@ impl Relay {
     }
 
     /// Records what a site found (once per packet, site and table).
-    pub async fn record_verify(&self, r: &VerifyResult) -> Result<()> {
+    pub(crate) async fn record_verify(&self, r: &VerifyResult) -> Result<()> {
         self.client
             .execute(
                 "INSERT INTO relay.verify_results (packet_id, site, table_name, status, ho_rows, site_rows, detail)
@@ -164,7 +168,7 @@ impl Relay {
     }
 
     /// The latest result per site and table (`sites` empty: every site).
-    pub async fn verify_results(&self, sites: &[String]) -> Result<Vec<VerifyResult>> {
+    pub(crate) async fn verify_results(&self, sites: &[String]) -> Result<Vec<VerifyResult>> {
         self.read_results(
             "SELECT DISTINCT ON (site, table_name) packet_id, site, table_name,
                     to_char(checked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS checked_at,
@@ -177,7 +181,7 @@ impl Relay {
     }
 
     /// Drift results HO has not logged yet, marked logged now.
-    pub async fn take_unlogged_drift(&self) -> Result<Vec<VerifyResult>> {
+    pub(crate) async fn take_unlogged_drift(&self) -> Result<Vec<VerifyResult>> {
         self.read_results(
             "UPDATE relay.verify_results SET ho_logged = true
               WHERE status = $1 AND NOT ho_logged

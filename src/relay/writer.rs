@@ -17,25 +17,25 @@ use crate::route::ALL_SITES;
 /// One part to write: a table's changes for one target (a site, or `*`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DraftPart<'a> {
-    pub shape: &'a TableShape,
-    pub target: &'a str,
-    pub changes: &'a [Change],
+    pub(crate) shape: &'a TableShape,
+    pub(crate) target: &'a str,
+    pub(crate) changes: &'a [Change],
 }
 
 /// One packet to write: its parts and the range of commit LSNs it holds.
 #[derive(Debug, Clone)]
 pub(crate) struct Draft<'a> {
-    pub parts: Vec<DraftPart<'a>>,
-    pub lsn_from: Lsn,
-    pub lsn_to: Lsn,
+    pub(crate) parts: Vec<DraftPart<'a>>,
+    pub(crate) lsn_from: Lsn,
+    pub(crate) lsn_to: Lsn,
 }
 
 /// What a writer has stored so far.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Written {
-    pub packets: u64,
-    pub rows: u64,
-    pub bytes: u64,
+    pub(crate) packets: u64,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
 }
 
 /// Writes packets into the relay, one relay transaction per group.

@@ -15,7 +15,7 @@ use crate::route::{Route, ALL_SITES};
 
 /// Verify requests being served: HO's verified tables locked in SHARE mode
 /// in an open REPEATABLE READ transaction of its own connection.
-pub struct Locked {
+pub(crate) struct Locked {
     client: Client,
     /// The WAL position once locked: the capture must pass it first.
     lsn: Lsn,
@@ -34,7 +34,7 @@ pub struct Sent {
 
 /// Locks the tables of the pending verify requests (None when there are
 /// none); call before the capture, then [`Locked::send`] after it.
-pub async fn lock(ho_url: &str, relay: &Relay) -> Result<Option<Locked>> {
+pub(crate) async fn lock(ho_url: &str, relay: &Relay) -> Result<Option<Locked>> {
     let pending = relay.pending_verifies().await?;
     if pending.is_empty() {
         return Ok(None);
@@ -110,13 +110,13 @@ async fn take_locks(client: &Client, list: &str) -> Result<()> {
 
 impl Locked {
     /// Where the capture must have reached before [`Locked::send`].
-    pub fn lsn(&self) -> Lsn {
+    pub(crate) fn lsn(&self) -> Lsn {
         self.lsn
     }
 
     /// Hashes the tables in this snapshot and stores the verify packet with
     /// the hashes; commits, which lets HO's writers go on.
-    pub async fn send(self, relay: &Relay) -> Result<Sent> {
+    pub(crate) async fn send(self, relay: &Relay) -> Result<Sent> {
         let result = self.write(relay).await;
         let _ = self.client.batch_execute("COMMIT").await;
         result
@@ -206,7 +206,7 @@ impl Locked {
 
 /// Logs in HO's event log the drift the sites found since the last call;
 /// returns how many.
-pub async fn log_drift(sql: &Client, relay: &Relay) -> Result<u64> {
+pub(crate) async fn log_drift(sql: &Client, relay: &Relay) -> Result<u64> {
     let drift = relay.take_unlogged_drift().await?;
     for d in &drift {
         events::log(sql, &d.site, &d.table_name, events::DRIFT, &d.detail)

@@ -19,42 +19,42 @@
 //! counts identical rows as often as they occur, so a keyless table (a bag)
 //! compares too.
 
-pub mod ho;
-pub mod site;
+pub(crate) mod ho;
+pub(crate) mod site;
 
 use std::collections::BTreeMap;
 
 use crate::postgres::{ident, qualified};
 
 /// Buckets of keys per table: drift is located to one of them.
-pub const BUCKETS: i32 = 64;
+pub(crate) const BUCKETS: i32 = 64;
 
 /// The same text forms at HO and at the sites (set in the hashing transaction).
-pub const TEXT_FORMS: &str = "SET LOCAL DateStyle = ISO; SET LOCAL TimeZone = 'UTC';
+pub(crate) const TEXT_FORMS: &str = "SET LOCAL DateStyle = ISO; SET LOCAL TimeZone = 'UTC';
      SET LOCAL IntervalStyle = postgres; SET LOCAL extra_float_digits = 3;
      SET LOCAL bytea_output = hex;";
 
 /// One bucket of a table's hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bucket {
-    pub bucket: i32,
-    pub rows: i64,
+pub(crate) struct Bucket {
+    pub(crate) bucket: i32,
+    pub(crate) rows: i64,
     /// The sum of the rows' hashes, as numeric text.
-    pub hash: String,
+    pub(crate) hash: String,
 }
 
 /// A table to hash: its name, HO's columns and key (empty: keyless).
 #[derive(Debug, Clone)]
-pub struct Hashed<'a> {
-    pub name: &'a str,
-    pub columns: &'a [String],
-    pub keys: &'a [String],
+pub(crate) struct Hashed<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) columns: &'a [String],
+    pub(crate) keys: &'a [String],
 }
 
 /// The query that hashes `t`, grouped by `group` (an expression naming the
 /// site the rows are for) and bucket, only the rows `filter` keeps;
 /// columns `site`, `bucket`, `rows`, `hash`.
-pub fn hash_query(t: &Hashed<'_>, group: &str, filter: &str) -> String {
+pub(crate) fn hash_query(t: &Hashed<'_>, group: &str, filter: &str) -> String {
     let row = |cols: &[String]| {
         let list = cols.iter().map(|c| ident(c)).collect::<Vec<_>>();
         format!("md5(ROW({})::text)", list.join(", "))
@@ -79,16 +79,16 @@ pub fn hash_query(t: &Hashed<'_>, group: &str, filter: &str) -> String {
 
 /// What a site found for one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Comparison {
-    pub equal: bool,
-    pub ho_rows: i64,
-    pub site_rows: i64,
+pub(crate) struct Comparison {
+    pub(crate) equal: bool,
+    pub(crate) ho_rows: i64,
+    pub(crate) site_rows: i64,
     /// The buckets that differ, for people.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 /// Compares HO's buckets of a table with the site's.
-pub fn compare(ho: &[Bucket], site: &[Bucket]) -> Comparison {
+pub(crate) fn compare(ho: &[Bucket], site: &[Bucket]) -> Comparison {
     let by = |bs: &[Bucket]| {
         bs.iter()
             .filter(|b| b.rows > 0)

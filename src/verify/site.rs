@@ -13,7 +13,7 @@ use crate::relay::{Relay, VerifyResult};
 /// Checks verify packet `packet` at `site`, inside the open apply
 /// transaction; Err(message) when the site's database refused a query (the
 /// packet fails with it).
-pub async fn check(
+pub(crate) async fn check(
     client: &Client,
     relay: &Relay,
     site: &str,
