@@ -29,6 +29,7 @@ pub mod telemetry;
 pub(crate) mod verify;
 
 pub use error::{Error, Result};
+pub use supervisor::Running;
 
 /// What the integration tests reach beyond the commands: built with the
 /// `failpoints` feature (the tests' build) only.

@@ -78,15 +78,39 @@ impl Default for Backoff {
 /// Runs `worker` until `shutdown`; returns the error of a configuration or
 /// setup problem, which no retry can fix.
 pub(crate) async fn supervise<W: Worker>(worker: W, shutdown: watch::Receiver<bool>) -> Result<()> {
-    supervise_with(worker, shutdown, None).await
+    supervise_with(worker, Running::until(shutdown)).await
 }
 
-/// [`supervise`], keeping `health` up to date with the worker's cycles.
-pub(crate) async fn supervise_with<W: Worker>(
-    mut worker: W,
-    mut shutdown: watch::Receiver<bool>,
-    health: Option<Health>,
-) -> Result<()> {
+/// How a long-running worker runs: until its shutdown signal is raised,
+/// with its health (served at /health) following its cycles.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) health: Option<Health>,
+}
+
+impl Running {
+    /// Until `shutdown` is raised (`shutdown::on_signals()` for SIGINT and
+    /// SIGTERM, or a channel of the caller's).
+    pub fn until(shutdown: watch::Receiver<bool>) -> Running {
+        Running {
+            shutdown,
+            health: None,
+        }
+    }
+
+    /// Keeps `health` up to date with the worker's cycles.
+    pub fn with_health(self, health: Option<Health>) -> Running {
+        Running { health, ..self }
+    }
+}
+
+/// [`supervise`] as `running` says.
+pub(crate) async fn supervise_with<W: Worker>(mut worker: W, running: Running) -> Result<()> {
+    let Running {
+        mut shutdown,
+        health,
+    } = running;
     let span = worker.span();
     let mut backoff = Backoff::default();
     loop {

@@ -112,3 +112,64 @@ async fn pos_run_stops_on_a_setup_error_naming_the_fix() {
     assert!(last.starts_with("error: "), "{stderr}");
     assert!(last.contains("`relaysync setup pos`"), "{stderr}");
 }
+
+/// The workers' library entry points: `ho::run` and `pos::run` start in the
+/// test's own process, stream HO's changes to a site, and return when the
+/// shutdown channel is raised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ho_and_pos_run_in_process_until_shutdown() {
+    use relaysync::config::Config;
+    use relaysync::Running;
+    let bed = Bed::new(
+        "inprocess",
+        SCHEMA,
+        &[("public.items", "all")],
+        "[sync]\ninterval = \"0s\"\n",
+    )
+    .await;
+    bed.setup().await;
+    // s1 reaches the relay as its own role, as its `pos` commands do.
+    let site_relay = bed.site_relay_urls.lock().unwrap()["s1"].clone();
+    let site_config = bed.dir.join("s1.toml");
+    let text = std::fs::read_to_string(&bed.config).unwrap().replacen(
+        &format!("url = \"{}\"", bed.relay_url),
+        &format!("url = \"{site_relay}\""),
+        1,
+    );
+    std::fs::write(&site_config, text).unwrap();
+    let ho_cfg = Config::load(&bed.config).unwrap();
+    let pos_cfg = Config::load(&site_config).unwrap();
+
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let ho = relaysync::ho::run(&ho_cfg, Running::until(shutdown.clone()), |_| {});
+    let pos = relaysync::pos::run(&pos_cfg, Running::until(shutdown), |_| {});
+    let site = bed.site(0).await;
+    let drive = async {
+        bed.ho()
+            .await
+            .batch_execute(
+                "INSERT INTO public.items SELECT g, 'n' || g FROM generate_series(1, 100) g",
+            )
+            .await
+            .unwrap();
+        wait_for(Duration::from_secs(60), "the rows at s1", || async {
+            count(&site, "SELECT count(*) FROM public.items").await == 100
+        })
+        .await;
+        stop.send(true).unwrap();
+    };
+    let stopped = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(ho, pos, drive)
+    })
+    .await
+    .expect("both workers return once shutdown is raised");
+    stopped.0.unwrap();
+    stopped.1.unwrap();
+    assert_same(
+        &bed,
+        0,
+        "SELECT * FROM public.items",
+        "SELECT * FROM public.items",
+    )
+    .await;
+}

@@ -5,6 +5,7 @@ use relaysync::error::Error;
 use relaysync::error::Result;
 use relaysync::relay::Relay;
 use relaysync::telemetry::{self, Health};
+use relaysync::Running;
 
 use super::{json, summary, PosCommand, RunArgs, WorkerCommand};
 
@@ -45,7 +46,8 @@ pub async fn ho(cfg: &Config, command: WorkerCommand, as_json: bool) -> Result<(
         }
         WorkerCommand::Run(args) => {
             let health = serve_metrics(cfg, &args).await?;
-            relaysync::ho::run(cfg, relaysync::shutdown::on_signals(), health, report).await
+            let running = Running::until(relaysync::shutdown::on_signals()).with_health(health);
+            relaysync::ho::run(cfg, running, report).await
         }
     }
 }
@@ -75,7 +77,8 @@ pub async fn pos(cfg: &Config, command: PosCommand, as_json: bool) -> Result<()>
         }
         PosCommand::Run(args) => {
             let health = serve_metrics(cfg, &args).await?;
-            relaysync::pos::run(cfg, relaysync::shutdown::on_signals(), health, report).await
+            let running = Running::until(relaysync::shutdown::on_signals()).with_health(health);
+            relaysync::pos::run(cfg, running, report).await
         }
         PosCommand::Resync => {
             let site = &cfg.pos()?.site;

@@ -14,20 +14,14 @@ use crate::config::Config;
 use crate::error::{DbContext, Result};
 use crate::postgres::Wake;
 use crate::relay::Relay;
-use crate::supervisor::{supervise, supervise_with, Worker};
-use crate::telemetry::Health;
+use crate::supervisor::{supervise, supervise_with, Running, Worker};
 
-/// `ho run`: syncs every `[sync] interval`, or streams at `"0s"`, until
-/// `shutdown` says stop. A failed cycle is retried with a pause that grows;
-/// a setup error stops the worker with the fix. `health` (served at
-/// /health) follows its cycles; `report` sees what each interval sync did.
-pub async fn run(
-    cfg: &Config,
-    shutdown: watch::Receiver<bool>,
-    health: Option<Health>,
-    report: impl FnMut(&Summary),
-) -> Result<()> {
-    supervise_with(HoWorker::new(cfg, report)?, shutdown, health).await
+/// `ho run`: syncs every `[sync] interval`, or streams at `"0s"`, as
+/// `running` says (until its shutdown). A failed cycle is retried with a
+/// pause that grows; a setup error stops the worker with the fix. `report`
+/// sees what each interval sync did.
+pub async fn run(cfg: &Config, running: Running, report: impl FnMut(&Summary)) -> Result<()> {
+    supervise_with(HoWorker::new(cfg, report)?, running).await
 }
 
 /// `ho run` for the supervisor: a sync every `interval`, or, at zero, a

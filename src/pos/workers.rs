@@ -11,30 +11,23 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::postgres::{connect, Wake};
 use crate::relay::Relay;
-use crate::supervisor::{supervise, supervise_with, Worker};
-use crate::telemetry::Health;
+use crate::supervisor::{supervise, supervise_with, Running, Worker};
 
 /// `pos run`: syncs every `[sync] interval`, or at `"0s"` whenever HO
-/// stores packets (and streams the upstream tables up as they change),
-/// until `shutdown` says stop. A failed cycle is retried with a pause that
-/// grows; a setup error stops the worker with the fix. `health` (served at
-/// /health) follows its cycles; `report` sees each sync that did something
-/// (every sync, on an interval).
-pub async fn run(
-    cfg: &Config,
-    shutdown: watch::Receiver<bool>,
-    health: Option<Health>,
-    report: impl FnMut(&Summary),
-) -> Result<()> {
+/// stores packets (and streams the upstream tables up as they change), as
+/// `running` says (until its shutdown). A failed cycle is retried with a
+/// pause that grows; a setup error stops the worker with the fix. `report`
+/// sees each sync that did something (every sync, on an interval).
+pub async fn run(cfg: &Config, running: Running, report: impl FnMut(&Summary)) -> Result<()> {
     let worker = PosWorker::new(cfg, report)?;
     if !worker.streams_upstream() {
-        return supervise_with(worker, shutdown, health).await;
+        return supervise_with(worker, running).await;
     }
     // Both in this task (the apply is not Send). Each ends on shutdown, or
     // stops on an error that needs the DBA: then the whole worker stops
     // with it (an apply is undone whole).
-    let upload = supervise(UpStreamer::new(cfg), shutdown.clone());
-    let apply = supervise_with(worker, shutdown, health);
+    let upload = supervise(UpStreamer::new(cfg), running.shutdown.clone());
+    let apply = supervise_with(worker, running);
     tokio::pin!(upload, apply);
     tokio::select! {
         uploaded = &mut upload => {
