@@ -54,6 +54,14 @@ macro_rules! words {
                     $($name::$variant => $text),+
                 }
             }
+
+            /// The SQL literal of it, for a statement's text.
+            #[allow(dead_code)] // Not every word is in a statement's text.
+            pub(crate) const fn sql(self) -> &'static str {
+                match self {
+                    $($name::$variant => concat!("'", $text, "'")),+
+                }
+            }
         }
 
         impl FromStr for $name {
@@ -238,9 +246,45 @@ impl<'a> FromSql<'a> for Origin {
     accepts!(TEXT, VARCHAR);
 }
 
+/// How the relay spells "every registered site".
+macro_rules! all_sites {
+    () => {
+        "*"
+    };
+}
+
 /// How the relay spells "every registered site" in a packet's targets and
 /// a part's target.
-pub const ALL_SITES: &str = "*";
+pub const ALL_SITES: &str = all_sites!();
+
+/// The protocol's words as SQL literals, formatted into the text of the
+/// relay's statements (never spelled there): the relay's partial indexes
+/// are on these values, and a plan sees a literal where it cannot see a
+/// parameter.
+pub(crate) mod sql {
+    use super::{AckStatus, Direction, PacketKind, PacketStatus, SyncReason};
+
+    /// A packet every target processed.
+    pub(crate) const PROCESSED: &str = PacketStatus::Processed.sql();
+    /// A packet not yet processed by every target.
+    pub(crate) const UPLOADED: &str = PacketStatus::Uploaded.sql();
+    /// An ack: applied.
+    pub(crate) const ACKED: &str = AckStatus::Processed.sql();
+    /// An ack: not applied.
+    pub(crate) const ACK_FAILED: &str = AckStatus::Failed.sql();
+    /// HO to the sites.
+    pub(crate) const DOWN: &str = Direction::Down.sql();
+    /// A full sync's packets.
+    pub(crate) const SNAPSHOT: &str = PacketKind::Snapshot.sql();
+    /// Captured changes.
+    pub(crate) const DELTA: &str = PacketKind::Delta.sql();
+    /// A site's first full sync.
+    pub(crate) const FIRST: &str = SyncReason::First.sql();
+    /// Every registered site, as a target.
+    pub(crate) const ALL: &str = concat!("'", all_sites!(), "'");
+    /// The targets of a packet for every registered site.
+    pub(crate) const ALL_ARRAY: &str = concat!("'{", all_sites!(), "}'");
+}
 /// How the relay spells HO as a target (of up packets) and an origin.
 const HO: &str = "ho";
 
@@ -304,6 +348,17 @@ mod tests {
         assert_eq!(PacketStatus::from(AckStatus::Failed), PacketStatus::Failed);
         assert!("sideways".parse::<Direction>().is_err());
         assert!("processed".parse::<AckStatus>().is_err());
+    }
+
+    #[test]
+    fn sql_literals_spell_the_words() {
+        use crate::postgres::literal;
+        assert_eq!(sql::PROCESSED, literal(PacketStatus::Processed.as_str()));
+        assert_eq!(sql::ACK_FAILED, literal(AckStatus::Failed.as_str()));
+        assert_eq!(sql::DOWN, literal(Direction::Down.as_str()));
+        assert_eq!(sql::FIRST, literal(SyncReason::First.as_str()));
+        assert_eq!(sql::ALL, literal(ALL_SITES));
+        assert_eq!(sql::ALL_ARRAY, literal(&format!("{{{ALL_SITES}}}")));
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub(super) async fn check(cfg: &Config, report: &mut Report) -> Option<SystemTim
             if h.processed_old > 0 {
                 report.warn(
                     "purge_backlog",
-                    format!("the relay keeps {} packet(s) every site processed more than a day ago; delete them (DELETE FROM relay.packets WHERE status = 'PROCESSED' AND created_at < now() - interval '1 day')", h.processed_old),
+                    format!("the relay keeps {} packet(s) every site processed more than a day ago; delete them (DELETE FROM relay.packets WHERE status = {} AND created_at < now() - interval '1 day')", h.processed_old, crate::protocol::sql::PROCESSED),
                 );
             }
             Some(h.now)

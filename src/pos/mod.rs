@@ -23,7 +23,7 @@ use crate::capture::{self, batch::Bounds, Mode, Source};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::postgres::connect;
-use crate::protocol::Origin;
+use crate::protocol::{Origin, Target};
 use crate::relay::Relay;
 
 /// What one `pos sync` did.
@@ -206,6 +206,6 @@ async fn up_source(cfg: &Config, client: &Client) -> Result<Source> {
         publication: pos.publication.clone(),
         origin: Origin::Site(pos.site.clone()),
         skip_origin: Some(crate::apply::origin_name(client, crate::APPLY_ORIGIN).await?),
-        targets: Some(vec!["ho".into()]),
+        targets: Some(vec![Target::Ho.to_string()]),
     })
 }

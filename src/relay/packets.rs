@@ -8,6 +8,7 @@ use tokio_postgres::Row;
 
 use super::{get, Relay};
 use crate::error::{DbContext, Result};
+use crate::protocol::sql::*;
 use crate::protocol::{Direction, Lsn, Origin, PacketKind, PacketStatus, Target};
 
 /// A packet as the relay lists it (without its parts).
@@ -31,9 +32,13 @@ const PACKET_COLUMNS: &str =
 /// Whether packet `p` is for target `$2` (a site, or `ho`): listed in its
 /// targets, or a `*` packet written since the site registered or came back
 /// from expiry (see migrations/relay/V7).
-const FOR_TARGET: &str = "($2 = ANY(p.targets)
-      OR (p.targets = '{*}' AND EXISTS (SELECT 1 FROM relay.sites s WHERE s.code = $2
-            AND p.id > s.first_packet AND s.expired_at IS NULL)))";
+fn for_target() -> String {
+    format!(
+        "($2 = ANY(p.targets)
+      OR (p.targets = {ALL_ARRAY} AND EXISTS (SELECT 1 FROM relay.sites s WHERE s.code = $2
+            AND p.id > s.first_packet AND s.expired_at IS NULL)))"
+    )
+}
 
 impl PacketInfo {
     fn from_row(row: &Row) -> Result<PacketInfo> {
@@ -225,8 +230,9 @@ impl Relay {
             .prepared(
                 &format!(
                     "SELECT {PACKET_COLUMNS} FROM relay.packets p
-                     WHERE p.direction = $1 AND {FOR_TARGET} AND {condition}
-                     ORDER BY p.id LIMIT $4"
+                     WHERE p.direction = $1 AND {for_target} AND {condition}
+                     ORDER BY p.id LIMIT $4",
+                    for_target = for_target()
                 ),
                 &[Type::TEXT, Type::TEXT, Type::INT8, Type::INT8],
             )
@@ -294,10 +300,11 @@ impl Relay {
             .query_typed(
                 &format!(
                     "SELECT {PACKET_COLUMNS} FROM relay.packets p
-                     WHERE p.direction = $1 AND p.id <= $3 AND {FOR_TARGET}
+                     WHERE p.direction = $1 AND p.id <= $3 AND {for_target}
                        AND NOT EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.site = $2
-                                          AND a.status = 'PROCESSED')
-                     ORDER BY p.id"
+                                          AND a.status = {ACKED})
+                     ORDER BY p.id",
+                    for_target = for_target()
                 ),
                 &[
                     (&direction, Type::TEXT),
@@ -321,8 +328,8 @@ impl Relay {
         let ctx = || format!("reading the parts of packets {packet_ids:?}");
         let statement = self
             .prepared(
-                "SELECT packet_id, table_name, row_count, arrow_ipc, checksum FROM relay.packet_parts
-                 WHERE packet_id = ANY($1) AND target IN ($2, '*') ORDER BY packet_id, seq",
+                &format!("SELECT packet_id, table_name, row_count, arrow_ipc, checksum FROM relay.packet_parts
+                 WHERE packet_id = ANY($1) AND target IN ($2, {ALL}) ORDER BY packet_id, seq"),
                 &[Type::INT8_ARRAY, Type::TEXT],
             )
             .await
@@ -355,9 +362,9 @@ impl Relay {
                 &format!(
                     "SELECT {PACKET_COLUMNS},
                        (SELECT string_agg(a.site || ': ' || a.error, '; ' ORDER BY a.site)
-                          FROM relay.acks a WHERE a.packet_id = p.id AND a.status = 'FAILED') AS error
+                          FROM relay.acks a WHERE a.packet_id = p.id AND a.status = {ACK_FAILED}) AS error
                      FROM relay.packets p
-                     WHERE p.direction = 'down' AND (p.id > $1 OR p.changed >= $2::text::xid8)
+                     WHERE p.direction = {DOWN} AND (p.id > $1 OR p.changed >= $2::text::xid8)
                      ORDER BY p.id"
                 ),
                 &[&after, &xmin.to_string()],

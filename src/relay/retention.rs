@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::Relay;
 use crate::error::{DbContext, Result};
+use crate::protocol::sql::*;
 use crate::protocol::SyncReason;
 
 /// Packets purged per statement: each statement is short, so capture and
@@ -24,9 +25,9 @@ impl Relay {
             let rows = self
                 .client
                 .query(
-                    "WITH doomed AS (
+                    &format!("WITH doomed AS (
                        SELECT id FROM relay.packets
-                        WHERE status = 'PROCESSED' AND created_at < now() - make_interval(secs => $1)
+                        WHERE status = {PROCESSED} AND created_at < now() - make_interval(secs => $1)
                         ORDER BY id LIMIT $2
                      ), floors AS (
                        UPDATE relay.sites s SET
@@ -34,10 +35,10 @@ impl Relay {
                               last_ack_floor = greatest(s.last_ack_floor, f.at)
                          FROM (SELECT a.site, max(a.packet_id) AS through, max(a.acked_at) AS at
                                  FROM relay.acks a JOIN doomed d ON d.id = a.packet_id
-                                WHERE a.status = 'PROCESSED' GROUP BY a.site) f
+                                WHERE a.status = {ACKED} GROUP BY a.site) f
                         WHERE s.code = f.site
                      )
-                     DELETE FROM relay.packets p USING doomed d WHERE p.id = d.id RETURNING p.id",
+                     DELETE FROM relay.packets p USING doomed d WHERE p.id = d.id RETURNING p.id"),
                     &[&keep.as_secs_f64(), &PURGE_BATCH],
                 )
                 .await
@@ -75,29 +76,29 @@ impl Relay {
             if !codes.is_empty() {
                 self.client
                     .execute(
-                        "WITH released AS (
+                        &format!("WITH released AS (
                            UPDATE relay.packets p
                               SET targets = ARRAY(SELECT t FROM unnest(p.targets) t WHERE t <> ALL ($1))
-                            WHERE p.direction = 'down' AND p.targets && $1
+                            WHERE p.direction = {DOWN} AND p.targets && $1
                               AND NOT EXISTS (SELECT 1 FROM relay.acks a
                                                WHERE a.packet_id = p.id AND a.site = ANY ($1))
                            RETURNING p.id)
-                         SELECT count(*) FROM released",
+                         SELECT count(*) FROM released"),
                         &[&codes],
                     )
                     .await?;
                 // The `*` packets they were counted in and have not acked.
                 self.client
                     .execute(
-                        "UPDATE relay.packets p SET target_count = p.target_count - n.k
+                        &format!("UPDATE relay.packets p SET target_count = p.target_count - n.k
                            FROM (SELECT q.id, count(*)::int AS k
                                    FROM relay.sites s
                                    JOIN relay.packets q ON q.id > s.first_packet
-                                  WHERE s.code = ANY ($1) AND q.direction = 'down' AND q.targets = '{*}'
+                                  WHERE s.code = ANY ($1) AND q.direction = {DOWN} AND q.targets = {ALL_ARRAY}
                                     AND NOT EXISTS (SELECT 1 FROM relay.acks a
                                                      WHERE a.packet_id = q.id AND a.site = s.code)
                                   GROUP BY q.id) n
-                          WHERE p.id = n.id",
+                          WHERE p.id = n.id"),
                         &[&codes],
                     )
                     .await?;
@@ -111,10 +112,10 @@ impl Relay {
             // The packets they left may now be processed by every target.
             self.client
                 .batch_execute(
-                    "UPDATE relay.packets p SET status = 'PROCESSED', changed = pg_current_xact_id()
-                      WHERE p.direction = 'down' AND p.status = 'UPLOADED'
-                        AND (SELECT count(*) FROM relay.acks a WHERE a.packet_id = p.id AND a.status = 'PROCESSED')
-                            >= coalesce(p.target_count, cardinality(p.targets))",
+                    &format!("UPDATE relay.packets p SET status = {PROCESSED}, changed = pg_current_xact_id()
+                      WHERE p.direction = {DOWN} AND p.status = {UPLOADED}
+                        AND (SELECT count(*) FROM relay.acks a WHERE a.packet_id = p.id AND a.status = {ACKED})
+                            >= coalesce(p.target_count, cardinality(p.targets))"),
                 )
                 .await
                 .ctx(|| "settling the packets expired sites left".into())?;

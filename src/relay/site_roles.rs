@@ -6,6 +6,7 @@
 use super::{get, Relay};
 use crate::error::{DbContext, Error, Result};
 use crate::postgres::{ident, literal};
+use crate::protocol::sql::*;
 use crate::protocol::SyncReason;
 
 /// The group role every site role is a member of.
@@ -206,9 +207,11 @@ impl Relay {
         let ids: Vec<i64> = self
             .client
             .query(
-                "UPDATE relay.packets SET targets = array_remove(targets, $1)
-                  WHERE direction = 'down' AND $1 = ANY (targets)
-                  RETURNING id",
+                &format!(
+                    "UPDATE relay.packets SET targets = array_remove(targets, $1)
+                  WHERE direction = {DOWN} AND $1 = ANY (targets)
+                  RETURNING id"
+                ),
                 &[&code],
             )
             .await
@@ -222,12 +225,12 @@ impl Relay {
         let all: Vec<i64> = self
             .client
             .query(
-                "UPDATE relay.packets p SET target_count = p.target_count - 1
-                  WHERE p.direction = 'down' AND p.targets = '{*}'
+                &format!("UPDATE relay.packets p SET target_count = p.target_count - 1
+                  WHERE p.direction = {DOWN} AND p.targets = {ALL_ARRAY}
                     AND (EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.site = $1)
                          OR (NOT $3 AND p.id > $2
                              AND NOT EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.site = $1)))
-                  RETURNING p.id",
+                  RETURNING p.id"),
                 &[&code, &first, &expired],
             )
             .await
@@ -248,8 +251,10 @@ impl Relay {
             ("DELETE FROM relay.acks WHERE site = $1", &[code][..]),
             ("SELECT relay.settle($1)", &[ids][..]),
             (
-                "DELETE FROM relay.packets WHERE id = ANY ($1)
-                   AND (cardinality(targets) = 0 OR (targets = '{*}' AND target_count <= 0))",
+                &format!(
+                    "DELETE FROM relay.packets WHERE id = ANY ($1)
+                   AND (cardinality(targets) = 0 OR (targets = {ALL_ARRAY} AND target_count <= 0))"
+                ),
                 &[ids][..],
             ),
         ] {

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use super::{get, Relay};
 use crate::error::{DbContext, Result};
+use crate::protocol::sql::*;
 
 /// One site's status.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -39,33 +40,33 @@ impl Relay {
         let rows = self
             .client
             .query(
-                "-- Packets listing sites, not yet processed by each of them: one
+                &format!("-- Packets listing sites, not yet processed by each of them: one
                  -- pass over the unprocessed packets for every site at once.
                  WITH listed AS (
                    SELECT t.site, count(*) AS n, min(p.created_at) AS oldest
                      FROM relay.packets p CROSS JOIN LATERAL unnest(p.targets) AS t (site)
-                    WHERE p.direction = 'down' AND p.status <> 'PROCESSED' AND p.targets <> '{*}'
+                    WHERE p.direction = {DOWN} AND p.status <> {PROCESSED} AND p.targets <> {ALL_ARRAY}
                       AND NOT EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id
-                                         AND a.site = t.site AND a.status = 'PROCESSED')
+                                         AND a.site = t.site AND a.status = {ACKED})
                     GROUP BY t.site)
                  SELECT s.code AS site, s.expired_at, ap.applied_through,
-                        greatest((SELECT max(a.acked_at) FROM relay.acks a WHERE a.site = s.code AND a.status = 'PROCESSED'),
+                        greatest((SELECT max(a.acked_at) FROM relay.acks a WHERE a.site = s.code AND a.status = {ACKED}),
                                  s.last_ack_floor) AS last_success,
                         pend.n + coalesce(l.n, 0) AS pending,
                         extract(epoch FROM now() - least(pend.oldest, l.oldest))::float8 AS lag_seconds,
                         (SELECT 'packet ' || a.packet_id || ': ' || a.error FROM relay.acks a
-                          WHERE a.site = s.code AND a.status = 'FAILED' ORDER BY a.packet_id LIMIT 1) AS error,
+                          WHERE a.site = s.code AND a.status = {ACK_FAILED} ORDER BY a.packet_id LIMIT 1) AS error,
                         req.unserved_first, req.open
                    FROM relay.sites s
                    CROSS JOIN LATERAL (
                      SELECT greatest((SELECT max(a.packet_id) FROM relay.acks a
-                                       WHERE a.site = s.code AND a.status = 'PROCESSED'),
+                                       WHERE a.site = s.code AND a.status = {ACKED}),
                                      s.applied_floor) AS applied_through) ap
                    CROSS JOIN LATERAL (
-                     SELECT coalesce(bool_or(r.reason = 'first' AND r.served_at IS NULL), false) AS unserved_first,
+                     SELECT coalesce(bool_or(r.reason = {FIRST} AND r.served_at IS NULL), false) AS unserved_first,
                             count(*) FILTER (WHERE r.served_at IS NULL OR (NOT EXISTS (
                               SELECT 1 FROM relay.acks a WHERE a.packet_id = r.group_id AND a.site = s.code
-                                 AND a.status = 'PROCESSED')
+                                 AND a.status = {ACKED})
                               -- a purged group was processed by every target
                               AND EXISTS (SELECT 1 FROM relay.packets p WHERE p.id = r.group_id))) AS open
                        FROM relay.sync_requests r
@@ -76,11 +77,11 @@ impl Relay {
                    CROSS JOIN LATERAL (
                      SELECT count(*) AS n, min(p.created_at) AS oldest
                        FROM relay.packets p
-                      WHERE p.direction = 'down' AND p.targets = '{*}' AND s.expired_at IS NULL
+                      WHERE p.direction = {DOWN} AND p.targets = {ALL_ARRAY} AND s.expired_at IS NULL
                         AND p.id > greatest(s.first_packet, ap.applied_through)
                         AND NOT EXISTS (SELECT 1 FROM relay.acks a
-                                         WHERE a.packet_id = p.id AND a.site = s.code AND a.status = 'PROCESSED')) pend
-                  ORDER BY s.code",
+                                         WHERE a.packet_id = p.id AND a.site = s.code AND a.status = {ACKED})) pend
+                  ORDER BY s.code"),
                 &[],
             )
             .await
@@ -143,10 +144,10 @@ impl Relay {
         let row = self
             .client
             .query_one(
-                "SELECT now()::timestamptz AS now,
+                &format!("SELECT now()::timestamptz AS now,
                         coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false) AS ssl,
                         (SELECT count(*) FROM relay.packets
-                          WHERE status = 'PROCESSED' AND created_at < now() - interval '1 day') AS processed_old",
+                          WHERE status = {PROCESSED} AND created_at < now() - interval '1 day') AS processed_old"),
                 &[],
             )
             .await
@@ -185,31 +186,31 @@ impl Relay {
         let rows = self
             .client
             .query(
-                "WITH mine AS (
+                &format!("WITH mine AS (
                    SELECT p.id, p.kind, p.group_id, p.created_at, pp.table_name, pp.row_count,
                           EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.site = $1
-                                     AND a.status = 'PROCESSED') AS done,
+                                     AND a.status = {ACKED}) AS done,
                           (SELECT a.error FROM relay.acks a WHERE a.packet_id = p.id AND a.site = $1
-                              AND a.status = 'FAILED') AS error
+                              AND a.status = {ACK_FAILED}) AS error
                      FROM relay.packets p
-                     JOIN relay.packet_parts pp ON pp.packet_id = p.id AND pp.target IN ($1, '*')
-                    WHERE p.direction = 'down' AND ($1 = ANY(p.targets)
-                          OR (p.targets = '{*}' AND EXISTS (SELECT 1 FROM relay.sites s WHERE s.code = $1
+                     JOIN relay.packet_parts pp ON pp.packet_id = p.id AND pp.target IN ($1, {ALL})
+                    WHERE p.direction = {DOWN} AND ($1 = ANY(p.targets)
+                          OR (p.targets = {ALL_ARRAY} AND EXISTS (SELECT 1 FROM relay.sites s WHERE s.code = $1
                                 AND p.id > s.first_packet AND s.expired_at IS NULL)))
                  ), last_full AS (
                    SELECT DISTINCT ON (table_name) table_name, group_id
-                     FROM mine WHERE kind = 'snapshot' AND done ORDER BY table_name, group_id DESC
+                     FROM mine WHERE kind = {SNAPSHOT} AND done ORDER BY table_name, group_id DESC
                  )
                  SELECT t.name AS table_name,
                         (SELECT max(m.created_at) FROM mine m JOIN last_full l USING (table_name, group_id)
                           WHERE m.table_name = t.name) AS last_full_sync,
                         (SELECT greatest(sum(m.row_count) - 1, 0)::int8 FROM mine m JOIN last_full l USING (table_name, group_id)
                           WHERE m.table_name = t.name) AS full_sync_rows,
-                        (SELECT max(m.id) FROM mine m WHERE m.table_name = t.name AND m.kind = 'delta' AND m.done) AS last_delta,
+                        (SELECT max(m.id) FROM mine m WHERE m.table_name = t.name AND m.kind = {DELTA} AND m.done) AS last_delta,
                         (SELECT count(DISTINCT m.id) FROM mine m WHERE m.table_name = t.name AND NOT m.done) AS pending,
                         (SELECT min('packet ' || m.id || ': ' || m.error) FROM mine m
                           WHERE m.table_name = t.name AND m.error IS NOT NULL) AS error
-                   FROM relay.tables t ORDER BY t.name",
+                   FROM relay.tables t ORDER BY t.name"),
                 &[&site],
             )
             .await

@@ -2,6 +2,7 @@
 
 use super::{get, Relay};
 use crate::error::{DbContext, Result};
+use crate::protocol::sql::*;
 use crate::protocol::VerifyStatus;
 use crate::verify::Bucket;
 
@@ -128,8 +129,8 @@ impl Relay {
         let rows = self
             .client
             .query(
-                "SELECT site, table_name, bucket, rows, hash::text AS hash FROM relay.verify_expected
-                  WHERE packet_id = $1 AND site IN ($2, '*') ORDER BY table_name, bucket",
+                &format!("SELECT site, table_name, bucket, rows, hash::text AS hash FROM relay.verify_expected
+                  WHERE packet_id = $1 AND site IN ($2, {ALL}) ORDER BY table_name, bucket"),
                 &[&packet, &site],
             )
             .await

@@ -171,14 +171,14 @@ mod tests {
             columns: &cols,
             keys: &keys,
         };
-        let q = hash_query(&t, "'*'", "");
+        let q = hash_query(&t, crate::protocol::sql::ALL, "");
         assert!(
             q.contains(&format!("md5(ROW({})::text)", ident("id"))),
             "{q}"
         );
         assert!(q.contains(&qualified("public.items")), "{q}");
         let keyless = Hashed { keys: &[], ..t };
-        let q = hash_query(&keyless, "'*'", "");
+        let q = hash_query(&keyless, crate::protocol::sql::ALL, "");
         assert!(
             !q.contains(&format!("md5(ROW({})::text)", ident("id"))),
             "{q}"
