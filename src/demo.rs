@@ -2,13 +2,14 @@
 
 use std::time::Instant;
 
-use relaysync::config::{
-    Config, Deletes, HoConfig, Merge, PosConfig, RelayConfig, TableConfig, UpstreamConfig,
-};
+use relaysync::config::Config;
 use relaysync::error::{DbContext, Error, Result};
 use relaysync::postgres::connect;
 use relaysync::relay::Relay;
-use relaysync_cluster::Cluster;
+
+mod clusters;
+
+pub use clusters::Clusters;
 
 const SCHEMA: &str = include_str!("../sql/demo_schema.sql");
 const DATA: &str = include_str!("../sql/demo_data.sql");
@@ -20,132 +21,6 @@ const TABLES: [(&str, &str); 3] = [
     ("public.prices", "column:site_code"),
     ("public.users", "all"),
 ];
-
-/// The clusters of a demo or benchmark: HO, relay and sites.
-pub struct Clusters {
-    pub ho: Cluster,
-    pub relay: Cluster,
-    pub sites: Vec<Cluster>,
-    /// Each site's relay role and its password.
-    pub site_roles: Vec<(String, String)>,
-    /// The password of `postgres` at each cluster and of the relay's owner.
-    pub password: String,
-}
-
-/// The relay's owner, as `sql/roles.sql` makes it.
-const RELAY_OWNER: &str = "relaysync_relay";
-
-impl Clusters {
-    /// Starts HO, relay and `sites` site clusters, each with its database,
-    /// taking TCP connections only over TLS (a throwaway CA each) with a
-    /// password.
-    pub async fn start(sites: usize) -> Result<Clusters> {
-        let password = crate::cli::site::generate_password()?;
-        let clusters = tokio::task::spawn_blocking(move || -> relaysync_cluster::Result<_> {
-            Ok(Clusters {
-                ho: Cluster::start_tls("ho", &[])?,
-                relay: Cluster::start_tls("relay", &[])?,
-                sites: (0..sites)
-                    .map(|i| Cluster::start_tls(&format!("site{i}"), &[]))
-                    .collect::<relaysync_cluster::Result<_>>()?,
-                site_roles: Vec::new(),
-                password,
-            })
-        })
-        .await
-        .expect("cluster start does not panic")
-        .map_err(cluster_error)?;
-        let mut clusters = clusters;
-        for i in 0..sites {
-            let role = relaysync::relay::role_name(&site_code(i))?;
-            clusters
-                .site_roles
-                .push((role, crate::cli::site::generate_password()?));
-        }
-        clusters
-            .ho
-            .create_database("ho")
-            .await
-            .map_err(cluster_error)?;
-        clusters
-            .relay
-            .create_database("relay")
-            .await
-            .map_err(cluster_error)?;
-        for s in &clusters.sites {
-            s.create_database("pos").await.map_err(cluster_error)?;
-        }
-        let pw = &clusters.password;
-        for c in [&clusters.ho, &clusters.relay]
-            .into_iter()
-            .chain(&clusters.sites)
-        {
-            run_sql(
-                &c.url("postgres"),
-                &format!("ALTER ROLE postgres PASSWORD '{pw}'"),
-            )
-            .await?;
-        }
-        let owner = format!(
-            "CREATE ROLE {RELAY_OWNER} LOGIN CREATEROLE PASSWORD '{pw}';
-             GRANT CREATE ON DATABASE relay TO {RELAY_OWNER};"
-        );
-        run_sql(&clusters.relay.url("relay"), &owner).await?;
-        Ok(clusters)
-    }
-
-    /// A config for site `i` (or HO's, which is the same without effect of [pos]).
-    pub fn config(&self, site: usize, tables: &[(&str, &str)]) -> Config {
-        Config {
-            ho: Some(HoConfig {
-                url: self.ho.tls_url("postgres", &self.password, "ho").into(),
-                slot: "relaysync".into(),
-                publication: "relaysync".into(),
-                ..Default::default()
-            }),
-            relay: Some(RelayConfig {
-                url: match self.site_roles.get(site) {
-                    Some((role, password)) => self.relay.url_as(role, password, "relay").into(),
-                    None => self
-                        .relay
-                        .tls_url(RELAY_OWNER, &self.password, "relay")
-                        .into(),
-                },
-                ..Default::default()
-            }),
-            pos: self.sites.get(site).map(|c| PosConfig {
-                site: site_code(site),
-                url: c.tls_url("postgres", &self.password, "pos").into(),
-                slot: "relaysync_up".into(),
-                publication: "relaysync_up".into(),
-                ..Default::default()
-            }),
-            sync: Default::default(),
-            packet: Default::default(),
-            tables: tables
-                .iter()
-                .map(|(n, r)| TableConfig {
-                    name: n.to_string(),
-                    route: r.to_string(),
-                })
-                .collect(),
-            upstream: vec![
-                UpstreamConfig {
-                    name: "public.device_events".into(),
-                    merge: Merge::Append,
-                    deletes: Deletes::Ignore,
-                },
-                UpstreamConfig {
-                    name: "public.users".into(),
-                    merge: Merge::FillVacant,
-                    deletes: Deletes::Ignore,
-                },
-            ],
-            metrics: Default::default(),
-            retention: Default::default(),
-        }
-    }
-}
 
 /// The code of site `i`.
 fn site_code(i: usize) -> String {
@@ -231,17 +106,16 @@ async fn ho_sync(cfg: &Config, why: &str) -> Result<()> {
 
 async fn print_events(url: &str) -> Result<()> {
     let client = connect("ho", url).await?;
-    let rows = client
-        .query(
-            "SELECT coalesce(site, ''), table_name, key, event FROM relaysync.event_log ORDER BY id",
-            &[],
-        )
-        .await
-        .ctx(|| "reading the event log".into())?;
-    for r in rows {
-        let (site, table, key, event): (&str, &str, &str, &str) =
-            (r.get(0), r.get(1), r.get(2), r.get(3));
-        println!("  {site:<10} {table:<14} key {key:<3} {event}");
+    // Everything the demo logged: it ran in the last few seconds.
+    let since = std::time::Duration::from_secs(24 * 3600);
+    for e in relaysync::service::events(&client, "ho", since)
+        .await?
+        .events
+    {
+        println!(
+            "  {:<10} {:<14} key {:<3} {}",
+            e.site, e.table, e.key, e.event
+        );
     }
     Ok(())
 }

@@ -10,7 +10,9 @@ mod fleet;
 mod loads;
 mod measure;
 mod native;
+mod relaysync_loads;
 mod rig;
+mod wait;
 mod workloads;
 
 use std::process::Command;
@@ -20,7 +22,8 @@ use relaysync::error::{DbContext, Error, Result};
 pub use fleet::run as run_fleet;
 use native::{pgoutput_bytes, set_native};
 use rig::sql;
-use workloads::{catch_up, run_system, Results, System};
+use wait::catch_up;
+use workloads::{run_system, Results, System};
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]

@@ -26,6 +26,7 @@ mod bag;
 pub mod batch;
 pub(crate) mod catalog;
 pub(crate) mod copy_text;
+mod key_index;
 pub mod pgoutput;
 mod position;
 mod shape;

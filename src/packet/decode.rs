@@ -52,7 +52,7 @@ const MAX_BUFFER_BYTES: u64 = 1 << 31;
 /// failure aborts the process, which no `catch_unwind` stops. Framing errors
 /// are left to the reader, which reports them.
 fn check_buffer_sizes(bytes: &[u8]) -> Result<(), PacketError> {
-    use arrow::ipc::{CompressionType, MessageHeader};
+    use arrow::ipc::MessageHeader;
     let invalid = |m: String| PacketError::Invalid(m);
     let word =
         |at: usize| -> Option<[u8; 4]> { bytes.get(at..at.checked_add(4)?)?.try_into().ok() };
@@ -96,43 +96,57 @@ fn check_buffer_sizes(bytes: &[u8]) -> Result<(), PacketError> {
                 "a part has a dictionary batch; relaysync writes none".into(),
             ));
         }
-        if let Some(compression) = message
-            .header_as_record_batch()
-            .and_then(|rb| rb.compression())
-        {
-            if compression.codec() != CompressionType::ZSTD {
-                return Err(invalid(
-                    "a part is compressed with a codec other than zstd".into(),
-                ));
-            }
-            let buffers = message.header_as_record_batch().and_then(|rb| rb.buffers());
-            for b in buffers.iter().flatten() {
-                let range = usize::try_from(b.offset())
-                    .ok()
-                    .and_then(|off| Some(off..off.checked_add(usize::try_from(b.length()).ok()?)?));
-                let Some(buf) = range.and_then(|r| body.get(r)) else {
-                    return Err(invalid("a buffer lies outside its message body".into()));
-                };
-                let Some((stated, frame)) = buf.split_first_chunk::<8>() else {
-                    continue;
-                };
-                let stated = i64::from_le_bytes(*stated);
-                // -1: stored uncompressed; 0: empty; negative: the reader refuses it.
-                if stated <= 0 {
-                    continue;
-                }
-                match zstd_safe::get_frame_content_size(frame) {
-                    Ok(Some(n)) if n == stated as u64 && n <= MAX_BUFFER_BYTES => {}
-                    _ => {
-                        return Err(invalid(format!(
-                            "a compressed buffer states {stated} bytes, which its zstd frame does not confirm"
-                        )))
-                    }
-                }
-            }
-        }
+        check_compressed_buffers(&message, body)?;
         at = body_start + body_len;
     }
+}
+
+/// Checks that each zstd buffer of a record batch lies inside its message
+/// `body` and states the size its frame confirms (at most
+/// MAX_BUFFER_BYTES), before Arrow allocates for it.
+fn check_compressed_buffers(
+    message: &arrow::ipc::Message<'_>,
+    body: &[u8],
+) -> Result<(), PacketError> {
+    use arrow::ipc::CompressionType;
+    let invalid = |m: String| PacketError::Invalid(m);
+    let Some(compression) = message
+        .header_as_record_batch()
+        .and_then(|rb| rb.compression())
+    else {
+        return Ok(());
+    };
+    if compression.codec() != CompressionType::ZSTD {
+        return Err(invalid(
+            "a part is compressed with a codec other than zstd".into(),
+        ));
+    }
+    let buffers = message.header_as_record_batch().and_then(|rb| rb.buffers());
+    for b in buffers.iter().flatten() {
+        let range = usize::try_from(b.offset())
+            .ok()
+            .and_then(|off| Some(off..off.checked_add(usize::try_from(b.length()).ok()?)?));
+        let Some(buf) = range.and_then(|r| body.get(r)) else {
+            return Err(invalid("a buffer lies outside its message body".into()));
+        };
+        let Some((stated, frame)) = buf.split_first_chunk::<8>() else {
+            continue;
+        };
+        let stated = i64::from_le_bytes(*stated);
+        // -1: stored uncompressed; 0: empty; negative: the reader refuses it.
+        if stated <= 0 {
+            continue;
+        }
+        match zstd_safe::get_frame_content_size(frame) {
+            Ok(Some(n)) if n == stated as u64 && n <= MAX_BUFFER_BYTES => {}
+            _ => {
+                return Err(invalid(format!(
+                "a compressed buffer states {stated} bytes, which its zstd frame does not confirm"
+            )))
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read_part_unchecked(bytes: &[u8]) -> Result<Part, PacketError> {

@@ -201,9 +201,29 @@ impl Relay {
         let Some(row) = row else { return Ok(false) };
         let role: Option<String> = get(&row, "role", "relay.sites")?;
         let created: bool = get(&row, "role_created", "relay.sites")?;
-        let ctx = || "removing the site's pending packets".to_string();
         let first: i64 = get(&row, "first_packet", "relay.sites")?;
         let expired: bool = get(&row, "expired", "relay.sites")?;
+        let ids = self.leave_packets(code, first, expired).await?;
+        self.forget(code, &ids).await?;
+        if let Some(role) = role {
+            let sql = if created {
+                format!("DROP ROLE {}", ident(&role))
+            } else {
+                format!("REVOKE {SITE_GROUP} FROM {}", ident(&role))
+            };
+            self.client
+                .batch_execute(&sql)
+                .await
+                .ctx(|| format!("revoking the relay role {role}"))?;
+        }
+        Ok(true)
+    }
+
+    /// Site `code` (registered after packet `first`; `expired` if expiry
+    /// counted it out already) leaves the targets of the down packets;
+    /// returns the packets it left.
+    async fn leave_packets(&self, code: &str, first: i64, expired: bool) -> Result<Vec<i64>> {
+        let ctx = || "removing the site's pending packets".to_string();
         let ids: Vec<i64> = self
             .client
             .query(
@@ -240,6 +260,13 @@ impl Relay {
             .collect::<Result<_>>()?;
         let mut ids = ids;
         ids.extend(all);
+        Ok(ids)
+    }
+
+    /// Site `code`'s parts of the packets `ids`, its acks, and the packets
+    /// left for nobody go; the rest settle without it.
+    async fn forget(&self, code: &str, ids: &[i64]) -> Result<()> {
+        let ctx = || "removing the site's pending packets".to_string();
         // One statement each: a statement does not see its own changes.
         let code: &(dyn tokio_postgres::types::ToSql + Sync) = &code;
         let ids: &(dyn tokio_postgres::types::ToSql + Sync) = &ids;
@@ -260,17 +287,6 @@ impl Relay {
         ] {
             self.client.execute(statement, params).await.ctx(ctx)?;
         }
-        if let Some(role) = role {
-            let sql = if created {
-                format!("DROP ROLE {}", ident(&role))
-            } else {
-                format!("REVOKE {SITE_GROUP} FROM {}", ident(&role))
-            };
-            self.client
-                .batch_execute(&sql)
-                .await
-                .ctx(|| format!("revoking the relay role {role}"))?;
-        }
-        Ok(true)
+        Ok(())
     }
 }

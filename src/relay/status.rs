@@ -3,6 +3,8 @@
 
 use std::time::SystemTime;
 
+use tokio_postgres::Row;
+
 use super::{get, Relay};
 use crate::error::{DbContext, Result};
 use crate::protocol::sql::*;
@@ -39,8 +41,56 @@ impl Relay {
             .ctx(|| "reading site status from the relay".into())?;
         let rows = self
             .client
-            .query(
-                &format!("-- Packets listing sites, not yet processed by each of them: one
+            .query(&site_status_sql(), &[])
+            .await
+            .ctx(|| "reading site status from the relay".into())?;
+        self.client
+            .batch_execute("RESET jit")
+            .await
+            .ctx(|| "reading site status from the relay".into())?;
+        rows.iter().map(SiteStatus::from_row).collect()
+    }
+}
+
+impl SiteStatus {
+    /// A row of [`site_status_sql`], its state decided.
+    fn from_row(r: &Row) -> Result<SiteStatus> {
+        let t = "relay status";
+        let pending: i64 = get(r, "pending", t)?;
+        let error: Option<String> = get(r, "error", t)?;
+        let unserved_first: bool = get(r, "unserved_first", t)?;
+        let open_requests: i64 = get(r, "open", t)?;
+        let expired_at: Option<SystemTime> = get(r, "expired_at", t)?;
+        let applied_through: Option<i64> = get(r, "applied_through", t)?;
+        let state = if expired_at.is_some() {
+            "Expired"
+        } else if error.is_some() {
+            "Failed"
+        } else if unserved_first || applied_through.is_none() {
+            // Never applied a packet: its worker has not run yet.
+            "Not started"
+        } else if pending > 0 || open_requests > 0 {
+            "In progress"
+        } else {
+            "Success"
+        };
+        Ok(SiteStatus {
+            site: get(r, "site", t)?,
+            state,
+            applied_through,
+            pending,
+            lag_seconds: get(r, "lag_seconds", t)?,
+            last_success: get(r, "last_success", t)?,
+            error,
+            expired_at,
+        })
+    }
+}
+
+/// Every site's status in one statement: its position, pending packets and
+/// their age, its first failure, its open full-sync requests.
+fn site_status_sql() -> String {
+    format!("-- Packets listing sites, not yet processed by each of them: one
                  -- pass over the unprocessed packets for every site at once.
                  WITH listed AS (
                    SELECT t.site, count(*) AS n, min(p.created_at) AS oldest
@@ -81,49 +131,7 @@ impl Relay {
                         AND p.id > greatest(s.first_packet, ap.applied_through)
                         AND NOT EXISTS (SELECT 1 FROM relay.acks a
                                          WHERE a.packet_id = p.id AND a.site = s.code AND a.status = {ACKED})) pend
-                  ORDER BY s.code"),
-                &[],
-            )
-            .await
-            .ctx(|| "reading site status from the relay".into())?;
-        self.client
-            .batch_execute("RESET jit")
-            .await
-            .ctx(|| "reading site status from the relay".into())?;
-        let t = "relay status";
-        rows.iter()
-            .map(|r| {
-                let pending: i64 = get(r, "pending", t)?;
-                let error: Option<String> = get(r, "error", t)?;
-                let unserved_first: bool = get(r, "unserved_first", t)?;
-                let open_requests: i64 = get(r, "open", t)?;
-                let expired_at: Option<SystemTime> = get(r, "expired_at", t)?;
-                let applied_through: Option<i64> = get(r, "applied_through", t)?;
-                let state = if expired_at.is_some() {
-                    "Expired"
-                } else if error.is_some() {
-                    "Failed"
-                } else if unserved_first || applied_through.is_none() {
-                    // Never applied a packet: its worker has not run yet.
-                    "Not started"
-                } else if pending > 0 || open_requests > 0 {
-                    "In progress"
-                } else {
-                    "Success"
-                };
-                Ok(SiteStatus {
-                    site: get(r, "site", t)?,
-                    state,
-                    applied_through,
-                    pending,
-                    lag_seconds: get(r, "lag_seconds", t)?,
-                    last_success: get(r, "last_success", t)?,
-                    error,
-                    expired_at,
-                })
-            })
-            .collect()
-    }
+                  ORDER BY s.code")
 }
 
 /// What the relay's own connection says of the relay: its clock, and

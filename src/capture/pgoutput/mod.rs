@@ -5,8 +5,12 @@
 //! decoded row costs no copy. The wire format is documented in PostgreSQL's
 //! "Logical Replication Message Formats".
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use thiserror::Error;
+
+mod reader;
+
+use reader::Reader;
 
 /// Why a pgoutput message could not be decoded.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -132,131 +136,6 @@ pub enum Message {
     },
 }
 
-/// A cursor over one message that reports truncation instead of panicking.
-struct Reader {
-    tag: char,
-    buf: Bytes,
-    start_len: usize,
-}
-
-impl Reader {
-    fn at(&self) -> usize {
-        self.start_len - self.buf.remaining()
-    }
-
-    fn need(&self, n: usize) -> Result<(), DecodeError> {
-        if self.buf.remaining() < n {
-            return Err(DecodeError::Truncated {
-                tag: self.tag,
-                at: self.at(),
-            });
-        }
-        Ok(())
-    }
-
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        self.need(1)?;
-        Ok(self.buf.get_u8())
-    }
-
-    fn i16(&mut self) -> Result<i16, DecodeError> {
-        self.need(2)?;
-        Ok(self.buf.get_i16())
-    }
-
-    fn i32(&mut self) -> Result<i32, DecodeError> {
-        self.need(4)?;
-        Ok(self.buf.get_i32())
-    }
-
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        self.need(4)?;
-        Ok(self.buf.get_u32())
-    }
-
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        self.need(8)?;
-        Ok(self.buf.get_u64())
-    }
-
-    fn i64(&mut self) -> Result<i64, DecodeError> {
-        self.need(8)?;
-        Ok(self.buf.get_i64())
-    }
-
-    fn bytes(&mut self, n: usize) -> Result<Bytes, DecodeError> {
-        self.need(n)?;
-        Ok(self.buf.split_to(n))
-    }
-
-    fn count(&mut self, value: i64) -> Result<usize, DecodeError> {
-        usize::try_from(value).map_err(|_| DecodeError::Negative {
-            tag: self.tag,
-            value,
-        })
-    }
-
-    fn string(&mut self) -> Result<String, DecodeError> {
-        let tag = self.tag;
-        let Some(end) = self.buf.iter().position(|&b| b == 0) else {
-            return Err(DecodeError::BadString { tag });
-        };
-        let raw = self.buf.split_to(end);
-        self.buf.advance(1);
-        String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::BadString { tag })
-    }
-
-    fn tuple(&mut self) -> Result<Tuple, DecodeError> {
-        let n = self.i16()?;
-        let n = self.count(n.into())?;
-        // Each column takes at least one byte: cap the allocation by what is there.
-        let mut values = Vec::with_capacity(n.min(self.buf.remaining()));
-        for _ in 0..n {
-            let value = match self.u8()? {
-                b'n' => Value::Null,
-                b'u' => Value::Unchanged,
-                kind @ (b't' | b'b') => {
-                    let len = self.i32()?;
-                    let len = self.count(len.into())?;
-                    let data = self.bytes(len)?;
-                    if kind == b't' {
-                        Value::Text(data)
-                    } else {
-                        Value::Binary(data)
-                    }
-                }
-                other => return Err(DecodeError::BadColumnKind(other)),
-            };
-            values.push(value);
-        }
-        Ok(values)
-    }
-
-    fn old_kind(&mut self, marker: u8) -> Result<OldKind, DecodeError> {
-        match marker {
-            b'K' => Ok(OldKind::Key),
-            b'O' => Ok(OldKind::Full),
-            marker => Err(DecodeError::BadMarker {
-                tag: self.tag,
-                marker,
-                expected: "'K' or 'O'",
-            }),
-        }
-    }
-
-    fn expect(&mut self, want: u8, expected: &'static str) -> Result<(), DecodeError> {
-        let marker = self.u8()?;
-        if marker != want {
-            return Err(DecodeError::BadMarker {
-                tag: self.tag,
-                marker,
-                expected,
-            });
-        }
-        Ok(())
-    }
-}
-
 /// Decodes one pgoutput message (the payload of an XLogData).
 pub fn decode(data: Bytes) -> Result<Message, DecodeError> {
     let Some(&tag) = data.first() else {
@@ -284,31 +163,7 @@ pub fn decode(data: Bytes) -> Result<Message, DecodeError> {
             commit_lsn: r.u64()?,
             name: r.string()?,
         },
-        b'R' => {
-            let id = r.u32()?;
-            let namespace = r.string()?;
-            let name = r.string()?;
-            let replica_identity = r.u8()?;
-            let n = r.i16()?;
-            let n = r.count(n.into())?;
-            let mut columns = Vec::with_capacity(n.min(r.buf.remaining() / 10));
-            for _ in 0..n {
-                let flags = r.u8()?;
-                columns.push(Column {
-                    key: flags & 1 == 1,
-                    name: r.string()?,
-                    type_oid: r.u32()?,
-                    type_modifier: r.i32()?,
-                });
-            }
-            Message::Relation(Relation {
-                id,
-                namespace,
-                name,
-                replica_identity,
-                columns,
-            })
-        }
+        b'R' => r.relation()?,
         b'Y' => Message::Type {
             oid: r.u32()?,
             namespace: r.string()?,
@@ -322,56 +177,10 @@ pub fn decode(data: Bytes) -> Result<Message, DecodeError> {
                 new: r.tuple()?,
             }
         }
-        b'U' => {
-            let relation = r.u32()?;
-            let marker = r.u8()?;
-            let old = if marker == b'N' {
-                None
-            } else {
-                let kind = r.old_kind(marker)?;
-                let old = r.tuple()?;
-                r.expect(b'N', "'N'")?;
-                Some((kind, old))
-            };
-            Message::Update {
-                relation,
-                old,
-                new: r.tuple()?,
-            }
-        }
-        b'D' => {
-            let relation = r.u32()?;
-            let marker = r.u8()?;
-            let kind = r.old_kind(marker)?;
-            Message::Delete {
-                relation,
-                kind,
-                old: r.tuple()?,
-            }
-        }
-        b'T' => {
-            let n = r.i32()?;
-            let n = r.count(n.into())?;
-            let options = r.u8()?;
-            let mut relations = Vec::with_capacity(n.min(r.buf.remaining() / 4));
-            for _ in 0..n {
-                relations.push(r.u32()?);
-            }
-            Message::Truncate { options, relations }
-        }
-        b'M' => {
-            let flags = r.u8()?;
-            let lsn = r.u64()?;
-            let prefix = r.string()?;
-            let len = r.i32()?;
-            let len = r.count(len.into())?;
-            Message::Message {
-                transactional: flags & 1 == 1,
-                lsn,
-                prefix,
-                content: r.bytes(len)?,
-            }
-        }
+        b'U' => r.update()?,
+        b'D' => r.delete()?,
+        b'T' => r.truncate()?,
+        b'M' => r.logical_message()?,
         other => return Err(DecodeError::UnknownTag(other)),
     };
     Ok(message)

@@ -1,0 +1,197 @@
+//! The sections of the configuration file, with their defaults.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::postgres::{DbUrl, Password};
+
+/// `[retention]`: how long the relay and the records keep packets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Packets every target processed are purged after this.
+    #[serde(default = "default_keep_acked")]
+    pub keep_acked: String,
+    /// A site that has acked nothing for this long is expired ("0s": never).
+    #[serde(default = "default_max_offline")]
+    pub max_offline: String,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_acked: default_keep_acked(),
+            max_offline: default_max_offline(),
+        }
+    }
+}
+
+fn default_keep_acked() -> String {
+    "7d".into()
+}
+fn default_max_offline() -> String {
+    "30d".into()
+}
+
+/// `[metrics]`: where `ho run` and `pos run` serve `/metrics` and `/health`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port`, e.g. `127.0.0.1:9187`; unset: no metrics served.
+    pub listen: Option<String>,
+}
+
+/// `[ho]`: the head-office database and its replication slot.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoConfig {
+    pub url: DbUrl,
+    /// A password kept out of the URL (or RELAYSYNC__HO__PASSWORD).
+    #[serde(default)]
+    pub password: Option<Password>,
+    /// A file whose first line is the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_name")]
+    pub slot: String,
+    #[serde(default = "default_name")]
+    pub publication: String,
+}
+
+/// `[relay]`: the relay database between HO and the sites.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    pub url: DbUrl,
+    /// A password kept out of the URL (or RELAYSYNC__RELAY__PASSWORD).
+    #[serde(default)]
+    pub password: Option<Password>,
+    /// A file whose first line is the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[pos]`: this site's code and database.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PosConfig {
+    pub site: String,
+    pub url: DbUrl,
+    /// A password kept out of the URL (or RELAYSYNC__POS__PASSWORD).
+    #[serde(default)]
+    pub password: Option<Password>,
+    /// A file whose first line is the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The slot that captures this site's upstream tables; by default
+    /// named after the site ([`up_name`]).
+    #[serde(default)]
+    pub slot: String,
+    /// The publication of this site's upstream tables; by default named
+    /// after the site ([`up_name`]).
+    #[serde(default)]
+    pub publication: String,
+    /// After this long without a successful sync the site clears its
+    /// copies of the down tables ("0s" or unset: never).
+    #[serde(default)]
+    pub wipe_after: Option<String>,
+}
+
+/// How HO merges an upstream table's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Merge {
+    /// Insert; a row whose key HO has is ignored (device event logs).
+    Append,
+    /// A new key is inserted; for a key HO has, only HO's NULL or '' columns
+    /// take the site's value: HO's values win.
+    FillVacant,
+    /// The site's row wins.
+    Upsert,
+}
+
+/// What a delete at a site does at HO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deletes {
+    /// Nothing: a site's delete never deletes at HO.
+    #[default]
+    Ignore,
+    /// HO deletes the row too.
+    Apply,
+}
+
+/// `[[upstream]]`: one site table whose rows go up to HO.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `schema.table`, the same at the sites and at HO.
+    pub name: String,
+    pub merge: Merge,
+    #[serde(default)]
+    pub deletes: Deletes,
+}
+
+/// `[sync]`: scheduling of `run`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Time between delta syncs; "0s" streams continuously.
+    #[serde(default = "default_interval")]
+    pub interval: String,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            interval: default_interval(),
+        }
+    }
+}
+
+/// `[packet]`: bounds of one packet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacketConfig {
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for PacketConfig {
+    fn default() -> Self {
+        PacketConfig {
+            max_rows: default_max_rows(),
+            max_bytes: default_max_bytes(),
+        }
+    }
+}
+
+/// `[[tables]]`: one HO table synced down to the sites.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// `schema.table`.
+    pub name: String,
+    /// `all`, or `column:<name>`.
+    #[serde(default = "default_route")]
+    pub route: String,
+}
+
+fn default_name() -> String {
+    "relaysync".into()
+}
+fn default_interval() -> String {
+    "30m".into()
+}
+fn default_route() -> String {
+    "all".into()
+}
+fn default_max_rows() -> usize {
+    50_000
+}
+fn default_max_bytes() -> usize {
+    32 << 20
+}
