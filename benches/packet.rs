@@ -7,8 +7,8 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use relaysync::capture::batch::{Batcher, Bounds, Captured};
-use relaysync::capture::pgoutput::{decode, Message, Value};
 use relaysync::packet::{encode_part, read_part, ColumnShape, TableShape};
+use relaysync::pgoutput::{decode, Message, Value};
 
 const ROWS: usize = 50_000;
 

@@ -64,7 +64,7 @@ pub enum Error {
     StreamEnded { role: &'static str },
     /// A pgoutput message could not be decoded.
     #[error("cannot decode the replication stream")]
-    Decode(#[from] crate::capture::pgoutput::DecodeError),
+    Decode(#[from] crate::pgoutput::DecodeError),
     /// A packet could not be encoded or read.
     #[error("packet {packet}")]
     Packet {

@@ -3,7 +3,7 @@
 //! replication, routed per site, stored as Arrow packets in the relay, and
 //! applied at each site atomically, with acknowledgements back to HO.
 //!
-//! The stages follow the data: [`capture`] → [`route`] → [`packet`] →
+//! The stages follow the data: [`capture`] (decoding [`pgoutput`]) → [`route`] → [`packet`] →
 //! [`relay`] → [`apply`]; [`ho`] and [`pos`] are the two workers.
 
 pub(crate) mod apply;
@@ -16,12 +16,14 @@ pub mod error;
 mod failpoint;
 pub mod ho;
 pub mod packet;
+pub mod pgoutput;
 pub mod pos;
 pub mod postgres;
 pub mod progress;
 pub mod protocol;
 pub mod relay;
 pub mod route;
+mod serialize;
 pub mod service;
 pub mod shutdown;
 pub(crate) mod supervisor;

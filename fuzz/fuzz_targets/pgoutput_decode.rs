@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = relaysync::capture::pgoutput::decode(bytes::Bytes::copy_from_slice(data));
+    let _ = relaysync::pgoutput::decode(bytes::Bytes::copy_from_slice(data));
 });

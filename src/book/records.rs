@@ -29,7 +29,7 @@ pub struct PacketRecord {
     pub targets: Vec<String>,
     pub rows: i64,
     /// When HO wrote it (HO's record) or the site applied it.
-    #[serde(serialize_with = "crate::service::rfc3339")]
+    #[serde(serialize_with = "crate::serialize::rfc3339")]
     pub at: SystemTime,
     pub status: PacketStatus,
     pub error: Option<String>,

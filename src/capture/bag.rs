@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
-use super::pgoutput::{Tuple, Value};
 use crate::packet::{Change, Op};
+use crate::pgoutput::{Tuple, Value};
 
 /// The inserts of a keyless part, by a hash of the whole row.
 #[derive(Debug, Default)]

@@ -12,8 +12,8 @@ use bytes::Bytes;
 
 use super::bag::Bag;
 use super::key_index::{Found, KeyIndex};
-use super::pgoutput::{OldKind, Tuple, Value};
 use crate::packet::{Change, Op, TableShape};
+use crate::pgoutput::{OldKind, Tuple, Value};
 use crate::protocol::Lsn;
 use crate::relay::writer::{Draft, DraftPart};
 use crate::route::ALL_SITES;

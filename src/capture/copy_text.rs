@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::pgoutput::Value;
+use crate::pgoutput::Value;
 
 /// Splits one COPY text line (without its newline) into values: a field
 /// without escapes is a slice of `line`, not a copy (a full sync reads

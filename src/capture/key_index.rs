@@ -7,8 +7,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use bytes::Bytes;
 
 use super::batch::text_of;
-use super::pgoutput::Tuple;
 use crate::packet::Change;
+use crate::pgoutput::Tuple;
 
 /// A hasher for keys that are already hashes.
 #[derive(Default)]
@@ -112,8 +112,8 @@ impl KeyIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::pgoutput::Value;
     use crate::packet::Op;
+    use crate::pgoutput::Value;
 
     fn t(s: &str) -> Value {
         Value::Text(Bytes::copy_from_slice(s.as_bytes()))

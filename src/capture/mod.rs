@@ -27,7 +27,7 @@ pub mod batch;
 pub(crate) mod catalog;
 pub(crate) mod copy_text;
 mod key_index;
-pub mod pgoutput;
+
 mod position;
 mod shape;
 mod slot;
@@ -78,7 +78,7 @@ pub struct Outcome {
     pub bytes: u64,
     pub skipped_transactions: u64,
     /// What the relay holds and the slot is confirmed to.
-    #[serde(serialize_with = "crate::service::display")]
+    #[serde(serialize_with = "crate::serialize::display")]
     pub confirmed_lsn: Lsn,
 }
 

@@ -8,9 +8,9 @@ use tokio_postgres::Client;
 
 use super::batch::Captured;
 use super::catalog;
-use super::pgoutput::Relation;
 use crate::error::{DbContext, Error, Result};
 use crate::packet::{ColumnShape, TableShape};
+use crate::pgoutput::Relation;
 use crate::route::Route;
 
 /// The shape of relation `rel` named `name`, from its Relation message and

@@ -11,11 +11,11 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 
 use super::batch::{Batcher, Bounds};
-use super::pgoutput::{self, Message, Relation};
 use super::position::{Committed, OriginMark, Position, REQUESTS_EVERY, STREAM_FLUSH_EVERY};
 use super::slot::{self, Event, SlotStream};
 use super::{shape, snapshot, Mode, Outcome, Source};
 use crate::error::Result;
+use crate::pgoutput::{self, Message, Relation};
 use crate::protocol::{Lsn, Origin, PacketKind};
 use crate::relay::writer::Writer;
 use crate::relay::Relay;

@@ -40,12 +40,12 @@ pub struct Summary {
     /// The verify packet sent after the capture, if any was asked for.
     pub verified: Option<crate::verify::ho::Sent>,
     /// Packets in HO's record by status.
-    #[serde(serialize_with = "crate::service::by_status")]
+    #[serde(serialize_with = "crate::serialize::by_status")]
     pub sent: Vec<(PacketStatus, i64)>,
     /// What retention removed.
     #[serde(rename = "retention")]
     pub retained: Retained,
-    #[serde(rename = "seconds", serialize_with = "crate::service::seconds")]
+    #[serde(rename = "seconds", serialize_with = "crate::serialize::seconds")]
     pub elapsed: Duration,
 }
 

@@ -245,7 +245,7 @@ impl Part {
 mod tests {
     use super::super::{encode_part, Change, ColumnShape, Op, TableShape};
     use super::*;
-    use crate::capture::pgoutput::Value;
+    use crate::pgoutput::Value;
     use bytes::Bytes;
     use proptest::prelude::*;
 

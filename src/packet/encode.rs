@@ -17,7 +17,7 @@ use super::{
     PacketError, TableShape, COL_LSN, COL_OP, COL_ORIGIN, COL_UNCHANGED, META_KEY, META_PG_OID,
     META_PG_TYPE, META_ROLE, META_TABLE, ROLE_LSN, ROLE_OP, ROLE_ORIGIN, ROLE_UNCHANGED,
 };
-use crate::capture::pgoutput::Value;
+use crate::pgoutput::Value;
 
 /// What a change does to its row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

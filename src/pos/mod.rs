@@ -34,7 +34,7 @@ pub struct Summary {
     pub uploaded: Option<capture::Outcome>,
     /// What was applied.
     pub applied: Consumed,
-    #[serde(rename = "seconds", serialize_with = "crate::service::seconds")]
+    #[serde(rename = "seconds", serialize_with = "crate::serialize::seconds")]
     pub elapsed: Duration,
 }
 

@@ -27,8 +27,8 @@ pub(crate) use packets::{NewPacket, PacketInfo, SentPacket, StoredPart};
 pub use site_roles::{role_name, Added, SiteRole};
 pub use status::{SiteStatus, TableStatus};
 pub(crate) use tables::PublishedTable;
-pub(crate) use verify::Expected;
 pub use verify::VerifyResult;
+pub(crate) use verify::{Bucket, Expected};
 
 /// The channel HO notifies when it commits packets; streaming site workers
 /// LISTEN on it.

@@ -22,11 +22,11 @@ pub struct SiteStatus {
     pub pending: i64,
     /// Age in seconds of the oldest pending packet.
     pub lag_seconds: Option<f64>,
-    #[serde(serialize_with = "crate::service::rfc3339_opt")]
+    #[serde(serialize_with = "crate::serialize::rfc3339_opt")]
     pub last_success: Option<SystemTime>,
     pub error: Option<String>,
     /// When the site was expired (`[retention] max_offline`), while it is.
-    #[serde(serialize_with = "crate::service::rfc3339_opt")]
+    #[serde(serialize_with = "crate::serialize::rfc3339_opt")]
     pub expired_at: Option<SystemTime>,
 }
 
@@ -177,7 +177,7 @@ pub struct TableStatus {
     #[serde(rename = "status")]
     pub state: &'static str,
     /// When the last full sync the site applied was written.
-    #[serde(serialize_with = "crate::service::rfc3339_opt")]
+    #[serde(serialize_with = "crate::serialize::rfc3339_opt")]
     pub last_full_sync: Option<SystemTime>,
     /// Rows that full sync loaded.
     pub full_sync_rows: Option<i64>,

@@ -4,7 +4,15 @@ use super::{get, Relay};
 use crate::error::{DbContext, Result};
 use crate::protocol::sql::*;
 use crate::protocol::VerifyStatus;
-use crate::verify::Bucket;
+
+/// One bucket of a table's hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Bucket {
+    pub(crate) bucket: i32,
+    pub(crate) rows: i64,
+    /// The sum of the rows' hashes, as numeric text.
+    pub(crate) hash: String,
+}
 
 /// A pending verify request.
 #[derive(Debug, Clone)]

@@ -25,6 +25,7 @@ pub(crate) mod site;
 use std::collections::BTreeMap;
 
 use crate::postgres::{ident, qualified};
+pub(crate) use crate::relay::Bucket;
 
 /// Buckets of keys per table: drift is located to one of them.
 pub(crate) const BUCKETS: i32 = 64;
@@ -33,15 +34,6 @@ pub(crate) const BUCKETS: i32 = 64;
 pub(crate) const TEXT_FORMS: &str = "SET LOCAL DateStyle = ISO; SET LOCAL TimeZone = 'UTC';
      SET LOCAL IntervalStyle = postgres; SET LOCAL extra_float_digits = 3;
      SET LOCAL bytea_output = hex;";
-
-/// One bucket of a table's hashes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Bucket {
-    pub(crate) bucket: i32,
-    pub(crate) rows: i64,
-    /// The sum of the rows' hashes, as numeric text.
-    pub(crate) hash: String,
-}
 
 /// A table to hash: its name, HO's columns and key (empty: keyless).
 #[derive(Debug, Clone)]
