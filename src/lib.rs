@@ -22,7 +22,7 @@ pub mod postgres;
 pub mod progress;
 pub mod protocol;
 pub mod relay;
-pub mod route;
+pub(crate) mod route;
 mod serialize;
 pub mod service;
 pub mod shutdown;
