@@ -16,8 +16,8 @@ mod sections;
 pub use crate::postgres::split_table;
 pub use names::{check_site_code, unquote_table, up_name};
 pub use sections::{
-    Deletes, HoConfig, Merge, MetricsConfig, PacketConfig, PosConfig, RelayConfig, RetentionConfig,
-    SyncConfig, TableConfig, UpstreamConfig,
+    Deletes, HoConfig, Merge, MetricsConfig, NetworkConfig, PacketConfig, PosConfig, RelayConfig,
+    RetentionConfig, SyncConfig, TableConfig, UpstreamConfig,
 };
 
 /// The whole configuration. Holds database URLs (secrets): never serialised.
@@ -39,6 +39,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    #[serde(default)]
+    pub network: NetworkConfig,
 }
 
 impl Config {
@@ -75,6 +77,8 @@ impl Config {
             }
         }
         cfg.resolve_passwords()?;
+        // Before the URLs are read: their TCP defaults follow it.
+        crate::postgres::set_deadline(cfg.deadline()?);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -94,6 +98,7 @@ impl Config {
 
     /// Checks everything that can be checked without a database.
     pub fn validate(&self) -> Result<()> {
+        self.deadline()?;
         let url = |section: &str, url: &DbUrl| {
             crate::postgres::tls::parse(section, url.expose()).map(|_| ())
         };
@@ -175,6 +180,20 @@ impl Config {
                 self.sync.interval
             ))
         })
+    }
+
+    /// `[network] deadline` (at least a second).
+    pub fn deadline(&self) -> Result<Duration> {
+        let Some(text) = self.network.deadline.as_deref() else {
+            return Ok(crate::postgres::DEFAULT_DEADLINE);
+        };
+        let d = parse_duration("[network] deadline", text)?;
+        if d < Duration::from_secs(1) {
+            return Err(Error::Config(format!(
+                "[network] deadline '{text}' is too short for a round trip; write at least \"1s\" (default \"30s\")"
+            )));
+        }
+        Ok(d)
     }
 
     /// `[retention] keep_acked`.
@@ -334,6 +353,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("postgres://"), "{e}");
+        let e = parse("[network]\ndeadline = \"200ms\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least"), "{e}");
+        assert_eq!(
+            parse("[network]\ndeadline = \"45s\"")
+                .unwrap()
+                .deadline()
+                .unwrap(),
+            Duration::from_secs(45)
+        );
         assert!(parse("").unwrap().ho().is_err());
     }
 }

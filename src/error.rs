@@ -41,6 +41,15 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// No server of the URL could be reached (refused, timed out, no
+    /// address, or only read-only servers when a writable one is asked for).
+    #[error("cannot connect to the {role} database at {target}; check [{role}] url in the config and that the server is running")]
+    Unreachable {
+        role: &'static str,
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A statement failed; `context` says what relaysync was doing.
     #[error("{context}")]
     Db {
@@ -62,6 +71,13 @@ pub enum Error {
     /// WAL sender).
     #[error("the replication stream of {role} ended unexpectedly; check the server log")]
     StreamEnded { role: &'static str },
+    /// The replication stream sent nothing, not even the server's
+    /// keepalive, within `[network] deadline`: the network lost it.
+    #[error("the replication stream of {role} sent nothing for {}s ([network] deadline); it is opened again", .silent.as_secs())]
+    StreamSilent {
+        role: &'static str,
+        silent: std::time::Duration,
+    },
     /// A pgoutput message could not be decoded.
     #[error("cannot decode the replication stream")]
     Decode(#[from] crate::pgoutput::DecodeError),
@@ -112,7 +128,10 @@ impl Error {
             },
             Error::Db { source, .. } => db_kind(source),
             Error::Replication { source, .. } => replication_kind(source),
-            Error::StreamEnded { .. } | Error::Io { .. } => ErrorKind::Transient,
+            Error::StreamEnded { .. }
+            | Error::StreamSilent { .. }
+            | Error::Unreachable { .. }
+            | Error::Io { .. } => ErrorKind::Transient,
             Error::Decode(_) | Error::Packet { .. } | Error::PacketFailed { .. } => ErrorKind::Data,
         }
     }

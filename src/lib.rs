@@ -14,6 +14,7 @@ pub mod config;
 pub mod doctor;
 pub mod error;
 mod failpoint;
+pub(crate) mod health;
 pub mod ho;
 pub mod packet;
 pub mod pgoutput;

@@ -5,7 +5,12 @@
 //! - transient (a lost connection, a restarting server) or data (a stream
 //!   that cannot be decoded): log it once and try again after a pause that
 //!   doubles from one second up to a minute, starting over once a cycle
-//!   succeeds (or a failed one had run longer than the ceiling).
+//!   succeeds (or a failed one had run longer than the ceiling, or had
+//!   delivered for a while: a stream that worked between cuts).
+//!
+//! Shutdown waits for the current cycle up to [`STOP_GRACE`]; a cycle
+//! still blocked then (on a connection the network lost) is dropped, which
+//! rolls back whatever it had begun.
 
 use std::future::Future;
 use std::time::Duration;
@@ -15,7 +20,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::{ErrorKind, Result};
-use crate::telemetry::Health;
+use crate::health::{Health, Progress};
 
 /// A long-running worker, as the supervisor drives it.
 pub(crate) trait Worker {
@@ -105,6 +110,19 @@ impl Running {
     }
 }
 
+/// How long shutdown waits for a cycle (and for `stopping`) to finish.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A failed cycle that delivered and ran at least this long had been
+/// working: the pause starts over.
+const WORKED_FOR: Duration = Duration::from_secs(5);
+
+/// Resolves [`STOP_GRACE`] after shutdown is requested.
+async fn grace_over(mut shutdown: watch::Receiver<bool>) {
+    crate::shutdown::requested(&mut shutdown).await;
+    tokio::time::sleep(STOP_GRACE).await;
+}
+
 /// [`supervise`] as `running` says.
 pub(crate) async fn supervise_with<W: Worker>(mut worker: W, running: Running) -> Result<()> {
     let Running {
@@ -112,16 +130,23 @@ pub(crate) async fn supervise_with<W: Worker>(mut worker: W, running: Running) -
         health,
     } = running;
     let span = worker.span();
+    let progress = health
+        .as_ref()
+        .map_or_else(Progress::default, Health::progress);
     let mut backoff = Backoff::default();
     loop {
         let started = Instant::now();
         if let Some(h) = &health {
             h.cycle_started();
         }
-        let result = worker
-            .cycle(shutdown.clone())
-            .instrument(span.clone())
-            .await;
+        let cycle = progress.scope(worker.cycle(shutdown.clone()).instrument(span.clone()));
+        let result = tokio::select! {
+            result = cycle => result,
+            _ = grace_over(shutdown.clone()) => {
+                span.in_scope(|| tracing::warn!(grace = ?STOP_GRACE, "stopping: the current step did not finish in time and is abandoned (what it began is rolled back)"));
+                return Ok(());
+            }
+        };
         if let Some(h) = &health {
             h.cycle_ended(result.is_ok());
         }
@@ -136,7 +161,11 @@ pub(crate) async fn supervise_with<W: Worker>(mut worker: W, running: Running) -
                     return Err(e);
                 }
                 ErrorKind::Transient | ErrorKind::Data => {
-                    let pause = backoff.after_failure(started.elapsed());
+                    let ran = started.elapsed();
+                    if ran >= WORKED_FOR && progress.delivered_since(started) {
+                        backoff.reset();
+                    }
+                    let pause = backoff.after_failure(ran);
                     span.in_scope(|| crate::telemetry::cycle_failed(&e, Some(pause)));
                     Some(pause)
                 }
@@ -144,7 +173,10 @@ pub(crate) async fn supervise_with<W: Worker>(mut worker: W, running: Running) -
         };
         tokio::select! {
             _ = crate::shutdown::requested(&mut shutdown) => {
-                worker.stopping().instrument(span.clone()).await;
+                let stopping = worker.stopping().instrument(span.clone());
+                if tokio::time::timeout(STOP_GRACE, stopping).await.is_err() {
+                    span.in_scope(|| tracing::warn!("stopping: what was held back is left for the next run"));
+                }
                 return Ok(());
             }
             _ = async {
@@ -242,6 +274,64 @@ mod tests {
         tx.send(true).unwrap();
         run.await.unwrap().unwrap();
         assert_eq!(starts.lock().unwrap().len(), 5, "tries at 0, 1, 3, 7, 15 s");
+    }
+
+    /// A stream that delivers for a while between cuts: every cut is
+    /// retried after the shortest pause, however many there were.
+    struct Delivering {
+        starts: Arc<Mutex<Vec<Duration>>>,
+        t0: Instant,
+    }
+
+    impl Worker for Delivering {
+        fn span(&self) -> tracing::Span {
+            tracing::info_span!("test")
+        }
+        async fn cycle(&mut self, _: watch::Receiver<bool>) -> Result<()> {
+            self.starts.lock().unwrap().push(self.t0.elapsed());
+            crate::health::delivered();
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            Err(transient())
+        }
+        async fn wait(&mut self) {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_delivered_is_retried_at_once() {
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let worker = Delivering {
+            starts: starts.clone(),
+            t0: Instant::now(),
+        };
+        let (tx, rx) = watch::channel(false);
+        let run = tokio::spawn(supervise(worker, rx));
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        tx.send(true).unwrap();
+        run.await.unwrap().unwrap();
+        let secs: Vec<u64> = starts.lock().unwrap().iter().map(|d| d.as_secs()).collect();
+        assert_eq!(secs, [0, 7, 14, 21, 28, 35]);
+    }
+
+    /// Shutdown does not wait for a cycle blocked for good.
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_abandons_a_blocked_cycle_after_the_grace() {
+        struct Blocked;
+        impl Worker for Blocked {
+            fn span(&self) -> tracing::Span {
+                tracing::info_span!("test")
+            }
+            async fn cycle(&mut self, _: watch::Receiver<bool>) -> Result<()> {
+                std::future::pending().await
+            }
+            async fn wait(&mut self) {}
+        }
+        let (tx, rx) = watch::channel(false);
+        let run = tokio::spawn(supervise(Blocked, rx));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let asked = Instant::now();
+        tx.send(true).unwrap();
+        run.await.unwrap().unwrap();
+        assert_eq!(asked.elapsed(), STOP_GRACE);
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,11 +7,12 @@
 //! [`Health`]) with [`serve`].
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub use crate::health::Health;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{Direction, PacketKind};
@@ -23,6 +24,7 @@ const SECONDS_BUCKETS: &[f64] = &[
 
 /// A packet was written to the relay.
 pub(crate) fn packet_stored(direction: Direction, kind: PacketKind, rows: i64, bytes: i64) {
+    crate::health::delivered();
     let labels = [("direction", direction.as_str()), ("kind", kind.as_str())];
     counter!("relaysync_packets_stored_total", &labels).increment(1);
     counter!("relaysync_bytes_stored_total", &labels).increment(bytes.max(0) as u64);
@@ -41,6 +43,7 @@ pub(crate) fn capture_flushed(took: Duration) {
 
 /// A part of `table` was applied (at a site) or merged (at HO).
 pub(crate) fn part_applied(direction: Direction, table: &str, rows: u64) {
+    crate::health::delivered();
     counter!("relaysync_rows_applied_total", "direction" => direction.as_str(), "table" => table.to_string())
         .increment(rows);
 }
@@ -64,6 +67,54 @@ pub(crate) fn packets_applied(direction: Direction, packets: usize, took: Durati
 pub(crate) fn rows_merged(table: &str, merged: u64, rejected: u64) {
     counter!("relaysync_rows_merged_total", "table" => table.to_string()).increment(merged);
     counter!("relaysync_rows_rejected_total", "table" => table.to_string()).increment(rejected);
+}
+
+/// A connection to the `role` database (or its replication stream) was
+/// found lost by its deadline and dropped.
+pub(crate) fn connection_lost(role: &'static str) {
+    counter!("relaysync_connections_lost_total", "role" => role).increment(1);
+}
+
+/// How often the rows routed to one unregistered site are logged again.
+const UNREGISTERED_EVERY: Duration = Duration::from_secs(600);
+
+/// Rows of `table` routed to `site`, which is not registered, were left
+/// out. Logged the first time per table and site, then at most every ten
+/// minutes with the rows left out since; counted in a metric. Whether it
+/// logged.
+pub(crate) fn rows_unregistered(table: &str, site: &str, rows: u64) -> bool {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+    /// Per table and site: when last logged, and rows left out since.
+    type Seen = HashMap<(String, String), (Instant, u64)>;
+    static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
+    counter!("relaysync_rows_unregistered_total", "table" => table.to_string(), "site" => site.to_string())
+        .increment(rows);
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let key = (table.to_string(), site.to_string());
+    let (logged, since) = match seen.get_or_insert_with(HashMap::new).get_mut(&key) {
+        Some(entry) => {
+            entry.1 += rows;
+            if entry.0.elapsed() < UNREGISTERED_EVERY {
+                return false;
+            }
+            (std::mem::replace(entry, (Instant::now(), 0)).1, true)
+        }
+        None => {
+            seen.get_or_insert_with(HashMap::new)
+                .insert(key, (Instant::now(), 0));
+            (rows, false)
+        }
+    };
+    tracing::warn!(
+        table,
+        site,
+        rows = logged,
+        again = since,
+        "rows routed to a site that is not registered are not stored; `relaysync site add` it (its first sync loads them), or fix the routing column; this is logged again at most every 10 minutes"
+    );
+    true
 }
 
 /// A packet failed: the stream stops at it.
@@ -115,76 +166,6 @@ pub(crate) fn site_sampled(site: &str, pending: i64, since_ack: Option<f64>) {
     }
 }
 
-/// Whether a worker is healthy: its last cycle succeeded recently enough,
-/// or it is inside a long-running cycle (a live stream) that started after
-/// its last failure.
-#[derive(Debug, Clone)]
-pub struct Health {
-    inner: Arc<Mutex<HealthState>>,
-}
-
-#[derive(Debug)]
-struct HealthState {
-    /// How old the last success may be.
-    stale_after: Duration,
-    last_ok: Option<Instant>,
-    last_err: Option<Instant>,
-    cycle_since: Option<Instant>,
-}
-
-/// A cycle running this long is a live stream.
-const LIVE_AFTER: Duration = Duration::from_secs(5);
-
-impl Health {
-    /// A worker whose cycles come every `interval` (zero: streaming).
-    pub fn new(interval: Duration) -> Health {
-        Health {
-            inner: Arc::new(Mutex::new(HealthState {
-                stale_after: interval * 2 + Duration::from_secs(60),
-                last_ok: None,
-                last_err: None,
-                cycle_since: None,
-            })),
-        }
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut HealthState) -> T) -> T {
-        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// A cycle starts.
-    pub(crate) fn cycle_started(&self) {
-        self.with(|h| h.cycle_since = Some(Instant::now()));
-    }
-
-    /// The cycle ended: well or not.
-    pub(crate) fn cycle_ended(&self, ok: bool) {
-        self.with(|h| {
-            h.cycle_since = None;
-            let now = Some(Instant::now());
-            if ok {
-                h.last_ok = now;
-            } else {
-                h.last_err = now;
-            }
-        });
-    }
-
-    /// Whether the worker is healthy now.
-    pub(crate) fn healthy(&self) -> bool {
-        self.with(|h| {
-            let after_err = |t: Instant| h.last_err.is_none_or(|e| e < t);
-            let live = h
-                .cycle_since
-                .is_some_and(|s| s.elapsed() >= LIVE_AFTER && after_err(s));
-            let recent = h
-                .last_ok
-                .is_some_and(|t| t.elapsed() <= h.stale_after && after_err(t));
-            live || recent
-        })
-    }
-}
-
 /// Installs the Prometheus recorder (once per process).
 pub fn install() -> Result<PrometheusHandle> {
     PrometheusBuilder::new()
@@ -217,6 +198,8 @@ pub async fn serve(addr: SocketAddr, metrics: PrometheusHandle, health: Health) 
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let (status, body) = match req.uri().path() {
                         "/metrics" => {
+                            gauge!("relaysync_seconds_since_progress")
+                                .set(health.since_progress().as_secs_f64());
                             metrics.run_upkeep();
                             (StatusCode::OK, metrics.render())
                         }
@@ -244,24 +227,18 @@ pub async fn serve(addr: SocketAddr, metrics: PrometheusHandle, health: Health) 
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn health_follows_the_cycles() {
-        let h = Health::new(Duration::from_secs(30));
-        assert!(!h.healthy(), "nothing succeeded yet");
-        h.cycle_started();
-        h.cycle_ended(true);
-        assert!(h.healthy());
-        h.cycle_started();
-        h.cycle_ended(false);
-        assert!(!h.healthy(), "the last cycle failed");
-        h.cycle_started();
-        assert!(!h.healthy(), "a new cycle is not yet a live stream");
-        tokio::time::sleep(LIVE_AFTER).await;
-        // std's Instant does not follow tokio's paused clock: check the
-        // rule on the state instead.
-        h.cycle_ended(true);
-        assert!(h.healthy());
+    #[test]
+    fn rows_for_an_unregistered_site_are_logged_once_per_table_and_site() {
+        let logged: Vec<bool> = [
+            ("t1", "x9"),
+            ("t1", "x9"),
+            ("t2", "x9"),
+            ("t1", "y9"),
+            ("t1", "x9"),
+        ]
+        .iter()
+        .map(|(table, site)| super::rows_unregistered(table, site, 10))
+        .collect();
+        assert_eq!(logged, [true, false, true, true, false]);
     }
 }

@@ -43,11 +43,12 @@ impl<A: Applier> Consumer<A> {
         packets: &[PacketInfo],
     ) -> Result<std::result::Result<Vec<Ack>, Failure>> {
         let started = std::time::Instant::now();
+        // Outside the transaction: a refusal there must not abort it.
+        self.applier.prepare(client).await?;
         let tx = match begin(client).await? {
             Ok(tx) => tx,
             Err(refused) => return Ok(Err((packets[0].id, refused))),
         };
-        self.applier.prepare(&tx).await?;
         self.applier.begin(packets, full_sync_rows(packets));
         let target = self.applier.target().clone();
         let (mid, after_commit) = applier::crash_points(&target);

@@ -99,6 +99,7 @@ pub(super) fn bench_config(
         upstream: Vec::new(),
         metrics: Default::default(),
         retention: Default::default(),
+        network: Default::default(),
     }
 }
 

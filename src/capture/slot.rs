@@ -26,15 +26,21 @@ const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 /// The slot's confirmed position; errors name the fix when the slot is
 /// missing or in use. A slot still held by a WAL sender that is shutting
-/// down (the previous run's) is waited for, up to [`RELEASE_WAIT`].
+/// down (the previous run's) is waited for, up to [`RELEASE_WAIT`]; one
+/// held by a WAL sender that has heard nothing from its reader for longer
+/// than the deadline (a stream the network lost) is ended.
 pub(super) async fn position(sql: &Client, slot: &str, origin: &Origin) -> Result<Lsn> {
     let deadline = std::time::Instant::now() + RELEASE_WAIT;
+    let lost_after = crate::postgres::deadline().as_secs_f64();
     loop {
         let row = sql
             .query_opt(
-                "SELECT confirmed_flush_lsn, active_pid FROM pg_replication_slots
-                  WHERE slot_name = $1 AND database = current_database()",
-                &[&slot],
+                "SELECT s.confirmed_flush_lsn, s.active_pid,
+                        coalesce(r.reply_time, r.backend_start) < now() - make_interval(secs => $2) AS lost
+                   FROM pg_replication_slots s
+                   LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+                  WHERE s.slot_name = $1 AND s.database = current_database()",
+                &[&slot, &lost_after],
             )
             .await
             .ctx(|| "reading pg_replication_slots".into())?
@@ -47,6 +53,9 @@ pub(super) async fn position(sql: &Client, slot: &str, origin: &Origin) -> Resul
         let active: Option<i32> = row
             .try_get("active_pid")
             .ctx(|| "reading pg_replication_slots".into())?;
+        let lost: Option<bool> = row
+            .try_get("lost")
+            .ctx(|| "reading pg_replication_slots".into())?;
         match active {
             None => {
                 let confirmed: Option<Lsn> = row
@@ -54,6 +63,7 @@ pub(super) async fn position(sql: &Client, slot: &str, origin: &Origin) -> Resul
                     .ctx(|| "reading pg_replication_slots".into())?;
                 return Ok(confirmed.unwrap_or(Lsn::from(0)));
             }
+            Some(pid) if lost == Some(true) => end_lost_sender(sql, slot, pid).await,
             Some(pid) if std::time::Instant::now() >= deadline => {
                 return Err(Error::Setup(format!(
                     "replication slot '{slot}' is in use by process {pid}; is another relaysync worker running? stop it first"
@@ -62,6 +72,37 @@ pub(super) async fn position(sql: &Client, slot: &str, origin: &Origin) -> Resul
             Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// Ends the WAL sender `pid` that holds `slot` for a reader it has not
+/// heard from within the deadline (the server ends it by itself only after
+/// its `wal_sender_timeout`).
+async fn end_lost_sender(sql: &Client, slot: &str, pid: i32) {
+    tracing::warn!(
+        slot,
+        pid,
+        "the slot is held by a stream the network lost; ending its WAL sender"
+    );
+    if let Err(e) = sql
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+    {
+        tracing::warn!(slot, pid, error = %e, "cannot end the WAL sender; waiting for the server's wal_sender_timeout");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Makes an idle server speak on its replication streams: a logical
+/// decoding message (not captured) moves the WAL, and the WAL sender
+/// answers with its keepalive.
+pub(super) async fn heartbeat(sql: &Client) -> Result<()> {
+    sql.execute(
+        "SELECT pg_logical_emit_message(false, 'relaysync.heartbeat', '')",
+        &[],
+    )
+    .await
+    .ctx(|| "sending a heartbeat through the replication stream".into())?;
+    Ok(())
 }
 
 /// The WAL position current now: where a `Mode::Once` run stops.
@@ -191,8 +232,16 @@ fn config(source: &Source, start: Lsn) -> Result<ReplicationConfig> {
     .with_tls(tls.replication()?)
     .with_start_lsn(to_wire(start))
     .with_ack_lsn(to_wire(start))
-    // Pin the text forms the packet encoder parses.
-    .with_options("-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex")
+    // Pin the text forms the packet encoder parses; and as this connection's
+    // socket takes no options from here, have the server's end find a lost
+    // connection: its keepalives, and a WAL sender that hears nothing for
+    // twice the deadline ends.
+    .with_options(format!(
+        "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex \
+         -c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3 \
+         -c wal_sender_timeout={}",
+        (crate::postgres::deadline() * 2).as_millis()
+    ))
     .with_status_interval(STATUS_INTERVAL)
     .with_wakeup_interval(Duration::from_secs(1))
     .with_buffer_size(4096)

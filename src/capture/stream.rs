@@ -69,6 +69,8 @@ enum Wake {
     Shutdown,
     Event(Result<Event>),
     Tick,
+    /// The stream has said nothing for a while.
+    Quiet,
 }
 
 /// The state of one capture run.
@@ -94,6 +96,11 @@ struct Capture<'a> {
     /// When full-sync requests were last looked for (None: at once).
     last_requests_check: Option<Instant>,
     last_progress: Instant,
+    /// When the stream last said something (or the loop was last busy
+    /// storing): its silence is measured from here.
+    heard: Instant,
+    /// Whether a heartbeat was sent since `heard`.
+    pinged: bool,
 }
 
 impl<'a> Capture<'a> {
@@ -128,6 +135,8 @@ impl<'a> Capture<'a> {
             last_idle_record: now,
             last_requests_check: None,
             last_progress: now,
+            heard: now,
+            pinged: false,
         }
     }
 
@@ -148,7 +157,10 @@ impl<'a> Capture<'a> {
         let idle = tokio::time::sleep(linger);
         tokio::pin!(idle);
         let mut idle_armed = false;
+        let quiet = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(quiet);
         loop {
+            quiet.as_mut().reset(self.quiet_deadline().into());
             if self.requests_due() {
                 self.serve_requests().await?;
             }
@@ -160,12 +172,18 @@ impl<'a> Capture<'a> {
                 event = self.stream.recv() => Wake::Event(event),
                 _ = tick.tick(), if streaming => Wake::Tick,
                 _ = &mut idle, if idle_armed => Wake::Tick,
+                _ = &mut quiet => Wake::Quiet,
             };
             let committed = matches!(wake, Wake::Event(Ok(Event::Commit { .. })));
             let flow = match wake {
                 Wake::Shutdown => ControlFlow::Break(()),
-                Wake::Event(event) => self.on_event(event?).await?,
+                Wake::Event(event) => {
+                    let event = event?;
+                    self.heard();
+                    self.on_event(event).await?
+                }
                 Wake::Tick => self.on_tick().await?,
+                Wake::Quiet => self.on_quiet().await?,
             };
             idle_armed = streaming && !self.position.in_txn() && self.position.pending();
             if idle_armed && committed {
@@ -192,6 +210,51 @@ impl<'a> Capture<'a> {
             Some(t) => idle.max(t + STREAM_FLUSH_EVERY),
             None => idle,
         }
+    }
+
+    /// The stream said something: the worker is getting somewhere.
+    fn heard(&mut self) {
+        self.heard = Instant::now();
+        self.pinged = false;
+        crate::health::delivered();
+    }
+
+    /// When the stream's silence calls for a heartbeat (a third of the
+    /// deadline), then for giving it up (the deadline).
+    fn quiet_deadline(&self) -> Instant {
+        let deadline = crate::postgres::deadline();
+        match self.pinged {
+            false => self.heard + deadline / 3,
+            true => self.heard + deadline,
+        }
+    }
+
+    /// The stream has been silent: an idle server sends nothing (it hears
+    /// our confirmations), so a heartbeat makes it speak; silent past the
+    /// deadline even so, the stream is dead.
+    async fn on_quiet(&mut self) -> Result<ControlFlow<()>> {
+        let deadline = self.heard + crate::postgres::deadline();
+        let silent = || crate::error::Error::StreamSilent {
+            role: self.source.origin.role(),
+            silent: self.heard.elapsed(),
+        };
+        if Instant::now() >= deadline {
+            crate::telemetry::connection_lost(self.source.origin.role());
+            return Err(silent());
+        }
+        if !self.pinged {
+            // On a connection of the same server: lost too, perhaps.
+            let ping = slot::heartbeat(self.sql);
+            if tokio::time::timeout_at(deadline.into(), ping)
+                .await
+                .is_err()
+            {
+                crate::telemetry::connection_lost(self.source.origin.role());
+                return Err(silent());
+            }
+            self.pinged = true;
+        }
+        Ok(ControlFlow::Continue(()))
     }
 
     async fn on_event(&mut self, event: Event) -> Result<ControlFlow<()>> {
@@ -359,6 +422,9 @@ impl<'a> Capture<'a> {
         }
         self.position.stored_through(through);
         self.stream.confirm(through);
+        // Time spent storing is not the stream's silence.
+        self.heard = Instant::now();
+        self.pinged = false;
         Ok(())
     }
 

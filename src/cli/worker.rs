@@ -21,7 +21,7 @@ async fn serve_metrics(cfg: &Config, args: &RunArgs) -> Result<Option<Health>> {
         })?,
         (None, None) => return Ok(None),
     };
-    let health = Health::new(cfg.interval()?);
+    let health = Health::new(cfg.interval()?, cfg.deadline()?);
     telemetry::serve(addr, telemetry::install()?, health.clone()).await?;
     Ok(Some(health))
 }

@@ -34,6 +34,17 @@ fn default_max_offline() -> String {
     "30d".into()
 }
 
+/// `[network]`: how long a connection may go without an answer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// A round trip (query, COPY, fetch) silent this long while its server
+    /// is not running the statement, or a replication stream silent this
+    /// long, is a lost connection: dropped, and the step retried on a new
+    /// one. Default "30s".
+    pub deadline: Option<String>,
+}
+
 /// `[metrics]`: where `ho run` and `pos run` serve `/metrics` and `/health`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

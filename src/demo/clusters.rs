@@ -131,6 +131,7 @@ impl Clusters {
             ],
             metrics: Default::default(),
             retention: Default::default(),
+            network: Default::default(),
         }
     }
 }

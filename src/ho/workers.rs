@@ -157,6 +157,10 @@ impl Worker for UpMerger {
 
     async fn cycle(&mut self, _shutdown: watch::Receiver<bool>) -> Result<()> {
         self.wake.listen(&self.cfg.relay()?.url).await;
+        if self.wake.lost() {
+            // Its relay connection, opened alike, is suspect too.
+            self.open = None;
+        }
         let (sql, relay, consumer) = match self.open.as_mut() {
             Some(o) => o,
             None => {

@@ -130,9 +130,14 @@ impl<R: FnMut(&Summary)> PosWorker<R> {
         self.interval.is_zero() && !self.cfg.upstream.is_empty()
     }
 
+    /// LISTENs (streaming); a LISTEN connection the network lost means
+    /// the session's relay connection is suspect too: a new session.
     async fn listen(&mut self) -> Result<()> {
         if self.interval.is_zero() {
             self.wake.listen(&self.cfg.relay()?.url).await;
+            if self.wake.lost() {
+                self.session = None;
+            }
         }
         Ok(())
     }

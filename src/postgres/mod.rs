@@ -2,9 +2,14 @@
 //! LSNs, quoting.
 
 pub(crate) mod migrations;
+mod net;
 pub(crate) mod tls;
 mod tx;
 mod url;
+mod watch;
+
+pub use net::{deadline, set_deadline, DEFAULT_DEADLINE};
+pub(crate) use net::{tcp_settings, TCP_KEYS};
 
 pub(crate) use tx::Tx;
 
@@ -19,21 +24,47 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{Error, Result};
 
-/// The URL's settings and its TLS connector.
+/// The URL's settings and its TLS connector. Each connection gets an
+/// `application_name` of its own (`relaysync-ROLE PID.N`): the deadline's
+/// probe finds its server process by it.
 fn prepare(role: &'static str, url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect)> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let (mut config, tls) = tls::parse(role, url)?;
-    config.application_name(format!("relaysync-{role}"));
-    config.connect_timeout(std::time::Duration::from_secs(10));
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    config.application_name(format!("relaysync-{role} {}{n}", own_prefix_of()));
+    config.connect_timeout(Duration::from_secs(10));
     let connector = MakeRustlsConnect::new(tls.client_config()?);
     Ok((config, connector))
+}
+
+/// What the `application_name` of every connection this process opens
+/// ends with, but for its number: `PID.`.
+fn own_prefix_of() -> String {
+    format!("{}.", std::process::id())
+}
+
+/// The start of the `application_name`s of this process's connections
+/// (`relaysync-ROLE PID.`), as a LIKE pattern's start (`_` for the role).
+pub(crate) fn own_prefix() -> String {
+    format!("relaysync-% {}", own_prefix_of())
 }
 
 /// A failed connection as an error: a TLS problem names its fix.
 fn connect_error(
     role: &'static str,
     config: &tokio_postgres::Config,
-    source: tokio_postgres::Error,
+    failure: net::Failure,
 ) -> Error {
+    let source = match failure {
+        net::Failure::Pg(source) => source,
+        net::Failure::Io(source) => {
+            return Error::Unreachable {
+                role,
+                target: describe(config),
+                source,
+            }
+        }
+    };
     match tls::fix_for(role, &source) {
         Some(fix) => Error::Setup(format!(
             "cannot connect to the {role} database at {}: {fix}",
@@ -48,33 +79,35 @@ fn connect_error(
 }
 
 /// Opens an SQL connection for `role` ("ho", "relay" or "pos") and drives it
-/// in the background.
+/// in the background, with TCP keepalives and the round-trip deadline
+/// (`[network] deadline`).
 pub async fn connect(role: &'static str, url: &str) -> Result<Client> {
     let (config, connector) = prepare(role, url)?;
-    let (client, connection) = config
-        .connect(connector)
+    net::connect(role, &config, &connector)
         .await
-        .map_err(|source| connect_error(role, &config, source))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(role, error = %e, "connection closed");
-        }
-    });
-    Ok(client)
+        .map_err(|failure| connect_error(role, &config, failure))
 }
 
 /// A connection that LISTENs on a channel; each notification wakes `recv`.
+/// It is pinged every third of the deadline (and given half of it to
+/// answer), so that a connection the network dropped silently is found
+/// (and closed) like any other.
 pub struct Listener {
-    _client: Client,
     rx: tokio::sync::mpsc::Receiver<()>,
+    ping: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.ping.abort();
+    }
 }
 
 impl Listener {
-    /// Waits for the next notification (forever, if the connection is gone).
+    /// Waits for the next notification, or for the connection to be gone
+    /// (a wake-up too: the caller opens a new one).
     pub async fn recv(&mut self) {
-        if self.rx.recv().await.is_none() {
-            std::future::pending::<()>().await;
-        }
+        let _ = self.rx.recv().await;
     }
 
     /// Whether the connection is gone (no notification will come).
@@ -90,10 +123,13 @@ impl Listener {
 
 /// A streaming worker's wake-up: a NOTIFY on a relay channel, or a pause,
 /// whichever comes first. The LISTEN connection is opened again whenever it
-/// is gone (the relay restarted, say); until then every wait is the pause.
+/// is gone (the relay restarted, or the network lost it); until then every
+/// wait is the pause.
 pub struct Wake {
     channel: &'static str,
     listener: Option<Listener>,
+    /// The LISTEN connection was lost since [`Wake::lost`] was last asked.
+    lost: bool,
 }
 
 impl Wake {
@@ -101,13 +137,16 @@ impl Wake {
         Wake {
             channel,
             listener: None,
+            lost: false,
         }
     }
 
     /// LISTENs on the relay at `url`, unless already listening.
     pub async fn listen(&mut self, url: &str) {
-        if self.listener.as_ref().is_some_and(|l| !l.is_closed()) {
-            return;
+        match &self.listener {
+            Some(l) if !l.is_closed() => return,
+            Some(_) => self.lost = true,
+            None => {}
         }
         self.listener = match listen(url, self.channel).await {
             Ok(l) => Some(l),
@@ -118,8 +157,14 @@ impl Wake {
         };
     }
 
-    /// Waits for a notification or `pause`, and takes every notification
-    /// pending: one wake-up serves them all.
+    /// Whether the LISTEN connection was lost since last asked: the
+    /// worker's other relay connections, opened alike, are suspect too.
+    pub fn lost(&mut self) -> bool {
+        std::mem::take(&mut self.lost)
+    }
+
+    /// Waits for a notification, the LISTEN connection's loss, or `pause`,
+    /// and takes every notification pending: one wake-up serves them all.
     pub async fn wait(&mut self, pause: Duration) {
         match self.listener.as_mut() {
             Some(l) => {
@@ -141,13 +186,23 @@ pub async fn listen(url: &str, channel: &str) -> Result<Listener> {
     let (client, mut connection) = config
         .connect(connector)
         .await
-        .map_err(|source| connect_error("relay", &config, source))?;
+        .map_err(|source| connect_error("relay", &config, net::Failure::Pg(source)))?;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = messages.next().await {
-            if let tokio_postgres::AsyncMessage::Notification(_) = message {
-                let _ = tx.try_send(());
+        let mut closed = closed;
+        loop {
+            tokio::select! {
+                message = messages.next() => match message {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                        let _ = tx.try_send(());
+                    }
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+                // The pinger gave up on the connection.
+                _ = &mut closed => break,
             }
         }
     });
@@ -158,10 +213,19 @@ pub async fn listen(url: &str, channel: &str) -> Result<Listener> {
             context: format!("LISTEN {channel}"),
             source,
         })?;
-    Ok(Listener {
-        _client: client,
-        rx,
-    })
+    let ping = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(deadline() / 3).await;
+            let pinged = tokio::time::timeout(deadline() / 2, client.simple_query("")).await;
+            if !matches!(pinged, Ok(Ok(_))) {
+                crate::telemetry::connection_lost("relay");
+                tracing::warn!("the LISTEN connection to the relay did not answer within [network] deadline; opening a new one");
+                let _ = closed_tx.send(());
+                return;
+            }
+        }
+    });
+    Ok(Listener { rx, ping })
 }
 
 /// `host:port/database` of a connection config, without secrets.

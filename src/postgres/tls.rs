@@ -55,6 +55,9 @@ pub(crate) fn parse(section: &str, url: &str) -> Result<(tokio_postgres::Config,
         ))
     };
     let (rest, pairs) = split_options(url);
+    let (tcp, pairs): (Vec<_>, Vec<_>) = pairs
+        .into_iter()
+        .partition(|(k, _)| super::TCP_KEYS.contains(&k.as_str()));
     let mut tls = Tls::default();
     for (key, value) in pairs {
         match key.as_str() {
@@ -82,6 +85,7 @@ pub(crate) fn parse(section: &str, url: &str) -> Result<(tokio_postgres::Config,
         return Err(bad("sslcert and sslkey go together".into()));
     }
     let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| bad(e.to_string()))?;
+    super::tcp_settings(&mut config, &tcp).map_err(bad)?;
     config.ssl_mode(match tls.mode {
         SslMode::Disable => tokio_postgres::config::SslMode::Disable,
         SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -90,7 +94,11 @@ pub(crate) fn parse(section: &str, url: &str) -> Result<(tokio_postgres::Config,
     Ok((config, tls))
 }
 
-/// Takes the TLS options out of `url`: the URL without them, and them
+fn taken_key(key: &str) -> bool {
+    KEYS.contains(&key) || super::TCP_KEYS.contains(&key)
+}
+
+/// Takes the TLS and TCP options out of `url`: the URL without them, and them
 /// (values percent-decoded).
 fn split_options(url: &str) -> (String, Vec<(String, String)>) {
     let mut taken = Vec::new();
@@ -101,7 +109,7 @@ fn split_options(url: &str) -> (String, Vec<(String, String)>) {
         let mut kept = Vec::new();
         for pair in query.split('&') {
             match pair.split_once('=') {
-                Some((k, v)) if KEYS.contains(&k) => taken.push((k.to_string(), decode(v))),
+                Some((k, v)) if taken_key(k) => taken.push((k.to_string(), decode(v))),
                 _ => kept.push(pair),
             }
         }
@@ -116,7 +124,7 @@ fn split_options(url: &str) -> (String, Vec<(String, String)>) {
     let mut kept = Vec::new();
     for token in url.split_whitespace() {
         match token.split_once('=') {
-            Some((k, v)) if KEYS.contains(&k) => {
+            Some((k, v)) if taken_key(k) => {
                 taken.push((k.to_string(), v.trim_matches('\'').to_string()))
             }
             _ => kept.push(token),

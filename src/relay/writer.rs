@@ -167,11 +167,10 @@ impl<'a> Writer<'a> {
             } else if self.sites.iter().any(|s| s == part.target) {
                 out.targets.push(part.target.to_string());
             } else {
-                tracing::warn!(
-                    table = %part.shape.name,
-                    site = %part.target,
-                    rows = part.changes.len(),
-                    "rows routed to a site that is not registered are not stored; `relaysync site add` it, and its first sync loads them"
+                let _ = crate::telemetry::rows_unregistered(
+                    &part.shape.name,
+                    part.target,
+                    part.changes.len() as u64,
                 );
                 continue;
             }

@@ -3,6 +3,9 @@
 //! `relaysync` binary run as users run it.
 #![allow(dead_code)]
 
+pub mod http;
+pub mod proxy;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
