@@ -11,7 +11,7 @@ use super::{json, summary};
 pub async fn run(cfg: &Config, site: Option<String>, as_json: bool) -> Result<()> {
     let relay = Relay::connect(&cfg.relay()?.url).await?;
     let Some(site) = site else {
-        let view = service::status(&relay).await?;
+        let view = service::status(&relay, service::stall_after(cfg)?).await?;
         if as_json {
             json::print(&view);
             return Ok(());

@@ -119,6 +119,9 @@ pub fn status(statuses: &[SiteStatus]) {
                 humantime::format_rfc3339_seconds(at)
             ),
             (Some(e), None) => format!("{e} (retry: relaysync pos sync --once)"),
+            (None, None) if s.state == "Stalled" => format!(
+                "last ack {last}; packets wait: check that the site's worker runs and reaches the relay"
+            ),
             (None, None) => last,
         };
         println!(

@@ -56,7 +56,8 @@ pub(super) async fn check(cfg: &Config, report: &mut Report) -> Option<SystemTim
             return None;
         }
     };
-    check_sites(&relay, report).await;
+    let stall_after = crate::service::stall_after(cfg).unwrap_or(SILENT_AFTER);
+    check_sites(&relay, stall_after, report).await;
     match relay.health().await {
         Ok(h) => {
             check_tls(report, "relay", &url, h.ssl);
@@ -77,7 +78,7 @@ pub(super) async fn check(cfg: &Config, report: &mut Report) -> Option<SystemTim
 }
 
 /// Failed sites, and sites that have been silent while packets wait.
-async fn check_sites(relay: &Relay, report: &mut Report) {
+async fn check_sites(relay: &Relay, stall_after: Duration, report: &mut Report) {
     report.ran("sites");
     let statuses = match relay.site_status().await {
         Ok(s) => s,
@@ -91,9 +92,22 @@ async fn check_sites(relay: &Relay, report: &mut Report) {
             );
             continue;
         }
+        let mut stalled = s.clone();
+        stalled.stalled_after(stall_after);
         let silent = s.pending > 0
             && s.lag_seconds
                 .is_some_and(|lag| lag > SILENT_AFTER.as_secs_f64());
+        if stalled.state == "Stalled" && !silent {
+            report.warn(
+                "sites",
+                format!(
+                    "site {} has acked nothing for over {} s while {} packet(s) wait; check that its worker runs and reaches the relay (its log and /health)",
+                    s.site,
+                    stall_after.as_secs(),
+                    s.pending
+                ),
+            );
+        }
         if silent {
             report.warn(
                 "sites",

@@ -13,7 +13,9 @@ use crate::protocol::sql::*;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SiteStatus {
     pub site: String,
-    /// `Not started`, `In progress`, `Success`, `Failed` or `Expired`.
+    /// `Not started`, `In progress`, `Stalled` (acks stopped while packets
+    /// wait, see [`SiteStatus::stalled_after`]), `Success`, `Failed` or
+    /// `Expired`.
     #[serde(rename = "status")]
     pub state: &'static str,
     /// Highest packet the site has applied.
@@ -53,6 +55,19 @@ impl Relay {
 }
 
 impl SiteStatus {
+    /// `Stalled` instead of `In progress` when the oldest packet waiting is
+    /// older than `after` and the site has acked nothing for as long: its
+    /// worker is down, or cut off from the relay.
+    pub fn stalled_after(&mut self, after: std::time::Duration) {
+        let waited = self.lag_seconds.is_some_and(|l| l > after.as_secs_f64());
+        let silent = self
+            .last_success
+            .is_none_or(|t| t.elapsed().is_ok_and(|e| e > after));
+        if self.state == "In progress" && waited && silent {
+            self.state = "Stalled";
+        }
+    }
+
     /// A row of [`site_status_sql`], its state decided.
     fn from_row(r: &Row) -> Result<SiteStatus> {
         let t = "relay status";
@@ -246,5 +261,41 @@ impl Relay {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn waiting(lag: f64, acked_ago: Option<u64>) -> SiteStatus {
+        SiteStatus {
+            site: "s1".into(),
+            state: "In progress",
+            applied_through: Some(7),
+            pending: 3,
+            lag_seconds: Some(lag),
+            last_success: acked_ago.map(|s| SystemTime::now() - Duration::from_secs(s)),
+            error: None,
+            expired_at: None,
+        }
+    }
+
+    #[test]
+    fn a_site_whose_acks_stopped_while_packets_wait_is_stalled() {
+        let after = Duration::from_secs(120);
+        let cases = [
+            (waiting(300.0, Some(600)), "Stalled"),
+            (waiting(300.0, None), "Stalled"),
+            // It acked lately: busy, not stalled.
+            (waiting(300.0, Some(10)), "In progress"),
+            // Packets are fresh.
+            (waiting(30.0, Some(600)), "In progress"),
+        ];
+        for (mut s, state) in cases {
+            s.stalled_after(after);
+            assert_eq!(s.state, state, "{s:?}");
+        }
     }
 }

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 pub use records::{events, received, sent, Events, Packets};
 pub use requests::{push, repair, resync, verify, Repairs, Requested, Sites};
-pub use status::{site_detail, status, verify_results, SiteDetail, Status, VerifyResults};
+pub use status::{
+    site_detail, stall_after, status, verify_results, SiteDetail, Status, VerifyResults,
+};
 pub use sync::SyncReport;
 
 use crate::error::{Error, Result};

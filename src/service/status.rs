@@ -1,5 +1,8 @@
 //! Each site's status, one site's tables, and the latest verify results.
 
+use std::time::Duration;
+
+use crate::config::Config;
 use crate::error::Result;
 use crate::relay::{Relay, SiteStatus, TableStatus, VerifyResult};
 
@@ -11,9 +14,14 @@ pub struct Status {
     pub drift: Vec<VerifyResult>,
 }
 
-/// The status of every registered site.
-pub async fn status(relay: &Relay) -> Result<Status> {
-    let sites = relay.site_status().await?;
+/// The status of every registered site; one whose acks stopped for longer
+/// than `stall_after` while packets wait is `Stalled` (see
+/// [`stall_after`]).
+pub async fn status(relay: &Relay, stall_after: Duration) -> Result<Status> {
+    let mut sites = relay.site_status().await?;
+    for s in &mut sites {
+        s.stalled_after(stall_after);
+    }
     let drift = relay
         .verify_results(&[])
         .await?
@@ -21,6 +29,14 @@ pub async fn status(relay: &Relay) -> Result<Status> {
         .filter(VerifyResult::drifted)
         .collect();
     Ok(Status { sites, drift })
+}
+
+/// How long a site may leave packets waiting without an ack before it is
+/// `Stalled`: two sync intervals and two network deadlines, at least two
+/// minutes (a streaming site acks within seconds).
+pub fn stall_after(cfg: &Config) -> Result<Duration> {
+    let each = cfg.interval()? + cfg.deadline()?;
+    Ok((each * 2).max(Duration::from_secs(120)))
 }
 
 /// One site's tables ("categories").
