@@ -260,12 +260,27 @@ async fn site_add_creates_a_role_and_site_remove_revokes_it_with_its_pending_wor
            AND pg_has_role(r.oid, 'relaysync_site', 'MEMBER')"
     );
     assert_eq!(count(&relay, &member).await, 1);
-    // A second site cannot take a role that exists.
-    assert!(!bed
-        .run(0, &["site", "add", "shop_7.b"])
+    // A second site whose code maps to the same role is refused, and the
+    // fix it names works.
+    let refused = bed.run(0, &["site", "add", "shop_7.b"]).await;
+    assert!(!refused.status.success());
+    let advice = String::from_utf8_lossy(&refused.stderr);
+    let own = advice
+        .split("--role ")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or_else(|| panic!("no role named in: {advice}"));
+    assert_ne!(own, role, "{advice}");
+    relay
+        .batch_execute(&format!("CREATE ROLE {own} LOGIN PASSWORD 'x'"))
         .await
-        .status
-        .success());
+        .unwrap();
+    bed.ok(0, &["site", "add", "shop_7.b", "--role", own]).await;
+    bed.ok(0, &["site", "remove", "shop_7.b"]).await;
+    relay
+        .batch_execute(&format!("DROP ROLE {own}"))
+        .await
+        .unwrap();
     // A generated password, printed once.
     let out = bed.ok(0, &["site", "add", "gen-1"]).await;
     assert!(out

@@ -60,6 +60,13 @@ pub fn role_name(code: &str) -> Result<String> {
     Ok(name)
 }
 
+/// A role name for a site whose code maps to `taken`, another site's role.
+fn own_role_name(taken: &str) -> String {
+    let mut base = taken.to_string();
+    base.truncate(60);
+    format!("{base}_2")
+}
+
 /// What `add_site` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Added {
@@ -151,9 +158,22 @@ impl Relay {
             .await
             .ctx(|| "looking up the site's relay role".into())?;
         match (role, row) {
-            (SiteRole::Create { .. }, Some(_)) => Err(Error::Setup(format!(
-                "role {name} exists already; bind it with `relaysync site add {code} --role {name}`, or drop it"
-            ))),
+            (SiteRole::Create { .. }, Some(r)) => {
+                let bound_to: Option<String> = get(&r, "bound_to", "relay.sites")?;
+                Err(Error::Setup(match bound_to {
+                    // Codes that differ in case or punctuation only map to
+                    // one role name.
+                    Some(other) => {
+                        let own = own_role_name(name);
+                        format!(
+                            "site code '{code}' maps to role {name}, which is site '{other}''s relay role already; give this site a role of its own: CREATE ROLE {own} LOGIN PASSWORD '…', then `relaysync site add {code} --role {own}`"
+                        )
+                    }
+                    None => format!(
+                        "role {name} exists already; bind it with `relaysync site add {code} --role {name}`, or drop it"
+                    ),
+                }))
+            }
             (SiteRole::Create { .. }, None) => Ok(()),
             (SiteRole::Bind(_), None) => Err(Error::Setup(format!(
                 "role {name} does not exist; create it (CREATE ROLE {name} LOGIN PASSWORD …) or leave out --role"
