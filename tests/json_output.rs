@@ -99,3 +99,25 @@ async fn sync_status_and_events_print_one_json_object() {
     let bad = bed.run(0, &["packets", "--status", "DONE"]).await;
     assert_eq!(bad.status.code(), Some(1));
 }
+
+/// A site that applied packets is never "Not started": acks rewritten to
+/// FAILED without an error text make it Failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_that_applied_packets_is_never_not_started() {
+    let bed = Bed::new("started", SCHEMA, &[("public.items", "all")], "").await;
+    bed.setup().await;
+    bed.relay()
+        .await
+        .batch_execute("UPDATE relay.acks SET status = 'FAILED', error = NULL WHERE site = 's1'")
+        .await
+        .unwrap();
+    let status = json(&bed, 0, &["status"]).await;
+    let s1 = status["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["site"] == "s1")
+        .unwrap();
+    assert_eq!(s1["status"], "Failed", "{status}");
+    assert!(s1["error"].as_str().is_some(), "{status}");
+}

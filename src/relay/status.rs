@@ -74,6 +74,7 @@ impl SiteStatus {
         let pending: i64 = get(r, "pending", t)?;
         let error: Option<String> = get(r, "error", t)?;
         let unserved_first: bool = get(r, "unserved_first", t)?;
+        let started: bool = get(r, "started", t)?;
         let open_requests: i64 = get(r, "open", t)?;
         let expired_at: Option<SystemTime> = get(r, "expired_at", t)?;
         let applied_through: Option<i64> = get(r, "applied_through", t)?;
@@ -81,8 +82,8 @@ impl SiteStatus {
             "Expired"
         } else if error.is_some() {
             "Failed"
-        } else if unserved_first || applied_through.is_none() {
-            // Never applied a packet: its worker has not run yet.
+        } else if !started && (unserved_first || applied_through.is_none()) {
+            // Never acked a packet: its worker has not run yet.
             "Not started"
         } else if pending > 0 || open_requests > 0 {
             "In progress"
@@ -119,9 +120,11 @@ fn site_status_sql() -> String {
                                  s.last_ack_floor) AS last_success,
                         pend.n + coalesce(l.n, 0) AS pending,
                         extract(epoch FROM now() - least(pend.oldest, l.oldest))::float8 AS lag_seconds,
-                        (SELECT 'packet ' || a.packet_id || ': ' || a.error FROM relay.acks a
+                        (SELECT 'packet ' || a.packet_id || ': ' || coalesce(a.error, 'failed, with no error given') FROM relay.acks a
                           WHERE a.site = s.code AND a.status = {ACK_FAILED} ORDER BY a.packet_id LIMIT 1) AS error,
-                        req.unserved_first, req.open
+                        req.unserved_first, req.open,
+                        s.applied_floor IS NOT NULL
+                          OR EXISTS (SELECT 1 FROM relay.acks a WHERE a.site = s.code) AS started
                    FROM relay.sites s
                    CROSS JOIN LATERAL (
                      SELECT greatest((SELECT max(a.packet_id) FROM relay.acks a
