@@ -34,8 +34,11 @@ async fn processed_packets_are_purged_and_status_survives() {
         "[retention]\nkeep_acked = \"1h\"\n",
     )
     .await;
-    bed.setup().await;
     let ho = bed.ho().await;
+    ho.batch_execute("INSERT INTO public.items VALUES (10, 'x'), (11, 'y'), (12, 'z')")
+        .await
+        .unwrap();
+    bed.setup().await;
     ho.batch_execute("INSERT INTO public.items VALUES (1, 'a'), (2, 'b')")
         .await
         .unwrap();
@@ -43,12 +46,21 @@ async fn processed_packets_are_purged_and_status_survives() {
     bed.ok(0, &["pos", "sync", "--once"]).await;
     bed.ok(0, &["ho", "sync", "--once"]).await;
     let before = status(&bed).await;
+    let tables = || async {
+        let out = bed.ok(0, &["status", "--site", "s1", "--json"]).await;
+        serde_json::from_str::<Value>(out.trim()).unwrap()
+    };
     let relay = bed.relay().await;
     // Everything written so far is two hours old.
     relay
         .batch_execute("UPDATE relay.packets SET created_at = created_at - interval '2 hours'")
         .await
         .unwrap();
+    let tables_before = tables().await;
+    let items = &tables_before["tables"][0];
+    assert_eq!(items["status"], "Success", "{tables_before}");
+    assert_eq!(items["full_sync_rows"], 3, "{tables_before}");
+    assert!(items["last_delta"].as_i64().is_some(), "{tables_before}");
     ho.batch_execute(
         "UPDATE relaysync.sent_packets SET created_at = created_at - interval '2 hours'",
     )
@@ -79,6 +91,8 @@ async fn processed_packets_are_purged_and_status_survives() {
         "{after}"
     );
     assert_eq!(site(&after, "s2")["status"], "In progress", "{after}");
+    // The per-table history outlives the packets it came from.
+    assert_eq!(tables().await, tables_before);
     // s2 still gets its packet.
     bed.ok(1, &["pos", "sync", "--once"]).await;
     assert_same(

@@ -8,6 +8,42 @@ use crate::error::{DbContext, Result};
 use crate::protocol::sql::*;
 use crate::protocol::SyncReason;
 
+/// The purge's record of what each site applied of the doomed packets, per
+/// table (`relay.table_history`, read by `status --site`): its latest full
+/// sync (a group purged over several batches adds up) and latest delta.
+fn history_sql() -> String {
+    format!(
+        "done AS (
+       SELECT a.site, pp.table_name, p.id, p.kind, p.group_id, p.created_at, pp.row_count
+         FROM doomed d JOIN relay.packets p ON p.id = d.id
+         JOIN relay.acks a ON a.packet_id = p.id AND a.status = {ACKED}
+         JOIN relay.packet_parts pp ON pp.packet_id = p.id AND pp.target IN (a.site, {ALL})
+        WHERE p.direction = {DOWN}
+     ), latest AS (
+       SELECT site, table_name,
+              max(group_id) FILTER (WHERE kind = {SNAPSHOT}) AS full_group,
+              max(id) FILTER (WHERE kind = {DELTA}) AS last_delta
+         FROM done GROUP BY site, table_name
+     ), history AS (
+       INSERT INTO relay.table_history AS h (site, table_name, full_group, full_at, full_raw_rows, last_delta)
+       SELECT l.site, l.table_name, l.full_group, f.at, f.raw, l.last_delta
+         FROM latest l
+         LEFT JOIN LATERAL (SELECT max(x.created_at) AS at, sum(x.row_count)::int8 AS raw FROM done x
+                             WHERE x.site = l.site AND x.table_name = l.table_name
+                               AND x.kind = {SNAPSHOT} AND x.group_id = l.full_group) f ON true
+       ON CONFLICT (site, table_name) DO UPDATE SET
+         full_at = CASE WHEN EXCLUDED.full_group IS NULL OR EXCLUDED.full_group < h.full_group THEN h.full_at
+                        WHEN EXCLUDED.full_group = h.full_group THEN greatest(h.full_at, EXCLUDED.full_at)
+                        ELSE EXCLUDED.full_at END,
+         full_raw_rows = CASE WHEN EXCLUDED.full_group IS NULL OR EXCLUDED.full_group < h.full_group THEN h.full_raw_rows
+                              WHEN EXCLUDED.full_group = h.full_group THEN h.full_raw_rows + EXCLUDED.full_raw_rows
+                              ELSE EXCLUDED.full_raw_rows END,
+         full_group = greatest(h.full_group, EXCLUDED.full_group),
+         last_delta = greatest(h.last_delta, EXCLUDED.last_delta)
+     )"
+    )
+}
+
 /// Packets purged per statement: each statement is short, so capture and
 /// apply never wait long on the purge.
 const PURGE_BATCH: i64 = 1000;
@@ -37,8 +73,9 @@ impl Relay {
                                  FROM relay.acks a JOIN doomed d ON d.id = a.packet_id
                                 WHERE a.status = {ACKED} GROUP BY a.site) f
                         WHERE s.code = f.site
-                     )
-                     DELETE FROM relay.packets p USING doomed d WHERE p.id = d.id RETURNING p.id"),
+                     ), {history}
+                     DELETE FROM relay.packets p USING doomed d WHERE p.id = d.id RETURNING p.id",
+                     history = history_sql()),
                     &[&keep.as_secs_f64(), &PURGE_BATCH],
                 )
                 .await

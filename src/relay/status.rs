@@ -228,15 +228,21 @@ impl Relay {
                      FROM mine WHERE kind = {SNAPSHOT} AND done ORDER BY table_name, group_id DESC
                  )
                  SELECT t.name AS table_name,
+                        (SELECT l.group_id FROM last_full l WHERE l.table_name = t.name) AS live_group,
                         (SELECT max(m.created_at) FROM mine m JOIN last_full l USING (table_name, group_id)
-                          WHERE m.table_name = t.name) AS last_full_sync,
-                        (SELECT greatest(sum(m.row_count) - 1, 0)::int8 FROM mine m JOIN last_full l USING (table_name, group_id)
-                          WHERE m.table_name = t.name) AS full_sync_rows,
-                        (SELECT max(m.id) FROM mine m WHERE m.table_name = t.name AND m.kind = {DELTA} AND m.done) AS last_delta,
+                          WHERE m.table_name = t.name) AS live_at,
+                        (SELECT sum(m.row_count)::int8 FROM mine m JOIN last_full l USING (table_name, group_id)
+                          WHERE m.table_name = t.name) AS live_raw,
+                        h.full_group, h.full_at, h.full_raw_rows,
+                        greatest(h.last_delta, (SELECT max(m.id) FROM mine m
+                          WHERE m.table_name = t.name AND m.kind = {DELTA} AND m.done)) AS last_delta,
                         (SELECT count(DISTINCT m.id) FROM mine m WHERE m.table_name = t.name AND NOT m.done) AS pending,
                         (SELECT min('packet ' || m.id || ': ' || m.error) FROM mine m
                           WHERE m.table_name = t.name AND m.error IS NOT NULL) AS error
-                   FROM relay.tables t ORDER BY t.name"),
+                   FROM relay.tables t
+                   -- what purged packets left of it
+                   LEFT JOIN relay.table_history h ON h.site = $1 AND h.table_name = t.name
+                  ORDER BY t.name"),
                 &[&site],
             )
             .await
@@ -244,7 +250,7 @@ impl Relay {
         let t = "relay table status";
         rows.iter()
             .map(|r| {
-                let last_full_sync: Option<SystemTime> = get(r, "last_full_sync", t)?;
+                let (last_full_sync, raw_rows) = last_full_sync(r)?;
                 let pending: i64 = get(r, "pending", t)?;
                 let error: Option<String> = get(r, "error", t)?;
                 let state = match (&error, last_full_sync, pending) {
@@ -257,7 +263,8 @@ impl Relay {
                     table: get(r, "table_name", t)?,
                     state,
                     last_full_sync,
-                    full_sync_rows: get(r, "full_sync_rows", t)?,
+                    // The rows counted include one for the group's start.
+                    full_sync_rows: Some(raw_rows.map_or(0, |n| (n - 1).max(0))),
                     last_delta: get(r, "last_delta", t)?,
                     pending,
                     error,
@@ -265,6 +272,31 @@ impl Relay {
             })
             .collect()
     }
+}
+
+/// The latest full sync a site applied of a table, from the packets still
+/// in the relay and the history purged ones left: when it was written, and
+/// its parts' rows as counted (a group partly purged adds up).
+fn last_full_sync(r: &Row) -> Result<(Option<SystemTime>, Option<i64>)> {
+    let t = "relay table status";
+    let live: (Option<i64>, Option<SystemTime>, Option<i64>) = (
+        get(r, "live_group", t)?,
+        get(r, "live_at", t)?,
+        get(r, "live_raw", t)?,
+    );
+    let kept: (Option<i64>, Option<SystemTime>, Option<i64>) = (
+        get(r, "full_group", t)?,
+        get(r, "full_at", t)?,
+        get(r, "full_raw_rows", t)?,
+    );
+    Ok(match (live, kept) {
+        ((Some(l), at, raw), (Some(h), h_at, h_raw)) if l == h => {
+            (at.max(h_at), Some(raw.unwrap_or(0) + h_raw.unwrap_or(0)))
+        }
+        ((Some(l), ..), (Some(h), h_at, h_raw)) if h > l => (h_at, h_raw),
+        ((Some(_), at, raw), _) => (at, raw),
+        (_, (_, h_at, h_raw)) => (h_at, h_raw),
+    })
 }
 
 #[cfg(test)]

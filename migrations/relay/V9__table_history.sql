@@ -1,0 +1,14 @@
+-- Per site and table, what `status --site` needs of packets purged since:
+-- the latest full sync the site applied (its group, when it was written,
+-- and its parts' rows as counted, summed over the purges that took it) and
+-- the latest delta with the table it applied. Written by the purge, in the
+-- statement that removes the packets.
+CREATE TABLE relay.table_history (
+    site          text NOT NULL REFERENCES relay.sites (code) ON DELETE CASCADE,
+    table_name    text NOT NULL,
+    full_group    bigint,
+    full_at       timestamptz,
+    full_raw_rows bigint,
+    last_delta    bigint,
+    PRIMARY KEY (site, table_name)
+);
