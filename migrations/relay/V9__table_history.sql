@@ -12,3 +12,6 @@ CREATE TABLE relay.table_history (
     last_delta    bigint,
     PRIMARY KEY (site, table_name)
 );
+
+-- Sites have no policy here: only the relay's owner reads and writes it.
+ALTER TABLE relay.table_history ENABLE ROW LEVEL SECURITY;
