@@ -238,3 +238,56 @@ async fn a_silent_site_is_expired_released_and_comes_back_with_a_full_sync() {
     )
     .await;
 }
+
+/// Coming back from Expired reloads every table, whatever request brings
+/// the site back: here the full sync of a table added to `[[tables]]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_site_brought_back_by_an_added_table_reloads_every_table() {
+    let schema = "CREATE TABLE public.items (id int PRIMARY KEY, name text);
+                  CREATE TABLE public.prices (id int PRIMARY KEY, price numeric);";
+    let retention = "[retention]\nmax_offline = \"1h\"\n";
+    let bed = Bed::new(
+        "expire_added",
+        schema,
+        &[("public.items", "all")],
+        retention,
+    )
+    .await;
+    bed.setup().await;
+    let (ho, relay) = (bed.ho().await, bed.relay().await);
+    relay
+        .batch_execute(
+            "UPDATE relay.acks SET acked_at = acked_at - interval '2 hours' WHERE site = 's2';
+             UPDATE relay.sites SET registered_at = registered_at - interval '3 hours'",
+        )
+        .await
+        .unwrap();
+    ho.batch_execute("INSERT INTO public.items VALUES (1, 'a')")
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert_eq!(site(&status(&bed).await, "s2")["status"], "Expired");
+    // Changes while s2 is away, then a table added.
+    ho.batch_execute(
+        "INSERT INTO public.items VALUES (2, 'b'); UPDATE public.items SET name = 'c' WHERE id = 1;
+         INSERT INTO public.prices VALUES (1, 9.5);",
+    )
+    .await
+    .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    bed.write_config(
+        &[("public.items", "all"), ("public.prices", "all")],
+        retention,
+    );
+    bed.ok(0, &["setup", "ho"]).await;
+    bed.sync_all().await;
+    bed.sync_all().await;
+    for table in ["public.items", "public.prices"] {
+        let all = format!("SELECT * FROM {table}");
+        assert_same(&bed, 1, &all, &all).await;
+    }
+    let st = status(&bed).await;
+    assert_eq!(site(&st, "s2")["status"], "Success", "{st}");
+}

@@ -79,12 +79,21 @@ impl Relay {
         Ok(())
     }
 
-    /// Full-sync requests not served yet, oldest first.
+    /// Full-sync requests not served yet, oldest first. A request of an
+    /// expired site is widened to every table first: whatever brings it
+    /// back (a table added, a push) must reload all it missed.
     pub(crate) async fn pending_requests(&self) -> Result<Vec<SyncRequest>> {
         let rows = self
             .client
             .query(
-                "SELECT id, site, tables FROM relay.sync_requests WHERE served_at IS NULL ORDER BY id",
+                "WITH widened AS (
+                   UPDATE relay.sync_requests r SET tables = NULL
+                     FROM relay.sites s
+                    WHERE s.code = r.site AND s.expired_at IS NOT NULL
+                      AND r.served_at IS NULL AND r.tables IS NOT NULL
+                   RETURNING r.id)
+                 SELECT id, site, CASE WHEN id IN (SELECT id FROM widened) THEN NULL ELSE tables END AS tables
+                   FROM relay.sync_requests WHERE served_at IS NULL ORDER BY id",
                 &[],
             )
             .await
@@ -104,18 +113,19 @@ impl Relay {
 
 impl super::RelayTx<'_> {
     /// Marks requests served by a snapshot group (inside its transaction);
-    /// an expired site among them is a target of new packets again.
+    /// an expired site among them that got every table (a request widened
+    /// after it expired got a part only) is a target of new packets again.
     pub(crate) async fn mark_served(&self, ids: &[i64], group: Option<i64>) -> Result<()> {
         self.lock_down_ids().await?;
         self.client
             .execute(
                 "WITH served AS (
                    UPDATE relay.sync_requests SET served_at = now(), group_id = $2 WHERE id = ANY($1)
-                   RETURNING site)
+                   RETURNING site, tables)
                  UPDATE relay.sites SET expired_at = NULL, first_packet = relay.last_packet_id(),
                         -- back in touch: max_offline counts from here
                         rejoined_at = now()
-                  WHERE expired_at IS NOT NULL AND code IN (SELECT site FROM served)",
+                  WHERE expired_at IS NOT NULL AND code IN (SELECT site FROM served WHERE tables IS NULL)",
                 &[&ids, &group],
             )
             .await
