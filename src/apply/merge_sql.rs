@@ -40,6 +40,22 @@ pub(super) fn statements(
     };
     match policy.merge {
         Merge::Append => {
+            // A key HO holds for another row (one a site made that HO used
+            // already) is refused, so that the row is rejected with the
+            // reason; the same row again (a replay) is skipped.
+            if !st.key.is_empty() {
+                out.push(format!(
+                    "SELECT coalesce(max(relaysync.refuse(format(
+                              'key (%s) of {table} holds another row at HO: the site made a key HO had used; its row is not stored (see README, keys made at sites)',
+                              {key}))), 0)::int8
+                       FROM {stage} s JOIN {target} t ON {on}
+                      WHERE {upserts} AND ROW({s_cols})::text IS DISTINCT FROM ROW({t_cols})::text",
+                    table = table.replace('\'', "''"),
+                    key = st.key_text("s"),
+                    on = st.key_match(),
+                    t_cols = st.cols_of("t"),
+                ));
+            }
             out.push(format!(
                 "WITH m AS (INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {s_cols} FROM {stage} s WHERE {upserts}
                             ON CONFLICT DO NOTHING RETURNING 1)
@@ -214,7 +230,7 @@ mod tests {
     }
 
     #[test]
-    fn append_inserts_and_ignores_known_keys() {
+    fn append_refuses_a_key_held_by_another_row_and_skips_a_replay() {
         let st = stage(&["id", "at"], &["id"]);
         let sql = statements(
             &st,
@@ -223,13 +239,24 @@ mod tests {
             &policy(Merge::Append, Deletes::Ignore),
             "true",
         );
-        assert_eq!(sql.len(), 1);
-        assert!(sql[0].contains("ON CONFLICT DO NOTHING"), "{}", sql[0]);
+        assert_eq!(sql.len(), 2);
+        assert!(sql[0].contains("relaysync.refuse("), "{}", sql[0]);
+        assert!(sql[0].contains("IS DISTINCT FROM"), "{}", sql[0]);
+        assert!(sql[1].contains("ON CONFLICT DO NOTHING"), "{}", sql[1]);
         assert!(
-            !sql[0].contains("event_log"),
-            "append logs nothing: {}",
-            sql[0]
+            !sql.iter().any(|q| q.contains("event_log")),
+            "append logs nothing: {sql:?}"
         );
+        // A bag has no key to collide on.
+        let bag = stage(&["id", "at"], &[]);
+        let sql = statements(
+            &bag,
+            "public.t",
+            "s1",
+            &policy(Merge::Append, Deletes::Ignore),
+            "true",
+        );
+        assert_eq!(sql.len(), 1);
     }
 
     #[test]
