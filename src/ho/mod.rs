@@ -58,6 +58,12 @@ async fn open(cfg: &Config) -> Result<(Client, Relay)> {
             "HO is not set up for relaysync; run `relaysync setup ho` first".into(),
         ));
     }
+    let missing = book::migrate::missing(&sql, Side::Ho).await?;
+    if !missing.is_empty() {
+        return Err(Error::Setup(format!(
+            "HO's relaysync schema lacks migration(s) {missing:?} of this version; run `relaysync setup ho`"
+        )));
+    }
     Ok((sql, relay))
 }
 
