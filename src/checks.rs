@@ -145,34 +145,51 @@ pub(crate) async fn publication_plan(
         .query_one(
             "WITH want AS (SELECT to_regclass(x)::oid AS oid FROM unnest($2::text[]) x)
              SELECT p.oid IS NOT NULL AS found,
-                    coalesce(p.pubviaroot AND NOT p.puballtables, false)
+                    coalesce(NOT p.puballtables, false)
                     AND (SELECT coalesce(array_agg(oid ORDER BY oid), '{}') FROM want)
                       = (SELECT coalesce(array_agg(prrelid ORDER BY prrelid), '{}')
-                           FROM pg_publication_rel WHERE prpubid = p.oid) AS same,
+                           FROM pg_publication_rel WHERE prpubid = p.oid) AS same_tables,
+                    coalesce(p.pubviaroot, false) AS via_root,
                     (SELECT coalesce(bool_and(pg_has_role(c.relowner, 'USAGE')), true)
-                       FROM want w JOIN pg_class c ON c.oid = w.oid)
-                    AND CASE WHEN p.oid IS NULL
-                             THEN has_database_privilege(current_database(), 'CREATE')
-                             ELSE pg_has_role(p.pubowner, 'USAGE') END AS may
+                       FROM want w JOIN pg_class c ON c.oid = w.oid) AS owns_tables,
+                    CASE WHEN p.oid IS NULL
+                         THEN has_database_privilege(current_database(), 'CREATE')
+                         ELSE pg_has_role(p.pubowner, 'USAGE') END AS owns_publication
                FROM (SELECT 1) one LEFT JOIN pg_publication p ON p.pubname = $1",
             &[&name, &quoted],
         )
         .await
         .ctx(|| "reading pg_publication".into())?;
-    let (found, same, may): (bool, bool, bool) =
-        (row.get("found"), row.get("same"), row.get("may"));
-    if same {
+    let flag = |c: &str| -> bool { row.get(c) };
+    let (found, same_tables, via_root) = (flag("found"), flag("same_tables"), flag("via_root"));
+    let (owns_tables, owns_publication) = (flag("owns_tables"), flag("owns_publication"));
+    if found && same_tables && via_root {
         return Ok(None);
     }
     let (list, p) = (quoted.join(", "), ident(name));
-    let statement = if found {
-        format!("ALTER PUBLICATION {p} SET TABLE {list}; ALTER PUBLICATION {p} SET ({VIA_ROOT})")
+    let (statement, may, what) = if found && same_tables {
+        // Only the option is missing: the publication's owner sets it.
+        (
+            format!("ALTER PUBLICATION {p} SET ({VIA_ROOT})"),
+            owns_publication,
+            format!("publication {name} covers {list} but without {VIA_ROOT} (a partitioned table's rows must reach the sites as its root's), which only its owner may set"),
+        )
+    } else if found {
+        (
+            format!("ALTER PUBLICATION {p} SET TABLE {list}; ALTER PUBLICATION {p} SET ({VIA_ROOT})"),
+            owns_tables && owns_publication,
+            format!("publication {name} must cover exactly {list}, which only the tables' and the publication's owner may make so"),
+        )
     } else {
-        format!("CREATE PUBLICATION {p} FOR TABLE {list} WITH ({VIA_ROOT})")
+        (
+            format!("CREATE PUBLICATION {p} FOR TABLE {list} WITH ({VIA_ROOT})"),
+            owns_tables && owns_publication,
+            format!("publication {name} must be created for {list}, which only the tables' owner may do"),
+        )
     };
     if !may {
         return Err(Error::Setup(format!(
-            "publication {name} must cover exactly {list}, which only the tables' owner may make so; as their owner run: {statement}"
+            "{what}; as that owner run: `{statement}`"
         )));
     }
     Ok(Some(statement))

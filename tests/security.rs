@@ -388,3 +388,121 @@ async fn two_sites_acking_one_packet_take_turns_and_it_ends_processed() {
         .get(0);
     assert_eq!(status, "PROCESSED");
 }
+
+/// The statement a setup error advises (the first `…` after "run: ").
+fn advised(out: &std::process::Output) -> String {
+    assert!(!out.status.success(), "expected a setup error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.split("run: `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or_else(|| panic!("no statement advised: {err}"))
+        .to_string()
+}
+
+/// Setup errors a DBA meets on a least-privilege setup name the statement
+/// that fixes them, and running it does: a relay owner without CREATEROLE
+/// (setup relay, site add), workers run as another role than the one that
+/// ran `setup ho`, a publication that lacks only publish_via_partition_root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_errors_name_the_statement_that_fixes_them() {
+    let bed = Bed::new("advice", SCHEMA, TABLES, "").await;
+    // A relay server of its own: its group role does not exist yet.
+    let server = relaysync_cluster::Cluster::start("test-relay-plain", &[]).unwrap();
+    let admin = client(&server.url("postgres")).await;
+    let owned = |owner: &str| {
+        let owner = owner.to_string();
+        let admin = &admin;
+        let server = &server;
+        async move {
+            for statement in [
+                format!("CREATE ROLE {owner} LOGIN"),
+                format!("CREATE DATABASE {owner}"),
+                format!("GRANT CREATE ON DATABASE {owner} TO {owner}"),
+            ] {
+                admin.batch_execute(&statement).await.unwrap();
+            }
+            server
+                .url(&owner)
+                .replacen("postgres@", &format!("{owner}@"), 1)
+        }
+    };
+    let as_relay = |url: &str, args: &[&str]| {
+        let mut cmd = bed.command(0, args);
+        cmd.env("RELAYSYNC__RELAY__URL", url);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let first = owned("plain_owner").await;
+    let out = as_relay(&first, &["setup", "relay"]).await.unwrap();
+    admin.batch_execute(&advised(&out)).await.unwrap();
+    assert!(as_relay(&first, &["setup", "relay"])
+        .await
+        .unwrap()
+        .status
+        .success());
+    // A second relay database: the group exists, but site add makes roles.
+    let second = owned("plain_owner2").await;
+    assert!(as_relay(&second, &["setup", "relay"])
+        .await
+        .unwrap()
+        .status
+        .success());
+    let out = as_relay(&second, &["site", "add", "shop-9"]).await.unwrap();
+    admin.batch_execute(&advised(&out)).await.unwrap();
+    assert!(as_relay(&second, &["site", "add", "shop-9"])
+        .await
+        .unwrap()
+        .status
+        .success());
+
+    // HO set up by a superuser, its worker run as a role of its own.
+    bed.setup().await;
+    let ho = bed.ho().await;
+    let role = format!("{}_ho", bed.name);
+    ho.batch_execute(&format!("CREATE ROLE {role} LOGIN REPLICATION"))
+        .await
+        .unwrap();
+    let ho_as_role = bed.ho_url.replacen("postgres@", &format!("{role}@"), 1);
+    let sync = || {
+        let mut cmd = bed.command(0, &["ho", "sync", "--once"]);
+        cmd.env("RELAYSYNC__HO__URL", &ho_as_role);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let out = sync().await.unwrap();
+    ho.batch_execute(&advised(&out)).await.unwrap();
+    let out = sync().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A publication of the right tables without publish_via_partition_root,
+    // owned by another role: the advice sets that option only.
+    let other = Bed::new("advice_pub", SCHEMA, TABLES, "").await;
+    let ho = other.ho().await;
+    let role = format!("{}_ho", other.name);
+    ho.batch_execute(&format!(
+        "CREATE PUBLICATION {p} FOR TABLE public.items, public.prices;
+         CREATE ROLE {role} LOGIN REPLICATION; GRANT CREATE ON DATABASE {p} TO {role};",
+        p = other.name
+    ))
+    .await
+    .unwrap();
+    other.ok(0, &["setup", "relay"]).await;
+    let ho_as_role = other.ho_url.replacen("postgres@", &format!("{role}@"), 1);
+    let setup = || {
+        let mut cmd = other.command(0, &["setup", "ho"]);
+        cmd.env("RELAYSYNC__HO__URL", &ho_as_role);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let statement = advised(&setup().await.unwrap());
+    assert!(!statement.contains("SET TABLE"), "{statement}");
+    ho.batch_execute(&statement).await.unwrap();
+    let out = setup().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -174,7 +174,7 @@ impl Relay {
                     ),
                 }))
             }
-            (SiteRole::Create { .. }, None) => Ok(()),
+            (SiteRole::Create { .. }, None) => self.require_createrole(code, name).await,
             (SiteRole::Bind(_), None) => Err(Error::Setup(format!(
                 "role {name} does not exist; create it (CREATE ROLE {name} LOGIN PASSWORD …) or leave out --role"
             ))),
@@ -195,6 +195,28 @@ impl Relay {
                 }
             }
         }
+    }
+
+    /// Fails with the fix unless the relay's owner may create site `code`'s
+    /// role `name`.
+    async fn require_createrole(&self, code: &str, name: &str) -> Result<()> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT rolcreaterole OR rolsuper AS may, rolname::text AS me FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await
+            .ctx(|| "reading the relay owner's role".into())?;
+        let (may, me): (bool, String) =
+            (get(&row, "may", "pg_roles")?, get(&row, "me", "pg_roles")?);
+        if may {
+            return Ok(());
+        }
+        Err(Error::Setup(format!(
+            "the relay's owner {me} may not create roles, which site add needs to make {name}; as a superuser run: `ALTER ROLE {} CREATEROLE`, or create the role yourself and bind it with `relaysync site add {code} --role NAME`",
+            ident(&me)
+        )))
     }
 
     /// Removes site `code`: its pending work (it leaves the targets of every
