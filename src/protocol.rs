@@ -153,6 +153,9 @@ words! {
         Resync = "resync",
         /// The site was expired (`[retention] max_offline`) and came back.
         Expired = "expired",
+        /// A partition of the table was truncated, detached or dropped at
+        /// HO, which PostgreSQL does not publish (see ho/partitions.rs).
+        Truncated = "truncated",
     }
 }
 

@@ -59,6 +59,48 @@ async fn partitioned_tables_sync_deltas_and_rows_moving_between_partitions() {
     );
 }
 
+/// PostgreSQL publishes no change when a partition of a table published
+/// via its root is truncated, detached or dropped: HO sees it and has
+/// every site reload the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_truncated_or_dropped_at_ho_is_reloaded_at_the_sites() {
+    let bed = Bed::new("parted_trunc", PARTITIONED, &[("public.sales", "all")], "").await;
+    bed.site(1)
+        .await
+        .batch_execute(
+            "DROP TABLE public.sales;
+             CREATE TABLE public.sales (id int, region text, amount int, PRIMARY KEY (id, region));",
+        )
+        .await
+        .unwrap();
+    let ho = bed.ho().await;
+    ho.batch_execute("INSERT INTO public.sales VALUES (1, 'n', 10), (2, 's', 20), (3, 'n', 30)")
+        .await
+        .unwrap();
+    bed.setup().await;
+    assert_both_same(&bed, "public.sales").await;
+    ho.batch_execute("TRUNCATE public.sales_n; INSERT INTO public.sales VALUES (4, 's', 40)")
+        .await
+        .unwrap();
+    bed.sync_all().await;
+    bed.sync_all().await;
+    assert_both_same(&bed, "public.sales").await;
+    ho.batch_execute("DROP TABLE public.sales_s").await.unwrap();
+    bed.sync_all().await;
+    bed.sync_all().await;
+    assert_both_same(&bed, "public.sales").await;
+    assert_eq!(
+        count(&bed.site(1).await, "SELECT count(*) FROM public.sales").await,
+        0
+    );
+    let relay = bed.relay().await;
+    assert_eq!(
+        count(&relay, "SELECT count(*) FROM relay.sync_requests WHERE reason = 'truncated' AND served_at IS NOT NULL").await,
+        4,
+        "two reloads, each for both sites"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_columns_take_ho_values_and_site_keys_do_not_collide() {
     let bed = Bed::new(

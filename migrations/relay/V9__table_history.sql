@@ -15,3 +15,10 @@ CREATE TABLE relay.table_history (
 
 -- Sites have no policy here: only the relay's owner reads and writes it.
 ALTER TABLE relay.table_history ENABLE ROW LEVEL SECURITY;
+
+-- HO has every site reload a table whose partition was truncated, detached
+-- or dropped (PostgreSQL publishes none of those for a table published via
+-- its root).
+ALTER TABLE relay.sync_requests DROP CONSTRAINT sync_requests_reason_check;
+ALTER TABLE relay.sync_requests ADD CONSTRAINT sync_requests_reason_check
+    CHECK (reason IN ('first', 'push', 'resync', 'expired', 'truncated'));

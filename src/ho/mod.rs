@@ -5,6 +5,7 @@
 //! serves pending full syncs, and copies the sites' acks into HO's own
 //! record of what it sent.
 
+mod partitions;
 mod retain;
 mod setup;
 mod workers;
@@ -94,6 +95,8 @@ async fn sync_on(cfg: &Config, sql: &Client, relay: &Relay) -> Result<Summary> {
     let merged = Consumer::new(HoMerger::new(&cfg.upstream))
         .consume(sql, relay)
         .await?;
+    // Partitions emptied unpublished: their tables' reload is served below.
+    partitions::reload_emptied(cfg, sql, relay).await?;
     // Before the capture: see crate::verify for why.
     let verifying = crate::verify::ho::lock(&cfg.ho()?.url, relay).await?;
     let through = verifying.as_ref().map(|l| l.lsn());

@@ -201,7 +201,7 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(15);
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
 
 /// Records the sites' acks in HO every two seconds while HO streams, and
-/// samples the gauges.
+/// samples the gauges (and looks for partitions emptied unpublished).
 struct AckRecorder {
     cfg: Config,
     open: Option<(Client, Relay)>,
@@ -235,6 +235,11 @@ impl Worker for AckRecorder {
         let mut result = record_sent(sql, relay).await.map(|_| ());
         if result.is_ok() && self.sampled.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY) {
             result = sample(sql, relay, &self.cfg.ho()?.slot).await;
+            if result.is_ok() {
+                result = super::partitions::reload_emptied(&self.cfg, sql, relay)
+                    .await
+                    .map(|_| ());
+            }
             if result.is_ok() && self.retained.is_none_or(|t| t.elapsed() >= RETAIN_EVERY) {
                 result = retain(&self.cfg, sql, relay).await.map(|_| ());
                 self.retained = Some(Instant::now());

@@ -79,6 +79,20 @@ impl Relay {
         Ok(())
     }
 
+    /// Asks every active (not expired) site for a full sync of `table`:
+    /// HO found a partition of it emptied without a change in the stream.
+    pub(crate) async fn request_reload(&self, table: &str) -> Result<()> {
+        self.client
+            .execute(
+                "INSERT INTO relay.sync_requests (site, tables, reason)
+                 SELECT code, ARRAY[$1], $2 FROM relay.sites WHERE expired_at IS NULL",
+                &[&table, &SyncReason::Truncated],
+            )
+            .await
+            .ctx(|| "writing relay.sync_requests".into())?;
+        Ok(())
+    }
+
     /// Full-sync requests not served yet, oldest first. A request of an
     /// expired site is widened to every table first: whatever brings it
     /// back (a table added, a push) must reload all it missed.
