@@ -290,4 +290,14 @@ async fn an_expired_site_brought_back_by_an_added_table_reloads_every_table() {
     }
     let st = status(&bed).await;
     assert_eq!(site(&st, "s2")["status"], "Success", "{st}");
+    // And verify, run as an operator would, finds both tables equal.
+    bed.ok(0, &["verify", "--site", "s2"]).await;
+    bed.sync_all().await;
+    let out = bed
+        .ok(0, &["--json", "verify", "--show", "--site", "s2"])
+        .await;
+    let shown: Value = serde_json::from_str(out.trim()).unwrap();
+    let results = shown["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{shown}");
+    assert!(results.iter().all(|r| r["status"] == "equal"), "{shown}");
 }
