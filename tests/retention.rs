@@ -151,17 +151,9 @@ async fn the_relay_stays_flat_under_a_steady_load() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_site_is_expired_released_and_comes_back_with_a_full_sync() {
-    let bed = Bed::new(
-        "expire",
-        SCHEMA,
-        &[("public.items", "all")],
-        "[retention]\nmax_offline = \"1h\"\n",
-    )
-    .await;
-    bed.setup().await;
-    let (ho, relay) = (bed.ho().await, bed.relay().await);
+/// s2 has been silent for two hours (with `max_offline = "1h"`): a row
+/// added at HO and HO's syncs expire it.
+async fn expire_s2(bed: &Bed, ho: &tokio_postgres::Client, relay: &tokio_postgres::Client) {
     // s2 has been silent for two hours.
     relay
         .batch_execute(
@@ -176,6 +168,20 @@ async fn a_silent_site_is_expired_released_and_comes_back_with_a_full_sync() {
     bed.ok(0, &["ho", "sync", "--once"]).await;
     bed.ok(0, &["pos", "sync", "--once"]).await;
     bed.ok(0, &["ho", "sync", "--once"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_site_is_expired_released_and_comes_back_with_a_full_sync() {
+    let bed = Bed::new(
+        "expire",
+        SCHEMA,
+        &[("public.items", "all")],
+        "[retention]\nmax_offline = \"1h\"\n",
+    )
+    .await;
+    bed.setup().await;
+    let (ho, relay) = (bed.ho().await, bed.relay().await);
+    expire_s2(&bed, &ho, &relay).await;
     let st = status(&bed).await;
     assert_eq!(site(&st, "s2")["status"], "Expired", "{st}");
     assert_eq!(site(&st, "s2")["pending"], 0, "released: {st}");
@@ -255,19 +261,7 @@ async fn an_expired_site_brought_back_by_an_added_table_reloads_every_table() {
     .await;
     bed.setup().await;
     let (ho, relay) = (bed.ho().await, bed.relay().await);
-    relay
-        .batch_execute(
-            "UPDATE relay.acks SET acked_at = acked_at - interval '2 hours' WHERE site = 's2';
-             UPDATE relay.sites SET registered_at = registered_at - interval '3 hours'",
-        )
-        .await
-        .unwrap();
-    ho.batch_execute("INSERT INTO public.items VALUES (1, 'a')")
-        .await
-        .unwrap();
-    bed.ok(0, &["ho", "sync", "--once"]).await;
-    bed.ok(0, &["pos", "sync", "--once"]).await;
-    bed.ok(0, &["ho", "sync", "--once"]).await;
+    expire_s2(&bed, &ho, &relay).await;
     assert_eq!(site(&status(&bed).await, "s2")["status"], "Expired");
     // Changes while s2 is away, then a table added.
     ho.batch_execute(

@@ -25,9 +25,10 @@ CREATE TABLE public.sales_n PARTITION OF public.sales FOR VALUES IN ('n');
 CREATE TABLE public.sales_s PARTITION OF public.sales FOR VALUES IN ('s');
 ";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partitioned_tables_sync_deltas_and_rows_moving_between_partitions() {
-    let bed = Bed::new("parted", PARTITIONED, &[("public.sales", "all")], "").await;
+/// A bed of the partitioned `public.sales` (plain at s2), three rows in
+/// both partitions, set up and synced.
+async fn parted_bed(name: &str) -> (Bed, tokio_postgres::Client) {
+    let bed = Bed::new(name, PARTITIONED, &[("public.sales", "all")], "").await;
     // Site s2 holds the table plain.
     bed.site(1)
         .await
@@ -43,6 +44,12 @@ async fn partitioned_tables_sync_deltas_and_rows_moving_between_partitions() {
         .unwrap();
     bed.setup().await;
     assert_both_same(&bed, "public.sales").await;
+    (bed, ho)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_tables_sync_deltas_and_rows_moving_between_partitions() {
+    let (bed, ho) = parted_bed("parted").await;
     ho.batch_execute(
         "INSERT INTO public.sales VALUES (4, 's', 40), (5, 'n', 50);
          UPDATE public.sales SET amount = 11 WHERE id = 1;
@@ -64,21 +71,7 @@ async fn partitioned_tables_sync_deltas_and_rows_moving_between_partitions() {
 /// every site reload the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_truncated_or_dropped_at_ho_is_reloaded_at_the_sites() {
-    let bed = Bed::new("parted_trunc", PARTITIONED, &[("public.sales", "all")], "").await;
-    bed.site(1)
-        .await
-        .batch_execute(
-            "DROP TABLE public.sales;
-             CREATE TABLE public.sales (id int, region text, amount int, PRIMARY KEY (id, region));",
-        )
-        .await
-        .unwrap();
-    let ho = bed.ho().await;
-    ho.batch_execute("INSERT INTO public.sales VALUES (1, 'n', 10), (2, 's', 20), (3, 'n', 30)")
-        .await
-        .unwrap();
-    bed.setup().await;
-    assert_both_same(&bed, "public.sales").await;
+    let (bed, ho) = parted_bed("parted_trunc").await;
     ho.batch_execute("TRUNCATE public.sales_n; INSERT INTO public.sales VALUES (4, 's', 40)")
         .await
         .unwrap();
