@@ -22,3 +22,17 @@ ALTER TABLE relay.table_history ENABLE ROW LEVEL SECURITY;
 ALTER TABLE relay.sync_requests DROP CONSTRAINT sync_requests_reason_check;
 ALTER TABLE relay.sync_requests ADD CONSTRAINT sync_requests_reason_check
     CHECK (reason IN ('first', 'push', 'resync', 'expired', 'truncated'));
+
+-- Where HO's sequences behind the synced tables' columns stand (HO's worker
+-- writes them): each site moves its own sequence of the column past them,
+-- so that a key a site makes is not one HO used for another site's row (a
+-- site holds only its own rows of a table routed by column).
+CREATE TABLE relay.key_highs (
+    table_name  text NOT NULL,
+    column_name text NOT NULL,
+    high        bigint NOT NULL,
+    PRIMARY KEY (table_name, column_name)
+);
+ALTER TABLE relay.key_highs ENABLE ROW LEVEL SECURITY;
+GRANT SELECT ON relay.key_highs TO relaysync_site;
+CREATE POLICY site_read ON relay.key_highs FOR SELECT TO relaysync_site USING (true);

@@ -14,7 +14,7 @@ mod merge;
 mod merge_sql;
 mod origin;
 mod replica;
-mod sequence;
+pub(crate) mod sequence;
 mod site;
 mod stage;
 

@@ -86,6 +86,69 @@ async fn owned_by(client: &Client, target: &str) -> Result<Vec<Owned>, tokio_pos
     Ok(owned)
 }
 
+/// The ascending sequences behind columns of `tables` (as configured:
+/// `schema.table`) that this role may read: (table, column, last value).
+pub(crate) async fn highs(
+    client: &Client,
+    tables: &[String],
+) -> Result<Vec<(String, String, i64)>, tokio_postgres::Error> {
+    let quoted: Vec<String> = tables.iter().map(|t| qualified(t)).collect();
+    let rows = client
+        .query(
+            &format!(
+                "{SEQUENCES_OF} AND {IS_SEQUENCE} has_sequence_privilege(d.objid, 'SELECT')
+                      AND pg_sequence_last_value(d.objid) IS NOT NULL END"
+            ),
+            &[&tables, &quoted],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("name"), r.get("column_name"), r.get("last")))
+        .collect())
+}
+
+/// Moves each sequence behind a column of `highs`' tables past the value
+/// HO's stands at (where it is behind and this role may); returns how many
+/// moved.
+pub(crate) async fn follow(
+    client: &Client,
+    highs: &[(String, String, i64)],
+) -> Result<u64, tokio_postgres::Error> {
+    let tables: Vec<String> = highs.iter().map(|h| h.0.clone()).collect();
+    let quoted: Vec<String> = tables.iter().map(|t| qualified(t)).collect();
+    let columns: Vec<&str> = highs.iter().map(|h| h.1.as_str()).collect();
+    let values: Vec<i64> = highs.iter().map(|h| h.2).collect();
+    let rows = client
+        .query(
+            &format!("WITH h AS (SELECT * FROM unnest($3::text[], $4::text[], $5::int8[]) h (name, col, high)),
+                          seqs AS ({SEQUENCES_OF} AND {IS_SEQUENCE} has_sequence_privilege(d.objid, 'SELECT, UPDATE') END)
+                      SELECT setval(seqs.seq, h.high) FROM seqs JOIN h ON h.name = seqs.name AND h.col = seqs.column_name
+                       WHERE h.high > coalesce(seqs.last, seqs.start - 1)"),
+            &[&tables, &quoted, &tables, &columns, &values],
+        )
+        .await?;
+    Ok(rows.len() as u64)
+}
+
+/// The ascending sequences behind the columns of `$1` (names as
+/// configured) / `$2` (quoted): name, column_name, seq, last, start.
+const SEQUENCES_OF: &str =
+    "SELECT t.name, a.attname::text AS column_name, d.objid::regclass AS seq,
+            CASE WHEN s.seqincrement > 0 THEN pg_sequence_last_value(d.objid) END AS last,
+            s.seqstart AS start
+       FROM unnest($1::text[], $2::text[]) t (name, quoted)
+       JOIN pg_depend d ON d.refobjid = to_regclass(t.quoted)
+       JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+       JOIN pg_sequence s ON s.seqrelid = d.objid
+      WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+        AND d.deptype IN ('a', 'i') AND s.seqincrement > 0";
+
+/// Opens a condition on a sequence function of `d.objid` that the planner
+/// cannot evaluate before the join with pg_sequence has left sequences
+/// only (the functions refuse any other relation).
+const IS_SEQUENCE: &str = "CASE WHEN s.seqincrement > 0 THEN";
+
 /// Sets the sequence to the column's largest value when that is at or past
 /// where the sequence stands.
 fn bump_sql(target: &str, o: &Owned) -> String {

@@ -5,6 +5,7 @@
 //! serves pending full syncs, and copies the sites' acks into HO's own
 //! record of what it sent.
 
+mod keys;
 mod partitions;
 mod retain;
 mod setup;
@@ -109,6 +110,7 @@ async fn sync_on(cfg: &Config, sql: &Client, relay: &Relay) -> Result<Summary> {
         capture::snapshot::serve(sql, relay, &cfg.routes(), Bounds::from(&cfg.packet)).await?;
     crate::verify::ho::log_drift(sql, relay).await?;
     let sent = record_sent(sql, relay).await?;
+    keys::publish_highs(cfg, sql, relay).await?;
     let retained = retain(cfg, sql, relay).await?;
     Ok(Summary {
         capture,

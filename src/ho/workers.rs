@@ -240,6 +240,9 @@ impl Worker for AckRecorder {
                     .await
                     .map(|_| ());
             }
+            if result.is_ok() {
+                result = super::keys::publish_highs(&self.cfg, sql, relay).await;
+            }
             if result.is_ok() && self.retained.is_none_or(|t| t.elapsed() >= RETAIN_EVERY) {
                 result = retain(&self.cfg, sql, relay).await.map(|_| ());
                 self.retained = Some(Instant::now());

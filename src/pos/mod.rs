@@ -21,7 +21,7 @@ use crate::apply::{Consumed, Consumer, SiteApplier};
 use crate::book::{self, Side};
 use crate::capture::{self, batch::Bounds, Mode, Source};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, Result};
 use crate::postgres::connect;
 use crate::protocol::{Origin, Target};
 use crate::relay::Relay;
@@ -72,6 +72,8 @@ pub(crate) struct Session {
     /// Whether a full sync a wipe left pending was asked for (a wipe made
     /// while the session lasts ends it: see [`PosWorker`]).
     resync_checked: bool,
+    /// Where HO's sequences stood when this site last followed them.
+    key_highs: Vec<crate::relay::KeyHigh>,
 }
 
 /// How often a site session checks its expiry and purges its record.
@@ -100,6 +102,7 @@ impl Session {
             consumer: Consumer::new(SiteApplier::new(&pos.site)),
             housekept: None,
             resync_checked: false,
+            key_highs: Vec::new(),
         })
     }
 
@@ -125,6 +128,7 @@ impl Session {
             None
         };
         let applied = self.consumer.consume(&self.client, &self.relay).await?;
+        self.follow_key_highs().await?;
         self.housekeeping(cfg).await?;
         Ok(Summary {
             site: self.site.clone(),
@@ -132,6 +136,21 @@ impl Session {
             applied,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Moves this site's sequences past where HO's stand (when they moved):
+    /// a key the site makes is then none HO used, even for rows of other
+    /// sites this site does not hold.
+    async fn follow_key_highs(&mut self) -> Result<()> {
+        let highs = self.relay.key_highs().await?;
+        if highs == self.key_highs {
+            return Ok(());
+        }
+        crate::apply::sequence::follow(&self.client, &highs)
+            .await
+            .ctx(|| "moving this site's sequences past HO's".into())?;
+        self.key_highs = highs;
+        Ok(())
     }
 
     /// Now and then: an expired site asks to come back with a full sync,

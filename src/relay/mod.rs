@@ -26,7 +26,7 @@ pub(crate) use acks::Ack;
 pub(crate) use packets::{NewPacket, PacketInfo, SentPacket, StoredPart};
 pub use site_roles::{role_name, Added, SiteRole};
 pub use status::{SiteStatus, TableStatus};
-pub(crate) use tables::PublishedTable;
+pub(crate) use tables::{KeyHigh, PublishedTable};
 pub use verify::VerifyResult;
 pub(crate) use verify::{Bucket, Expected};
 

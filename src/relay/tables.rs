@@ -114,3 +114,50 @@ impl Relay {
             .collect()
     }
 }
+
+/// Where HO's sequence behind a synced table's column stands: (table,
+/// column, last value).
+pub(crate) type KeyHigh = (String, String, i64);
+
+impl Relay {
+    /// Records where HO's sequences behind the synced tables' columns
+    /// stand (only those that moved are written).
+    pub(crate) async fn set_key_highs(&self, highs: &[KeyHigh]) -> Result<()> {
+        let tables: Vec<&str> = highs.iter().map(|h| h.0.as_str()).collect();
+        let columns: Vec<&str> = highs.iter().map(|h| h.1.as_str()).collect();
+        let values: Vec<i64> = highs.iter().map(|h| h.2).collect();
+        self.client
+            .execute(
+                "INSERT INTO relay.key_highs AS k (table_name, column_name, high)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])
+                 ON CONFLICT (table_name, column_name) DO UPDATE SET high = EXCLUDED.high
+                  WHERE k.high < EXCLUDED.high",
+                &[&tables, &columns, &values],
+            )
+            .await
+            .ctx(|| "writing relay.key_highs".into())?;
+        Ok(())
+    }
+
+    /// Where HO's sequences stand, per synced table and column.
+    pub(crate) async fn key_highs(&self) -> Result<Vec<KeyHigh>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT table_name, column_name, high FROM relay.key_highs ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .ctx(|| "reading relay.key_highs".into())?;
+        let t = "relay.key_highs";
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    get(r, "table_name", t)?,
+                    get(r, "column_name", t)?,
+                    get(r, "high", t)?,
+                ))
+            })
+            .collect()
+    }
+}
