@@ -57,10 +57,12 @@ impl Backoff {
         }
     }
 
-    /// The pause after a cycle that failed after running `ran` (a cycle that
-    /// ran longer than the ceiling had been healthy: start over).
-    pub(crate) fn after_failure(&mut self, ran: Duration) -> Duration {
-        if ran > self.ceiling {
+    /// The pause after a cycle that failed after running `ran`, having
+    /// `delivered` data meanwhile or not. A cycle that had been working
+    /// starts the pauses over: one that ran longer than the ceiling, or
+    /// delivered for at least [`WORKED_FOR`] (a stream cut after working).
+    pub(crate) fn after_failure(&mut self, ran: Duration, delivered: bool) -> Duration {
+        if ran > self.ceiling || (delivered && ran >= WORKED_FOR) {
             self.next = self.floor;
         }
         let pause = self.next;
@@ -161,11 +163,8 @@ pub(crate) async fn supervise_with<W: Worker>(mut worker: W, running: Running) -
                     return Err(e);
                 }
                 ErrorKind::Transient | ErrorKind::Data => {
-                    let ran = started.elapsed();
-                    if ran >= WORKED_FOR && progress.delivered_since(started) {
-                        backoff.reset();
-                    }
-                    let pause = backoff.after_failure(ran);
+                    let delivered = progress.delivered_since(started);
+                    let pause = backoff.after_failure(started.elapsed(), delivered);
                     span.in_scope(|| crate::telemetry::cycle_failed(&e, Some(pause)));
                     Some(pause)
                 }
@@ -199,14 +198,16 @@ mod tests {
     fn backoff_doubles_to_the_ceiling_and_starts_over() {
         let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         let short = Duration::from_millis(10);
-        let pauses: Vec<u64> = (0..8).map(|_| b.after_failure(short).as_secs()).collect();
+        let pauses: Vec<u64> = (0..8)
+            .map(|_| b.after_failure(short, false).as_secs())
+            .collect();
         assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 60, 60]);
         b.reset();
-        assert_eq!(b.after_failure(short), Duration::from_secs(1));
-        b.after_failure(short);
+        assert_eq!(b.after_failure(short, false), Duration::from_secs(1));
+        b.after_failure(short, false);
         // A cycle that ran for long had been healthy.
         assert_eq!(
-            b.after_failure(Duration::from_secs(120)),
+            b.after_failure(Duration::from_secs(120), false),
             Duration::from_secs(1)
         );
     }

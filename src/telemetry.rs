@@ -84,26 +84,25 @@ const UNREGISTERED_EVERY: Duration = Duration::from_secs(600);
 /// logged.
 pub(crate) fn rows_unregistered(table: &str, site: &str, rows: u64) -> bool {
     use std::collections::HashMap;
-    use std::sync::Mutex;
+    use std::sync::{LazyLock, Mutex};
     use std::time::Instant;
     /// Per table and site: when last logged, and rows left out since.
     type Seen = HashMap<(String, String), (Instant, u64)>;
-    static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
+    static SEEN: LazyLock<Mutex<Seen>> = LazyLock::new(Mutex::default);
     counter!("relaysync_rows_unregistered_total", "table" => table.to_string(), "site" => site.to_string())
         .increment(rows);
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    let key = (table.to_string(), site.to_string());
-    let (logged, since) = match seen.get_or_insert_with(HashMap::new).get_mut(&key) {
-        Some(entry) => {
-            entry.1 += rows;
-            if entry.0.elapsed() < UNREGISTERED_EVERY {
+    let (logged, again) = match seen.entry((table.to_string(), site.to_string())) {
+        std::collections::hash_map::Entry::Occupied(mut e) => {
+            let (at, since) = e.get_mut();
+            *since += rows;
+            if at.elapsed() < UNREGISTERED_EVERY {
                 return false;
             }
-            (std::mem::replace(entry, (Instant::now(), 0)).1, true)
+            (std::mem::replace(e.get_mut(), (Instant::now(), 0)).1, true)
         }
-        None => {
-            seen.get_or_insert_with(HashMap::new)
-                .insert(key, (Instant::now(), 0));
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert((Instant::now(), 0));
             (rows, false)
         }
     };
@@ -111,7 +110,7 @@ pub(crate) fn rows_unregistered(table: &str, site: &str, rows: u64) -> bool {
         table,
         site,
         rows = logged,
-        again = since,
+        again,
         "rows routed to a site that is not registered are not stored; `relaysync site add` it (its first sync loads them), or fix the routing column; this is logged again at most every 10 minutes"
     );
     true

@@ -234,12 +234,15 @@ fn config(source: &Source, start: Lsn) -> Result<ReplicationConfig> {
     .with_ack_lsn(to_wire(start))
     // Pin the text forms the packet encoder parses; and as this connection's
     // socket takes no options from here, have the server's end find a lost
-    // connection: its keepalives, and a WAL sender that hears nothing for
-    // twice the deadline ends.
+    // connection: its keepalives (the ordinary connections' defaults), and a
+    // WAL sender that hears nothing for twice the deadline ends.
     .with_options(format!(
         "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex \
-         -c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3 \
+         -c tcp_keepalives_idle={} -c tcp_keepalives_interval={} -c tcp_keepalives_count={} \
          -c wal_sender_timeout={}",
+        crate::postgres::KEEPALIVES_IDLE.as_secs(),
+        crate::postgres::KEEPALIVES_INTERVAL.as_secs(),
+        crate::postgres::KEEPALIVES_COUNT,
         (crate::postgres::deadline() * 2).as_millis()
     ))
     .with_status_interval(STATUS_INTERVAL)

@@ -214,9 +214,14 @@ impl<'a> Capture<'a> {
 
     /// The stream said something: the worker is getting somewhere.
     fn heard(&mut self) {
+        self.quiet_from_now();
+        crate::health::delivered();
+    }
+
+    /// The stream's silence is measured from now.
+    fn quiet_from_now(&mut self) {
         self.heard = Instant::now();
         self.pinged = false;
-        crate::health::delivered();
     }
 
     /// When the stream's silence calls for a heartbeat (a third of the
@@ -423,8 +428,7 @@ impl<'a> Capture<'a> {
         self.position.stored_through(through);
         self.stream.confirm(through);
         // Time spent storing is not the stream's silence.
-        self.heard = Instant::now();
-        self.pinged = false;
+        self.quiet_from_now();
         Ok(())
     }
 

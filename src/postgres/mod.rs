@@ -9,7 +9,9 @@ mod url;
 mod watch;
 
 pub use net::{deadline, set_deadline, DEFAULT_DEADLINE};
-pub(crate) use net::{tcp_settings, TCP_KEYS};
+pub(crate) use net::{
+    tcp_settings, KEEPALIVES_COUNT, KEEPALIVES_IDLE, KEEPALIVES_INTERVAL, TCP_KEYS,
+};
 
 pub(crate) use tx::Tx;
 

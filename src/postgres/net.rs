@@ -46,11 +46,11 @@ pub(crate) const TCP_KEYS: [&str; 6] = [
 ];
 
 /// Keepalive probes start after this long idle,
-const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+pub(crate) const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
 /// are sent this often,
-const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(10);
 /// and this many unanswered ones end the connection.
-const KEEPALIVES_COUNT: u32 = 3;
+pub(crate) const KEEPALIVES_COUNT: u32 = 3;
 
 /// Applies the URL's TCP settings (`pairs`, libpq's units) to `config`, and
 /// the defaults for those it does not give: keepalives after 30 s idle,

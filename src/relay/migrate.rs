@@ -15,17 +15,15 @@ const SCHEMA: &str = "relay";
 /// Creates or migrates the relay schema, in one transaction.
 pub async fn migrate(client: &mut Client) -> Result<()> {
     let group = super::site_roles::SITE_GROUP;
-    let row = client
+    let group_exists: bool = client
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) AS group_exists,
-                    r.rolcreaterole OR r.rolsuper AS may, r.rolname::text AS me
-               FROM pg_roles r WHERE r.rolname = current_user",
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
             &[&group],
         )
         .await
-        .ctx(|| "reading the relay owner's role".into())?;
-    let (group_exists, may, me): (bool, bool, String) =
-        (row.get("group_exists"), row.get("may"), row.get("me"));
+        .ctx(|| "reading the relay's roles".into())?
+        .get(0);
+    let (may, me) = super::site_roles::may_create_roles(client).await?;
     if !group_exists && !may {
         return Err(Error::Setup(format!(
             "the relay's owner {me} may not create roles, and setup relay creates the group role {group} (site add creates each site's role too); as a superuser run: `ALTER ROLE {} CREATEROLE`, then setup relay again",

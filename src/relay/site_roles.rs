@@ -60,11 +60,29 @@ pub fn role_name(code: &str) -> Result<String> {
     Ok(name)
 }
 
-/// A role name for a site whose code maps to `taken`, another site's role.
-fn own_role_name(taken: &str) -> String {
+/// Whether this session's role may create roles (CREATEROLE, or a
+/// superuser), and its name.
+pub(super) async fn may_create_roles(client: &tokio_postgres::Client) -> Result<(bool, String)> {
+    let row = client
+        .query_one(
+            "SELECT rolcreaterole OR rolsuper AS may, rolname::text AS me FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .ctx(|| "reading the relay owner's role".into())?;
+    Ok((get(&row, "may", "pg_roles")?, get(&row, "me", "pg_roles")?))
+}
+
+/// A role name for site `code`, whose code maps to `taken`, another site's
+/// role: `taken` with a suffix from the code's exact characters, so that
+/// every code that maps to `taken` is advised a role of its own.
+fn own_role_name(taken: &str, code: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(code.as_bytes());
+    let suffix: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
     let mut base = taken.to_string();
-    base.truncate(60);
-    format!("{base}_2")
+    base.truncate(63 - 1 - suffix.len());
+    format!("{base}_{suffix}")
 }
 
 /// What `add_site` did.
@@ -164,7 +182,7 @@ impl Relay {
                     // Codes that differ in case or punctuation only map to
                     // one role name.
                     Some(other) => {
-                        let own = own_role_name(name);
+                        let own = own_role_name(name, code);
                         format!(
                             "site code '{code}' maps to role {name}, which is site '{other}''s relay role already; give this site a role of its own: CREATE ROLE {own} LOGIN PASSWORD '…', then `relaysync site add {code} --role {own}`"
                         )
@@ -200,16 +218,7 @@ impl Relay {
     /// Fails with the fix unless the relay's owner may create site `code`'s
     /// role `name`.
     async fn require_createrole(&self, code: &str, name: &str) -> Result<()> {
-        let row = self
-            .client
-            .query_one(
-                "SELECT rolcreaterole OR rolsuper AS may, rolname::text AS me FROM pg_roles WHERE rolname = current_user",
-                &[],
-            )
-            .await
-            .ctx(|| "reading the relay owner's role".into())?;
-        let (may, me): (bool, String) =
-            (get(&row, "may", "pg_roles")?, get(&row, "me", "pg_roles")?);
+        let (may, me) = may_create_roles(&self.client).await?;
         if may {
             return Ok(());
         }
