@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use relaysync::capture::batch::{Batcher, Bounds, Captured};
+use relaysync::capture::batch::{Batcher, Bounds, Captured, Routing};
 use relaysync::packet::{encode_part, read_part, ColumnShape, TableShape};
 use relaysync::pgoutput::{decode, Message, Value};
 
@@ -29,6 +29,7 @@ fn shape() -> Arc<TableShape> {
             col("at", 1184, -1, "timestamp with time zone"),
         ],
         key: vec![0],
+        cascade: Vec::new(),
     })
 }
 
@@ -66,7 +67,8 @@ fn batch(messages: &[Bytes]) -> Vec<relaysync::packet::Change> {
         16384,
         Captured {
             shape: shape(),
-            route_column: None,
+            routing: Routing::All,
+            referenced: None,
         },
     );
     for m in messages {

@@ -174,6 +174,19 @@ pub(crate) async fn publication_plan(
             owns_publication,
             format!("publication {name} covers {list} but without {VIA_ROOT} (a partitioned table's rows must reach the sites as its root's), which only its owner may set"),
         )
+    } else if tables.is_empty() {
+        // Nothing goes down (the sites' tables only come up): a publication
+        // of no table, which PostgreSQL cannot make of one with tables.
+        let drop = if found {
+            format!("DROP PUBLICATION {p}; ")
+        } else {
+            String::new()
+        };
+        (
+            format!("{drop}CREATE PUBLICATION {p} WITH ({VIA_ROOT})"),
+            owns_publication,
+            format!("publication {name} must be of no table, which only its owner may make so"),
+        )
     } else if found {
         (
             format!("ALTER PUBLICATION {p} SET TABLE {list}; ALTER PUBLICATION {p} SET ({VIA_ROOT})"),

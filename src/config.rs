@@ -143,8 +143,16 @@ impl Config {
                     t.name
                 )));
             }
-            Route::from_str(&t.route)
+            let route = Route::from_str(&t.route)
                 .map_err(|e| Error::Config(format!("[[tables]] {}: {e}", t.name)))?;
+            if let Route::Parent(p) = route {
+                if !self.tables.iter().any(|x| x.name == p) {
+                    return Err(Error::Config(format!(
+                        "[[tables]] {}: route parent:{p} names a table not in [[tables]]; add {p}, or route {} otherwise",
+                        t.name, t.name
+                    )));
+                }
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for u in &self.upstream {

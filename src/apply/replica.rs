@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 
 use super::stage::{binary_fits, copy_rows, stage_part, CopyForm, Stage, Stages};
 use crate::book::events;
-use crate::packet::{Op, Part};
+use crate::packet::{Cascade, Op, Part};
 use crate::postgres::{ident, literal, qualified};
 
 /// Which statements a part needs: most parts have no deletes, no unchanged
@@ -151,6 +151,7 @@ fn keyed_statements(st: &Stage, part: &Part, needs: Needs) -> String {
         sql.push_str(&format!(
             "DELETE FROM {target} t USING {stage} s WHERE s.{op_col} = 'D' AND {on};"
         ));
+        sql.push_str(&cascade_statement(st, &part.cascade));
     }
     if needs.upserts {
         sql.push_str(&format!(
@@ -179,6 +180,64 @@ fn keyed_statements(st: &Stage, part: &Part, needs: Needs) -> String {
         ));
     }
     sql
+}
+
+/// The rows of the tables routed by this one that reference a deleted row,
+/// and theirs, deleted with it (one statement; nothing when none is routed
+/// by it). HO routes a child row where its parent goes: a parent that left
+/// the site takes its children along, and the site keeps no orphan.
+fn cascade_statement(st: &Stage, cascade: &[Cascade]) -> String {
+    if cascade.is_empty() {
+        return String::new();
+    }
+    let refs = |list: &[Cascade]| -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in list.iter().flat_map(|c| &c.references) {
+            if !out.contains(r) {
+                out.push(r.clone());
+            }
+        }
+        out
+    };
+    let cols = |alias: &str, names: &[String]| -> String {
+        names
+            .iter()
+            .map(|c| format!("{alias}.{}", ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut ctes = vec![format!(
+        "relaysync_c0 AS (SELECT DISTINCT {} FROM {} s WHERE s.{} = 'D')",
+        cols("s", &refs(cascade)),
+        st.name,
+        st.meta.op
+    )];
+    // Breadth first: each table's deleted rows feed its children's delete.
+    let mut queue: Vec<(String, &Cascade)> = cascade
+        .iter()
+        .map(|c| ("relaysync_c0".to_string(), c))
+        .collect();
+    while !queue.is_empty() {
+        let (from, c) = queue.remove(0);
+        let name = format!("relaysync_c{}", ctes.len());
+        let on: Vec<String> = c
+            .columns
+            .iter()
+            .zip(&c.references)
+            .map(|(col, r)| format!("x.{} = p.{}", ident(col), ident(r)))
+            .collect();
+        let returning = match refs(&c.children) {
+            r if r.is_empty() => "1".to_string(),
+            r => cols("x", &r),
+        };
+        ctes.push(format!(
+            "{name} AS (DELETE FROM {} x USING {from} p WHERE {} RETURNING {returning})",
+            qualified(&c.table),
+            on.join(" AND ")
+        ));
+        queue.extend(c.children.iter().map(|child| (name.clone(), child)));
+    }
+    format!("WITH {} SELECT 1;", ctes.join(",\n     "))
 }
 
 /// Rows HO merged from a site come back down marked with its origin: the

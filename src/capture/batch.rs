@@ -4,14 +4,14 @@
 //!
 //! Pure code, no IO: the capture loop feeds it and writes what it seals.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::bag::Bag;
 use super::key_index::{Found, KeyIndex};
+use super::parents::{key_of as refs_key, Parents};
 use crate::packet::{Change, Op, TableShape};
 use crate::pgoutput::{OldKind, Tuple, Value};
 use crate::protocol::Lsn;
@@ -22,8 +22,34 @@ use crate::route::ALL_SITES;
 #[derive(Debug, Clone)]
 pub struct Captured {
     pub shape: Arc<TableShape>,
-    /// Index of the routing column (`Route::Column`); None for `Route::All`.
-    pub route_column: Option<usize>,
+    pub routing: Routing,
+    /// When tables are routed by this one (`route = "parent:…"`): the
+    /// indexes of the columns they reference; HO keeps where each row went.
+    pub referenced: Option<Vec<usize>>,
+}
+
+/// Where a captured table's rows go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routing {
+    /// To every site (`*`).
+    All,
+    /// To the site named in the column at this index.
+    Column(usize),
+    /// Where the row of `parent` its `columns` reference went.
+    Parent { parent: String, columns: Vec<usize> },
+    /// To the site named by the row's last value, which is not a column
+    /// (a full sync's rows, their site computed at HO).
+    Last,
+}
+
+/// A parent row that moved to another site: its children follow it (the
+/// capture reads them from HO and adds them, at `lsn`, for the new site).
+#[derive(Debug, Clone)]
+pub struct Move {
+    pub table: String,
+    /// The row's referenced values.
+    pub key: Box<[u8]>,
+    pub lsn: u64,
 }
 
 /// The changes of one table for one target within a packet.
@@ -98,6 +124,16 @@ pub struct Batcher {
     sealed: Vec<PacketDraft>,
     /// The replication origin of the transaction being captured.
     origin: Option<Arc<str>>,
+    /// Where parent rows went.
+    parents: Parents,
+    /// Moves of parent rows whose children are still to follow.
+    moves: Vec<Move>,
+    /// The open packet holds only moves: (table, key) of each. A move
+    /// stands in a packet with other moves only, so that a site deletes a
+    /// parent's children (the cascade) after every change before the move
+    /// and before any after it.
+    moved: Option<HashSet<(String, Box<[u8]>)>>,
+    all: Arc<str>,
 }
 
 fn value_len(v: &Value) -> usize {
@@ -127,7 +163,40 @@ impl Batcher {
             rows: 0,
             sealed: Vec::new(),
             origin: None,
+            parents: Parents::default(),
+            moves: Vec::new(),
+            moved: None,
+            all: Arc::from(ALL_SITES),
         }
+    }
+
+    /// The bounds packets are sealed at.
+    pub fn bounds(&self) -> Bounds {
+        self.bounds
+    }
+
+    /// Where parent rows went, to load before the stream starts.
+    pub(crate) fn parents_mut(&mut self) -> &mut Parents {
+        &mut self.parents
+    }
+
+    /// The column names of relation `rel` (none when unknown).
+    pub fn columns_of(&self, rel: u32) -> Vec<String> {
+        self.tables.get(&rel).map_or_else(Vec::new, |t| {
+            t.shape.columns.iter().map(|c| c.name.clone()).collect()
+        })
+    }
+
+    /// Whether relation `rel` is known.
+    pub fn knows(&self, rel: u32) -> bool {
+        self.tables.contains_key(&rel)
+    }
+
+    /// The transaction ends: moves whose children are to follow, oldest
+    /// first. Entries of parent rows it deleted go.
+    pub fn end_transaction(&mut self) -> Vec<Move> {
+        self.parents.end_transaction();
+        std::mem::take(&mut self.moves)
     }
 
     /// Registers (or re-registers after a schema change) a relation id.
@@ -162,6 +231,7 @@ impl Batcher {
             return;
         }
         let draft = std::mem::take(&mut self.current);
+        self.moved = None;
         self.part_index.clear();
         self.last_part = None;
         self.bytes = 0;
@@ -244,15 +314,62 @@ impl Batcher {
     }
 
     /// The site a row goes to (`*`: every site); None for a row whose
-    /// routing column is null.
-    fn target_of(table: &Captured, values: &Tuple) -> Option<Cow<'static, str>> {
-        match table.route_column {
-            None => Some(Cow::Borrowed(ALL_SITES)),
-            Some(c) => values
-                .get(c)
+    /// routing column is null, or whose parent row went to no site.
+    fn target_of(&self, table: &Captured, values: &Tuple) -> Option<Arc<str>> {
+        match &table.routing {
+            Routing::All => Some(self.all.clone()),
+            Routing::Column(c) => values
+                .get(*c)
                 .and_then(text_of)
-                .map(|b| Cow::Owned(String::from_utf8_lossy(b).into_owned())),
+                .map(|b| Arc::from(String::from_utf8_lossy(b))),
+            Routing::Parent { parent, columns } => {
+                let key = refs_key(columns, values)?;
+                self.parents.get(parent, &key).cloned()
+            }
+            Routing::Last => values
+                .last()
+                .and_then(text_of)
+                .map(|b| Arc::from(String::from_utf8_lossy(b))),
         }
+    }
+
+    /// Records where a row of a parent table went.
+    fn keep(&mut self, table: &Captured, values: &Tuple, target: Option<&Arc<str>>) {
+        if let Some(refs) = &table.referenced {
+            if let Some(key) = refs_key(refs, values) {
+                self.parents
+                    .set(&table.shape.name, key, target.map(|t| &**t));
+            }
+        }
+    }
+
+    /// A change that is not a move: the open packet, if it holds moves, is sealed.
+    fn before_change(&mut self) {
+        if self.moved.is_some() {
+            self.seal();
+        }
+    }
+
+    /// A parent row moves: it goes into a packet of moves only, where it did
+    /// not move before.
+    fn before_move(&mut self, table: &Captured, values: &Tuple, lsn: u64) {
+        let Some(key) = table.referenced.as_ref().and_then(|r| refs_key(r, values)) else {
+            return;
+        };
+        let id = (table.shape.name.clone(), key.clone());
+        let seal = match &self.moved {
+            None => self.current.captured > 0,
+            Some(moved) => moved.contains(&id),
+        };
+        if seal {
+            self.seal();
+        }
+        self.moved.get_or_insert_with(HashSet::new).insert(id);
+        self.moves.push(Move {
+            table: table.shape.name.clone(),
+            key,
+            lsn,
+        });
     }
 
     fn note(&mut self, lsn: u64) {
@@ -271,11 +388,28 @@ impl Batcher {
 
     /// An INSERT of the transaction committing at `lsn`.
     pub fn insert(&mut self, rel: u32, new: Tuple, lsn: u64) {
+        self.before_change();
+        self.insert_row(rel, new, lsn);
+    }
+
+    /// A child row read from HO that follows its parent's move: added to
+    /// the open packet, whatever it holds (after it, a move seals it).
+    pub fn insert_following(&mut self, rel: u32, new: Tuple, lsn: u64) {
+        self.moved = None;
+        self.insert_row(rel, new, lsn);
+    }
+
+    fn insert_row(&mut self, rel: u32, mut new: Tuple, lsn: u64) {
         let Some(table) = self.tables.get(&rel).cloned() else {
             return;
         };
         self.note(lsn);
-        if let Some(target) = Self::target_of(&table, &new) {
+        let target = self.target_of(&table, &new);
+        if table.routing == Routing::Last {
+            new.pop();
+        }
+        self.keep(&table, &new, target.as_ref());
+        if let Some(target) = target {
             self.push(&table, &target, Op::Insert, lsn, new);
         }
         self.check_bounds();
@@ -286,7 +420,6 @@ impl Batcher {
         let Some(table) = self.tables.get(&rel).cloned() else {
             return;
         };
-        self.note(lsn);
         // A full old row (REPLICA IDENTITY FULL) holds the unchanged TOAST values.
         if let Some((OldKind::Full, old_row)) = &old {
             for (v, o) in new.iter_mut().zip(old_row) {
@@ -303,11 +436,11 @@ impl Batcher {
                 .map(|&k| t.get(k).and_then(text_of).cloned())
                 .collect()
         };
-        let new_target = Self::target_of(&table, &new);
+        let new_target = self.target_of(&table, &new);
         let (old_target, old_key_changed) = match &old {
             Some((_, o)) => {
-                let old_target = if table.route_column.is_some() {
-                    Self::target_of(&table, o)
+                let old_target = if table.routing != Routing::All {
+                    self.target_of(&table, o)
                 } else {
                     new_target.clone()
                 };
@@ -319,6 +452,20 @@ impl Batcher {
             None => (new_target.clone(), false),
         };
         let keyless = table.shape.key.is_empty();
+        if table.referenced.is_some() && old_target != new_target {
+            self.before_move(&table, &new, lsn);
+        } else {
+            self.before_change();
+        }
+        self.note(lsn);
+        if let (Some(refs), Some((_, o))) = (&table.referenced, &old) {
+            if refs_key(refs, o) != refs_key(refs, &new) {
+                if let Some(k) = refs_key(refs, o) {
+                    self.parents.delete(&table.shape.name, k);
+                }
+            }
+        }
+        self.keep(&table, &new, new_target.as_ref());
         if let Some((_, o)) = &old {
             if old_key_changed || old_target != new_target || keyless {
                 if let Some(t) = &old_target {
@@ -343,8 +490,12 @@ impl Batcher {
         let Some(table) = self.tables.get(&rel).cloned() else {
             return;
         };
+        self.before_change();
         self.note(lsn);
-        if let Some(target) = Self::target_of(&table, &old) {
+        if let Some(k) = table.referenced.as_ref().and_then(|r| refs_key(r, &old)) {
+            self.parents.delete(&table.shape.name, k);
+        }
+        if let Some(target) = self.target_of(&table, &old) {
             self.push(&table, &target, Op::Delete, lsn, old);
         }
         self.check_bounds();
@@ -361,6 +512,12 @@ impl Batcher {
             return;
         }
         self.seal();
+        for table in &tables {
+            if table.referenced.is_some() {
+                // Every row of it is gone: HO's children went with them.
+                self.parents.clear(&table.shape.name);
+            }
+        }
         self.note(lsn);
         for table in &tables {
             let width = table.shape.columns.len();
@@ -389,6 +546,7 @@ mod tests {
     use crate::packet::ColumnShape;
 
     fn table(route_column: Option<usize>) -> Captured {
+        let routing = route_column.map_or(Routing::All, Routing::Column);
         let col = |n: &str| ColumnShape {
             name: n.into(),
             type_oid: 25,
@@ -400,8 +558,10 @@ mod tests {
                 name: "public.t".into(),
                 columns: vec![col("id"), col("site"), col("body")],
                 key: vec![0],
+                cascade: Vec::new(),
             }),
-            route_column,
+            routing,
+            referenced: None,
         }
     }
 

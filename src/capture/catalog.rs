@@ -23,6 +23,7 @@ pub(crate) async fn shape(
         name: name.to_string(),
         columns,
         key,
+        cascade: Vec::new(),
     })
 }
 

@@ -25,8 +25,11 @@
 mod bag;
 pub mod batch;
 pub(crate) mod catalog;
+mod copy_lines;
 pub(crate) mod copy_text;
+mod follow;
 mod key_index;
+pub(crate) mod parents;
 
 mod position;
 mod shape;

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use tokio_postgres::Client;
 
-use super::batch::Captured;
+use super::batch::{Captured, Routing};
 use super::catalog;
 use crate::error::{DbContext, Error, Result};
 use crate::packet::{ColumnShape, TableShape};
 use crate::pgoutput::Relation;
-use crate::route::Route;
+use crate::route::{Route, Tree};
 
 /// The shape of relation `rel` named `name`, from its Relation message and
 /// the catalog.
@@ -61,22 +61,47 @@ pub(super) async fn of_table(sql: &Client, name: &str) -> Result<TableShape> {
     catalog::shape(sql, oid, name, columns).await
 }
 
-/// A table to capture with `shape`, routed by `route`; a routing column
-/// that is not one of its columns is a setup error.
-pub(super) fn captured(shape: TableShape, route: &Route) -> Result<Captured> {
-    let route_column = match route {
-        Route::All => None,
-        Route::Column(c) => Some(shape.columns.iter().position(|x| &x.name == c).ok_or_else(
-            || {
-                Error::Setup(format!(
-                    "routing column {c} is not a column of {}; fix route in [[tables]]",
-                    shape.name
-                ))
-            },
-        )?),
+/// A table to capture with `shape`, routed by `route` (with the links of
+/// `tree`); a routing column that is not one of its columns is a setup error.
+pub(super) fn captured(mut shape: TableShape, route: &Route, tree: &Tree) -> Result<Captured> {
+    let position = |shape: &TableShape, c: &str| {
+        shape.columns.iter().position(|x| x.name == c).ok_or_else(|| {
+            Error::Setup(format!(
+                "column {c} of {} is not in its shape at HO; fix route in [[tables]], or run `relaysync setup ho` again",
+                shape.name
+            ))
+        })
     };
+    let routing = match (route, tree.link(&shape.name)) {
+        (Route::All, _) => Routing::All,
+        (Route::Column(c), _) => Routing::Column(position(&shape, c)?),
+        (Route::Parent(parent), Some(link)) => Routing::Parent {
+            parent: parent.clone(),
+            columns: link
+                .columns
+                .iter()
+                .map(|c| position(&shape, c))
+                .collect::<Result<_>>()?,
+        },
+        (Route::Parent(parent), None) => {
+            return Err(Error::Setup(format!(
+                "route parent:{parent} of {}: no link to it is known; run `relaysync setup ho` to check the route",
+                shape.name
+            )))
+        }
+    };
+    let referenced = tree
+        .referenced(&shape.name)
+        .map(|refs| {
+            refs.iter()
+                .map(|c| position(&shape, c))
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?;
+    shape.cascade = tree.cascade(&shape.name);
     Ok(Captured {
         shape: Arc::new(shape),
-        route_column,
+        routing,
+        referenced,
     })
 }

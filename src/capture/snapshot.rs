@@ -17,12 +17,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::BytesMut;
-use futures_util::StreamExt;
 use tokio_postgres::Client;
 
-use super::batch::{Batcher, Bounds};
-use super::copy_text::parse_line;
+use super::batch::{Batcher, Bounds, Routing};
+use super::copy_lines::CopyLines;
+use super::parents::TEXT_SETTINGS;
 use super::shape;
 use crate::error::{DbContext, Result};
 use crate::postgres::{ident, qualified, Tx};
@@ -30,7 +29,7 @@ use crate::progress::Progress;
 use crate::protocol::{Lsn, Origin, PacketKind};
 use crate::relay::writer::Writer;
 use crate::relay::Relay;
-use crate::route::Route;
+use crate::route::{Route, Tree, ALL_SITES};
 
 /// A full sync served: which sites, which tables, how much.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -70,6 +69,7 @@ pub async fn serve(
         entry.0.push(r.id);
         entry.1.insert(r.site);
     }
+    let tree = Tree::load(sql, tables).await?;
     let mut served = Vec::new();
     for (names, (ids, sites)) in by_tables {
         let sites: Vec<String> = sites.into_iter().collect();
@@ -78,34 +78,46 @@ pub async fn serve(
             .filter(|(n, _)| names.contains(n))
             .cloned()
             .collect();
-        let s = snapshot(sql, relay, &chosen, &sites, &ids, bounds).await?;
+        let group = Group {
+            tables: &chosen,
+            tree: &tree,
+            sites: &sites,
+            requests: &ids,
+        };
+        let s = snapshot(sql, relay, &group, bounds).await?;
         crate::telemetry::full_sync_served(&s.sites, s.rows, s.packets);
         served.push(s);
     }
     Ok(served)
 }
 
-/// Writes one snapshot group of `tables` for `sites`, and marks `requests` served.
+/// One snapshot group: its tables (with their links), for which sites, and
+/// the requests it serves.
+struct Group<'g> {
+    tables: &'g [(String, Route)],
+    tree: &'g Tree,
+    sites: &'g [String],
+    requests: &'g [i64],
+}
+
+/// Writes one snapshot group, and marks its requests served.
 async fn snapshot(
     sql: &Client,
     relay: &Relay,
-    tables: &[(String, Route)],
-    sites: &[String],
-    requests: &[i64],
+    group: &Group<'_>,
     bounds: Bounds,
 ) -> Result<Served> {
+    let (tables, sites) = (group.tables, group.sites);
     tracing::info!(sites = ?sites, tables = tables.len(), "full sync starting");
     let snapshot = Tx::begin(
         sql,
-        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
-         SET LOCAL DateStyle = ISO; SET LOCAL TimeZone = 'UTC'; SET LOCAL IntervalStyle = postgres;
-         SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = hex;",
+        &format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {TEXT_SETTINGS}"),
     )
     .await
     .ctx(|| "starting the full-sync snapshot at HO".into())?;
     let mut writer =
         Writer::new(relay, &Origin::Ho, PacketKind::Snapshot).for_sites(sites.to_vec());
-    let result = write_snapshot(&snapshot, &mut writer, tables, sites, requests, bounds).await;
+    let result = write_snapshot(&snapshot, &mut writer, group, bounds).await;
     // Read only: it wrote nothing to keep.
     snapshot.rollback().await;
     match result {
@@ -127,9 +139,7 @@ async fn snapshot(
 async fn write_snapshot(
     sql: &Client,
     writer: &mut Writer<'_>,
-    tables: &[(String, Route)],
-    sites: &[String],
-    requests: &[i64],
+    group: &Group<'_>,
     bounds: Bounds,
 ) -> Result<u64> {
     let lsn_row = sql
@@ -142,20 +152,24 @@ async fn write_snapshot(
     let mut batcher = Batcher::new(bounds);
     writer.tx().await?;
     let mut total = 0u64;
-    for (i, (name, route)) in tables.iter().enumerate() {
+    for (i, (name, route)) in group.tables.iter().enumerate() {
         let table = Table {
             rel: i as u32,
             name,
             route,
         };
-        total += copy_table(sql, writer, &mut batcher, &table, sites, lsn).await?;
+        total += copy_table(sql, writer, &mut batcher, &table, group, lsn).await?;
     }
     batcher.seal();
     for draft in batcher.take_sealed() {
         writer.write(draft.to_write()).await?;
     }
-    let group = writer.group();
-    writer.tx().await?.mark_served(requests, group).await?;
+    let served = writer.group();
+    writer
+        .tx()
+        .await?
+        .mark_served(group.requests, served)
+        .await?;
     writer.commit().await?;
     Ok(total)
 }
@@ -175,12 +189,16 @@ async fn copy_table(
     writer: &mut Writer<'_>,
     batcher: &mut Batcher,
     table: &Table<'_>,
-    sites: &[String],
+    group: &Group<'_>,
     lsn: Lsn,
 ) -> Result<u64> {
     let (rel, name) = (table.rel, table.name);
-    let captured = shape::captured(shape::of_table(sql, name).await?, table.route)?;
-    let copy = copy_query(name, &captured.shape.columns, table.route, sites);
+    let mut captured = shape::captured(shape::of_table(sql, name).await?, table.route, group.tree)?;
+    let copy = copy_query(name, &captured.shape.columns, table.route, group);
+    if let Route::Parent(_) = table.route {
+        // The COPY adds each row's site, computed at HO through its parents.
+        captured.routing = Routing::Last;
+    }
     batcher.relation(rel, captured);
     let lsn = u64::from(lsn);
     batcher.truncate(&[rel], lsn);
@@ -196,25 +214,11 @@ async fn copy_table(
         format!("full sync {name}"),
         estimate.map(|n| n.max(0) as u64),
     );
-    let stream = sql
-        .copy_out(&copy)
-        .await
-        .ctx(|| format!("reading {name} at HO"))?;
-    futures_util::pin_mut!(stream);
-    // Bytes of a line not yet complete; the complete lines of each chunk are
-    // read in place (the values are slices of them).
-    let mut pending = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.ctx(|| format!("reading {name} at HO"))?;
-        pending.extend_from_slice(&chunk);
-        let Some(end) = pending.iter().rposition(|&b| b == b'\n') else {
-            continue;
-        };
-        let lines = pending.split_to(end + 1).freeze();
-        let mut n = 0u64;
-        for line in lines[..end].split(|&b| b == b'\n') {
-            batcher.insert(rel, parse_line(&lines.slice_ref(line)), lsn);
-            n += 1;
+    let mut lines = CopyLines::open(sql, &copy, format!("reading {name} at HO")).await?;
+    while let Some(tuples) = lines.next().await? {
+        let n = tuples.len() as u64;
+        for values in tuples {
+            batcher.insert(rel, values, lsn);
         }
         progress.add(n);
         for draft in batcher.take_sealed() {
@@ -226,29 +230,39 @@ async fn copy_table(
     Ok(rows)
 }
 
-/// The COPY of a table's `columns`, only the rows of `sites` when it is
-/// routed by a column.
+/// The COPY of a table's `columns`, only the rows of the group's sites
+/// when it is routed by a column; routed by parent, each row's site follows
+/// it (the sites' rows and those of every site).
 fn copy_query(
     name: &str,
     columns: &[crate::packet::ColumnShape],
     route: &Route,
-    sites: &[String],
+    group: &Group<'_>,
 ) -> String {
-    let columns = columns
+    let mut columns = columns
         .iter()
         .map(|c| ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // COPY takes no parameters: the site codes are quoted literals.
+    let list = group
+        .sites
+        .iter()
+        .map(|s| crate::postgres::literal(s))
         .collect::<Vec<_>>()
         .join(", ");
     let filter = match route {
         Route::All => String::new(),
         Route::Column(c) => {
-            // COPY takes no parameters: the site codes are quoted literals.
-            let list = sites
-                .iter()
-                .map(|s| crate::postgres::literal(s))
-                .collect::<Vec<_>>()
-                .join(", ");
             format!(" WHERE {}::text = ANY(ARRAY[{list}]::text[])", ident(c))
+        }
+        Route::Parent(_) => {
+            let site = group.tree.site_expr(name, "relaysync_t");
+            columns.push_str(&format!(", {site}"));
+            format!(
+                " relaysync_t WHERE {site} = ANY(ARRAY[{list}, {}]::text[])",
+                crate::postgres::literal(ALL_SITES)
+            )
         }
     };
     format!(
@@ -271,11 +285,22 @@ mod tests {
         }
     }
 
+    fn group<'g>(tree: &'g Tree, sites: &'g [String]) -> Group<'g> {
+        Group {
+            tables: &[],
+            tree,
+            sites,
+            requests: &[],
+        }
+    }
+
     #[test]
     fn copies_every_row_or_the_sites_rows() {
         let columns = [column("id"), column("site_code")];
+        let tree = Tree::default();
+        let s1 = ["s1".to_string()];
         assert_eq!(
-            copy_query("public.items", &columns, &Route::All, &["s1".into()]),
+            copy_query("public.items", &columns, &Route::All, &group(&tree, &s1)),
             format!(
                 "COPY (SELECT {}, {} FROM {}) TO STDOUT",
                 ident("id"),
@@ -287,7 +312,7 @@ mod tests {
             "public.prices",
             &columns,
             &Route::Column("site_code".into()),
-            &["s1".into(), "s'2".into()],
+            &group(&tree, &["s1".into(), "s'2".into()]),
         );
         assert!(
             routed.ends_with(&format!(

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 
 use super::batch::{Batcher, Bounds};
+use super::follow::follow;
 use super::position::{Committed, OriginMark, Position, REQUESTS_EVERY, STREAM_FLUSH_EVERY};
 use super::slot::{self, Event, SlotStream};
 use super::{shape, snapshot, Mode, Outcome, Source};
@@ -19,7 +20,7 @@ use crate::pgoutput::{self, Message, Relation};
 use crate::protocol::{Lsn, Origin, PacketKind};
 use crate::relay::writer::Writer;
 use crate::relay::Relay;
-use crate::route::Route;
+use crate::route::{Route, Tree};
 
 /// A streaming capture stores what it holds once the server has sent
 /// nothing for this long.
@@ -57,9 +58,13 @@ pub(crate) async fn capture(
     };
     tracing::info!(origin = %source.origin, slot = %source.slot, from = %relay_lsn.max(slot_lsn),
         to = %stop.map(|s| s.to_string()).unwrap_or_else(|| "streaming".into()), "capture starting");
+    let tree = Tree::load(sql, tables).await?;
+    let mut batcher = Batcher::new(bounds);
+    super::parents::load(sql, &tree, batcher.parents_mut()).await?;
     let stream = SlotStream::connect(source, relay_lsn).await?;
     let position = Position::new(relay_lsn, stop);
-    let mut capture = Capture::new(sql, relay, source, tables, bounds, stream, position);
+    let mut capture = Capture::new(sql, relay, source, tables, batcher, stream, position);
+    capture.tree = tree;
     let result = capture.run(mode, &mut shutdown).await;
     capture.finish(result).await
 }
@@ -80,6 +85,8 @@ struct Capture<'a> {
     source: &'a Source,
     tables: &'a [(String, Route)],
     routes: HashMap<&'a str, &'a Route>,
+    /// The links of the tables routed by parent.
+    tree: Tree,
     bounds: Bounds,
     stream: SlotStream,
     batcher: Batcher,
@@ -109,7 +116,7 @@ impl<'a> Capture<'a> {
         relay: &'a Relay,
         source: &'a Source,
         tables: &'a [(String, Route)],
-        bounds: Bounds,
+        batcher: Batcher,
         stream: SlotStream,
         position: Position,
     ) -> Capture<'a> {
@@ -124,9 +131,10 @@ impl<'a> Capture<'a> {
             source,
             tables,
             routes: tables.iter().map(|(n, r)| (n.as_str(), r)).collect(),
-            bounds,
+            tree: Tree::default(),
+            bounds: batcher.bounds(),
             stream,
-            batcher: Batcher::new(bounds),
+            batcher,
             writer,
             position,
             seen: Outcome::default(),
@@ -309,7 +317,7 @@ impl<'a> Capture<'a> {
         if let Some(route) = self.routes.get(name.as_str()) {
             let table = shape::of_relation(self.sql, rel, &name).await?;
             self.batcher
-                .relation(rel.id, shape::captured(table, route)?);
+                .relation(rel.id, shape::captured(table, route, &self.tree)?);
         }
         Ok(())
     }
@@ -338,6 +346,11 @@ impl<'a> Capture<'a> {
     }
 
     async fn on_commit(&mut self, end_lsn: Lsn) -> Result<ControlFlow<()>> {
+        let moves = self.batcher.end_transaction();
+        if !moves.is_empty() {
+            let (sql, tree) = (self.sql, &self.tree);
+            follow(sql, tree, &mut self.batcher, &mut self.writer, moves).await?;
+        }
         match self.position.commit(end_lsn) {
             Committed::Skipped => self.seen.skipped_transactions += 1,
             Committed::Captured => {

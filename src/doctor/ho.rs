@@ -38,6 +38,11 @@ pub(super) async fn check(cfg: &Config, relay_clock: Option<SystemTime>, report:
             report.error("keys", e.to_string());
         }
     }
+    report.ran("routing");
+    match crate::route::check(&client, &cfg.routes()).await {
+        Ok((_, orphans)) => orphans.into_iter().for_each(|o| report.warn("routing", o)),
+        Err(e) => report.error("routing", chain(&e)),
+    }
     if let Err(e) = check_drift(&client, cfg, report).await {
         report.error("column_drift", chain(&e));
     }

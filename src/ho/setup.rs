@@ -12,7 +12,7 @@ use crate::config::{Config, Merge};
 use crate::error::{Error, Result};
 use crate::postgres::{connect, qualified};
 use crate::relay::{PublishedTable, Relay};
-use crate::route::Route;
+use crate::route::{Route, Tree};
 
 /// Checks HO and prepares it; returns what it did, a line each.
 pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
@@ -24,15 +24,18 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
     checks::require_logical(&sql, "HO").await?;
     checks::require_replication(&sql, "HO").await?;
     let slot_exists = checks::slot_capacity(&sql, &ho.slot, "HO", "[ho] slot").await?;
-    if cfg.tables.is_empty() {
+    if cfg.tables.is_empty() && cfg.upstream.is_empty() {
         return Err(Error::Config(
-            "no [[tables]] in the config; add one per HO table to sync, e.g. [[tables]] name = \"public.items\"".into(),
+            "no [[tables]] and no [[upstream]] in the config; add one [[tables]] per HO table to send to the sites (e.g. [[tables]] name = \"public.items\"), or one [[upstream]] per site table to bring up".into(),
         ));
     }
+    let routes = cfg.routes();
+    let (tree, orphans) = crate::route::check(&sql, &routes).await?;
     let mut described = Vec::new();
-    for (name, route) in cfg.routes() {
-        described.push(check_table(&sql, &name, &route).await?);
+    for (name, route) in &routes {
+        described.push(check_table(&sql, name, route, &tree).await?);
     }
+    said.extend(orphans.into_iter().map(|o| format!("warning: {o}")));
     check_upstream(&sql, cfg).await?;
     let names: Vec<String> = described.iter().map(|t| t.name.clone()).collect();
     let publication = checks::publication_plan(&sql, &ho.publication, &names).await?;
@@ -81,9 +84,39 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
 }
 
 /// Checks one synced table (key, replica identity, route) and reads its shape.
-async fn check_table(sql: &Client, name: &str, route: &Route) -> Result<PublishedTable> {
+async fn check_table(
+    sql: &Client,
+    name: &str,
+    route: &Route,
+    tree: &Tree,
+) -> Result<PublishedTable> {
     let id = checks::identity(sql, name, "table", "HO", "create it or fix [[tables]] name").await?;
     let columns = catalog::column_types(sql, id.oid).await?;
+    // A row moving between sites is told by its old values: those that
+    // route it (a route by parent), or that its children reference.
+    let full_row = |what: String| {
+        Error::Setup(format!(
+            "{what}: HO must send the old row with updates; run ALTER TABLE {} REPLICA IDENTITY FULL",
+            qualified(name)
+        ))
+    };
+    if let Some(link) = tree.link(name) {
+        if !id.full && !link.columns.iter().all(|c| id.key.contains(c)) {
+            return Err(full_row(format!(
+                "route parent:{} of {name} follows its columns {}",
+                link.parent,
+                link.columns.join(", ")
+            )));
+        }
+    }
+    if let Some(refs) = tree.referenced(name) {
+        if !id.full && !refs.iter().all(|c| id.key.contains(c)) {
+            return Err(full_row(format!(
+                "tables routed by {name} reference its columns {}",
+                refs.join(", ")
+            )));
+        }
+    }
     if let Route::Column(c) = route {
         if !columns.iter().any(|(n, _)| n == c) {
             return Err(Error::Setup(format!(

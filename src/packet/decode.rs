@@ -7,7 +7,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::ipc::reader::StreamReader;
 
 use super::layout::{layout, Layout};
-use super::{PacketError, META_KEY, META_TABLE};
+use super::{Cascade, PacketError, META_CASCADE, META_KEY, META_TABLE};
 
 /// A data column of a part: its name and PostgreSQL type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub struct Part {
     /// Key column names; empty for a table without a key.
     pub key: Vec<String>,
     pub columns: Vec<PartColumn>,
+    /// What a site deletes with each deleted row (see [`Cascade`]).
+    pub cascade: Vec<Cascade>,
     pub(super) layout: Layout,
     pub(super) batches: Vec<RecordBatch>,
     /// The operations its rows carry, each once.
@@ -160,6 +162,12 @@ fn read_part_unchecked(bytes: &[u8]) -> Result<Part, PacketError> {
         .clone();
     let key: Vec<String> = serde_json::from_str(meta.get(META_KEY).map_or("[]", |s| s.as_str()))
         .map_err(|e| PacketError::Invalid(format!("relaysync.key is not a JSON list: {e}")))?;
+    let cascade: Vec<Cascade> = match meta.get(META_CASCADE) {
+        Some(s) => serde_json::from_str(s).map_err(|e| {
+            PacketError::Invalid(format!("relaysync.cascade is not a list of cascades: {e}"))
+        })?,
+        None => Vec::new(),
+    };
     let (columns, layout) = layout(&schema)?;
     for k in &key {
         if !columns.iter().any(|c| &c.name == k) {
@@ -190,6 +198,7 @@ fn read_part_unchecked(bytes: &[u8]) -> Result<Part, PacketError> {
         table,
         key,
         columns,
+        cascade,
         layout,
         batches,
         ops,
@@ -266,6 +275,7 @@ mod tests {
                 col("b", 17, -1, "bytea"),
             ],
             key: vec![0],
+            cascade: Vec::new(),
         }
     }
 

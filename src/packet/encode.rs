@@ -14,8 +14,9 @@ use arrow::ipc::CompressionType;
 
 use super::value::{self, arrow_type};
 use super::{
-    PacketError, TableShape, COL_LSN, COL_OP, COL_ORIGIN, COL_UNCHANGED, META_KEY, META_PG_OID,
-    META_PG_TYPE, META_ROLE, META_TABLE, ROLE_LSN, ROLE_OP, ROLE_ORIGIN, ROLE_UNCHANGED,
+    PacketError, TableShape, COL_LSN, COL_OP, COL_ORIGIN, COL_UNCHANGED, META_CASCADE, META_KEY,
+    META_PG_OID, META_PG_TYPE, META_ROLE, META_TABLE, ROLE_LSN, ROLE_OP, ROLE_ORIGIN,
+    ROLE_UNCHANGED,
 };
 use crate::pgoutput::Value;
 
@@ -198,13 +199,19 @@ pub fn encode_part(shape: &TableShape, changes: &[Change]) -> Result<Vec<u8>, Pa
         .iter()
         .map(|&i| shape.columns[i].name.clone())
         .collect();
-    let meta = HashMap::from([
+    let mut meta = HashMap::from([
         (META_TABLE.to_string(), shape.name.clone()),
         (
             META_KEY.to_string(),
             serde_json::to_string(&key).unwrap_or_default(),
         ),
     ]);
+    if !shape.cascade.is_empty() {
+        meta.insert(
+            META_CASCADE.to_string(),
+            serde_json::to_string(&shape.cascade).unwrap_or_default(),
+        );
+    }
     let schema = Arc::new(Schema::new_with_metadata(fields, meta));
     let batch = RecordBatch::try_new(schema.clone(), arrays)?;
     // Level 1: the fastest zstd; packets are still a fraction of pgoutput's bytes.

@@ -28,6 +28,9 @@ use thiserror::Error;
 pub const META_TABLE: &str = "relaysync.table";
 /// Schema metadata key: the key columns, as a JSON array of names.
 pub const META_KEY: &str = "relaysync.key";
+/// Schema metadata key, on parts of a table other tables are routed by:
+/// what a site deletes with a row of it ([`Cascade`]s, as JSON).
+pub const META_CASCADE: &str = "relaysync.cascade";
 /// Field metadata key: the column's PostgreSQL type, as `format_type` writes it.
 pub const META_PG_TYPE: &str = "relaysync.pg_type";
 /// Field metadata key: the column's PostgreSQL type OID.
@@ -71,6 +74,23 @@ pub struct TableShape {
     pub columns: Vec<ColumnShape>,
     /// Indexes into `columns` of the key columns; empty for a table without a key.
     pub key: Vec<usize>,
+    /// What a site deletes with a deleted row of this table: the rows of the
+    /// tables routed by it that reference the row.
+    pub cascade: Vec<Cascade>,
+}
+
+/// A table routed by its parent (`route = "parent:…"`): a site that deletes
+/// a parent row (a delete at HO, or the row moving to another site) deletes
+/// the rows of `table` whose `columns` hold the parent's `references`, and
+/// theirs in turn. HO routes a child row where its parent row goes, so a
+/// child left behind at a site would be an orphan.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cascade {
+    pub table: String,
+    pub columns: Vec<String>,
+    pub references: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Cascade>,
 }
 
 /// Why a packet part could not be encoded or read.

@@ -11,7 +11,7 @@ use crate::postgres::{ident, literal, literal_array, qualified};
 use crate::protocol::{Lsn, Origin, PacketKind};
 use crate::relay::writer::Writer;
 use crate::relay::{Expected, PublishedTable, Relay};
-use crate::route::{Route, ALL_SITES};
+use crate::route::{Route, Tree, ALL_SITES};
 
 /// Verify requests being served: HO's verified tables locked in SHARE mode
 /// in an open REPEATABLE READ transaction of its own connection.
@@ -22,6 +22,8 @@ pub(crate) struct Locked {
     requests: Vec<i64>,
     sites: Vec<String>,
     tables: Vec<(PublishedTable, Route)>,
+    /// The links of the tables routed by parent.
+    tree: Tree,
 }
 
 /// A verify packet sent.
@@ -47,10 +49,18 @@ pub(crate) async fn lock(ho_url: &str, relay: &Relay) -> Result<Option<Locked>> 
             Some(t) => names.extend(t.iter().cloned()),
         }
     }
+    let mut routes = Vec::new();
+    for t in &published {
+        routes.push((
+            t.name.clone(),
+            t.route.parse::<Route>().map_err(Error::Config)?,
+        ));
+    }
     let mut tables = Vec::new();
-    for t in published.into_iter().filter(|t| names.contains(&t.name)) {
-        let route = t.route.parse::<Route>().map_err(Error::Config)?;
-        tables.push((t, route));
+    for (t, (_, route)) in published.into_iter().zip(&routes) {
+        if names.contains(&t.name) {
+            tables.push((t, route.clone()));
+        }
     }
     let active: BTreeSet<String> = relay.active_sites().await?.into_iter().collect();
     let sites: BTreeSet<String> = pending
@@ -59,11 +69,18 @@ pub(crate) async fn lock(ho_url: &str, relay: &Relay) -> Result<Option<Locked>> 
         .map(|r| r.site.clone())
         .collect();
     let client = crate::postgres::connect("ho", ho_url).await?;
-    let list = tables
-        .iter()
-        .map(|(t, _)| qualified(&t.name))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let tree = Tree::load(&client, &routes).await?;
+    // A table routed by parent is hashed per site through its parents:
+    // they are locked too.
+    let mut locked: BTreeSet<String> = BTreeSet::new();
+    for (t, _) in &tables {
+        let mut at = Some(t.name.as_str());
+        while let Some(name) = at {
+            locked.insert(qualified(name));
+            at = tree.link(name).map(|l| l.parent.as_str());
+        }
+    }
+    let list = locked.into_iter().collect::<Vec<_>>().join(", ");
     take_locks(&client, &list).await?;
     // Under the locks: every write to the tables is in the WAL before this.
     let lsn: Lsn = client
@@ -77,6 +94,7 @@ pub(crate) async fn lock(ho_url: &str, relay: &Relay) -> Result<Option<Locked>> 
         requests: pending.iter().map(|r| r.id).collect(),
         sites: sites.into_iter().collect(),
         tables,
+        tree,
     }))
 }
 
@@ -159,13 +177,21 @@ impl Locked {
             columns: &columns,
             keys: &t.key_columns,
         };
-        let (group, filter, sites) = match route {
-            Route::All => (literal(ALL_SITES), String::new(), vec![ALL_SITES.into()]),
-            Route::Column(c) => {
-                let list = literal_array(self.sites.iter().map(|s| literal(s)));
+        let list = literal_array(self.sites.iter().map(|s| literal(s)));
+        let (group, filter, sites) = match (route, self.tree.root(&t.name)) {
+            (Route::All, _) | (Route::Parent(_), Route::All) => {
+                (literal(ALL_SITES), String::new(), vec![ALL_SITES.into()])
+            }
+            (Route::Column(c), _) => (
+                format!("{}::text", ident(c)),
+                format!("WHERE {}::text = ANY({list}::text[])", ident(c)),
+                self.sites.clone(),
+            ),
+            (Route::Parent(_), _) => {
+                let site = self.tree.site_expr(&t.name, &qualified(&t.name));
                 (
-                    format!("{}::text", ident(c)),
-                    format!("WHERE {}::text = ANY({list}::text[])", ident(c)),
+                    site.clone(),
+                    format!("WHERE {site} = ANY({list}::text[])"),
                     self.sites.clone(),
                 )
             }
