@@ -21,9 +21,22 @@ pub(super) fn peak_rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Resident memory of a process now, in KiB.
+pub(super) fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// CPU seconds of a cluster so far: its postmaster and every process it
 /// started (the ones gone included, through the postmaster's child times).
-fn cluster_cpu(cluster: &Cluster) -> f64 {
+pub(super) fn cluster_cpu(cluster: &Cluster) -> f64 {
     let Some(pm) = std::fs::read_to_string(cluster.dir().join("postmaster.pid"))
         .ok()
         .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
@@ -68,7 +81,7 @@ fn clock_ticks(fields: &[String], at: std::ops::Range<usize>) -> f64 {
 }
 
 /// CPU seconds a process has used (user + system).
-fn cpu_seconds(pid: u32) -> f64 {
+pub(super) fn cpu_seconds(pid: u32) -> f64 {
     clock_ticks(&stat_fields(pid), 11..13)
 }
 

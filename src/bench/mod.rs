@@ -12,6 +12,7 @@ mod measure;
 mod native;
 mod relaysync_loads;
 mod rig;
+mod routing;
 mod wait;
 mod workloads;
 
@@ -22,6 +23,7 @@ use relaysync::error::{DbContext, Error, Result};
 pub use fleet::run as run_fleet;
 use native::{pgoutput_bytes, set_native};
 use rig::sql;
+pub use routing::run as run_routing;
 use wait::catch_up;
 use workloads::{run_system, Results, System};
 

@@ -181,6 +181,11 @@ pub enum Command {
         /// `pos sync --once`, a 10k-row delta, `status`.
         #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "2000")]
         fleet: Option<usize>,
+        /// Instead: what routing by parent costs HO beside routing by a
+        /// column (`--rows` parent rows over `--sites` sites; 100k child
+        /// rows per run), and HO's memory for the parents' routes.
+        #[arg(long)]
+        routing: bool,
     },
 }
 
@@ -273,7 +278,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             owner_sites,
             loads_only,
             fleet,
+            routing,
         } => {
+            if routing {
+                return crate::bench::run_routing(rows, sites, json)
+                    .await
+                    .map(|()| ExitCode::SUCCESS);
+            }
             if let Some(n) = fleet {
                 return crate::bench::run_fleet(n, json)
                     .await
