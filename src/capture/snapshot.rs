@@ -199,6 +199,8 @@ async fn copy_table(
         // The COPY adds each row's site, computed at HO through its parents.
         captured.routing = Routing::Last;
     }
+    // Rows are routed here without the stream's record of parent rows.
+    captured.referenced = None;
     batcher.relation(rel, captured);
     let lsn = u64::from(lsn);
     batcher.truncate(&[rel], lsn);
