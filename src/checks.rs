@@ -73,8 +73,24 @@ pub(crate) struct Identity {
     pub(crate) oid: u32,
     /// The primary key's columns (empty without one).
     pub(crate) key: Vec<String>,
-    /// REPLICA IDENTITY FULL: the old row comes whole with updates and deletes.
+    /// REPLICA IDENTITY FULL: the old row comes whole with updates and
+    /// deletes (a partitioned table: it and every partition).
     pub(crate) full: bool,
+    /// The table and partitions without REPLICA IDENTITY FULL, quoted. A
+    /// partition does not take its root's: PostgreSQL sends a row's old
+    /// values as its partition's identity says.
+    pub(crate) not_full: Vec<String>,
+}
+
+impl Identity {
+    /// The statements that make the old row come whole.
+    pub(crate) fn make_full(&self) -> String {
+        self.not_full
+            .iter()
+            .map(|t| format!("ALTER TABLE {t} REPLICA IDENTITY FULL"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// Reads a table's key and replica identity; fails with the fix when the
@@ -105,13 +121,37 @@ pub(crate) async fn identity(
             "{what} {name} has REPLICA IDENTITY NOTHING, so its updates and deletes cannot be captured; run ALTER TABLE {q} REPLICA IDENTITY DEFAULT (with a primary key) or FULL"
         )));
     }
+    // The table, then its leaf partitions (pg_partition_tree gives none
+    // for a table that is not partitioned).
+    let not_full: Vec<String> = client
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname) AS name
+               FROM (SELECT $1::oid AS relid, 0 AS level
+                     UNION ALL
+                     SELECT relid, level FROM pg_partition_tree($1::oid::regclass)
+                      WHERE isleaf AND level > 0) t
+               JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relreplident <> 'f'
+              ORDER BY t.level, 1",
+            &[&oid],
+        )
+        .await
+        .ctx(|| format!("reading the replica identity of {name}'s partitions"))?
+        .iter()
+        .map(|r| r.get("name"))
+        .collect();
     let full = kind as u8 == b'f';
     if key.is_empty() && !full {
         return Err(Error::Setup(format!(
             "{what} {name} has no primary key; add one (ALTER TABLE {q} ADD PRIMARY KEY (…)) or run ALTER TABLE {q} REPLICA IDENTITY FULL"
         )));
     }
-    Ok(Identity { oid, key, full })
+    Ok(Identity {
+        oid,
+        key,
+        full: not_full.is_empty(),
+        not_full,
+    })
 }
 
 /// Creates the pgoutput slot `slot` unless it `exists`.

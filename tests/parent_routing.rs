@@ -319,3 +319,63 @@ async fn a_config_with_upstream_tables_only_runs_end_to_end() {
         assert_eq!(n, 25, "events of {s} at HO");
     }
 }
+
+/// A partition sends its rows' old values as its own replica identity
+/// says, not its root's: a partitioned table routed by parent needs every
+/// partition FULL; `setup ho` names the ones that are not. Then a parent
+/// moving takes the partitioned children along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_table_routed_by_parent_follows_its_parents() {
+    let schema = "
+CREATE TABLE public.store (store_id text PRIMARY KEY, name text);
+CREATE TABLE public.inventory (inventory_id int PRIMARY KEY, store_id text NOT NULL, film text);
+ALTER TABLE public.inventory REPLICA IDENTITY FULL;
+CREATE TABLE public.rental (rental_id int, month int, inventory_id int NOT NULL, customer text,
+                            PRIMARY KEY (rental_id, month)) PARTITION BY LIST (month);
+CREATE TABLE public.rental_1 PARTITION OF public.rental FOR VALUES IN (1);
+CREATE TABLE public.rental_2 PARTITION OF public.rental FOR VALUES IN (2);
+ALTER TABLE public.rental REPLICA IDENTITY FULL;";
+    let bed = Bed::new("parent_partitioned", schema, &TABLES[..3], "").await;
+    exec(
+        &bed,
+        "ALTER TABLE public.rental ADD CONSTRAINT rental_inventory_fk FOREIGN KEY (inventory_id) REFERENCES public.inventory;
+         INSERT INTO public.store VALUES ('s1', 'one'), ('s2', 'two');
+         INSERT INTO public.inventory VALUES (1, 's1', 'a'), (2, 's2', 'b');
+         INSERT INTO public.rental SELECT g, 1 + g % 2, 1 + g % 2, 'c' || g FROM generate_series(1, 20) g;",
+    )
+    .await;
+    bed.ok(0, &["setup", "relay"]).await;
+    let out = bed.run(0, &["setup", "ho"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rental_1") && err.contains("rental_2"),
+        "{err}"
+    );
+    exec(
+        &bed,
+        "ALTER TABLE public.rental_1 REPLICA IDENTITY FULL; ALTER TABLE public.rental_2 REPLICA IDENTITY FULL;",
+    )
+    .await;
+    bed.setup().await;
+    let chain = |site: usize| subsets(site).into_iter().take(3);
+    for site in 0..SITES.len() {
+        for (ho_q, site_q) in chain(site) {
+            assert_same(&bed, site, &ho_q, &site_q).await;
+        }
+    }
+    exec(
+        &bed,
+        "UPDATE public.inventory SET store_id = 's2' WHERE inventory_id = 1;
+         UPDATE public.rental SET inventory_id = 1 WHERE rental_id = 2;",
+    )
+    .await;
+    bed.sync_all().await;
+    for site in 0..SITES.len() {
+        for (ho_q, site_q) in chain(site) {
+            assert_same(&bed, site, &ho_q, &site_q).await;
+        }
+    }
+    assert_eq!(rows_at(&bed, 0, "public.rental").await, 0);
+    assert_eq!(rows_at(&bed, 1, "public.rental").await, 20);
+}

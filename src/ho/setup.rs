@@ -96,8 +96,8 @@ async fn check_table(
     // route it (a route by parent), or that its children reference.
     let full_row = |what: String| {
         Error::Setup(format!(
-            "{what}: HO must send the old row with updates; run ALTER TABLE {} REPLICA IDENTITY FULL",
-            qualified(name)
+            "{what}: HO must send the old row with updates; run: `{}`",
+            id.make_full()
         ))
     };
     if let Some(link) = tree.link(name) {
@@ -125,8 +125,8 @@ async fn check_table(
         }
         if !id.full && !id.key.contains(c) {
             return Err(Error::Setup(format!(
-                "route column:{c} of {name} needs the old row to move rows between sites; run ALTER TABLE {} REPLICA IDENTITY FULL",
-                qualified(name)
+                "route column:{c} of {name} needs the old row to move rows between sites; run: `{}`",
+                id.make_full()
             )));
         }
     }
