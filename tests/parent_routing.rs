@@ -241,6 +241,63 @@ async fn a_chain_routed_by_parent_follows_its_parents_and_leaves_no_orphan() {
     let results = v["results"].as_array().unwrap();
     assert_eq!(results.len(), SITES.len() * TABLES.len(), "{v}");
     assert!(results.iter().all(|r| r["status"] == "equal"), "{v}");
+    assert!(results.iter().all(|r| r["orphans"] == 0), "{v}");
+}
+
+/// Rentals routed to every site although their items are not: each site's
+/// verify counts the rentals whose item it does not hold (through its own
+/// foreign keys), per table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_counts_the_orphans_a_routing_leaves() {
+    let tables = [
+        ("public.store", "column:store_id"),
+        ("public.inventory", "column:store_id"),
+        ("public.rental", "all"),
+    ];
+    let bed = Bed::new("parent_verify_orphans", SCHEMA, &tables, "").await;
+    for (table, fk, def) in &FKS[..2] {
+        exec(
+            &bed,
+            &format!("ALTER TABLE {table} ADD CONSTRAINT {fk} {def}"),
+        )
+        .await;
+        for site in 0..SITES.len() {
+            bed.site(site)
+                .await
+                .batch_execute(&format!(
+                    "ALTER TABLE {table} ADD CONSTRAINT {fk} {def} NOT VALID"
+                ))
+                .await
+                .unwrap();
+        }
+    }
+    exec(
+        &bed,
+        "INSERT INTO public.store VALUES ('s1', 'one'), ('s2', 'two');
+         INSERT INTO public.inventory VALUES (1, 's1', 'a'), (2, 's2', 'b'), (3, 's2', 'c');
+         INSERT INTO public.rental SELECT g, 1 + g % 3, 'c' || g FROM generate_series(1, 30) g;",
+    )
+    .await;
+    bed.setup().await;
+    bed.ok(0, &["verify", "--all"]).await;
+    bed.sync_all().await;
+    let out = bed.ok(0, &["--json", "verify", "--show"]).await;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let orphans = |site: &str, table: &str| {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["site"] == site && r["table_name"] == table)
+            .unwrap_or_else(|| panic!("no result for {site} {table}: {v}"))["orphans"]
+            .as_i64()
+            .unwrap()
+    };
+    // s1 holds item 1 only: the rentals of items 2 and 3 are orphans there.
+    assert_eq!(orphans("s1", "public.rental"), 20, "{v}");
+    assert_eq!(orphans("s2", "public.rental"), 10, "{v}");
+    assert_eq!(orphans("s1", "public.inventory"), 0, "{v}");
+    assert_eq!(orphans("s2", "public.store"), 0, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

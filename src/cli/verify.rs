@@ -57,13 +57,20 @@ fn show(view: &service::VerifyResults, as_json: bool) {
         return;
     }
     println!(
-        "{:<16} {:<28} {:<6} {:>10} {:>10}  {:<20}  detail",
-        "site", "table", "status", "ho_rows", "site_rows", "checked_at"
+        "{:<16} {:<28} {:<6} {:>10} {:>10} {:>8}  {:<20}  detail",
+        "site", "table", "status", "ho_rows", "site_rows", "orphans", "checked_at"
     );
     for r in &view.results {
         println!(
-            "{:<16} {:<28} {:<6} {:>10} {:>10}  {:<20}  {}",
-            r.site, r.table_name, r.status, r.ho_rows, r.site_rows, r.checked_at, r.detail
+            "{:<16} {:<28} {:<6} {:>10} {:>10} {:>8}  {:<20}  {}",
+            r.site,
+            r.table_name,
+            r.status,
+            r.ho_rows,
+            r.site_rows,
+            r.orphans,
+            r.checked_at,
+            r.detail
         );
     }
 }

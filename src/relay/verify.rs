@@ -50,6 +50,9 @@ pub struct VerifyResult {
     pub ho_rows: i64,
     pub site_rows: i64,
     pub detail: String,
+    /// The site's rows of the table whose referenced row (through the
+    /// site's foreign keys to other synced tables) it does not hold.
+    pub orphans: i64,
 }
 
 impl Relay {
@@ -167,9 +170,9 @@ impl Relay {
     pub(crate) async fn record_verify(&self, r: &VerifyResult) -> Result<()> {
         self.client
             .execute(
-                "INSERT INTO relay.verify_results (packet_id, site, table_name, status, ho_rows, site_rows, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (packet_id, site, table_name) DO NOTHING",
-                &[&r.packet_id, &r.site, &r.table_name, &r.status, &r.ho_rows, &r.site_rows, &r.detail],
+                "INSERT INTO relay.verify_results (packet_id, site, table_name, status, ho_rows, site_rows, detail, orphans)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (packet_id, site, table_name) DO NOTHING",
+                &[&r.packet_id, &r.site, &r.table_name, &r.status, &r.ho_rows, &r.site_rows, &r.detail, &r.orphans],
             )
             .await
             .ctx(|| "writing relay.verify_results".into())?;
@@ -181,7 +184,7 @@ impl Relay {
         self.read_results(
             "SELECT DISTINCT ON (site, table_name) packet_id, site, table_name,
                     to_char(checked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS checked_at,
-                    status, ho_rows, site_rows, detail
+                    status, ho_rows, site_rows, detail, orphans
                FROM relay.verify_results WHERE cardinality($1::text[]) = 0 OR site = ANY($1)
               ORDER BY site, table_name, id DESC",
             &[&sites],
@@ -196,7 +199,7 @@ impl Relay {
               WHERE status = $1 AND NOT ho_logged
              RETURNING packet_id, site, table_name,
                     to_char(checked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS checked_at,
-                    status, ho_rows, site_rows, detail",
+                    status, ho_rows, site_rows, detail, orphans",
             &[&VerifyStatus::Drift],
         )
         .await
@@ -224,6 +227,7 @@ impl Relay {
                     ho_rows: get(r, "ho_rows", t)?,
                     site_rows: get(r, "site_rows", t)?,
                     detail: get(r, "detail", t)?,
+                    orphans: get(r, "orphans", t)?,
                 })
             })
             .collect()

@@ -6,9 +6,10 @@ use tokio_postgres::Client;
 use super::{compare, hash_query, Bucket, Hashed, TEXT_FORMS};
 use crate::book::events;
 use crate::error::{db_message, Result};
-use crate::postgres::literal;
+use crate::postgres::{ident, literal, qualified};
 use crate::protocol::VerifyStatus;
 use crate::relay::{Relay, VerifyResult};
+use crate::route::tree::{foreign_keys, ForeignKey};
 
 /// Checks verify packet `packet` at `site`, inside the open apply
 /// transaction; Err(message) when the site's database refused a query (the
@@ -25,6 +26,12 @@ pub(crate) async fn check(
     if let Err(e) = client.batch_execute(TEXT_FORMS).await {
         return Ok(Err(db_message(&e)));
     }
+    let names: Vec<&str> = published.iter().map(|t| t.name.as_str()).collect();
+    let fks: Vec<ForeignKey> = foreign_keys(client, &names)
+        .await?
+        .into_iter()
+        .filter(|f| names.contains(&f.parent.as_str()))
+        .collect();
     for e in &expected {
         let Some(t) = published.iter().find(|t| t.name == e.table_name) else {
             continue;
@@ -51,6 +58,10 @@ pub(crate) async fn check(
             })
             .collect();
         let c = compare(&e.buckets, &mine);
+        let orphans = match orphans(client, &t.name, &fks).await {
+            Ok(n) => n,
+            Err(err) => return Ok(Err(format!("verify {}: {}", t.name, db_message(&err)))),
+        };
         let result = VerifyResult {
             packet_id: packet,
             site: site.to_string(),
@@ -64,7 +75,11 @@ pub(crate) async fn check(
             ho_rows: c.ho_rows,
             site_rows: c.site_rows,
             detail: c.detail,
+            orphans,
         };
+        if orphans > 0 {
+            tracing::warn!(table = %t.name, orphans, "verify found rows whose referenced row this site does not hold");
+        }
         if !c.equal {
             tracing::warn!(table = %t.name, detail = %result.detail, "verify found drift");
             if let Err(err) =
@@ -77,4 +92,45 @@ pub(crate) async fn check(
         results.push(result);
     }
     Ok(Ok(results))
+}
+
+/// The rows of `table` at the site whose referenced row, through one of
+/// the site's foreign keys `fks` from it, the site does not hold.
+async fn orphans(
+    client: &Client,
+    table: &str,
+    fks: &[ForeignKey],
+) -> std::result::Result<i64, tokio_postgres::Error> {
+    let missing: Vec<String> = fks
+        .iter()
+        .filter(|f| f.table == table)
+        .map(|f| {
+            let set = f
+                .columns
+                .iter()
+                .map(|c| format!("c.{} IS NOT NULL", ident(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let on = f
+                .columns
+                .iter()
+                .zip(&f.references)
+                .map(|(c, r)| format!("p.{} = c.{}", ident(r), ident(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            format!(
+                "({set} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {on}))",
+                qualified(&f.parent)
+            )
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let q = format!(
+        "SELECT count(*) FROM {} c WHERE {}",
+        qualified(table),
+        missing.join(" OR ")
+    );
+    Ok(client.query_one(&q, &[]).await?.get(0))
 }
