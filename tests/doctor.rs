@@ -147,3 +147,40 @@ async fn a_missing_slot_and_relay_schema_are_found() {
         "{report}"
     );
 }
+
+/// A site configured as the README says (no `[ho]`, the relay reached as
+/// the site's own role) checks the relay schema like HO does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_reaching_the_relay_as_its_role_checks_the_relay_schema() {
+    let bed = bed("docsite").await;
+    let relay_url = bed.site_relay_urls.lock().unwrap()["s1"].clone();
+    let path = bed.dir.join("site.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[relay]\nurl = \"{relay_url}\"\n[pos]\nsite = \"s1\"\nurl = \"{}\"\n\
+             [[tables]]\nname = \"public.items\"\n[[tables]]\nname = \"public.prices\"\n",
+            bed.site_urls[0]
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relaysync"))
+        .arg("--config")
+        .arg(&path)
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(
+        report["checked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "relay_schema"),
+        "{report}"
+    );
+    assert_eq!(found(&report), Vec::<(String, String)>::new(), "{report}");
+    assert_eq!(out.status.code(), Some(0), "{report}");
+}

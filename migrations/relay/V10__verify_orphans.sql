@@ -3,3 +3,8 @@
 -- hold: orphans, which a routing not closed under the foreign keys leaves.
 ALTER TABLE relay.verify_results ADD COLUMN orphans bigint NOT NULL DEFAULT 0;
 GRANT INSERT (orphans) ON relay.verify_results TO relaysync_site;
+
+-- A site's doctor checks that the relay schema is current: the versions
+-- applied (names and checksums of relaysync's own migrations, nothing of
+-- any site).
+GRANT SELECT ON relay.schema_history TO relaysync_site;
