@@ -459,10 +459,12 @@ impl Batcher {
         }
         self.note(lsn);
         if let (Some(refs), Some((_, o))) = (&table.referenced, &old) {
-            if refs_key(refs, o) != refs_key(refs, &new) {
-                if let Some(k) = refs_key(refs, o) {
-                    self.parents.delete(&table.shape.name, k);
+            // The referenced values changed: the old ones' entry goes.
+            match refs_key(refs, o) {
+                Some(k) if Some(&k) != refs_key(refs, &new).as_ref() => {
+                    self.parents.delete(&table.shape.name, k)
                 }
+                _ => {}
             }
         }
         self.keep(&table, &new, new_target.as_ref());

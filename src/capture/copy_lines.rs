@@ -11,6 +11,17 @@ use tokio_postgres::{Client, CopyOutStream};
 use super::copy_text::parse_line;
 use crate::error::{DbContext, Result};
 use crate::pgoutput::Tuple;
+use crate::postgres::{Tx, TEXT_FORMS};
+
+/// A read-only snapshot (REPEATABLE READ) in which HO's COPY writes values
+/// as pgoutput does.
+pub(crate) async fn read_tx(sql: &Client) -> std::result::Result<Tx<'_>, tokio_postgres::Error> {
+    Tx::begin(
+        sql,
+        &format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {TEXT_FORMS}"),
+    )
+    .await
+}
 
 /// The rows of a COPY, chunk by chunk.
 pub(crate) struct CopyLines {

@@ -10,11 +10,11 @@
 use tokio_postgres::Client;
 
 use super::batch::{Batcher, Move};
-use super::copy_lines::CopyLines;
-use super::parents::{texts_of, TEXT_SETTINGS};
+use super::copy_lines::{read_tx, CopyLines};
+use super::parents::texts_of;
 use super::{catalog, shape};
 use crate::error::{DbContext, Error, Result};
-use crate::postgres::{ident, qualified, Tx};
+use crate::postgres::{ident, qualified};
 use crate::relay::writer::Writer;
 use crate::route::Tree;
 
@@ -43,12 +43,9 @@ pub(super) async fn follow(
             None => by_table.push((m.table, vec![key])),
         }
     }
-    let tx = Tx::begin(
-        sql,
-        &format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {TEXT_SETTINGS}"),
-    )
-    .await
-    .ctx(|| "starting to read the children of moved rows at HO".into())?;
+    let tx = read_tx(sql)
+        .await
+        .ctx(|| "starting to read the children of moved rows at HO".into())?;
     let mut rows = 0;
     for (table, keys) in &by_table {
         for child in tree.descendants(table) {

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use tokio_postgres::Client;
 
 use super::batch::text_of;
-use super::copy_lines::CopyLines;
+use super::copy_lines::{read_tx, CopyLines};
 use crate::error::{DbContext, Result};
 use crate::pgoutput::Value;
-use crate::postgres::{ident, qualified, Tx};
+use crate::postgres::{ident, qualified};
 use crate::route::Tree;
 
 /// Marks an entry whose row was deleted in the open transaction.
@@ -127,11 +127,6 @@ impl Parents {
     }
 }
 
-/// The text settings under which HO's COPY writes values as pgoutput does.
-pub(crate) const TEXT_SETTINGS: &str =
-    "SET LOCAL DateStyle = ISO; SET LOCAL TimeZone = 'UTC'; SET LOCAL IntervalStyle = postgres;
-     SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = hex;";
-
 /// Reads where every parent row of `tree` goes, from HO as it is now (a
 /// stream replayed from an older position corrects what changed since).
 pub(crate) async fn load(sql: &Client, tree: &Tree, parents: &mut Parents) -> Result<()> {
@@ -144,12 +139,9 @@ pub(crate) async fn load(sql: &Client, tree: &Tree, parents: &mut Parents) -> Re
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let tx = Tx::begin(
-        sql,
-        &format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {TEXT_SETTINGS}"),
-    )
-    .await
-    .ctx(|| "starting to read the parent tables at HO".into())?;
+    let tx = read_tx(sql)
+        .await
+        .ctx(|| "starting to read the parent tables at HO".into())?;
     for (table, refs) in &tables {
         let cols: Vec<String> = refs
             .iter()

@@ -20,11 +20,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio_postgres::Client;
 
 use super::batch::{Batcher, Bounds, Routing};
-use super::copy_lines::CopyLines;
-use super::parents::TEXT_SETTINGS;
+use super::copy_lines::{read_tx, CopyLines};
 use super::shape;
 use crate::error::{DbContext, Result};
-use crate::postgres::{ident, qualified, Tx};
+use crate::postgres::{ident, qualified};
 use crate::progress::Progress;
 use crate::protocol::{Lsn, Origin, PacketKind};
 use crate::relay::writer::Writer;
@@ -109,12 +108,9 @@ async fn snapshot(
 ) -> Result<Served> {
     let (tables, sites) = (group.tables, group.sites);
     tracing::info!(sites = ?sites, tables = tables.len(), "full sync starting");
-    let snapshot = Tx::begin(
-        sql,
-        &format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {TEXT_SETTINGS}"),
-    )
-    .await
-    .ctx(|| "starting the full-sync snapshot at HO".into())?;
+    let snapshot = read_tx(sql)
+        .await
+        .ctx(|| "starting the full-sync snapshot at HO".into())?;
     let mut writer =
         Writer::new(relay, &Origin::Ho, PacketKind::Snapshot).for_sites(sites.to_vec());
     let result = write_snapshot(&snapshot, &mut writer, group, bounds).await;

@@ -245,6 +245,12 @@ pub fn describe(config: &tokio_postgres::Config) -> String {
 }
 
 /// Quotes an identifier for SQL.
+/// Values in the text forms pgoutput writes them in, the same at HO and at
+/// the sites: `SET LOCAL`s for a transaction that reads or hashes values as text.
+pub(crate) const TEXT_FORMS: &str = "SET LOCAL DateStyle = ISO; SET LOCAL TimeZone = 'UTC';
+     SET LOCAL IntervalStyle = postgres; SET LOCAL extra_float_digits = 3;
+     SET LOCAL bytea_output = hex;";
+
 pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

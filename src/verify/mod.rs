@@ -31,9 +31,7 @@ pub(crate) use crate::relay::Bucket;
 pub(crate) const BUCKETS: i32 = 64;
 
 /// The same text forms at HO and at the sites (set in the hashing transaction).
-pub(crate) const TEXT_FORMS: &str = "SET LOCAL DateStyle = ISO; SET LOCAL TimeZone = 'UTC';
-     SET LOCAL IntervalStyle = postgres; SET LOCAL extra_float_digits = 3;
-     SET LOCAL bytea_output = hex;";
+pub(crate) use crate::postgres::TEXT_FORMS;
 
 /// A table to hash: its name, HO's columns and key (empty: keyless).
 #[derive(Debug, Clone)]
