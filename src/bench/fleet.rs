@@ -6,15 +6,14 @@
 //! --once`, an idle `pos sync --once`, a 10k-row delta to the running
 //! sites and `status`, each timed as an operator runs it (the binary).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use relaysync::error::{DbContext, Error, Result};
 use relaysync::relay::{role_name, Relay, SiteRole};
 use relaysync_cluster::Cluster;
 
-use super::rig::{bench_config, sql, start_clusters, table_sql, write_config};
+use super::rig::{bench_config, cli, sql, start_clusters, table_sql, write_config};
 use crate::demo::cluster_error;
 
 /// Sites that run in both scenarios.
@@ -242,35 +241,6 @@ async fn configure(f: &Fleet, passwords: &[String]) -> Result<()> {
         write_config(&f.dir.join(format!("site_{i}.toml")), &cfg)?;
     }
     Ok(())
-}
-
-/// Runs the binary with `config` and `args`; its wall time in seconds.
-fn cli(config: &Path, args: &[&str]) -> Result<f64> {
-    let exe = std::env::current_exe().map_err(|source| Error::Io {
-        context: "finding the relaysync binary".into(),
-        source,
-    })?;
-    let started = Instant::now();
-    let out = Command::new(exe)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("RELAYSYNC_LOG", "error")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| Error::Io {
-            context: format!("running relaysync {}", args.join(" ")),
-            source,
-        })?;
-    let elapsed = started.elapsed().as_secs_f64();
-    if !out.status.success() {
-        return Err(Error::Config(format!(
-            "relaysync {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(elapsed)
 }
 
 /// The best of a few runs.

@@ -5,11 +5,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use relaysync::config::Config;
-use relaysync::error::{Error, Result};
+use relaysync::error::Result;
 use relaysync::relay::{role_name, Relay, SiteRole};
 
 use super::loads::up_events;
-use super::rig::{sql, Rig};
+use super::rig::{sql, write_file, Rig};
 use super::wait::{wait_loaded, wait_sites};
 use crate::demo::cluster_error;
 
@@ -28,7 +28,7 @@ pub(super) async fn relaysync_loads(
         "[sync]\ninterval = \"0s\"\n[[tables]]\nname = \"public.full_rs\"\nroute = \"all\"\n";
     let tables = format!("{down}[[upstream]]\nname = \"public.events_rs\"\nmerge = \"append\"\n");
     let ho_path = rig.dir.join("loads_ho.toml");
-    write(
+    write_file(
         &ho_path,
         &format!(
             "[ho]\nurl = \"{}\"\nslot = \"relaysync_loads\"\npublication = \"relaysync_loads\"\n\
@@ -47,7 +47,7 @@ pub(super) async fn relaysync_loads(
         .collect();
     let site_config = |i: usize, tables: &str| -> Result<std::path::PathBuf> {
         let path = dir.join(format!("loads_site_{i:02}.toml"));
-        write(
+        write_file(
             &path,
             &format!(
                 "[relay]\nurl = \"{}\"\n[pos]\nsite = \"{}\"\nurl = \"{}\"\n{tables}",
@@ -166,11 +166,4 @@ async fn relaysync_up_events(
         "relaysync: up_events committed at the sites in {committed:.3} s, at HO after {up:.3} s; HO CPU {cpu:.2} s; {spent}"
     ));
     Ok((up, cpu))
-}
-
-fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|source| Error::Io {
-        context: format!("writing {}", path.display()),
-        source,
-    })
 }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Instant;
 
 use relaysync::config::{Config, HoConfig, PosConfig, RelayConfig, TableConfig};
 use relaysync::error::{DbContext, Error, Result};
@@ -113,10 +114,69 @@ pub(super) fn write_config(path: &Path, cfg: &Config) -> Result<()> {
         pos.site,
         pos.url.expose()
     );
+    write_file(path, &text)
+}
+
+/// Writes `text` to `path`.
+pub(super) fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|source| Error::Io {
         context: format!("writing {}", path.display()),
         source,
     })
+}
+
+/// This very binary, which the bench runs as users run it.
+pub(super) fn exe() -> Result<PathBuf> {
+    std::env::current_exe().map_err(|source| Error::Io {
+        context: "finding the relaysync binary".into(),
+        source,
+    })
+}
+
+/// Runs the binary with `config` and `args`; its wall time in seconds.
+pub(super) fn cli(config: &Path, args: &[&str]) -> Result<f64> {
+    let started = Instant::now();
+    let out = Command::new(exe()?)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RELAYSYNC_LOG", "error")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| Error::Io {
+            context: format!("running relaysync {}", args.join(" ")),
+            source,
+        })?;
+    let elapsed = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(Error::Config(format!(
+            "relaysync {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(elapsed)
+}
+
+/// Starts `relaysync --config CONFIG ROLE run` (its log at
+/// RELAYSYNC_BENCH_LOG, errors only by default).
+pub(super) fn spawn_worker(config: &Path, role: &str) -> Result<Child> {
+    Command::new(exe()?)
+        .arg("--config")
+        .arg(config)
+        .args([role, "run"])
+        .env(
+            "RELAYSYNC_LOG",
+            std::env::var("RELAYSYNC_BENCH_LOG").unwrap_or_else(|_| "error".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|source| Error::Io {
+            context: format!("starting relaysync {role} run"),
+            source,
+        })
 }
 
 impl Rig {
@@ -136,26 +196,7 @@ impl Rig {
 
     /// Starts `relaysync --config CONFIG ROLE run` as a worker of the rig; returns its pid.
     pub(super) fn spawn(&mut self, config: &Path, role: &str) -> Result<u32> {
-        let exe = std::env::current_exe().map_err(|source| Error::Io {
-            context: "finding the relaysync binary".into(),
-            source,
-        })?;
-        let child = Command::new(&exe)
-            .arg("--config")
-            .arg(config)
-            .args([role, "run"])
-            .env(
-                "RELAYSYNC_LOG",
-                std::env::var("RELAYSYNC_BENCH_LOG").unwrap_or_else(|_| "error".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|source| Error::Io {
-                context: format!("starting relaysync {role} run"),
-                source,
-            })?;
+        let child = spawn_worker(config, role)?;
         let pid = child.id();
         self.workers.push(child);
         Ok(pid)

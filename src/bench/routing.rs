@@ -10,8 +10,8 @@
 //! HO's memory for the parents' routes: the HO worker's resident memory,
 //! started fresh once caught up, with the N parents and with none.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use relaysync::error::{DbContext, Error, Result};
@@ -20,7 +20,7 @@ use relaysync_cluster::Cluster;
 use tokio_postgres::Client;
 
 use super::measure::{cluster_cpu, cpu_seconds, rss_kb};
-use super::rig::{sql, start_clusters};
+use super::rig::{cli, spawn_worker, sql, start_clusters, write_file};
 use crate::demo::cluster_error;
 
 /// Child rows per run.
@@ -206,7 +206,7 @@ async fn start(sites: usize) -> Result<Scene> {
         site_workers: Vec::new(),
     };
     let ho_cfg = scene.dir.join("ho.toml");
-    write(&ho_cfg, &scene.config(0, &scene.relay.url("relay")))?;
+    write_file(&ho_cfg, &scene.config(0, &scene.relay.url("relay")))?;
     cli(&ho_cfg, &["setup", "ho"])?;
     let mut scene = scene;
     for i in 0..sites {
@@ -233,12 +233,12 @@ async fn start(sites: usize) -> Result<Scene> {
             )
             .await?;
         let path = scene.dir.join(format!("site_{i:02}.toml"));
-        write(
+        write_file(
             &path,
             &scene.config(i, &scene.relay.url_as(&role, &password, "relay")),
         )?;
         cli(&path, &["setup", "pos"])?;
-        let worker = spawn(&path, "pos")?;
+        let worker = spawn_worker(&path, "pos")?;
         scene.site_workers.push(worker);
     }
     Ok(scene)
@@ -255,7 +255,7 @@ impl Scene {
     }
 
     fn start_ho(&mut self) -> Result<()> {
-        self.ho_worker = Some(spawn(&self.dir.join("ho.toml"), "ho")?);
+        self.ho_worker = Some(spawn_worker(&self.dir.join("ho.toml"), "ho")?);
         Ok(())
     }
 
@@ -362,61 +362,4 @@ impl Scene {
             .await?;
         Ok((self.ho_cpu() - before) * 100_000.0 / CHANGES as f64)
     }
-}
-
-fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|source| Error::Io {
-        context: format!("writing {}", path.display()),
-        source,
-    })
-}
-
-fn exe() -> Result<PathBuf> {
-    std::env::current_exe().map_err(|source| Error::Io {
-        context: "finding the relaysync binary".into(),
-        source,
-    })
-}
-
-/// Runs `relaysync --config CONFIG args` to its end.
-fn cli(config: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new(exe()?)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("RELAYSYNC_LOG", "error")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| Error::Io {
-            context: format!("running relaysync {}", args.join(" ")),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(Error::Config(format!(
-            "relaysync {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
-}
-
-/// Starts `relaysync --config CONFIG ROLE run`.
-fn spawn(config: &Path, role: &str) -> Result<Child> {
-    Command::new(exe()?)
-        .arg("--config")
-        .arg(config)
-        .args([role, "run"])
-        .env(
-            "RELAYSYNC_LOG",
-            std::env::var("RELAYSYNC_BENCH_LOG").unwrap_or_else(|_| "error".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|source| Error::Io {
-            context: format!("starting relaysync {role} run"),
-            source,
-        })
 }
