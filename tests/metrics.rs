@@ -11,10 +11,11 @@ use common::*;
 
 const SCHEMA: &str = "CREATE TABLE public.items (id int PRIMARY KEY, name text);";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streaming_workers_serve_metrics_and_health() {
+/// A set-up bed with HO's and site s1's streaming workers running, and the
+/// addresses of their /metrics and /health.
+async fn streaming_workers(name: &str) -> (Bed, String, String, [Worker; 2]) {
     let bed = Bed::new(
-        "metrics",
+        name,
         SCHEMA,
         &[("public.items", "all")],
         "[sync]\ninterval = \"0s\"\n",
@@ -24,10 +25,15 @@ async fn streaming_workers_serve_metrics_and_health() {
     let (ho_addr, pos_addr) = (free_addr(), free_addr());
     let mut ho = bed.command(0, &["ho", "run", "--metrics", &ho_addr]);
     ho.stdout(Stdio::null());
-    let _ho = Worker::start(ho);
     let mut pos = bed.command(0, &["pos", "run", "--metrics", &pos_addr]);
     pos.stdout(Stdio::null());
-    let _pos = Worker::start(pos);
+    let workers = [Worker::start(ho), Worker::start(pos)];
+    (bed, ho_addr, pos_addr, workers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_workers_serve_metrics_and_health() {
+    let (bed, ho_addr, pos_addr, _workers) = streaming_workers("metrics").await;
 
     bed.ho()
         .await
@@ -39,11 +45,10 @@ async fn streaming_workers_serve_metrics_and_health() {
         count(&site, "SELECT count(*) FROM public.items").await == 100
     })
     .await;
-    wait_for(Duration::from_secs(60), "both workers healthy", || async {
-        get(&ho_addr, "/health").is_some_and(|(c, _)| c == 200)
-            && get(&pos_addr, "/health").is_some_and(|(c, _)| c == 200)
-    })
-    .await;
+    // Data flows both ways through the workers' streams: both are healthy
+    // now, not only once a first keepalive or interval has passed.
+    assert_eq!(get(&ho_addr, "/health").map(|(c, _)| c), Some(200), "HO");
+    assert_eq!(get(&pos_addr, "/health").map(|(c, _)| c), Some(200), "site");
 
     let (code, ho_metrics) = get(&ho_addr, "/metrics").unwrap();
     assert_eq!(code, 200);
@@ -122,4 +127,22 @@ async fn a_worker_that_keeps_failing_is_unhealthy() {
     })
     .await;
     assert_eq!(get(&addr, "/health").map(|(c, _)| c), Some(503));
+}
+
+/// A streaming worker is healthy once its stream is established, before
+/// any data flows (not after a first keepalive or interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_workers_are_healthy_once_their_streams_are_up() {
+    let (bed, ho_addr, pos_addr, _workers) = streaming_workers("healthsoon").await;
+    wait_for(Duration::from_secs(30), "both workers serving", || async {
+        get(&ho_addr, "/health").is_some() && get(&pos_addr, "/health").is_some()
+    })
+    .await;
+    let serving = std::time::Instant::now();
+    wait_for(Duration::from_secs(3), "both workers healthy", || async {
+        get(&ho_addr, "/health").is_some_and(|(c, _)| c == 200)
+            && get(&pos_addr, "/health").is_some_and(|(c, _)| c == 200)
+    })
+    .await;
+    println!("healthy {:?} after serving", serving.elapsed());
 }

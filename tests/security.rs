@@ -229,6 +229,46 @@ async fn a_site_role_reaches_only_its_own_rows() {
         "SELECT * FROM public.prices",
     )
     .await;
+
+    // Its acks: PROCESSED is final, FAILED carries its error.
+    let processed = "SELECT count(*) FROM relay.acks WHERE site = 's1' AND status = 'PROCESSED'";
+    let acked = count(&bed.relay().await, processed).await;
+    assert!(acked > 0);
+    for sql in [
+        "UPDATE relay.acks SET status = 'FAILED'",
+        "UPDATE relay.acks SET status = 'FAILED', error = 'forged'",
+        "UPDATE relay.acks SET rows = rows + 1",
+    ] {
+        assert!(
+            s1.execute(sql, &[]).await.is_err(),
+            "s1 rewrote its acks: {sql}"
+        );
+    }
+    assert!(s1
+        .execute(
+            &format!("INSERT INTO relay.acks (packet_id, site, status) VALUES ({mine}, 's1', 'FAILED') ON CONFLICT DO NOTHING"),
+            &[]
+        )
+        .await
+        .is_err());
+    assert_eq!(count(&bed.relay().await, processed).await, acked);
+
+    // A verify run for s2 alone: s1 reads none of its hashes, not even
+    // those for every site.
+    bed.ok(0, &["verify", "--site", "s2"]).await;
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert!(
+        count(
+            &bed.relay().await,
+            "SELECT count(*) FROM relay.verify_expected"
+        )
+        .await
+            > 0
+    );
+    assert_eq!(
+        count(&s1, "SELECT count(*) FROM relay.verify_expected").await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,8 +280,10 @@ async fn site_add_creates_a_role_and_site_remove_revokes_it_with_its_pending_wor
     let file = bed.dir.join("pw");
     std::fs::write(&file, "Secret-from-file\n").unwrap();
     let code = "Shop-7.b";
-    let out = bed
-        .ok(
+    // With every log line on: neither the password nor its SCRAM verifier
+    // appears.
+    let added = bed
+        .command(
             0,
             &[
                 "site",
@@ -251,10 +293,35 @@ async fn site_add_creates_a_role_and_site_remove_revokes_it_with_its_pending_wor
                 file.to_str().unwrap(),
             ],
         )
-        .await;
+        .env("RELAYSYNC_LOG", "trace")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&added.stdout).into_owned();
+    let log = String::from_utf8_lossy(&added.stderr).into_owned();
+    assert!(added.status.success(), "{log}");
+    assert!(log.contains("DEBUG"), "the log is on: {log}");
     assert!(!out.contains("Secret-from-file"), "{out}");
     let relay = bed.relay().await;
     let role = "relaysync_site_shop_7_b";
+    let superuser = client(&bed.relay_url.replacen(
+        &format!("{}_owner@", bed.name),
+        "postgres@",
+        1,
+    ))
+    .await;
+    let verifier: String = superuser
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&role],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(verifier.starts_with("SCRAM-SHA-256$"));
+    let hash = verifier.rsplit(':').next().unwrap();
+    for secret in ["Secret-from-file", hash] {
+        assert!(!log.contains(secret), "the log holds a secret: {log}");
+    }
     let member = format!(
         "SELECT count(*) FROM pg_roles r WHERE r.rolname = '{role}' AND r.rolcanlogin AND NOT r.rolsuper
            AND pg_has_role(r.oid, 'relaysync_site', 'MEMBER')"

@@ -76,6 +76,33 @@ pub(super) async fn may_create_roles(client: &tokio_postgres::Client) -> Result<
 /// A role name for site `code`, whose code maps to `taken`, another site's
 /// role: `taken` with a suffix from the code's exact characters, so that
 /// every code that maps to `taken` is advised a role of its own.
+/// A secret passed as a statement parameter: its debug form (what the
+/// client logs of parameters) hides it.
+struct Hidden<'a>(&'a str);
+
+impl std::fmt::Debug for Hidden<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"(hidden)\"")
+    }
+}
+
+impl tokio_postgres::types::ToSql for Hidden<'_> {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+    {
+        self.0.to_sql(ty, out)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::ToSql>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
 fn own_role_name(taken: &str, code: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(code.as_bytes());
@@ -122,22 +149,36 @@ impl Relay {
         }
         self.check_role(code, role).await?;
         let name = role.name();
-        let sql = match role {
+        let give = || format!("giving site '{code}' its relay role {name}");
+        match role {
             SiteRole::Create { password, .. } => {
+                // The verifier goes as a parameter whose debug form hides
+                // it, read back by the statement that creates the role: no
+                // log line (the client's, at debug, shows each statement and
+                // parameter) holds it.
                 let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
-                format!(
-                    "CREATE ROLE {r} LOGIN PASSWORD {v} IN ROLE {SITE_GROUP}",
-                    r = ident(name),
-                    v = literal(&verifier)
-                )
+                self.client
+                    .execute(
+                        "SELECT set_config('relaysync.new_role_verifier', $1, true)",
+                        &[&Hidden(&verifier)],
+                    )
+                    .await
+                    .ctx(give)?;
+                let create = format!(
+                    "DO $$ BEGIN
+                       EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE %I', {r}, current_setting('relaysync.new_role_verifier'), {g});
+                     END $$;
+                     SELECT set_config('relaysync.new_role_verifier', '', true)",
+                    r = literal(name),
+                    g = literal(SITE_GROUP),
+                );
+                self.client.batch_execute(&create).await.ctx(give)?;
             }
-            SiteRole::Bind(_) => format!("GRANT {SITE_GROUP} TO {}", ident(name)),
-        };
-        // The statement holds a password hash: its error names the role only.
-        self.client
-            .batch_execute(&sql)
-            .await
-            .ctx(|| format!("giving site '{code}' its relay role {name}"))?;
+            SiteRole::Bind(_) => {
+                let grant = format!("GRANT {SITE_GROUP} TO {}", ident(name));
+                self.client.batch_execute(&grant).await.ctx(give)?;
+            }
+        }
         let created = matches!(role, SiteRole::Create { .. });
         if existing.is_some() {
             self.client
