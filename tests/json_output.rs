@@ -101,14 +101,19 @@ async fn sync_status_and_events_print_one_json_object() {
 }
 
 /// A site that applied packets is never "Not started": acks rewritten to
-/// FAILED without an error text make it Failed.
+/// FAILED without an error text (as a relay could hold them from before it
+/// kept acks moving forward only) make it Failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_that_applied_packets_is_never_not_started() {
     let bed = Bed::new("started", SCHEMA, &[("public.items", "all")], "").await;
     bed.setup().await;
     bed.relay()
         .await
-        .batch_execute("UPDATE relay.acks SET status = 'FAILED', error = NULL WHERE site = 's1'")
+        .batch_execute(
+            "ALTER TABLE relay.acks DISABLE TRIGGER ack_moves;
+             UPDATE relay.acks SET status = 'FAILED', error = NULL WHERE site = 's1';
+             ALTER TABLE relay.acks ENABLE TRIGGER ack_moves;",
+        )
         .await
         .unwrap();
     let status = json(&bed, 0, &["status"]).await;

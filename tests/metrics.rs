@@ -133,7 +133,7 @@ async fn a_worker_that_keeps_failing_is_unhealthy() {
 /// any data flows (not after a first keepalive or interval).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_workers_are_healthy_once_their_streams_are_up() {
-    let (bed, ho_addr, pos_addr, _workers) = streaming_workers("healthsoon").await;
+    let (_bed, ho_addr, pos_addr, _workers) = streaming_workers("healthsoon").await;
     wait_for(Duration::from_secs(30), "both workers serving", || async {
         get(&ho_addr, "/health").is_some() && get(&pos_addr, "/health").is_some()
     })
