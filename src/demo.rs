@@ -165,7 +165,9 @@ async fn set_up(clusters: &Clusters, ho_cfg: &Config) -> Result<Relay> {
     println!(
         "demo: HO at {} holds 4 items and 4 store prices; relay at {}; the sites are empty.\n\
          Every connection is TLS, verified against each cluster's throwaway CA \
-         (sslmode=verify-full), with a password; each site reaches the relay with a role of its own.",
+         (sslmode=verify-full), with a password; each site reaches the relay with a role of its own.\n\
+         Every packet is signed by its writer (HO's key, or the site's) and checked before it is applied \
+         ([ho] signing_key, [pos] signing_key and trust; keys made by `relaysync keys generate`).",
         ho_cfg.ho()?.url,
         relay_url
     );
@@ -188,6 +190,15 @@ async fn set_up(clusters: &Clusters, ho_cfg: &Config) -> Result<Relay> {
     println!("$ relaysync setup ho");
     for line in relaysync::ho::setup(ho_cfg).await? {
         println!("ho: {line}");
+    }
+    // Each side signs what it writes and checks what it applies: the relay
+    // carries packets, it cannot forge or alter them.
+    let ho = connect("ho", &ho_cfg.ho()?.url).await?;
+    for code in SITES.iter() {
+        let public = format!("{}.pub", clusters.key(code).display());
+        let key = relaysync::seal::PublicKey::load_all("--public-key", public.as_ref())?;
+        relaysync::service::record_site_key(&ho, code, &key[0]).await?;
+        println!("$ relaysync site key {code} --public-key {code}.pem.pub   # made by `relaysync keys generate --out {code}.pem` at {code}");
     }
     for (i, code) in SITES.iter().enumerate() {
         println!("$ relaysync setup pos   # at {code}");

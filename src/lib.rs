@@ -24,6 +24,7 @@ pub mod progress;
 pub mod protocol;
 pub mod relay;
 pub(crate) mod route;
+pub mod seal;
 mod serialize;
 pub mod service;
 pub mod shutdown;

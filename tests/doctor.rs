@@ -49,6 +49,7 @@ async fn bed(name: &str) -> Bed {
         "",
     )
     .await;
+    bed.sign().await;
     bed.setup().await;
     bounded_wal(&bed).await;
     bed
@@ -69,6 +70,7 @@ async fn a_healthy_setup_is_healthy() {
         "relay_schema",
         "sites",
         "tls",
+        "signing",
     ] {
         assert!(
             report["checked"]
@@ -158,9 +160,10 @@ async fn a_site_reaching_the_relay_as_its_role_checks_the_relay_schema() {
     std::fs::write(
         &path,
         format!(
-            "[relay]\nurl = \"{relay_url}\"\n[pos]\nsite = \"s1\"\nurl = \"{}\"\n\
+            "[relay]\nurl = \"{relay_url}\"\n[pos]\nsite = \"s1\"\nurl = \"{}\"\ntrust = \"{}.pub\"\n\
              [[tables]]\nname = \"public.items\"\n[[tables]]\nname = \"public.prices\"\n",
-            bed.site_urls[0]
+            bed.site_urls[0],
+            bed.key("ho")
         ),
     )
     .unwrap();
@@ -183,4 +186,22 @@ async fn a_site_reaching_the_relay_as_its_role_checks_the_relay_schema() {
     );
     assert_eq!(found(&report), Vec::<(String, String)>::new(), "{report}");
     assert_eq!(out.status.code(), Some(0), "{report}");
+}
+
+/// A setup without keys works, and the doctor says its packets are
+/// unsigned, at HO and at the site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_packets_are_a_warning() {
+    let bed = Bed::new("docunsigned", SCHEMA, &[("public.items", "all")], "").await;
+    bed.setup().await;
+    bounded_wal(&bed).await;
+    let (_, report) = doctor(&bed).await;
+    let signing: Vec<_> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "signing")
+        .map(|f| f["severity"].as_str().unwrap())
+        .collect();
+    assert_eq!(signing, ["warning", "warning"], "{report}");
 }

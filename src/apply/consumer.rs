@@ -296,6 +296,8 @@ mod tests {
             targets: vec!["s1".into()],
             status: PacketStatus::Uploaded,
             created_at: std::time::SystemTime::UNIX_EPOCH,
+            signed: None,
+            signature: None,
         }
     }
 

@@ -65,6 +65,11 @@ impl<A: Applier> Consumer<A> {
             while fetched.front().is_some_and(|s| s.packet_id == p.id) {
                 parts.push(fetched.pop_front().expect("front checked"));
             }
+            // Nothing of a packet is applied before its seal is checked.
+            if let Err(error) = relay.seals().check(p, &parts, &target) {
+                tx.rollback().await;
+                return Ok(Err((p.id, error)));
+            }
             match self.apply_packet(&tx, relay, p, parts).await? {
                 Ok(rows) => acks.push(Ack::processed(p.id, rows as i64)),
                 Err(error) => {

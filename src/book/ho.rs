@@ -11,6 +11,56 @@ use crate::error::{DbContext, Result};
 use crate::protocol::PacketStatus;
 use crate::relay::{Relay, SentPacket};
 
+/// The public keys recorded per site (`relaysync site key`).
+pub(crate) async fn site_keys(
+    client: &Client,
+) -> Result<std::collections::HashMap<String, Vec<crate::seal::PublicKey>>> {
+    let rows = client
+        .query(
+            "SELECT site, public_key FROM relaysync.site_keys ORDER BY site, added_at",
+            &[],
+        )
+        .await
+        .ctx(|| "reading relaysync.site_keys".into())?;
+    let mut keys: std::collections::HashMap<String, Vec<_>> = Default::default();
+    for row in rows {
+        let raw: Vec<u8> = row.get("public_key");
+        keys.entry(row.get("site"))
+            .or_default()
+            .push(crate::seal::PublicKey::from_bytes(&raw)?);
+    }
+    Ok(keys)
+}
+
+/// Records `key` as one of `site`'s keys; false if it was already.
+pub(crate) async fn add_site_key(
+    client: &Client,
+    site: &str,
+    key: &crate::seal::PublicKey,
+) -> Result<bool> {
+    let n = client
+        .execute(
+            "INSERT INTO relaysync.site_keys (site, key_id, public_key) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            &[&site, &key.id(), &key.raw()],
+        )
+        .await
+        .ctx(|| "writing relaysync.site_keys".into())?;
+    Ok(n == 1)
+}
+
+/// Forgets `site`'s key `key_id`; false if HO did not hold it.
+pub(crate) async fn revoke_site_key(client: &Client, site: &str, key_id: &str) -> Result<bool> {
+    let n = client
+        .execute(
+            "DELETE FROM relaysync.site_keys WHERE site = $1 AND key_id = $2",
+            &[&site, &key_id],
+        )
+        .await
+        .ctx(|| "writing relaysync.site_keys".into())?;
+    Ok(n == 1)
+}
+
 /// Packets written to HO's record per statement.
 const RECORD_BATCH: usize = 2000;
 

@@ -58,6 +58,10 @@ pub enum Command {
     /// Manage the sites registered in the relay.
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Signing keys: packets signed by their writer and checked by the
+    /// side that applies them, so that the relay cannot forge or alter them.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// The head-office worker: capture HO changes into packets, read acks.
     #[command(subcommand)]
     Ho(WorkerCommand),
@@ -216,6 +220,23 @@ pub enum SiteCommand {
         /// Read the new role's password from the first line of this file.
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
+        /// Record the site's public key (its `keys generate` .pub file) at
+        /// HO, as `site key` does.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+    /// Record a site's public key at HO (needs [ho]): with [ho]
+    /// signing_key set, HO merges only uploads signed by one of its site's
+    /// keys. To rotate, record the new key, switch the site to it, then
+    /// --revoke the old one.
+    Key {
+        code: String,
+        /// The site's public key (PEM, as `keys generate` writes it).
+        #[arg(long, value_name = "FILE", required_unless_present = "revoke")]
+        public_key: Option<PathBuf>,
+        /// Forget the site's key with this id.
+        #[arg(long, value_name = "KEY_ID", conflicts_with = "public_key")]
+        revoke: Option<String>,
     },
     /// Remove a site: its pending packets, acks and full-sync requests, and
     /// its relay role (dropped if `site add` created it, else no longer a
@@ -223,6 +244,23 @@ pub enum SiteCommand {
     Remove { code: String },
     /// List the registered sites.
     List,
+}
+
+/// Key management.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make an Ed25519 key pair: the private key at PATH (PKCS#8 PEM, mode
+    /// 0600; name it in [ho] or [pos] signing_key) and the public key at
+    /// PATH.pub (give HO's to every site's [pos] trust; a site's to `site
+    /// key` at HO).
+    Generate {
+        /// Where to write the private key.
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        /// Replace a key already at PATH.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// The site worker's commands.
@@ -299,11 +337,27 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             };
             return crate::bench::run(args).await.map(|_| ExitCode::SUCCESS);
         }
+        Command::Keys(KeysCommand::Generate { out, force }) => {
+            let made = relaysync::seal::generate(&out, force)?;
+            if cli.json {
+                json::print(&serde_json::json!({ "generated": made }));
+            } else {
+                println!(
+                    "key {} written: private {} (keep it secret), public {}",
+                    made.id,
+                    made.private_key.display(),
+                    made.public_key.display()
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let cfg = Config::load(&cli.config)?;
     match cli.command {
-        Command::Demo | Command::Bench { .. } => unreachable!("handled above"),
+        Command::Demo | Command::Bench { .. } | Command::Keys(_) => {
+            unreachable!("handled above")
+        }
         Command::Setup(target) => setup::run(&cfg, target).await?,
         Command::Site(command) => site::run(&cfg, command).await?,
         Command::Ho(command) => worker::ho(&cfg, command, cli.json).await?,

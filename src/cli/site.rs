@@ -4,6 +4,7 @@ use relaysync::config::{check_site_code, Config};
 use relaysync::error::{Error, Result};
 use relaysync::postgres::read_password_file;
 use relaysync::relay::{role_name, Added, Relay, SiteRole};
+use relaysync::seal::PublicKey;
 
 use super::SiteCommand;
 
@@ -15,8 +16,14 @@ pub async fn run(cfg: &Config, command: SiteCommand) -> Result<()> {
             code,
             role,
             password_file,
+            public_key,
         } => {
             check_site_code(&code)?;
+            // Read first: a bad key file registers nothing.
+            let key = match &public_key {
+                Some(file) => Some(one_key(file)?),
+                None => None,
+            };
             let (role, shown) = match (role, password_file) {
                 (Some(name), _) => (SiteRole::Bind(name), None),
                 (None, Some(file)) => {
@@ -44,6 +51,23 @@ pub async fn run(cfg: &Config, command: SiteCommand) -> Result<()> {
             if let Some(password) = shown {
                 println!("password of {} (shown once): {password}", role.name());
             }
+            if let Some(key) = key {
+                record_key(cfg, &code, &key).await?;
+            }
+        }
+        SiteCommand::Key {
+            code,
+            public_key,
+            revoke,
+        } => {
+            check_site_code(&code)?;
+            if let Some(id) = revoke {
+                let sql = ho_client(cfg).await?;
+                relaysync::service::revoke_site_key(&sql, &code, &id).await?;
+                println!("key {id} of site {code} revoked: HO refuses the uploads it signs");
+            } else if let Some(file) = public_key {
+                record_key(cfg, &code, &one_key(&file)?).await?;
+            }
         }
         SiteCommand::Remove { code } => {
             if relay.remove_site(&code).await? {
@@ -57,6 +81,41 @@ pub async fn run(cfg: &Config, command: SiteCommand) -> Result<()> {
                 println!("{s}");
             }
         }
+    }
+    Ok(())
+}
+
+/// The one public key in `file`.
+fn one_key(file: &std::path::Path) -> Result<PublicKey> {
+    let mut keys = PublicKey::load_all("--public-key", file)?;
+    if keys.len() > 1 {
+        return Err(Error::Config(format!(
+            "--public-key {} holds {} keys; give one site key per command",
+            file.display(),
+            keys.len()
+        )));
+    }
+    Ok(keys.remove(0))
+}
+
+/// HO's database (for its record of the sites' keys).
+async fn ho_client(cfg: &Config) -> Result<tokio_postgres::Client> {
+    let ho = cfg.ho().map_err(|_| {
+        Error::Config(
+            "a site's public key is kept in HO's database: run this with a config that has [ho] url".into(),
+        )
+    })?;
+    relaysync::postgres::connect("ho", &ho.url).await
+}
+
+/// Records `key` as site `code`'s at HO.
+async fn record_key(cfg: &Config, code: &str, key: &PublicKey) -> Result<()> {
+    let sql = ho_client(cfg).await?;
+    let recorded = relaysync::service::record_site_key(&sql, code, key).await?;
+    if recorded.new {
+        println!("key {} recorded for site {code}", key.id());
+    } else {
+        println!("key {} of site {code} was recorded already", key.id());
     }
     Ok(())
 }

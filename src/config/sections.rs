@@ -68,6 +68,11 @@ pub struct HoConfig {
     pub slot: String,
     #[serde(default = "default_name")]
     pub publication: String,
+    /// HO's Ed25519 private key (`relaysync keys generate`): every down
+    /// packet is signed with it, and every site's upload must then be
+    /// signed with the key `relaysync site key` recorded for that site.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
 }
 
 /// `[relay]`: the relay database between HO and the sites.
@@ -107,6 +112,13 @@ pub struct PosConfig {
     /// copies of the down tables ("0s" or unset: never).
     #[serde(default)]
     pub wipe_after: Option<String>,
+    /// This site's Ed25519 private key: its uploads are signed with it.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
+    /// HO's public key(s) (PEM): only down packets signed by one of them
+    /// are applied; unsigned or other packets fail.
+    #[serde(default)]
+    pub trust: Option<PathBuf>,
 }
 
 /// How HO merges an upstream table's rows.

@@ -18,6 +18,14 @@ pub struct Clusters {
     pub site_roles: Vec<(String, String)>,
     /// The password of `postgres` at each cluster and of the relay's owner.
     pub password: String,
+    /// Where HO's and each site's signing keys are (`keys generate`).
+    pub keys: std::path::PathBuf,
+}
+
+impl Drop for Clusters {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.keys);
+    }
 }
 
 /// The relay's owner, as `sql/roles.sql` makes it.
@@ -38,12 +46,21 @@ impl Clusters {
                     .collect::<relaysync_cluster::Result<_>>()?,
                 site_roles: Vec::new(),
                 password,
+                keys: std::env::temp_dir()
+                    .join(format!("relaysync-demo-keys-{}", std::process::id())),
             })
         })
         .await
         .expect("cluster start does not panic")
         .map_err(cluster_error)?;
         let mut clusters = clusters;
+        std::fs::create_dir_all(&clusters.keys).map_err(|source| relaysync::Error::Io {
+            context: format!("creating {}", clusters.keys.display()),
+            source,
+        })?;
+        for who in std::iter::once("ho".to_string()).chain((0..sites).map(site_code)) {
+            relaysync::seal::generate(&clusters.key(&who), true)?;
+        }
         for i in 0..sites {
             let role = relaysync::relay::role_name(&site_code(i))?;
             clusters
@@ -82,6 +99,12 @@ impl Clusters {
         Ok(clusters)
     }
 
+    /// The private key of `who` (`ho` or a site code); its public key is
+    /// beside it, with `.pub` added.
+    pub fn key(&self, who: &str) -> std::path::PathBuf {
+        self.keys.join(format!("{who}.pem"))
+    }
+
     /// A config for site `i` (or HO's, which is the same without effect of [pos]).
     pub fn config(&self, site: usize, tables: &[(&str, &str)]) -> Config {
         Config {
@@ -89,6 +112,7 @@ impl Clusters {
                 url: self.ho.tls_url("postgres", &self.password, "ho").into(),
                 slot: "relaysync".into(),
                 publication: "relaysync".into(),
+                signing_key: Some(self.key("ho")),
                 ..Default::default()
             }),
             relay: Some(RelayConfig {
@@ -106,6 +130,8 @@ impl Clusters {
                 url: c.tls_url("postgres", &self.password, "pos").into(),
                 slot: "relaysync_up".into(),
                 publication: "relaysync_up".into(),
+                signing_key: Some(self.key(&site_code(site))),
+                trust: Some(self.keys.join("ho.pem.pub")),
                 ..Default::default()
             }),
             sync: Default::default(),

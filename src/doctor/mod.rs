@@ -4,6 +4,7 @@
 
 mod ho;
 mod relay;
+mod signing;
 
 use std::time::SystemTime;
 
@@ -102,9 +103,11 @@ pub async fn run(cfg: &Config) -> Report {
     let relay_clock = relay::check(cfg, &mut report).await;
     if cfg.ho.is_some() {
         ho::check(cfg, relay_clock, &mut report).await;
+        signing::check_ho(cfg, &mut report).await;
     }
     if cfg.pos.is_some() {
         relay::check_site(cfg, &mut report).await;
+        signing::check_site(cfg, &mut report);
     }
     report.findings.sort_by_key(|f| f.severity);
     report

@@ -66,6 +66,7 @@ async fn open(cfg: &Config) -> Result<(Client, Relay)> {
             "HO's relaysync schema lacks migration(s) {missing:?} of this version; run `relaysync setup ho`"
         )));
     }
+    let relay = relay.with_seals(crate::seal::Seals::for_ho(ho, &sql).await?);
     Ok((sql, relay))
 }
 

@@ -171,6 +171,11 @@ impl Worker for UpMerger {
         };
         match consumer.consume(sql, relay).await {
             Ok(merged) => {
+                if merged.failed.is_some() {
+                    // Reopened for the retry: a site key recorded since
+                    // (`site key`) is then read.
+                    self.open = None;
+                }
                 if merged.packets > 0 {
                     tracing::info!(
                         packets = merged.packets,

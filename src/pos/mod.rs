@@ -83,7 +83,8 @@ impl Session {
     /// Connects to the relay and the site and checks both are set up.
     pub(crate) async fn open(cfg: &Config) -> Result<Session> {
         let pos = cfg.pos()?;
-        let relay = Relay::connect(&cfg.relay()?.url).await?;
+        let seals = crate::seal::Seals::for_pos(pos)?;
+        let relay = Relay::connect(&cfg.relay()?.url).await?.with_seals(seals);
         relay.require_site(&pos.site).await?;
         let client = connect("pos", &pos.url).await?;
         let set_up = book::migrate::is_set_up(&client, Side::Site).await?

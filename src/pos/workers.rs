@@ -62,7 +62,8 @@ impl Worker for UpStreamer {
 
     async fn cycle(&mut self, shutdown: watch::Receiver<bool>) -> Result<()> {
         let cfg = &self.cfg;
-        let relay = Relay::connect(&cfg.relay()?.url).await?;
+        let seals = crate::seal::Seals::for_pos(cfg.pos()?)?;
+        let relay = Relay::connect(&cfg.relay()?.url).await?.with_seals(seals);
         let client = connect("pos", &cfg.pos()?.url).await?;
         let outcome = capture::capture(
             &client,

@@ -23,7 +23,7 @@ use crate::postgres::Tx;
 use crate::protocol::Direction;
 
 pub(crate) use acks::Ack;
-pub(crate) use packets::{NewPacket, PacketInfo, SentPacket, StoredPart};
+pub(crate) use packets::{checksum, NewPacket, NewPart, PacketInfo, SentPacket, StoredPart};
 pub use site_roles::{role_name, Added, SiteRole};
 pub use status::{SiteStatus, TableStatus};
 pub(crate) use tables::{KeyHigh, PublishedTable};
@@ -44,6 +44,8 @@ pub struct Relay {
     /// connection (planning them, row-level security included, costs the
     /// relay more than running them).
     prepared: std::sync::Mutex<std::collections::HashMap<String, tokio_postgres::Statement>>,
+    /// This side's signing key and the keys it trusts for what it applies.
+    seals: crate::seal::Seals,
 }
 
 impl Relay {
@@ -64,7 +66,20 @@ impl Relay {
         Ok(Relay {
             client,
             prepared: Default::default(),
+            seals: Default::default(),
         })
+    }
+
+    /// Packets written through this connection are signed, and those
+    /// applied from it checked, as `seals` say.
+    pub fn with_seals(mut self, seals: crate::seal::Seals) -> Relay {
+        self.seals = seals;
+        self
+    }
+
+    /// The signing key and the trusted keys.
+    pub(crate) fn seals(&self) -> &crate::seal::Seals {
+        &self.seals
     }
 
     /// `sql` with parameters of `types`, prepared on first use.

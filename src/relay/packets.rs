@@ -24,10 +24,14 @@ pub(crate) struct PacketInfo {
     pub(crate) targets: Vec<String>,
     pub(crate) status: PacketStatus,
     pub(crate) created_at: SystemTime,
+    /// The bytes its writer signed and the signature (see `seal`), if signed.
+    pub(crate) signed: Option<Vec<u8>>,
+    pub(crate) signature: Option<Vec<u8>>,
 }
 
 const PACKET_COLUMNS: &str =
-    "p.id, p.origin, p.group_id, p.kind, p.row_count, p.byte_count, p.targets, p.status, p.created_at";
+    "p.id, p.origin, p.group_id, p.kind, p.row_count, p.byte_count, p.targets, p.status, p.created_at,
+     p.signed, p.signature";
 
 /// Whether packet `p` is for target `$2` (a site, or `ho`): listed in its
 /// targets, or a `*` packet written since the site registered or came back
@@ -53,6 +57,8 @@ impl PacketInfo {
             targets: get(row, "targets", t)?,
             status: get(row, "status", t)?,
             created_at: get(row, "created_at", t)?,
+            signed: get(row, "signed", t)?,
+            signature: get(row, "signature", t)?,
         })
     }
 
@@ -73,7 +79,11 @@ pub(crate) struct SentPacket {
 #[derive(Debug)]
 pub(crate) struct StoredPart {
     pub(crate) packet_id: i64,
+    /// Its place in the packet.
+    pub(crate) seq: i32,
     pub(crate) table_name: String,
+    /// The site it is for, or `*` (or `ho`).
+    pub(crate) target: String,
     pub(crate) row_count: i64,
     pub(crate) arrow_ipc: Vec<u8>,
     /// SHA-256 of `arrow_ipc` as its writer encoded it.
@@ -85,7 +95,9 @@ impl StoredPart {
         let t = "relay.packet_parts";
         Ok(StoredPart {
             packet_id: get(&row, "packet_id", t)?,
+            seq: get(&row, "seq", t)?,
             table_name: get(&row, "table_name", t)?,
+            target: get(&row, "target", t)?,
             row_count: get(&row, "row_count", t)?,
             arrow_ipc: get(&row, "arrow_ipc", t)?,
             checksum: get(&row, "checksum", t)?,
@@ -115,6 +127,12 @@ pub(crate) fn checksum(bytes: &[u8]) -> Vec<u8> {
     sha2::Sha256::digest(bytes).to_vec()
 }
 
+/// The lock a direction's writers take until their commit (packets commit
+/// in id order, see `insert_packet`); `$1` is the direction.
+const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('relay.packets ' || $1))";
+/// The next packet id.
+const NEXT_ID: &str = "nextval(pg_get_serial_sequence('relay.packets', 'id'))";
+
 /// Which packets to list.
 #[derive(Debug, Clone, Copy)]
 enum Which {
@@ -138,9 +156,12 @@ pub(crate) struct NewPacket<'a> {
     pub(crate) target_count: Option<i32>,
     pub(crate) row_count: i64,
     pub(crate) byte_count: i64,
+    /// The id taken by [`next_packet_id`](super::RelayTx::next_packet_id)
+    /// for a packet signed before it is stored; None takes the next.
+    pub(crate) id: Option<i64>,
+    /// The signed bytes and the signature, when signed.
+    pub(crate) seal: Option<(Vec<u8>, Vec<u8>)>,
 }
-
-impl Relay {}
 
 impl super::RelayTx<'_> {
     /// Inserts a packet row and returns its id; a packet without a group
@@ -153,17 +174,23 @@ impl super::RelayTx<'_> {
     pub(crate) async fn insert_packet(&self, p: &NewPacket<'_>) -> Result<i64> {
         // Typed queries (here and on every per-packet path) go in one round
         // trip; an untyped one is prepared first, which costs a second.
+        let (signed, signature) = match &p.seal {
+            Some((signed, signature)) => (Some(signed.as_slice()), Some(signature.as_slice())),
+            None => (None, None),
+        };
         let rows = self
             .client
             .query_typed(
-                "WITH l AS (SELECT pg_advisory_xact_lock(hashtext('relay.packets ' || $1))),
-                      n AS (SELECT nextval(pg_get_serial_sequence('relay.packets', 'id')) AS id FROM l)
+                &format!(
+                    "WITH l AS ({LOCK}),
+                      n AS (SELECT coalesce($11, {NEXT_ID}) AS id FROM l)
                  INSERT INTO relay.packets (id, direction, origin, kind, group_id, lsn_from, lsn_to,
-                    targets, row_count, byte_count, target_count)
+                    targets, row_count, byte_count, target_count, signed, signature)
                  OVERRIDING SYSTEM VALUE
-                 SELECT n.id, $1, $2, $3, coalesce($4, n.id), $5, $6, $7, $8, $9, $10
+                 SELECT n.id, $1, $2, $3, coalesce($4, n.id), $5, $6, $7, $8, $9, $10, $12, $13
                    FROM n
-                 RETURNING id",
+                 RETURNING id"
+                ),
                 &[
                     (&p.origin.direction(), Type::TEXT),
                     (p.origin, Type::TEXT),
@@ -175,6 +202,9 @@ impl super::RelayTx<'_> {
                     (&p.row_count, Type::INT8),
                     (&p.byte_count, Type::INT8),
                     (&p.target_count, Type::INT4),
+                    (&p.id, Type::INT8),
+                    (&signed, Type::BYTEA),
+                    (&signature, Type::BYTEA),
                 ],
             )
             .await
@@ -182,34 +212,53 @@ impl super::RelayTx<'_> {
         super::get(&rows[0], "id", "relay.packets")
     }
 
-    /// Inserts one part of a packet, with its checksum.
-    pub(crate) async fn insert_part(
-        &self,
-        packet_id: i64,
-        seq: i32,
-        table: &str,
-        target: &Target,
-        rows: i64,
-        arrow_ipc: &[u8],
-    ) -> Result<()> {
+    /// Takes the direction's lock (as [`insert_packet`](Self::insert_packet)
+    /// does) and the id of the next packet of `origin`: a packet signed
+    /// before it is stored names its own id.
+    pub(crate) async fn next_packet_id(&self, origin: &Origin) -> Result<i64> {
+        let rows = self
+            .client
+            .query_typed(
+                &format!("WITH l AS ({LOCK}) SELECT {NEXT_ID} AS id FROM l"),
+                &[(&origin.direction(), Type::TEXT)],
+            )
+            .await
+            .ctx(|| "taking a packet id".into())?;
+        super::get(&rows[0], "id", "relay.packets")
+    }
+
+    /// Inserts one part of packet `packet_id`.
+    pub(crate) async fn insert_part(&self, packet_id: i64, part: &NewPart<'_>) -> Result<()> {
         self.client
             .execute_typed(
                 "INSERT INTO relay.packet_parts (packet_id, seq, table_name, target, row_count, arrow_ipc, checksum)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     (&packet_id, Type::INT8),
-                    (&seq, Type::INT4),
-                    (&table, Type::TEXT),
-                    (&target, Type::TEXT),
-                    (&rows, Type::INT8),
-                    (&arrow_ipc, Type::BYTEA),
-                    (&checksum(arrow_ipc), Type::BYTEA),
+                    (&part.seq, Type::INT4),
+                    (&part.table, Type::TEXT),
+                    (part.target, Type::TEXT),
+                    (&part.rows, Type::INT8),
+                    (&part.arrow_ipc, Type::BYTEA),
+                    (&part.checksum, Type::BYTEA),
                 ],
             )
             .await
             .ctx(|| "writing relay.packet_parts".into())?;
         Ok(())
     }
+}
+
+/// A new part's row in `relay.packet_parts`.
+#[derive(Debug)]
+pub(crate) struct NewPart<'a> {
+    pub(crate) seq: i32,
+    pub(crate) table: &'a str,
+    pub(crate) target: &'a Target,
+    pub(crate) rows: i64,
+    pub(crate) arrow_ipc: &'a [u8],
+    /// SHA-256 of `arrow_ipc`.
+    pub(crate) checksum: &'a [u8],
 }
 
 impl Relay {
@@ -328,7 +377,7 @@ impl Relay {
         let ctx = || format!("reading the parts of packets {packet_ids:?}");
         let statement = self
             .prepared(
-                &format!("SELECT packet_id, table_name, row_count, arrow_ipc, checksum FROM relay.packet_parts
+                &format!("SELECT packet_id, seq, table_name, target, row_count, arrow_ipc, checksum FROM relay.packet_parts
                  WHERE packet_id = ANY($1) AND target IN ($2, {ALL}) ORDER BY packet_id, seq"),
                 &[Type::INT8_ARRAY, Type::TEXT],
             )

@@ -2,17 +2,18 @@
 //! deltas and full syncs, verify packets, a site's uploads) passes through
 //! [`Writer::write`] or [`Writer::write_control`] once, and through
 //! [`Writer::store`] in both cases: the place where a packet's parts are
-//! encoded and checksummed, and where a signature will be made.
+//! encoded, checksummed and signed (when this side has a signing key).
 //!
 //! A writer holds one relay transaction per group: the packets of a group,
 //! the capture position and whatever else the group settles (served
 //! requests, HO's hashes) become visible together, or not at all.
 
-use super::{NewPacket, Relay, RelayTx};
+use super::{NewPacket, NewPart, Relay, RelayTx};
 use crate::error::{Error, Result};
 use crate::packet::{encode_part, Change, TableShape};
 use crate::protocol::{Lsn, Origin, PacketKind, Target};
 use crate::route::ALL_SITES;
+use crate::seal::{hex, Header, PartSeal, SigningKey};
 
 /// One part to write: a table's changes for one target (a site, or `*`).
 #[derive(Debug, Clone, Copy)]
@@ -205,6 +206,20 @@ impl<'a> Writer<'a> {
             _ => None,
         };
         let tx = self.tx.as_ref().expect("the caller opened it");
+        let checksums: Vec<Vec<u8>> = p
+            .parts
+            .iter()
+            .map(|(_, ipc)| super::checksum(ipc))
+            .collect();
+        // A signed packet names its own id: taken first, under the lock.
+        let (id, seal) = match &self.relay.seals().key {
+            Some(key) => {
+                let id = tx.next_packet_id(&self.origin).await?;
+                let header = self.header(key, id, kind, &p, &checksums);
+                (Some(id), Some(key.seal(&header)))
+            }
+            None => (None, None),
+        };
         let id = tx
             .insert_packet(&NewPacket {
                 origin: &self.origin,
@@ -216,19 +231,21 @@ impl<'a> Writer<'a> {
                 target_count,
                 row_count: p.rows,
                 byte_count: p.bytes,
+                id,
+                seal,
             })
             .await?;
         self.group.get_or_insert(id);
-        for (seq, (part, ipc)) in p.parts.iter().enumerate() {
-            tx.insert_part(
-                id,
-                seq as i32,
-                &part.shape.name,
-                &Target::from(part.target),
-                part.changes.len() as i64,
-                ipc,
-            )
-            .await?;
+        for ((seq, (part, ipc)), sum) in p.parts.iter().enumerate().zip(&checksums) {
+            let part = NewPart {
+                seq: seq as i32,
+                table: &part.shape.name,
+                target: &Target::from(part.target),
+                rows: part.changes.len() as i64,
+                arrow_ipc: ipc,
+                checksum: sum,
+            };
+            tx.insert_part(id, &part).await?;
         }
         tracing::debug!(
             packet = id,
@@ -244,6 +261,42 @@ impl<'a> Writer<'a> {
         self.written.rows += p.rows as u64;
         self.written.bytes += p.bytes as u64;
         Ok(id)
+    }
+
+    /// What the signature of packet `id` covers.
+    fn header(
+        &self,
+        key: &SigningKey,
+        id: i64,
+        kind: PacketKind,
+        p: &Encoded<'_>,
+        checksums: &[Vec<u8>],
+    ) -> Header {
+        let created_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Header {
+            key: key.id().to_string(),
+            id,
+            group: self.group.unwrap_or(id),
+            origin: self.origin.as_str().to_string(),
+            kind: kind.as_str().to_string(),
+            targets: p.targets.clone(),
+            created_at,
+            parts: p
+                .parts
+                .iter()
+                .zip(checksums)
+                .enumerate()
+                .map(|(seq, ((part, _), sum))| PartSeal {
+                    seq: seq as i32,
+                    table: part.shape.name.clone(),
+                    target: part.target.to_string(),
+                    rows: part.changes.len() as i64,
+                    sha256: hex(sum),
+                })
+                .collect(),
+        }
     }
 
     /// Commits the open group (if any) together with the capture position

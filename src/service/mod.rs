@@ -5,6 +5,7 @@
 //! prints the views as text or `--json`; a web console calls the same
 //! functions. No SQL here: the views come from `relay/` and `book/`.
 
+mod keys;
 mod records;
 mod requests;
 mod status;
@@ -12,6 +13,7 @@ mod sync;
 
 use std::time::Duration;
 
+pub use keys::{record_site_key, revoke_site_key, KeyRecorded};
 pub use records::{events, received, sent, Events, Packets};
 pub use requests::{push, repair, resync, verify, Repairs, Requested, Sites};
 pub use status::{

@@ -63,6 +63,9 @@ pub struct Bed {
     /// Site code → the relay URL of its own role (`add_site`): the site's
     /// `pos` commands reach the relay with it, under row-level security.
     pub site_relay_urls: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Environment variables for the commands run as one site (`Some(i)`)
+    /// or as any (`None`), e.g. each site's own key.
+    pub env: std::sync::Mutex<Vec<(Option<usize>, String, String)>>,
 }
 
 impl Drop for Bed {
@@ -91,6 +94,7 @@ impl Bed {
             dir,
             name,
             site_relay_urls: Default::default(),
+            env: Default::default(),
         };
         bed.write_config(tables, extra);
         for url in std::iter::once(&bed.ho_url).chain(&bed.site_urls) {
@@ -124,6 +128,11 @@ impl Bed {
             .env("RELAYSYNC__POS__URL", &self.site_urls[site])
             .env_remove("RELAYSYNC_FAILPOINT")
             .stdin(Stdio::null());
+        for (only, key, value) in self.env.lock().unwrap().iter() {
+            if only.is_none_or(|i| i == site) {
+                cmd.env(key, value);
+            }
+        }
         if args.first() == Some(&"pos") || args.starts_with(&["setup", "pos"]) {
             if let Some(url) = self.site_relay_urls.lock().unwrap().get(SITES[site]) {
                 cmd.env("RELAYSYNC__RELAY__URL", url);
@@ -186,8 +195,49 @@ impl Bed {
             self.add_site(s).await;
         }
         self.ok(0, &["setup", "ho"]).await;
+        if std::path::Path::new(&self.key(SITES[0])).exists() {
+            for s in SITES {
+                let public = format!("{}.pub", self.key(s));
+                self.ok(0, &["site", "key", s, "--public-key", &public])
+                    .await;
+            }
+        }
         self.ok(0, &["setup", "pos"]).await;
         self.ok(1, &["setup", "pos"]).await;
+    }
+
+    /// Where `keys generate` puts `who`'s private key (`ho`, a site code).
+    pub fn key(&self, who: &str) -> String {
+        self.dir
+            .join(format!("{who}.pem"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Every side signs what it writes and checks what it applies, as the
+    /// README sets it up: a key for HO and each site (`keys generate`),
+    /// named by [ho] signing_key, [pos] signing_key and [pos] trust (through
+    /// the environment); `register` records the sites' keys at HO.
+    pub async fn sign(&self) {
+        for who in ["ho", SITES[0], SITES[1]] {
+            self.ok(0, &["keys", "generate", "--out", &self.key(who)])
+                .await;
+        }
+        let mut env = self.env.lock().unwrap();
+        env.push((None, "RELAYSYNC__HO__SIGNING_KEY".into(), self.key("ho")));
+        env.push((
+            None,
+            "RELAYSYNC__POS__TRUST".into(),
+            format!("{}.pub", self.key("ho")),
+        ));
+        for (i, site) in SITES.iter().enumerate() {
+            env.push((
+                Some(i),
+                "RELAYSYNC__POS__SIGNING_KEY".into(),
+                self.key(site),
+            ));
+        }
     }
 
     /// `register`, then the sites' first (full) sync.

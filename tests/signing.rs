@@ -1,0 +1,303 @@
+//! Signed packets against a relay that lies: its owner, with plain SQL,
+//! forges, alters, retargets, replays and reorders packets and forges an
+//! upload; each is refused where it would be applied, with nothing
+//! applied, and traffic resumes once the relay is honest again.
+
+mod common;
+
+use serde_json::Value;
+
+use common::*;
+
+const SCHEMA: &str = "
+CREATE TABLE public.items (id int PRIMARY KEY, name text);
+CREATE TABLE public.prices (site_code text, item int, price numeric, PRIMARY KEY (site_code, item));
+CREATE TABLE public.device_events (site text, device int, seq int, kind text, PRIMARY KEY (site, device, seq));
+";
+const TABLES: &[(&str, &str)] = &[
+    ("public.items", "all"),
+    ("public.prices", "column:site_code"),
+];
+
+/// A bed where HO signs and every site trusts HO's key only, and each site
+/// signs its uploads with a key HO recorded.
+async fn signed_bed(name: &str) -> Bed {
+    let upstream = "[[upstream]]\nname = \"public.device_events\"\nmerge = \"append\"\n";
+    let bed = Bed::new(name, SCHEMA, TABLES, upstream).await;
+    bed.sign().await;
+    bed.setup().await;
+    bed
+}
+
+/// `relaysync --json args` as site `site`: its JSON output, whatever its
+/// exit status.
+async fn json(bed: &Bed, site: usize, args: &[&str]) -> Value {
+    let out = bed.run(site, &[&["--json"], args].concat()).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|e| {
+        panic!(
+            "relaysync {args:?}: no JSON ({e}): {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// `pos sync` at `site`: the packet it failed at, if any.
+async fn pos_sync_fails_at(bed: &Bed, site: usize) -> Option<i64> {
+    let out = json(bed, site, &["pos", "sync", "--once"]).await;
+    out["applied"]["failed"]["packet"].as_i64()
+}
+
+/// The newest down packet for `target` (a site code, or `*`).
+async fn newest_for(relay: &tokio_postgres::Client, target: &str) -> i64 {
+    count(
+        relay,
+        &format!("SELECT max(id) FROM relay.packets WHERE direction = 'down' AND targets = '{{{target}}}'"),
+    )
+    .await
+}
+
+/// The relay's owner copies packet `of` into a new, unsigned packet of
+/// `direction` from `origin` for `targets` (its parts for `part_target`,
+/// an SQL expression over the copied part `x`): the new packet's id.
+async fn forge_copy(
+    relay: &tokio_postgres::Client,
+    of: i64,
+    (direction, origin, targets, part_target): (&str, &str, &str, &str),
+) -> i64 {
+    relay
+        .batch_execute(&format!(
+            "WITH n AS (SELECT nextval('relay.packets_id_seq') AS id),
+                  p AS (INSERT INTO relay.packets (id, direction, origin, kind, group_id, targets, row_count, byte_count)
+                        OVERRIDING SYSTEM VALUE SELECT id, '{direction}', '{origin}', 'delta', id, '{targets}', 1, 1 FROM n RETURNING id)
+             INSERT INTO relay.packet_parts (packet_id, seq, table_name, target, row_count, arrow_ipc, checksum)
+             SELECT p.id, x.seq, x.table_name, {part_target}, x.row_count, x.arrow_ipc, x.checksum
+               FROM p, relay.packet_parts x WHERE x.packet_id = {of}"
+        ))
+        .await
+        .unwrap();
+    count(relay, "SELECT max(id) FROM relay.packets").await
+}
+
+/// The relay's owner gives packet `to` the signature of packet `from`.
+async fn copy_signature(relay: &tokio_postgres::Client, to: i64, from: i64) {
+    relay
+        .batch_execute(&format!(
+            "UPDATE relay.packets f SET signed = o.signed, signature = o.signature
+               FROM relay.packets o WHERE f.id = {to} AND o.id = {from}"
+        ))
+        .await
+        .unwrap();
+}
+
+/// The relay's owner removes packet `id`: the relay is honest again.
+async fn remove(relay: &tokio_postgres::Client, id: i64) {
+    relay
+        .batch_execute(&format!("DELETE FROM relay.packets WHERE id = {id}"))
+        .await
+        .unwrap();
+}
+
+/// Every relay superuser statement below is what the relay's owner can do.
+async fn owner(bed: &Bed) -> tokio_postgres::Client {
+    bed.relay().await
+}
+
+/// Site `site`'s prices, as text.
+async fn prices(bed: &Bed, site: usize) -> Vec<String> {
+    bed.site(site)
+        .await
+        .query(
+            "SELECT price::int::text FROM public.prices ORDER BY item",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// HO sets site `site`'s price to `price` and stores the packet: its id.
+async fn new_price(bed: &Bed, site: usize, price: i32) -> i64 {
+    bed.ho()
+        .await
+        .execute(
+            "UPDATE public.prices SET price = $2::int WHERE site_code = $1",
+            &[&SITES[site], &price],
+        )
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    newest_for(&bed.relay().await, SITES[site]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_relay_is_refused_and_an_honest_one_resumes() {
+    let bed = signed_bed("sign_lies").await;
+    let relay = owner(&bed).await;
+    bed.ho()
+        .await
+        .batch_execute(
+            "INSERT INTO public.items SELECT g, 'item ' || g FROM generate_series(1, 20) g;
+             INSERT INTO public.prices VALUES ('s1', 1, 1), ('s2', 1, 2);",
+        )
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, None);
+    assert_eq!(pos_sync_fails_at(&bed, 1).await, None);
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.packets WHERE signature IS NULL"
+        )
+        .await,
+        0,
+        "every packet is signed"
+    );
+    assert_table_same_everywhere(&bed, "public.items").await;
+    let items = newest_for(&relay, "*").await;
+
+    // A forged packet: an applied packet's parts in a new, unsigned one
+    // for s1; then the same with that packet's real signature (a replay).
+    let forged = forge_copy(&relay, items, ("down", "ho", "{s1}", "'s1'")).await;
+    bed.ho()
+        .await
+        .batch_execute("DELETE FROM public.items WHERE id <= 5")
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    let items_at_s1 = "SELECT count(*) FROM public.items";
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, Some(forged), "unsigned");
+    assert_eq!(count(&bed.site(0).await, items_at_s1).await, 20);
+    copy_signature(&relay, forged, items).await;
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, Some(forged), "replayed");
+    assert_eq!(count(&bed.site(0).await, items_at_s1).await, 20);
+    // Honest again: the forgery goes, and what HO sent since applies.
+    remove(&relay, forged).await;
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, None);
+    assert_eq!(pos_sync_fails_at(&bed, 1).await, None);
+    assert_table_same_everywhere(&bed, "public.items").await;
+
+    // A part altered, its checksum fixed: s1's new price packet carries the
+    // bytes of s1's earlier one.
+    let earlier = new_price(&bed, 0, 10).await;
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, None);
+    let altered = new_price(&bed, 0, 11).await;
+    relay
+        .batch_execute(&format!(
+            "CREATE TABLE kept AS SELECT * FROM relay.packet_parts WHERE packet_id = {altered};
+             UPDATE relay.packet_parts a SET arrow_ipc = b.arrow_ipc, checksum = sha256(b.arrow_ipc)
+               FROM relay.packet_parts b WHERE a.packet_id = {altered} AND b.packet_id = {earlier}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, Some(altered), "altered");
+    assert_eq!(prices(&bed, 0).await, ["10"]);
+    restore_parts(&relay).await;
+    relay
+        .batch_execute(&format!(
+            "UPDATE relay.packet_parts SET checksum = sha256(arrow_ipc) WHERE packet_id = {altered}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, None);
+    assert_eq!(prices(&bed, 0).await, ["11"]);
+
+    // Two packets reordered: each carries the other's parts.
+    let first = new_price(&bed, 0, 12).await;
+    let second = new_price(&bed, 0, 13).await;
+    let swap = format!(
+        "UPDATE relay.packet_parts a SET arrow_ipc = b.arrow_ipc, checksum = b.checksum, row_count = b.row_count
+           FROM relay.packet_parts b
+          WHERE (a.packet_id, b.packet_id) IN (({first}, {second}), ({second}, {first})) AND a.seq = b.seq"
+    );
+    relay.batch_execute(&swap).await.unwrap();
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, Some(first), "reordered");
+    assert_eq!(prices(&bed, 0).await, ["11"]);
+    relay.batch_execute(&swap).await.unwrap();
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, None);
+    assert_eq!(prices(&bed, 0).await, ["13"]);
+
+    // s1's packet delivered to s2 (its targets and part changed).
+    let misdelivered = new_price(&bed, 0, 14).await;
+    let retarget = |to: &str| {
+        format!(
+            "UPDATE relay.packets SET targets = '{{{to}}}' WHERE id = {misdelivered};
+             UPDATE relay.packet_parts SET target = '{to}' WHERE packet_id = {misdelivered}"
+        )
+    };
+    relay.batch_execute(&retarget("s2")).await.unwrap();
+    assert_eq!(
+        pos_sync_fails_at(&bed, 1).await,
+        Some(misdelivered),
+        "retargeted"
+    );
+    assert_eq!(prices(&bed, 1).await, ["2"]);
+    relay.batch_execute(&retarget("s1")).await.unwrap();
+    // s2 failed it, and moves on once it is no longer listed for s2.
+    assert_eq!(pos_sync_fails_at(&bed, 1).await, None);
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, None);
+    assert_eq!(prices(&bed, 0).await, ["14"]);
+    assert_eq!(prices(&bed, 1).await, ["2"]);
+    for site in 0..2 {
+        assert_routed_same(&bed, site, "public.prices", "site_code").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_upload_is_refused_at_ho() {
+    let bed = signed_bed("sign_upload").await;
+    let relay = owner(&bed).await;
+    let event = |seq: i32| {
+        let bed = &bed;
+        async move {
+            bed.site(0)
+                .await
+                .execute(
+                    "INSERT INTO public.device_events VALUES ('s1', 1, $1, 'door')",
+                    &[&seq],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    event(1).await;
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, None);
+    let merged = json(&bed, 0, &["ho", "sync", "--once"]).await;
+    assert_eq!(merged["merged"]["failed"], Value::Null, "{merged}");
+    let at_ho = "SELECT count(*) FROM public.device_events";
+    assert_eq!(count(&bed.ho().await, at_ho).await, 1);
+    let real = count(
+        &relay,
+        "SELECT max(id) FROM relay.packets WHERE direction = 'up'",
+    )
+    .await;
+
+    // The relay's owner uploads as s1: a copy of s1's real upload, unsigned,
+    // then with the real one's signature.
+    let forged = forge_copy(&relay, real, ("up", "s1", "{ho}", "x.target")).await;
+    bed.ho()
+        .await
+        .batch_execute("DELETE FROM public.device_events")
+        .await
+        .unwrap();
+    let refused = json(&bed, 0, &["ho", "sync", "--once"]).await;
+    assert_eq!(refused["merged"]["failed"]["packet"], forged, "{refused}");
+    copy_signature(&relay, forged, real).await;
+    let refused = json(&bed, 0, &["ho", "sync", "--once"]).await;
+    assert_eq!(refused["merged"]["failed"]["packet"], forged, "{refused}");
+    assert_eq!(count(&bed.ho().await, at_ho).await, 0, "nothing merged");
+    let failed =
+        format!("SELECT count(*) FROM relay.acks WHERE packet_id = {forged} AND status = 'FAILED'");
+    assert_eq!(count(&relay, &failed).await, 1, "reported at the relay");
+
+    // Honest again: s1's next event merges.
+    remove(&relay, forged).await;
+    event(2).await;
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, None);
+    let merged = json(&bed, 0, &["ho", "sync", "--once"]).await;
+    assert_eq!(merged["merged"]["failed"], Value::Null, "{merged}");
+    assert_eq!(count(&bed.ho().await, at_ho).await, 1);
+}
