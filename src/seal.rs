@@ -254,6 +254,85 @@ pub(crate) struct Header {
     /// Milliseconds since the epoch when the writer sealed it.
     pub(crate) created_at: i64,
     pub(crate) parts: Vec<PartSeal>,
+    /// Its place in the chain of each of its targets.
+    pub(crate) chain: Vec<Link>,
+    /// The sites whose chains start over here: a full sync of every table
+    /// (first contact, back from expiry, a resync) supersedes whatever
+    /// came before it, so they take this packet after a gap (never one
+    /// older than what they applied).
+    pub(crate) resets: Vec<String>,
+    /// With `resets`: the heads of the other chains those sites follow
+    /// (HO's packets for every site) when it was sealed.
+    pub(crate) base: Vec<Link>,
+}
+
+/// A packet's place in the chain of one target: its number there (from 1)
+/// and the SHA-256 of the previous packet's signed bytes (hex; empty for
+/// the first). In `base`: the head itself (its number and hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Link {
+    pub(crate) target: String,
+    pub(crate) seq: i64,
+    pub(crate) prev: String,
+}
+
+/// A chain: its writer (`ho`, or a site) and target (a site, `*`, `ho`).
+pub(crate) type ChainKey = (String, String);
+
+/// The last packet of a chain: its number and the SHA-256 of its signed
+/// bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub(crate) seq: i64,
+    pub(crate) hash: Vec<u8>,
+}
+
+impl Head {
+    /// The link of the packet that follows this head (None: the first).
+    pub(crate) fn next(head: Option<&Head>, target: &str) -> Link {
+        Link {
+            target: target.to_string(),
+            seq: head.map_or(1, |h| h.seq + 1),
+            prev: head.map_or(String::new(), |h| hex(&h.hash)),
+        }
+    }
+}
+
+/// The chain heads an applier holds: read from its database once, moved
+/// packet by packet, written in the transaction that applies them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Chains {
+    heads: HashMap<ChainKey, Head>,
+    /// Moved since the last [`Chains::take_moved`].
+    moved: Vec<ChainKey>,
+}
+
+impl Chains {
+    pub(crate) fn new(heads: Vec<(ChainKey, Head)>) -> Chains {
+        Chains {
+            heads: heads.into_iter().collect(),
+            moved: Vec::new(),
+        }
+    }
+
+    fn set(&mut self, key: ChainKey, head: Head) {
+        if !self.moved.contains(&key) {
+            self.moved.push(key.clone());
+        }
+        self.heads.insert(key, head);
+    }
+
+    /// The heads moved since the last call, to record.
+    pub(crate) fn take_moved(&mut self) -> Vec<(ChainKey, Head)> {
+        std::mem::take(&mut self.moved)
+            .into_iter()
+            .map(|k| {
+                let h = self.heads[&k].clone();
+                (k, h)
+            })
+            .collect()
+    }
 }
 
 /// One part as its writer encoded it.
@@ -348,12 +427,15 @@ impl Seals {
     }
 
     /// Checks packet `p` and the `parts` the relay handed `me` for it
-    /// against its signed header; Err names what the relay changed.
+    /// against its signed header, and that it is the next packet of each of
+    /// its chains `me` follows (moving `chains` past it); Err names what
+    /// the relay changed.
     pub(crate) fn check(
         &self,
         p: &PacketInfo,
         parts: &[StoredPart],
         me: &Target,
+        chains: &mut Chains,
     ) -> std::result::Result<(), String> {
         let keys: &[PublicKey] = match &self.trust {
             Trust::Unchecked => return Ok(()),
@@ -389,8 +471,89 @@ impl Seals {
         let header: Header = serde_json::from_slice(signed)
             .map_err(|e| format!("packet {}: its signed header is unreadable ({e})", p.id))?;
         header_matches(&header, key, p, me)?;
-        parts_match(&header, parts, p.id, me)
+        parts_match(&header, parts, p.id, me)?;
+        follows(&header, signed, me, chains)
     }
+}
+
+/// Whether packet `h` (signed as `signed`) is the next of each chain `me`
+/// follows; if so, `chains` move past it.
+fn follows(
+    h: &Header,
+    signed: &[u8],
+    me: &Target,
+    chains: &mut Chains,
+) -> std::result::Result<(), String> {
+    let mine = |t: &str| t == me.as_str() || (t == crate::route::ALL_SITES && me != &Target::Ho);
+    let links: Vec<&Link> = h.chain.iter().filter(|l| mine(&l.target)).collect();
+    if links.is_empty() {
+        return Err(format!("packet {} names no place in a chain of {me}", h.id));
+    }
+    let reset = h.resets.iter().any(|s| s == me.as_str());
+    for link in &links {
+        let key = (h.origin.clone(), link.target.clone());
+        let Some(head) = chains.heads.get(&key) else {
+            // Nothing applied in this chain yet (a new applier, or packets
+            // signed only from now on): it starts here.
+            continue;
+        };
+        let id = h.id;
+        let target = &link.target;
+        if link.seq <= head.seq {
+            return Err(format!(
+                "packet {id} is number {} of the packets for {target}, and {me} applied up to number {} already: the relay replayed it",
+                link.seq, head.seq
+            ));
+        }
+        if reset {
+            // A full sync supersedes what came before it: a gap before it
+            // loses nothing, but it must still be newer than what was
+            // applied (an old one replayed would take the site back).
+            continue;
+        }
+        if link.seq > head.seq + 1 {
+            return Err(format!(
+                "the relay is withholding {} packet(s) for {target} before packet {id} (numbers {} to {}); {me} goes on once the relay delivers them",
+                link.seq - head.seq - 1,
+                head.seq + 1,
+                link.seq - 1
+            ));
+        }
+        if link.prev != hex(&head.hash) {
+            return Err(format!(
+                "packet {id} does not follow the packet for {target} that {me} applied last: the relay delivered another chain's packet"
+            ));
+        }
+    }
+    let hash = crate::relay::checksum(signed);
+    for link in links {
+        let key = (h.origin.clone(), link.target.clone());
+        chains.set(
+            key,
+            Head {
+                seq: link.seq,
+                hash: hash.clone(),
+            },
+        );
+    }
+    if reset {
+        for b in h.base.iter().filter(|b| mine(&b.target)) {
+            let hash = unhex(&b.prev).ok_or_else(|| format!("packet {}: a bad base hash", h.id))?;
+            chains.set(
+                (h.origin.clone(), b.target.clone()),
+                Head { seq: b.seq, hash },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of hex `text`.
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// The packet as the relay lists it is the one signed.
@@ -503,6 +666,9 @@ mod tests {
             targets: vec!["s1".into()],
             created_at: 0,
             parts: vec![],
+            chain: vec![],
+            resets: vec![],
+            base: vec![],
         });
         assert!(public[0].verifies(&signed, &signature));
         let mut altered = signed.clone();

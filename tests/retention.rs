@@ -154,14 +154,7 @@ async fn the_relay_stays_flat_under_a_steady_load() {
 /// s2 has been silent for two hours (with `max_offline = "1h"`): a row
 /// added at HO and HO's syncs expire it.
 async fn expire_s2(bed: &Bed, ho: &tokio_postgres::Client, relay: &tokio_postgres::Client) {
-    // s2 has been silent for two hours.
-    relay
-        .batch_execute(
-            "UPDATE relay.acks SET acked_at = acked_at - interval '2 hours' WHERE site = 's2';
-             UPDATE relay.sites SET registered_at = registered_at - interval '3 hours'",
-        )
-        .await
-        .unwrap();
+    make_silent(relay, "s2").await;
     ho.batch_execute("INSERT INTO public.items VALUES (1, 'a')")
         .await
         .unwrap();

@@ -1,7 +1,7 @@
 //! Signed packets against a relay that lies: its owner, with plain SQL,
-//! forges, alters, retargets, replays and reorders packets and forges an
-//! upload; each is refused where it would be applied, with nothing
-//! applied, and traffic resumes once the relay is honest again.
+//! forges, alters, retargets, replays, reorders and withholds packets and
+//! forges an upload; each is refused where it would be applied, with
+//! nothing applied, and traffic resumes once the relay is honest again.
 
 mod common;
 
@@ -22,8 +22,13 @@ const TABLES: &[(&str, &str)] = &[
 /// A bed where HO signs and every site trusts HO's key only, and each site
 /// signs its uploads with a key HO recorded.
 async fn signed_bed(name: &str) -> Bed {
+    signed_bed_with(name, "").await
+}
+
+/// [`signed_bed`] with `more` in every config.
+async fn signed_bed_with(name: &str, more: &str) -> Bed {
     let upstream = "[[upstream]]\nname = \"public.device_events\"\nmerge = \"append\"\n";
-    let bed = Bed::new(name, SCHEMA, TABLES, upstream).await;
+    let bed = Bed::new(name, SCHEMA, TABLES, &format!("{more}{upstream}")).await;
     bed.sign().await;
     bed.setup().await;
     bed
@@ -132,21 +137,46 @@ async fn new_price(bed: &Bed, site: usize, price: i32) -> i64 {
     newest_for(&bed.relay().await, SITES[site]).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lying_relay_is_refused_and_an_honest_one_resumes() {
-    let bed = signed_bed("sign_lies").await;
-    let relay = owner(&bed).await;
+/// A [`signed_bed`] (with `more` in every config) where HO holds `items`
+/// items and a price for each site, and both sites applied them.
+async fn seeded(name: &str, more: &str, items: i32) -> (Bed, tokio_postgres::Client) {
+    let bed = signed_bed_with(name, more).await;
     bed.ho()
         .await
-        .batch_execute(
-            "INSERT INTO public.items SELECT g, 'item ' || g FROM generate_series(1, 20) g;
-             INSERT INTO public.prices VALUES ('s1', 1, 1), ('s2', 1, 2);",
+        .execute(
+            "INSERT INTO public.items SELECT g, 'item ' || g FROM generate_series(1, $1) g",
+            &[&items],
         )
+        .await
+        .unwrap();
+    bed.ho()
+        .await
+        .batch_execute("INSERT INTO public.prices VALUES ('s1', 1, 1), ('s2', 1, 2)")
         .await
         .unwrap();
     bed.ok(0, &["ho", "sync", "--once"]).await;
     assert_eq!(pos_sync_fails_at(&bed, 0).await, None);
     assert_eq!(pos_sync_fails_at(&bed, 1).await, None);
+    let relay = owner(&bed).await;
+    (bed, relay)
+}
+
+/// HO renames item `id` and stores the packet (for every site).
+async fn rename_item(bed: &Bed, id: i32, name: &str) {
+    bed.ho()
+        .await
+        .execute(
+            "UPDATE public.items SET name = $2 WHERE id = $1",
+            &[&id, &name],
+        )
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_relay_is_refused_and_an_honest_one_resumes() {
+    let (bed, relay) = seeded("sign_lies", "", 20).await;
     assert_eq!(
         count(
             &relay,
@@ -300,4 +330,107 @@ async fn a_forged_upload_is_refused_at_ho() {
     let merged = json(&bed, 0, &["ho", "sync", "--once"]).await;
     assert_eq!(merged["merged"]["failed"], Value::Null, "{merged}");
     assert_eq!(count(&bed.ho().await, at_ho).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withheld_packet_is_reported_and_applied_once_delivered() {
+    let (bed, relay) = seeded("sign_withheld", "", 5).await;
+
+    // The relay's owner takes s1's next packet away and keeps it.
+    let withheld = new_price(&bed, 0, 20).await;
+    let after = new_price(&bed, 0, 21).await;
+    relay
+        .batch_execute(&format!(
+            "CREATE TABLE held AS SELECT * FROM relay.packets WHERE id = {withheld};
+             CREATE TABLE held_parts AS SELECT * FROM relay.packet_parts WHERE packet_id = {withheld};
+             DELETE FROM relay.packets WHERE id = {withheld}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, Some(after), "a gap");
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, Some(after), "still");
+    assert_eq!(prices(&bed, 0).await, ["1"], "nothing applied");
+    // s2 follows its own chain and HO's packets for every site only.
+    rename_item(&bed, 1, "renamed").await;
+    assert_eq!(pos_sync_fails_at(&bed, 1).await, None);
+
+    // Delivered late: s1 applies both, in order, and what came since.
+    relay
+        .batch_execute(
+            "INSERT INTO relay.packets OVERRIDING SYSTEM VALUE SELECT * FROM held;
+             INSERT INTO relay.packet_parts SELECT * FROM held_parts",
+        )
+        .await
+        .unwrap();
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, None);
+    assert_eq!(prices(&bed, 0).await, ["21"]);
+    assert_table_same_everywhere(&bed, "public.items").await;
+
+    // A packet for every site taken away: both sites see the gap.
+    rename_item(&bed, 2, "once more").await;
+    let dropped = newest_for(&relay, "*").await;
+    rename_item(&bed, 3, "and again").await;
+    let next = newest_for(&relay, "*").await;
+    relay
+        .batch_execute(&format!("DELETE FROM relay.packets WHERE id = {dropped}"))
+        .await
+        .unwrap();
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, Some(next));
+    assert_eq!(pos_sync_fails_at(&bed, 1).await, Some(next));
+    assert_eq!(
+        count(
+            &bed.site(1).await,
+            "SELECT count(*) FROM public.items WHERE name = 'and again'"
+        )
+        .await,
+        0,
+        "nothing applied"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_site_comes_back_through_the_packets_released_for_it() {
+    let retention = "[retention]\nmax_offline = \"1h\"\n";
+    let (bed, relay) = seeded("sign_expired", retention, 5).await;
+    let ho = bed.ho().await;
+    // s2 goes silent with a packet of its own and one for every site
+    // unapplied, and is expired: the relay releases them.
+    new_price(&bed, 1, 3).await;
+    ho.batch_execute("UPDATE public.items SET name = 'gone quiet' WHERE id = 1")
+        .await
+        .unwrap();
+    make_silent(&relay, "s2").await;
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.sites WHERE code = 's2' AND expired_at IS NOT NULL"
+        )
+        .await,
+        1
+    );
+    // While it is away (nothing is stored for it): its price and an item.
+    ho.batch_execute(
+        "UPDATE public.prices SET price = 4 WHERE site_code = 's2';
+         UPDATE public.items SET name = 'while away' WHERE id = 2",
+    )
+    .await
+    .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    // Back: the packets released for it leave gaps in its chains, which
+    // its full sync starts over.
+    assert_eq!(pos_sync_fails_at(&bed, 1).await, None);
+    bed.sync_all().await;
+    assert_eq!(pos_sync_fails_at(&bed, 1).await, None);
+    assert_table_same_everywhere(&bed, "public.items").await;
+    assert_eq!(prices(&bed, 1).await, ["4"]);
+    // And its chains go on from the full sync.
+    rename_item(&bed, 3, "back").await;
+    new_price(&bed, 1, 5).await;
+    assert_eq!(pos_sync_fails_at(&bed, 1).await, None);
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, None);
+    assert_table_same_everywhere(&bed, "public.items").await;
+    assert_eq!(prices(&bed, 1).await, ["5"]);
 }

@@ -9,3 +9,13 @@ CREATE TABLE relaysync.site_keys (
     added_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (site, key_id)
 );
+
+-- The last signed upload HO merged from each site (see relay.chains),
+-- written in the merge's transaction.
+CREATE TABLE relaysync.chains (
+    origin text NOT NULL,
+    target text NOT NULL,
+    seq    bigint NOT NULL,
+    hash   bytea NOT NULL,
+    PRIMARY KEY (origin, target)
+);

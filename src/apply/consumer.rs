@@ -88,6 +88,9 @@ pub(crate) struct Consumer<A> {
     unsent: Vec<Ack>,
     /// When the oldest unsent ack was made.
     unsent_since: Option<Instant>,
+    /// The chains of signed packets followed: read from the applier's
+    /// database on first use, when packets are checked.
+    pub(super) chains: Option<crate::seal::Chains>,
 }
 
 /// A packet that failed, and why.
@@ -102,6 +105,7 @@ impl<A: Applier> Consumer<A> {
             ack_every: Duration::ZERO,
             unsent: Vec::new(),
             unsent_since: None,
+            chains: None,
         }
     }
 

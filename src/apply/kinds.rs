@@ -14,6 +14,7 @@ use crate::packet::read_part;
 use crate::postgres::Tx;
 use crate::protocol::PacketKind;
 use crate::relay::{Ack, PacketInfo, Relay, StoredPart};
+use crate::seal::Chains;
 
 /// Whether a packet of `kind` is applied in a transaction of its own group
 /// only (a full sync, a verify), rather than batched with the delta groups
@@ -45,6 +46,12 @@ impl<A: Applier> Consumer<A> {
         let started = std::time::Instant::now();
         // Outside the transaction: a refusal there must not abort it.
         self.applier.prepare(client).await?;
+        let checks = relay.seals().checks();
+        if checks && self.chains.is_none() {
+            self.chains = Some(Chains::new(crate::book::chains::load(client).await?));
+        }
+        // Moved packet by packet; kept only if the transaction commits.
+        let mut chains = self.chains.clone().unwrap_or_default();
         let tx = match begin(client).await? {
             Ok(tx) => tx,
             Err(refused) => return Ok(Err((packets[0].id, refused))),
@@ -66,7 +73,7 @@ impl<A: Applier> Consumer<A> {
                 parts.push(fetched.pop_front().expect("front checked"));
             }
             // Nothing of a packet is applied before its seal is checked.
-            if let Err(error) = relay.seals().check(p, &parts, &target) {
+            if let Err(error) = relay.seals().check(p, &parts, &target, &mut chains) {
                 tx.rollback().await;
                 return Ok(Err((p.id, error)));
             }
@@ -81,7 +88,13 @@ impl<A: Applier> Consumer<A> {
                 crate::failpoint::hit(mid);
             }
         }
+        if checks {
+            crate::book::chains::save(&tx, &chains.take_moved()).await?;
+        }
         self.applier.commit(tx, packets, &acks).await?;
+        if checks {
+            self.chains = Some(chains);
+        }
         crate::telemetry::packets_applied(
             applier::direction(&target),
             packets.len(),

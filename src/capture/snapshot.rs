@@ -82,6 +82,7 @@ pub async fn serve(
             tree: &tree,
             sites: &sites,
             requests: &ids,
+            every_table: names.len() == configured.len(),
         };
         let s = snapshot(sql, relay, &group, bounds).await?;
         crate::telemetry::full_sync_served(&s.sites, s.rows, s.packets);
@@ -97,6 +98,9 @@ struct Group<'g> {
     tree: &'g Tree,
     sites: &'g [String],
     requests: &'g [i64],
+    /// Whether it reloads every table: the sites' chains of signed packets
+    /// then start over with it.
+    every_table: bool,
 }
 
 /// Writes one snapshot group, and marks its requests served.
@@ -113,6 +117,9 @@ async fn snapshot(
         .ctx(|| "starting the full-sync snapshot at HO".into())?;
     let mut writer =
         Writer::new(relay, &Origin::Ho, PacketKind::Snapshot).for_sites(sites.to_vec());
+    if group.every_table {
+        writer = writer.resetting(sites.to_vec());
+    }
     let result = write_snapshot(&snapshot, &mut writer, group, bounds).await;
     // Read only: it wrote nothing to keep.
     snapshot.rollback().await;
@@ -289,6 +296,7 @@ mod tests {
             tree,
             sites,
             requests: &[],
+            every_table: true,
         }
     }
 

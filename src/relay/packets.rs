@@ -161,6 +161,8 @@ pub(crate) struct NewPacket<'a> {
     pub(crate) id: Option<i64>,
     /// The signed bytes and the signature, when signed.
     pub(crate) seal: Option<(Vec<u8>, Vec<u8>)>,
+    /// The chain heads this packet moves (target, new head), when signed.
+    pub(crate) heads: Vec<(String, crate::seal::Head)>,
 }
 
 impl super::RelayTx<'_> {
@@ -178,12 +180,18 @@ impl super::RelayTx<'_> {
             Some((signed, signature)) => (Some(signed.as_slice()), Some(signature.as_slice())),
             None => (None, None),
         };
+        let head_targets: Vec<&str> = p.heads.iter().map(|(t, _)| t.as_str()).collect();
+        let head_seqs: Vec<i64> = p.heads.iter().map(|(_, h)| h.seq).collect();
+        let head_hashes: Vec<&[u8]> = p.heads.iter().map(|(_, h)| h.hash.as_slice()).collect();
         let rows = self
             .client
             .query_typed(
                 &format!(
                     "WITH l AS ({LOCK}),
-                      n AS (SELECT coalesce($11, {NEXT_ID}) AS id FROM l)
+                      n AS (SELECT coalesce($11, {NEXT_ID}) AS id FROM l),
+                      c AS (INSERT INTO relay.chains AS c (origin, target, seq, hash)
+                            SELECT $2, t, s, h FROM unnest($14::text[], $15::int8[], $16::bytea[]) AS x (t, s, h)
+                            ON CONFLICT (origin, target) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash)
                  INSERT INTO relay.packets (id, direction, origin, kind, group_id, lsn_from, lsn_to,
                     targets, row_count, byte_count, target_count, signed, signature)
                  OVERRIDING SYSTEM VALUE
@@ -205,6 +213,9 @@ impl super::RelayTx<'_> {
                     (&p.id, Type::INT8),
                     (&signed, Type::BYTEA),
                     (&signature, Type::BYTEA),
+                    (&head_targets, Type::TEXT_ARRAY),
+                    (&head_seqs, Type::INT8_ARRAY),
+                    (&head_hashes, Type::BYTEA_ARRAY),
                 ],
             )
             .await
@@ -225,6 +236,35 @@ impl super::RelayTx<'_> {
             .await
             .ctx(|| "taking a packet id".into())?;
         super::get(&rows[0], "id", "relay.packets")
+    }
+
+    /// The heads of `origin`'s chains for `targets` (read under the
+    /// direction's lock, taken by [`next_packet_id`](Self::next_packet_id)).
+    pub(crate) async fn chain_heads(
+        &self,
+        origin: &Origin,
+        targets: &[&str],
+    ) -> Result<std::collections::HashMap<String, crate::seal::Head>> {
+        let rows = self
+            .client
+            .query_typed(
+                "SELECT target, seq, hash FROM relay.chains WHERE origin = $1 AND target = ANY ($2)",
+                &[(origin, Type::TEXT), (&targets, Type::TEXT_ARRAY)],
+            )
+            .await
+            .ctx(|| "reading relay.chains".into())?;
+        let t = "relay.chains";
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    get(r, "target", t)?,
+                    crate::seal::Head {
+                        seq: get(r, "seq", t)?,
+                        hash: get(r, "hash", t)?,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// Inserts one part of packet `packet_id`.

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::packet::{encode_part, Change, TableShape};
 use crate::protocol::{Lsn, Origin, PacketKind, Target};
 use crate::route::ALL_SITES;
-use crate::seal::{hex, Header, PartSeal, SigningKey};
+use crate::seal::{hex, Head, Header, Link, PartSeal, SigningKey};
 
 /// One part to write: a table's changes for one target (a site, or `*`).
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +52,9 @@ pub struct Writer<'a> {
     group: Option<i64>,
     /// The sites of the open transaction.
     sites: Vec<String>,
+    /// The sites whose chains start over at these packets (a full sync of
+    /// every table).
+    resets: Vec<String>,
     written: Written,
 }
 
@@ -75,6 +78,7 @@ impl<'a> Writer<'a> {
             tx: None,
             group: None,
             sites: Vec::new(),
+            resets: Vec::new(),
             written: Written::default(),
         }
     }
@@ -83,6 +87,13 @@ impl<'a> Writer<'a> {
     /// an upload for HO, a verify packet for the sites verified).
     pub fn for_sites(mut self, sites: Vec<String>) -> Self {
         self.only_sites = Some(sites);
+        self
+    }
+
+    /// The packets reload every table at `sites`: their chains start over
+    /// there (what came before is superseded).
+    pub(crate) fn resetting(mut self, sites: Vec<String>) -> Self {
+        self.resets = sites;
         self
     }
 
@@ -211,14 +222,45 @@ impl<'a> Writer<'a> {
             .iter()
             .map(|(_, ipc)| super::checksum(ipc))
             .collect();
-        // A signed packet names its own id: taken first, under the lock.
-        let (id, seal) = match &self.relay.seals().key {
+        // A signed packet names its own id and its place in its targets'
+        // chains: taken first, under the lock.
+        let (id, seal, heads) = match &self.relay.seals().key {
             Some(key) => {
                 let id = tx.next_packet_id(&self.origin).await?;
-                let header = self.header(key, id, kind, &p, &checksums);
-                (Some(id), Some(key.seal(&header)))
+                let mut read: Vec<&str> = p.targets.iter().map(String::as_str).collect();
+                read.push(ALL_SITES);
+                let heads = tx.chain_heads(&self.origin, &read).await?;
+                let mut header = self.header(key, id, kind, &p, &checksums);
+                header.chain = p
+                    .targets
+                    .iter()
+                    .map(|t| Head::next(heads.get(t), t))
+                    .collect();
+                header.resets = self.resets.clone();
+                if !header.resets.is_empty() {
+                    let all = heads.get(ALL_SITES);
+                    header.base = vec![Link {
+                        target: ALL_SITES.to_string(),
+                        seq: all.map_or(0, |h| h.seq),
+                        prev: all.map_or(String::new(), |h| hex(&h.hash)),
+                    }];
+                }
+                let (signed, signature) = key.seal(&header);
+                let hash = super::checksum(&signed);
+                let moved = header
+                    .chain
+                    .iter()
+                    .map(|l| {
+                        let head = Head {
+                            seq: l.seq,
+                            hash: hash.clone(),
+                        };
+                        (l.target.clone(), head)
+                    })
+                    .collect();
+                (Some(id), Some((signed, signature)), moved)
             }
-            None => (None, None),
+            None => (None, None, Vec::new()),
         };
         let id = tx
             .insert_packet(&NewPacket {
@@ -233,6 +275,7 @@ impl<'a> Writer<'a> {
                 byte_count: p.bytes,
                 id,
                 seal,
+                heads,
             })
             .await?;
         self.group.get_or_insert(id);
@@ -283,6 +326,9 @@ impl<'a> Writer<'a> {
             kind: kind.as_str().to_string(),
             targets: p.targets.clone(),
             created_at,
+            chain: Vec::new(),
+            resets: Vec::new(),
+            base: Vec::new(),
             parts: p
                 .parts
                 .iter()

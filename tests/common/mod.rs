@@ -478,3 +478,16 @@ impl Drop for Worker {
         }
     }
 }
+
+/// Site `site` has been silent for two hours (its acks and every site's
+/// registration moved back): with `max_offline = "1h"`, HO's next syncs
+/// expire it.
+pub async fn make_silent(relay: &Client, site: &str) {
+    relay
+        .batch_execute(&format!(
+            "UPDATE relay.acks SET acked_at = acked_at - interval '2 hours' WHERE site = '{site}';
+             UPDATE relay.sites SET registered_at = registered_at - interval '3 hours'"
+        ))
+        .await
+        .unwrap();
+}
