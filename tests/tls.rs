@@ -28,6 +28,7 @@ fn cluster() -> &'static Cluster {
 }
 
 struct TlsBed {
+    name: String,
     dir: PathBuf,
     config: PathBuf,
 }
@@ -64,6 +65,7 @@ impl TlsBed {
         let dir = std::env::temp_dir().join(format!("relaysync-tls-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let bed = TlsBed {
+            name: name.to_string(),
             config: dir.join("relaysync.toml"),
             dir,
         };
@@ -211,7 +213,8 @@ async fn a_wrong_ca_host_or_sslmode_fails_with_the_fix() {
         &c.ca_file().display().to_string(),
         &other.ca_file().display().to_string(),
     );
-    let wrong_host = good.replace("@localhost:", "@127.0.0.1:");
+    // A name the certificate does not carry (reached at 127.0.0.1 all the same).
+    let wrong_host = other_name(&good);
     let no_tls = good.replace("sslmode=verify-full", "sslmode=disable");
     let no_ca = format!("{}?sslmode=verify-full", good.split('?').next().unwrap());
     for (url, fix) in [
@@ -223,12 +226,92 @@ async fn a_wrong_ca_host_or_sslmode_fails_with_the_fix() {
         let line = bed.fails(&["status"], &[("RELAYSYNC__RELAY__URL", url)]);
         assert!(line.contains(fix), "{url}: {line}");
     }
-    // The replication connection checks the same way: HO's url by IP.
-    let ho_by_ip = c
-        .tls_url("postgres", PASSWORD, "bad_ho")
-        .replace("@localhost:", "@127.0.0.1:");
-    let line = bed.fails(&["setup", "ho"], &[("RELAYSYNC__HO__URL", &ho_by_ip)]);
+    // The replication connection checks the same way.
+    let ho_other_name = other_name(&c.tls_url("postgres", PASSWORD, "bad_ho"));
+    let line = bed.fails(&["setup", "ho"], &[("RELAYSYNC__HO__URL", &ho_other_name)]);
     assert!(line.contains("verify-ca"), "{line}");
+}
+
+/// `url` (to `localhost`) naming a host its certificate does not carry,
+/// reached at 127.0.0.1 (libpq's `hostaddr`).
+fn other_name(url: &str) -> String {
+    url.replace("@localhost:", "@not-on-the-certificate.invalid:")
+        .replace("sslmode=", "hostaddr=127.0.0.1&sslmode=")
+}
+
+/// Registers site s1 bound to a role of the bed's own (roles are the
+/// cluster's, and `relaysync_site_s1` belongs to another test).
+async fn bind_site(bed: &TlsBed) {
+    let role = format!("site_{}", bed.name);
+    client(&cluster().url("postgres"))
+        .await
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        ))
+        .await
+        .unwrap();
+    bed.ok(&["site", "add", "s1", "--role", &role], &[]);
+}
+
+/// Inserts row `id` at HO, syncs HO then the site (`ho_url` for HO, the
+/// relay as its owner for the site): whether the row reached the site.
+async fn carried(bed: &TlsBed, ho: &tokio_postgres::Client, ho_url: &str, id: i32) -> bool {
+    ho.execute("INSERT INTO public.items VALUES ($1, 'carried')", &[&id])
+        .await
+        .unwrap();
+    let env = [("RELAYSYNC__HO__URL", ho_url)];
+    bed.ok(&["ho", "sync", "--once"], &env);
+    bed.ok(&["pos", "sync", "--once"], &env);
+    let pos = client(&cluster().url(&format!("{}_pos", bed.name))).await;
+    let q = format!("SELECT count(*) FROM public.items WHERE id = {id}");
+    count(&pos, &q).await == 1
+}
+
+/// The replication connection accepts what every other connection (and
+/// libpq) accepts: verify-full to an IP address the certificate carries,
+/// verify-ca to a name it does not, a certificate naming the server in its
+/// CN only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replication_connection_verifies_as_every_connection_does() {
+    let bed = TlsBed::new("repl").await;
+    let c = cluster();
+    bed.ok(&["setup", "relay"], &[]);
+    bind_site(&bed).await;
+    let by_name = c.tls_url("postgres", PASSWORD, "repl_ho");
+    let by_ip = by_name.replace("@localhost:", "@127.0.0.1:");
+    let ca_only = other_name(&by_name).replace("sslmode=verify-full", "sslmode=verify-ca");
+    bed.ok(&["setup", "ho"], &[("RELAYSYNC__HO__URL", &by_ip)]);
+    bed.ok(&["setup", "pos"], &[]);
+    let ho = client(&c.url("repl_ho")).await;
+    assert!(carried(&bed, &ho, &by_ip, 1).await, "verify-full by IP");
+    assert!(
+        carried(&bed, &ho, &ca_only, 2).await,
+        "verify-ca, another name"
+    );
+
+    // HO's server with a certificate that names it in its CN only.
+    let cn =
+        tokio::task::spawn_blocking(|| Cluster::start_tls_common_name("test-tls-cn", &[]).unwrap())
+            .await
+            .unwrap();
+    cn.create_database("cn_ho").await.unwrap();
+    let admin = client(&cn.url("postgres")).await;
+    admin
+        .batch_execute(&format!("ALTER ROLE postgres PASSWORD '{PASSWORD}'"))
+        .await
+        .unwrap();
+    let cn_ho = client(&cn.url("cn_ho")).await;
+    cn_ho.batch_execute(SCHEMA).await.unwrap();
+    let cn_bed = TlsBed::new("cnbed").await;
+    let cn_url = cn.tls_url("postgres", PASSWORD, "cn_ho");
+    cn_bed.ok(&["setup", "relay"], &[]);
+    bind_site(&cn_bed).await;
+    cn_bed.ok(&["setup", "ho"], &[("RELAYSYNC__HO__URL", &cn_url)]);
+    cn_bed.ok(&["setup", "pos"], &[]);
+    assert!(
+        carried(&cn_bed, &cn_ho, &cn_url, 3).await,
+        "a CN-only certificate"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

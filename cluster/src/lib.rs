@@ -143,20 +143,26 @@ impl Cluster {
     /// Creates and starts a cluster named `name` (used in its directory name).
     /// `settings` are extra postgresql.conf lines.
     pub fn start(name: &str, settings: &[&str]) -> Result<Cluster> {
-        Cluster::start_with(name, settings, false)
+        Cluster::start_with(name, settings, None)
     }
 
     /// Like [`Cluster::start`], with `ssl = on`: a throwaway CA (its
     /// certificate in [`Cluster::ca_file`]) signs a server certificate for
-    /// `localhost` only, and pg_hba.conf takes TCP connections only over TLS
-    /// with a SCRAM password (`hostssl … scram-sha-256`). [`Cluster::url`]
-    /// then goes through the unix socket; [`Cluster::tls_url`] is how a
-    /// user connects.
+    /// `localhost` and `127.0.0.1` (subjectAltNames), and pg_hba.conf takes
+    /// TCP connections only over TLS with a SCRAM password (`hostssl …
+    /// scram-sha-256`). [`Cluster::url`] then goes through the unix socket;
+    /// [`Cluster::tls_url`] is how a user connects.
     pub fn start_tls(name: &str, settings: &[&str]) -> Result<Cluster> {
-        Cluster::start_with(name, settings, true)
+        Cluster::start_with(name, settings, Some(tls::ServerCert::AltNames))
     }
 
-    fn start_with(name: &str, settings: &[&str], tls: bool) -> Result<Cluster> {
+    /// [`Cluster::start_tls`] with an older kind of server certificate: no
+    /// subjectAltName, its subject's CN `localhost` names the server.
+    pub fn start_tls_common_name(name: &str, settings: &[&str]) -> Result<Cluster> {
+        Cluster::start_with(name, settings, Some(tls::ServerCert::CommonName))
+    }
+
+    fn start_with(name: &str, settings: &[&str], tls: Option<tls::ServerCert>) -> Result<Cluster> {
         let bin = bindir()?;
         let user = run_as()?;
         let dir = std::env::temp_dir().join(format!(
@@ -192,8 +198,8 @@ impl Cluster {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        if tls {
-            tls::prepare(&dir, user)?;
+        if let Some(cert) = tls {
+            tls::prepare(&dir, user, cert)?;
         }
         let mut last_err = None;
         for _ in 0..5 {
@@ -205,7 +211,7 @@ impl Cluster {
                  synchronous_commit = off\nlogging_collector = off\n",
                 dir.display()
             );
-            if tls {
+            if tls.is_some() {
                 conf.push_str(tls::SETTINGS);
             }
             for s in settings {
@@ -231,7 +237,7 @@ impl Cluster {
                 dir: dir.clone(),
                 port,
                 watchdog,
-                tls,
+                tls: tls.is_some(),
             };
             match cluster.wait_ready(Duration::from_secs(60)) {
                 Ok(()) => return Ok(cluster),

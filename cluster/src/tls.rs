@@ -1,5 +1,5 @@
 //! TLS for a throwaway cluster: a CA made for it, a server certificate for
-//! `localhost` signed by that CA, and a pg_hba.conf that takes TCP
+//! `localhost` and `127.0.0.1` signed by that CA, and a pg_hba.conf that takes TCP
 //! connections only over TLS with a SCRAM password.
 
 use std::path::Path;
@@ -27,9 +27,18 @@ fn cert_error(e: rcgen::Error) -> Error {
     Error::Setup(format!("generating the cluster's certificates: {e}"))
 }
 
+/// How the server's certificate names the server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ServerCert {
+    /// subjectAltNames `localhost` and `127.0.0.1`.
+    AltNames,
+    /// Only its subject's CN, `localhost`.
+    CommonName,
+}
+
 /// Writes the certificates, the server's key, a client certificate for
 /// [`CERT_USER`] and pg_hba.conf into `dir`.
-pub(crate) fn prepare(dir: &Path, user: Option<(u32, u32)>) -> Result<()> {
+pub(crate) fn prepare(dir: &Path, user: Option<(u32, u32)>, cert: ServerCert) -> Result<()> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     let ca_key = KeyPair::generate().map_err(cert_error)?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
@@ -39,7 +48,19 @@ pub(crate) fn prepare(dir: &Path, user: Option<(u32, u32)>) -> Result<()> {
     let ca_cert = ca.self_signed(&ca_key).map_err(cert_error)?;
     let issuer = rcgen::Issuer::new(ca, ca_key);
     let server_key = KeyPair::generate().map_err(cert_error)?;
-    let server = CertificateParams::new(vec!["localhost".to_string()]).map_err(cert_error)?;
+    let server = match cert {
+        ServerCert::AltNames => {
+            CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+                .map_err(cert_error)?
+        }
+        ServerCert::CommonName => {
+            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "localhost");
+            params
+        }
+    };
     let server_cert = server.signed_by(&server_key, &issuer).map_err(cert_error)?;
     let client_key = KeyPair::generate().map_err(cert_error)?;
     let mut client = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;

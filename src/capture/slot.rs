@@ -141,7 +141,7 @@ pub(super) struct SlotStream {
 impl SlotStream {
     /// Starts streaming `source`'s slot from `start`.
     pub(super) async fn connect(source: &Source, start: Lsn) -> Result<SlotStream> {
-        let client = ReplicationClient::connect(config(source, start)?)
+        let client = ReplicationClient::connect(config(source, start).await?)
             .await
             .map_err(|e| replication_error(&source.origin, e))?;
         Ok(SlotStream {
@@ -206,11 +206,32 @@ impl SlotStream {
     }
 }
 
-/// The replication connection's settings, from the source's URL.
-fn config(source: &Source, start: Lsn) -> Result<ReplicationConfig> {
-    let (cfg, tls) = crate::postgres::tls::parse(source.origin.role(), &source.url)?;
+/// The replication connection's settings, from the source's URL. Over
+/// TCP with TLS, the connection is made here, as every other connection
+/// is (see `postgres::bridge`), and the replication protocol runs on it
+/// through a private Unix socket.
+async fn config(source: &Source, start: Lsn) -> Result<ReplicationConfig> {
+    let role = source.origin.role();
+    let (cfg, tls) = crate::postgres::tls::parse(role, &source.url)?;
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let addr = |host: &str| {
+        cfg.get_hostaddrs()
+            .first()
+            .map_or_else(|| host.to_string(), |a| a.to_string())
+    };
     let host = match cfg.get_hosts().first() {
-        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Tcp(h)) if tls.mode != crate::postgres::tls::SslMode::Disable => {
+            let target = crate::postgres::bridge::Target {
+                host: h,
+                addr: addr(h),
+                port,
+            };
+            crate::postgres::bridge::open(role, &target, &tls, &cfg)
+                .await?
+                .display()
+                .to_string()
+        }
+        Some(Host::Tcp(h)) => addr(h),
         Some(Host::Unix(p)) => p.display().to_string(),
         None => "localhost".into(),
     };
@@ -228,8 +249,8 @@ fn config(source: &Source, start: Lsn) -> Result<ReplicationConfig> {
         source.slot.clone(),
         source.publication.clone(),
     )
-    .with_port(cfg.get_ports().first().copied().unwrap_or(5432))
-    .with_tls(tls.replication()?)
+    .with_port(port)
+    .with_tls(pgwire_replication::TlsConfig::disabled())
     .with_start_lsn(to_wire(start))
     .with_ack_lsn(to_wire(start))
     // Pin the text forms the packet encoder parses; and as this connection's

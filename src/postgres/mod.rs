@@ -1,6 +1,7 @@
 //! PostgreSQL plumbing: ordinary SQL connections (TLS as the URL says),
 //! LSNs, quoting.
 
+pub(crate) mod bridge;
 pub(crate) mod migrations;
 mod net;
 pub(crate) mod tls;

@@ -123,7 +123,9 @@ pub(super) async fn connect(
     ));
     for (i, host) in hosts.iter().enumerate() {
         let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-        match connect_host(role, config, connector.clone(), host, port).await {
+        // libpq's hostaddr: where to connect, the host naming the server.
+        let addr = config.get_hostaddrs().get(i).copied();
+        match connect_host(role, config, connector.clone(), (host, addr), port).await {
             Ok(client) => return Ok(client),
             Err(e) => last = e,
         }
@@ -135,13 +137,13 @@ async fn connect_host(
     role: &'static str,
     config: &Config,
     mut connector: MakeRustlsConnect,
-    host: &Host,
+    (host, addr): (&Host, Option<std::net::IpAddr>),
     port: u16,
 ) -> Result<Client, Failure> {
     let timeout = config.get_connect_timeout().copied();
     let (socket, hostname): (Box<dyn Io>, String) = match host {
         Host::Tcp(name) => (
-            Box::new(tcp(config, name, port, timeout).await?),
+            Box::new(tcp(config, name, addr, port, timeout).await?),
             name.clone(),
         ),
         Host::Unix(dir) => {
@@ -181,17 +183,23 @@ async fn connect_host(
     Ok(client)
 }
 
-/// A TCP connection to `name:port` (each of its addresses in turn), with
-/// the keepalive and user-timeout settings of `config`.
+/// A TCP connection to `name:port` (each of its addresses in turn, or
+/// `addr` when given), with the keepalive and user-timeout settings of
+/// `config`.
 async fn tcp(
     config: &Config,
     name: &str,
+    addr: Option<std::net::IpAddr>,
     port: u16,
     timeout: Option<Duration>,
 ) -> Result<tokio::net::TcpStream, Failure> {
-    let addrs = tokio::net::lookup_host((name.to_string(), port))
-        .await
-        .map_err(Failure::Io)?;
+    let addrs: Vec<std::net::SocketAddr> = match addr {
+        Some(ip) => vec![(ip, port).into()],
+        None => tokio::net::lookup_host((name.to_string(), port))
+            .await
+            .map_err(Failure::Io)?
+            .collect(),
+    };
     let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{name} has no address"));
     for addr in addrs {
         match within(timeout, tokio::net::TcpStream::connect(addr)).await {

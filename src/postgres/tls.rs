@@ -1,8 +1,9 @@
 //! TLS with libpq's meanings: a URL's `sslmode` (disable, prefer, require,
 //! verify-ca, verify-full), `sslrootcert` (a PEM file, or `system` for the
 //! well-known roots), `sslcert` and `sslkey` (a client certificate). The same
-//! settings serve the ordinary connections (tokio-postgres with rustls) and
-//! the replication connection (pgwire-replication, rustls too).
+//! settings and the same verifier serve the ordinary connections
+//! (tokio-postgres with rustls) and the replication connection (see
+//! `bridge`).
 //!
 //! tokio-postgres knows only disable/prefer/require and none of the file
 //! options, so they are taken out of the URL here before it parses the rest.
@@ -231,29 +232,6 @@ impl Tls {
             _ => Ok(builder.with_no_client_auth()),
         }
     }
-
-    /// The same settings for the replication connection.
-    pub(crate) fn replication(&self) -> Result<pgwire_replication::TlsConfig> {
-        use pgwire_replication::config::SslMode as M;
-        if matches!(self.mode, SslMode::VerifyCa | SslMode::VerifyFull) {
-            self.roots()?;
-        }
-        let mut tls = pgwire_replication::TlsConfig {
-            mode: match self.mode {
-                SslMode::Disable => M::Disable,
-                SslMode::Prefer => M::Prefer,
-                SslMode::Require => M::Require,
-                SslMode::VerifyCa => M::VerifyCa,
-                SslMode::VerifyFull => M::VerifyFull,
-            },
-            ca_pem_path: self.root_cert.clone(),
-            ..Default::default()
-        };
-        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
-            tls = tls.with_client_cert(cert, key);
-        }
-        Ok(tls)
-    }
 }
 
 /// The server's certificate, checked as the mode says: `require` and
@@ -287,9 +265,12 @@ impl ServerCertVerifier for Verifier {
             return Ok(ServerCertVerified::assertion());
         };
         match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            // The chain is verified before the name.
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            )) if !self.check_name || common_name_matches(end_entity, server_name) => {
+                Ok(ServerCertVerified::assertion())
+            }
             other => other,
         }
     }
@@ -317,6 +298,42 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
+/// libpq's last resort for a certificate that names no host or address in
+/// a subjectAltName: its subject's CN is the server's name (a `*.` first
+/// label matches one label).
+fn common_name_matches(cert: &CertificateDer<'_>, server_name: &ServerName<'_>) -> bool {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return false;
+    };
+    let names_a_host = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .is_some_and(|san| {
+            san.value
+                .general_names
+                .iter()
+                .any(|n| matches!(n, GeneralName::DNSName(_) | GeneralName::IPAddress(_)))
+        });
+    if names_a_host {
+        return false;
+    }
+    let wanted = server_name.to_str().to_ascii_lowercase();
+    let names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    names.iter().any(|cn| match cn.strip_prefix("*.") {
+        Some(rest) => wanted
+            .split_once('.')
+            .is_some_and(|(first, tail)| !first.is_empty() && tail == rest),
+        None => *cn == wanted,
+    })
+}
+
 /// What a failed connection's TLS trouble asks the user to change, if
 /// TLS is why it failed.
 pub(crate) fn fix_for(section: &str, error: &(dyn std::error::Error + 'static)) -> Option<String> {
@@ -329,6 +346,8 @@ pub(crate) fn fix_for(section: &str, error: &(dyn std::error::Error + 'static)) 
         "the server accepts only TLS connections; set sslmode=verify-full and sslrootcert in the url"
     } else if text.contains("server does not support TLS") || text.contains("SSLRequest rejected") {
         "the server does not offer TLS; turn ssl on at the server, or lower sslmode in the url"
+    } else if text.contains("UnsupportedCertVersion") {
+        "the server's certificate is an X.509 v1 certificate, which relaysync cannot verify; reissue it as v3 (a certificate with a subjectAltName is one)"
     } else if text.contains("Expired") || text.contains("certificate expired") {
         "the server's certificate has expired; renew it"
     } else {
