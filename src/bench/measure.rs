@@ -139,3 +139,10 @@ pub(super) async fn ho_cpu(ho: &Client, system: System, rig: &Rig) -> Result<(f6
     };
     Ok((walsenders + worker, worker))
 }
+
+/// Median, min and max.
+pub(super) fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    (s[s.len() / 2], s[0], s[s.len() - 1])
+}

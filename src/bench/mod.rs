@@ -13,6 +13,7 @@ mod native;
 mod relaysync_loads;
 mod rig;
 mod routing;
+mod signing;
 mod wait;
 mod workloads;
 
@@ -24,6 +25,7 @@ pub use fleet::run as run_fleet;
 use native::{pgoutput_bytes, set_native};
 use rig::sql;
 pub use routing::run as run_routing;
+pub use signing::run as run_signing;
 use wait::catch_up;
 use workloads::{run_system, Results, System};
 
@@ -67,11 +69,7 @@ pub async fn run(args: Args) -> Result<Vec<Measure>> {
         ));
     }
     let json = args.json;
-    let mut say = |m: &str| {
-        if !json {
-            eprintln!("bench: {m}");
-        }
-    };
+    let mut say = progress(json);
     say(&format!(
         "starting clusters: HO, relay, and {} site databases per system",
         args.sites
@@ -206,6 +204,15 @@ fn load_measures(loads: &loads::Loads) -> Vec<Measure> {
             unit: "cpu s",
         },
     ]
+}
+
+/// Where progress lines go: stderr, unless the output is JSON.
+fn progress(json: bool) -> impl Fn(&str) {
+    move |m: &str| {
+        if !json {
+            eprintln!("bench: {m}");
+        }
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

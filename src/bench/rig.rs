@@ -105,10 +105,23 @@ pub(super) fn bench_config(
 }
 
 pub(super) fn write_config(path: &Path, cfg: &Config) -> Result<()> {
+    write_signed_config(path, cfg, None)
+}
+
+/// [`write_config`]; with `signing` (HO's private key), HO signs with it
+/// and the site trusts its public key (`signing`.pub).
+pub(super) fn write_signed_config(path: &Path, cfg: &Config, signing: Option<&Path>) -> Result<()> {
     let (ho, relay, pos) = (cfg.ho()?, cfg.relay()?, cfg.pos()?);
+    let (ho_key, pos_trust) = match signing {
+        Some(key) => (
+            format!("signing_key = \"{}\"\n", key.display()),
+            format!("trust = \"{}.pub\"\n", key.display()),
+        ),
+        None => (String::new(), String::new()),
+    };
     let text = format!(
-        "[ho]\nurl = \"{}\"\n[relay]\nurl = \"{}\"\n[pos]\nsite = \"{}\"\nurl = \"{}\"\n[sync]\ninterval = \"0s\"\n\
-         [[tables]]\nname = \"public.bench_rs\"\nroute = \"all\"\n",
+        "[ho]\nurl = \"{}\"\n{ho_key}[relay]\nurl = \"{}\"\n[pos]\nsite = \"{}\"\nurl = \"{}\"\n{pos_trust}\
+         [sync]\ninterval = \"0s\"\n[[tables]]\nname = \"public.bench_rs\"\nroute = \"all\"\n",
         ho.url.expose(),
         relay.url.expose(),
         pos.site,
@@ -349,18 +362,33 @@ async fn setup_relaysync(rig: &Rig) -> Result<()> {
         };
         relay.add_site(code, &role).await?;
     }
-    // HO's worker reaches the relay as its owner, whatever the sites do.
+    relaysync::ho::setup(&ho_config(rig)).await?;
+    for i in 0..k {
+        relaysync::pos::setup(&rig_config(rig, i)).await?;
+    }
+    rig.write_configs(None)
+}
+
+/// HO's worker's config: it reaches the relay as its owner, whatever the
+/// sites do.
+fn ho_config(rig: &Rig) -> Config {
     let mut ho_cfg = rig_config(rig, 0);
     ho_cfg.relay = Some(RelayConfig {
         url: rig.relay.url("relay").into(),
         ..Default::default()
     });
-    relaysync::ho::setup(&ho_cfg).await?;
-    write_config(&rig.dir.join("ho.toml"), &ho_cfg)?;
-    for i in 0..k {
-        let cfg = rig_config(rig, i);
-        relaysync::pos::setup(&cfg).await?;
-        write_config(&rig.dir.join(format!("site_{i:02}.toml")), &cfg)?;
+    ho_cfg
+}
+
+impl Rig {
+    /// Writes the workers' configs (`ho.toml`, `site_NN.toml`); with
+    /// `signing` (HO's private key), HO signs and every site checks.
+    pub(super) fn write_configs(&self, signing: Option<&Path>) -> Result<()> {
+        write_signed_config(&self.dir.join("ho.toml"), &ho_config(self), signing)?;
+        for i in 0..self.codes.len() {
+            let path = self.dir.join(format!("site_{i:02}.toml"));
+            write_signed_config(&path, &rig_config(self, i), signing)?;
+        }
+        Ok(())
     }
-    Ok(())
 }

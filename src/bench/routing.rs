@@ -19,7 +19,7 @@ use relaysync::relay::{role_name, Relay, SiteRole};
 use relaysync_cluster::Cluster;
 use tokio_postgres::Client;
 
-use super::measure::{cluster_cpu, cpu_seconds, rss_kb};
+use super::measure::{cluster_cpu, cpu_seconds, rss_kb, spread};
 use super::rig::{cli, spawn_worker, sql, start_clusters, write_file};
 use crate::demo::cluster_error;
 
@@ -142,13 +142,6 @@ pub async fn run(parents: u64, sites: usize, json: bool) -> Result<()> {
         json,
     );
     Ok(())
-}
-
-/// Median, min and max.
-fn spread(v: &[f64]) -> (f64, f64, f64) {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    (s[s.len() / 2], s[0], s[s.len() - 1])
 }
 
 fn print(parents: u64, column: &[f64], parent: &[f64], routes_mb: f64, startup: f64, json: bool) {

@@ -17,6 +17,13 @@ const FANOUT_ROWS: u64 = 100_000;
 const LATENCY_RATE: u64 = 1_000;
 const LATENCY_SECONDS: u64 = 30;
 
+/// The bytes a packet costs the relay beyond its row: its parts' Arrow
+/// data, and the signed header and signature of a signed packet.
+const RELAY_BYTES: &str =
+    "SELECT ((SELECT coalesce(sum(length(arrow_ipc)), 0) FROM relay.packet_parts)
+        + (SELECT coalesce(sum(coalesce(length(signed), 0) + coalesce(length(signature), 0)), 0)
+             FROM relay.packets))::int8";
+
 /// A system under test: its table, its site databases, how to pause it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum System {
@@ -72,31 +79,11 @@ pub(super) async fn run_system(
     args: Args,
     out: &mut dyn FnMut(&str),
 ) -> Result<Results> {
-    let ho = sql(&rig.ho.url("ho")).await?;
-    let t = system.table();
-    let mut sites = Vec::new();
-    for i in 0..rig.codes.len() {
-        sites.push(sql(&rig.site.url(&format!("{}_{i:02}", system.prefix()))).await?);
-    }
-    let mut run = Run {
-        rig,
-        system,
-        ho,
-        sites,
-        table: t,
-        count: format!("SELECT count(*) FROM public.{t}"),
-        out,
-    };
+    let mut run = Run::open(rig, system, out).await?;
     let n = args.rows as i64;
     let (bulk_insert, bytes_per_change, after_bulk_insert) = run.bulk_insert(n).await?;
     let bulk_update = run.bulk_update(n).await?;
-    let insert = run
-        .ho
-        .prepare(&format!(
-            "INSERT INTO public.{t} (id, name, qty) VALUES ($1, 'small', 1)"
-        ))
-        .await
-        .ctx(|| "preparing".into())?;
+    let insert = run.small_insert().await?;
     let small_txns = run.small_txns(&insert, n).await?;
     let fanout_cpu = run.fanout(n).await?;
     let total = n + (SMALL_TXNS + FANOUT_ROWS) as i64;
@@ -112,6 +99,21 @@ pub(super) async fn run_system(
     })
 }
 
+/// relaysync's workloads whose cost grows with the packets written, on an
+/// empty table: the bulk insert of `n` rows (seconds, relay bytes per
+/// change) and the small transactions after it (seconds).
+pub(super) async fn packet_loads(
+    rig: &Rig,
+    n: i64,
+    out: &mut dyn FnMut(&str),
+) -> Result<(f64, f64, f64)> {
+    let mut run = Run::open(rig, System::Relaysync, out).await?;
+    let (bulk_insert, bytes_per_change, _) = run.bulk_insert(n).await?;
+    let insert = run.small_insert().await?;
+    let small_txns = run.small_txns(&insert, n).await?;
+    Ok((bulk_insert, bytes_per_change, small_txns))
+}
+
 /// One system's run: its connections, its table, where progress goes.
 struct Run<'a> {
     rig: &'a Rig,
@@ -124,7 +126,35 @@ struct Run<'a> {
     out: &'a mut dyn FnMut(&str),
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    async fn open(rig: &'a Rig, system: System, out: &'a mut dyn FnMut(&str)) -> Result<Run<'a>> {
+        let t = system.table();
+        let mut sites = Vec::new();
+        for i in 0..rig.codes.len() {
+            sites.push(sql(&rig.site.url(&format!("{}_{i:02}", system.prefix()))).await?);
+        }
+        Ok(Run {
+            rig,
+            system,
+            ho: sql(&rig.ho.url("ho")).await?,
+            sites,
+            table: t,
+            count: format!("SELECT count(*) FROM public.{t}"),
+            out,
+        })
+    }
+
+    /// The single-row insert of the small transactions.
+    async fn small_insert(&self) -> Result<Statement> {
+        self.ho
+            .prepare(&format!(
+                "INSERT INTO public.{} (id, name, qty) VALUES ($1, 'small', 1)",
+                self.table
+            ))
+            .await
+            .ctx(|| "preparing".into())
+    }
+
     fn say(&mut self, what: &str) {
         (self.out)(&format!("{}: {what}", self.system.name()));
     }
@@ -178,11 +208,7 @@ impl Run<'_> {
         let t = self.table;
         self.say(&format!("bulk_insert of {n} rows"));
         let relay = sql(&self.rig.relay.url("relay")).await?;
-        let relay_before = one_i64(
-            &relay,
-            "SELECT coalesce(sum(length(arrow_ipc)), 0)::int8 FROM relay.packet_parts",
-        )
-        .await?;
+        let relay_before = one_i64(&relay, RELAY_BYTES).await?;
         let cpu_before = rig_cpu(self.rig);
         self.ho.execute(
             &format!("INSERT INTO public.{t} (id, name, qty, price) SELECT g, 'item ' || g, g % 1000, (g % 100000) / 100.0 FROM generate_series(1, $1::int8) g"),
@@ -203,11 +229,7 @@ impl Run<'_> {
         self.say(&format!(
             "bulk_insert at every site after {bulk_insert:.3} s; {cpu}"
         ));
-        let relay_after = one_i64(
-            &relay,
-            "SELECT coalesce(sum(length(arrow_ipc)), 0)::int8 FROM relay.packet_parts",
-        )
-        .await?;
+        let relay_after = one_i64(&relay, RELAY_BYTES).await?;
         let bytes_per_change = (relay_after - relay_before) as f64 / n as f64;
         Ok((bulk_insert, bytes_per_change, after_bulk_insert))
     }

@@ -190,6 +190,16 @@ pub enum Command {
         /// rows per run), and HO's memory for the parents' routes.
         #[arg(long)]
         routing: bool,
+        /// Instead: what signing packets costs. relaysync unsigned beside
+        /// relaysync signed ([ho] signing_key, [pos] trust) on the same
+        /// clusters, in alternating rounds: bulk_insert (`--rows` rows),
+        /// relay_bytes (per change, with the signed headers) and small_txns;
+        /// medians (min–max) and signed / unsigned.
+        #[arg(long)]
+        signing: bool,
+        /// Rounds of each system for --signing.
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        rounds: usize,
     },
 }
 
@@ -317,7 +327,21 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             loads_only,
             fleet,
             routing,
+            signing,
+            rounds,
         } => {
+            let args = crate::bench::Args {
+                rows,
+                sites,
+                json,
+                owner_sites,
+                loads_only,
+            };
+            if signing {
+                return crate::bench::run_signing(args, rounds)
+                    .await
+                    .map(|()| ExitCode::SUCCESS);
+            }
             if routing {
                 return crate::bench::run_routing(rows, sites, json)
                     .await
@@ -328,13 +352,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                     .await
                     .map(|()| ExitCode::SUCCESS);
             }
-            let args = crate::bench::Args {
-                rows,
-                sites,
-                json,
-                owner_sites,
-                loads_only,
-            };
             return crate::bench::run(args).await.map(|_| ExitCode::SUCCESS);
         }
         Command::Keys(KeysCommand::Generate { out, force }) => {

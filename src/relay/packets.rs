@@ -224,47 +224,44 @@ impl super::RelayTx<'_> {
     }
 
     /// Takes the direction's lock (as [`insert_packet`](Self::insert_packet)
-    /// does) and the id of the next packet of `origin`: a packet signed
-    /// before it is stored names its own id.
-    pub(crate) async fn next_packet_id(&self, origin: &Origin) -> Result<i64> {
-        let rows = self
-            .client
-            .query_typed(
-                &format!("WITH l AS ({LOCK}) SELECT {NEXT_ID} AS id FROM l"),
-                &[(&origin.direction(), Type::TEXT)],
-            )
-            .await
-            .ctx(|| "taking a packet id".into())?;
-        super::get(&rows[0], "id", "relay.packets")
-    }
-
-    /// The heads of `origin`'s chains for `targets` (read under the
-    /// direction's lock, taken by [`next_packet_id`](Self::next_packet_id)).
-    pub(crate) async fn chain_heads(
+    /// does), the id of the next packet of `origin` (a packet signed before
+    /// it is stored names its own id) and the heads of `origin`'s chains
+    /// for `targets`: one round trip.
+    pub(crate) async fn next_signed(
         &self,
         origin: &Origin,
         targets: &[&str],
-    ) -> Result<std::collections::HashMap<String, crate::seal::Head>> {
+    ) -> Result<(i64, std::collections::HashMap<String, crate::seal::Head>)> {
         let rows = self
             .client
             .query_typed(
-                "SELECT target, seq, hash FROM relay.chains WHERE origin = $1 AND target = ANY ($2)",
-                &[(origin, Type::TEXT), (&targets, Type::TEXT_ARRAY)],
+                &format!(
+                    "WITH l AS ({LOCK}), n AS (SELECT {NEXT_ID} AS id FROM l)
+                     SELECT n.id, c.target, c.seq, c.hash
+                       FROM n LEFT JOIN relay.chains c ON c.origin = $2 AND c.target = ANY ($3)"
+                ),
+                &[
+                    (&origin.direction(), Type::TEXT),
+                    (origin, Type::TEXT),
+                    (&targets, Type::TEXT_ARRAY),
+                ],
             )
             .await
-            .ctx(|| "reading relay.chains".into())?;
+            .ctx(|| "taking a packet id and reading relay.chains".into())?;
         let t = "relay.chains";
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    get(r, "target", t)?,
-                    crate::seal::Head {
-                        seq: get(r, "seq", t)?,
-                        hash: get(r, "hash", t)?,
-                    },
-                ))
-            })
-            .collect()
+        let id = get(&rows[0], "id", "relay.packets")?;
+        let mut heads = std::collections::HashMap::new();
+        for r in &rows {
+            let target: Option<String> = get(r, "target", t)?;
+            if let Some(target) = target {
+                let head = crate::seal::Head {
+                    seq: get(r, "seq", t)?,
+                    hash: get(r, "hash", t)?,
+                };
+                heads.insert(target, head);
+            }
+        }
+        Ok((id, heads))
     }
 
     /// Inserts one part of packet `packet_id`.

@@ -226,10 +226,9 @@ impl<'a> Writer<'a> {
         // chains: taken first, under the lock.
         let (id, seal, heads) = match &self.relay.seals().key {
             Some(key) => {
-                let id = tx.next_packet_id(&self.origin).await?;
                 let mut read: Vec<&str> = p.targets.iter().map(String::as_str).collect();
                 read.push(ALL_SITES);
-                let heads = tx.chain_heads(&self.origin, &read).await?;
+                let (id, heads) = tx.next_signed(&self.origin, &read).await?;
                 let mut header = self.header(key, id, kind, &p, &checksums);
                 header.chain = p
                     .targets
