@@ -205,3 +205,43 @@ async fn unsigned_packets_are_a_warning() {
         .collect();
     assert_eq!(signing, ["warning", "warning"], "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_behind_its_keys_is_a_warning() {
+    // pagila's customer: the key's default names a sequence made apart.
+    let bed = Bed::new(
+        "docseq",
+        &pagila_customer(),
+        &[("public.customer", "all")],
+        "",
+    )
+    .await;
+    bed.sign().await;
+    bed.setup().await;
+    bounded_wal(&bed).await;
+    let sequences = |report: &Value| {
+        found(report)
+            .into_iter()
+            .filter(|(_, check)| check == "sequences")
+            .map(|(severity, _)| severity)
+            .collect::<Vec<_>>()
+    };
+    let (code, report) = doctor(&bed).await;
+    assert_eq!(code, Some(0), "{report}");
+    assert!(sequences(&report).is_empty(), "{report}");
+    // Keys loaded by hand at HO, the sequence left behind them.
+    let ho = bed.ho().await;
+    ho.batch_execute(
+        "INSERT INTO public.customer (customer_id, store_id, first_name, last_name, address_id)
+         VALUES (1, 1, 'a', 'l', 1), (2, 1, 'b', 'l', 1)",
+    )
+    .await
+    .unwrap();
+    let (_, report) = doctor(&bed).await;
+    assert_eq!(sequences(&report), ["warning"], "{report}");
+    ho.batch_execute("SELECT setval('public.customer_customer_id_seq', 2)")
+        .await
+        .unwrap();
+    let (_, report) = doctor(&bed).await;
+    assert!(sequences(&report).is_empty(), "{report}");
+}

@@ -264,3 +264,54 @@ async fn identity_keys_made_at_a_site_do_not_collide_at_ho() {
     assert_eq!(count(&ho, "SELECT count(*) FROM public.cards").await, 4);
     assert_both_same(&bed, "public.cards").await;
 }
+
+/// Keys from a sequence the column's default names without owning it (as
+/// every table of the pagila schema has them): a site's own rows and HO's
+/// next rows after a merge take keys nobody used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_from_a_sequence_the_column_does_not_own_do_not_collide() {
+    let bed = Bed::new(
+        "unowned_seq",
+        &pagila_customer(),
+        &[("public.customer", "all")],
+        "[[upstream]]\nname = \"public.customer\"\nmerge = \"upsert\"\n",
+    )
+    .await;
+    let ho = bed.ho().await;
+    ho.batch_execute(
+        "INSERT INTO public.customer (store_id, first_name, last_name, address_id)
+         SELECT 1, 'c' || g, 'l', 1 FROM generate_series(1, 5) g",
+    )
+    .await
+    .unwrap();
+    bed.setup().await;
+    bed.sync_all().await;
+    // A customer enrolled at the site takes a key HO has not used.
+    let id: i32 = bed
+        .site(0)
+        .await
+        .query_one(
+            "INSERT INTO public.customer (store_id, first_name, last_name, address_id)
+             VALUES (1, 'at s1', 'l', 1) RETURNING customer_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(id > 5, "the site handed out key {id}");
+    bed.sync_all().await;
+    // HO's next customer takes a key after the one merged from the site.
+    let id: i32 = ho
+        .query_one(
+            "INSERT INTO public.customer (store_id, first_name, last_name, address_id)
+             VALUES (1, 'at HO', 'l', 1) RETURNING customer_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(id > 6, "HO handed out key {id}");
+    bed.sync_all().await;
+    assert_eq!(count(&ho, "SELECT count(*) FROM public.customer").await, 7);
+    assert_both_same(&bed, "public.customer").await;
+}

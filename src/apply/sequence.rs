@@ -1,4 +1,5 @@
-//! Sequences behind a table's columns (identity columns, `serial`): rows
+//! Sequences behind a table's columns (identity columns, `serial`, a
+//! default's `nextval` of a sequence made apart): rows
 //! applied with the source's keys leave them behind, and the next row the
 //! database numbers itself would take a key already used. After applying
 //! rows, each such sequence is moved past the column's largest value.
@@ -56,14 +57,14 @@ impl Sequences {
 async fn owned_by(client: &Client, target: &str) -> Result<Vec<Owned>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT a.attname::text AS column_name, d.objid::regclass::text AS sequence, s.seqstart AS start,
-                    has_sequence_privilege(d.objid, 'SELECT') AND has_sequence_privilege(d.objid, 'UPDATE') AS may
-               FROM pg_depend d
-               JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-               JOIN pg_sequence s ON s.seqrelid = d.objid
-              WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-                AND d.refobjid = $1::text::regclass AND d.deptype IN ('a', 'i')
-                AND s.seqincrement > 0",
+            &format!(
+                "SELECT a.attname::text AS column_name, d.seq::regclass::text AS sequence, s.seqstart AS start,
+                        has_sequence_privilege(d.seq, 'SELECT') AND has_sequence_privilege(d.seq, 'UPDATE') AS may
+                   FROM {COLUMN_SEQUENCES} d
+                   JOIN pg_attribute a ON a.attrelid = d.rel AND a.attnum = d.attnum
+                   JOIN pg_sequence s ON s.seqrelid = d.seq
+                  WHERE d.rel = $1::text::regclass AND s.seqincrement > 0"
+            ),
             &[&target],
         )
         .await?;
@@ -96,8 +97,9 @@ pub(crate) async fn highs(
     let rows = client
         .query(
             &format!(
-                "{SEQUENCES_OF} AND {IS_SEQUENCE} has_sequence_privilege(d.objid, 'SELECT')
-                      AND pg_sequence_last_value(d.objid) IS NOT NULL END"
+                "{} AND {IS_SEQUENCE} has_sequence_privilege(d.seq, 'SELECT')
+                      AND pg_sequence_last_value(d.seq) IS NOT NULL END",
+                sequences_of()
             ),
             &[&tables, &quoted],
         )
@@ -106,6 +108,64 @@ pub(crate) async fn highs(
         .iter()
         .map(|r| (r.get("name"), r.get("column_name"), r.get("last")))
         .collect())
+}
+
+/// A sequence behind a column that hands out keys the table holds already.
+#[derive(Debug)]
+pub(crate) struct Behind {
+    pub(crate) table: String,
+    pub(crate) column: String,
+    pub(crate) sequence: String,
+    /// The largest value in the column.
+    pub(crate) largest: i64,
+    /// The value the sequence hands out next.
+    pub(crate) next: i64,
+}
+
+/// The ascending sequences behind columns of `tables` (as configured)
+/// whose next value is at or below the column's largest.
+pub(crate) async fn behind(
+    client: &Client,
+    tables: &[String],
+) -> Result<Vec<Behind>, tokio_postgres::Error> {
+    let quoted: Vec<String> = tables.iter().map(|t| qualified(t)).collect();
+    let rows = client
+        .query(
+            &format!(
+                "SELECT q.name, q.column_name, q.seq::text AS seq,
+                        coalesce(q.last + 1, q.start) AS next
+                   FROM ({} AND {IS_SEQUENCE} has_sequence_privilege(d.seq, 'SELECT') END) q",
+                sequences_of()
+            ),
+            &[&tables, &quoted],
+        )
+        .await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let (table, column): (String, String) = (r.get("name"), r.get("column_name"));
+        let largest: Option<i64> = client
+            .query_one(
+                &format!(
+                    "SELECT max({})::int8 FROM {}",
+                    ident(&column),
+                    qualified(&table)
+                ),
+                &[],
+            )
+            .await?
+            .get(0);
+        let next: i64 = r.get("next");
+        if let Some(largest) = largest.filter(|&m| m >= next) {
+            out.push(Behind {
+                table,
+                column,
+                sequence: r.get("seq"),
+                largest,
+                next,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Moves each sequence behind a column of `highs`' tables past the value
@@ -122,29 +182,48 @@ pub(crate) async fn follow(
     let rows = client
         .query(
             &format!("WITH h AS (SELECT * FROM unnest($3::text[], $4::text[], $5::int8[]) h (name, col, high)),
-                          seqs AS ({SEQUENCES_OF} AND {IS_SEQUENCE} has_sequence_privilege(d.objid, 'SELECT, UPDATE') END)
+                          seqs AS ({} AND {IS_SEQUENCE} has_sequence_privilege(d.seq, 'SELECT, UPDATE') END)
                       SELECT setval(seqs.seq, h.high) FROM seqs JOIN h ON h.name = seqs.name AND h.col = seqs.column_name
-                       WHERE h.high > coalesce(seqs.last, seqs.start - 1)"),
+                       WHERE h.high > coalesce(seqs.last, seqs.start - 1)", sequences_of()),
             &[&tables, &quoted, &tables, &columns, &values],
         )
         .await?;
     Ok(rows.len() as u64)
 }
 
+/// The sequences behind columns, as rows (rel, attnum, seq): those a
+/// column owns (`serial`, `OWNED BY`) or that make its identity, and those
+/// its default takes `nextval` of without owning them (a legacy pattern:
+/// `DEFAULT nextval('customer_customer_id_seq')` with the sequence made
+/// apart).
+const COLUMN_SEQUENCES: &str = "(SELECT d.refobjid AS rel, d.refobjsubid AS attnum, d.objid AS seq
+        FROM pg_depend d
+       WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+         AND d.deptype IN ('a', 'i')
+      UNION
+      SELECT ad.adrelid, ad.adnum, d.refobjid
+        FROM pg_attrdef ad
+        JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+                        AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'n'
+        JOIN pg_class c ON c.oid = d.refobjid AND c.relkind = 'S'
+       WHERE pg_get_expr(ad.adbin, ad.adrelid) LIKE 'nextval(%')";
+
 /// The ascending sequences behind the columns of `$1` (names as
 /// configured) / `$2` (quoted): name, column_name, seq, last, start.
-const SEQUENCES_OF: &str =
-    "SELECT t.name, a.attname::text AS column_name, d.objid::regclass AS seq,
-            CASE WHEN s.seqincrement > 0 THEN pg_sequence_last_value(d.objid) END AS last,
-            s.seqstart AS start
-       FROM unnest($1::text[], $2::text[]) t (name, quoted)
-       JOIN pg_depend d ON d.refobjid = to_regclass(t.quoted)
-       JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-       JOIN pg_sequence s ON s.seqrelid = d.objid
-      WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-        AND d.deptype IN ('a', 'i') AND s.seqincrement > 0";
+fn sequences_of() -> String {
+    format!(
+        "SELECT t.name, a.attname::text AS column_name, d.seq::regclass AS seq,
+                CASE WHEN s.seqincrement > 0 THEN pg_sequence_last_value(d.seq) END AS last,
+                s.seqstart AS start
+           FROM unnest($1::text[], $2::text[]) t (name, quoted)
+           JOIN {COLUMN_SEQUENCES} d ON d.rel = to_regclass(t.quoted)
+           JOIN pg_attribute a ON a.attrelid = d.rel AND a.attnum = d.attnum
+           JOIN pg_sequence s ON s.seqrelid = d.seq
+          WHERE s.seqincrement > 0"
+    )
+}
 
-/// Opens a condition on a sequence function of `d.objid` that the planner
+/// Opens a condition on a sequence function of `d.seq` that the planner
 /// cannot evaluate before the join with pg_sequence has left sequences
 /// only (the functions refuse any other relation).
 const IS_SEQUENCE: &str = "CASE WHEN s.seqincrement > 0 THEN";

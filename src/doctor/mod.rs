@@ -4,6 +4,7 @@
 
 mod ho;
 mod relay;
+mod sequences;
 mod signing;
 
 use std::time::SystemTime;
@@ -104,10 +105,16 @@ pub async fn run(cfg: &Config) -> Report {
     if cfg.ho.is_some() {
         ho::check(cfg, relay_clock, &mut report).await;
         signing::check_ho(cfg, &mut report).await;
+        if let Ok(ho) = cfg.ho() {
+            sequences::check(cfg, "ho", &ho.url, &mut report).await;
+        }
     }
     if cfg.pos.is_some() {
         relay::check_site(cfg, &mut report).await;
         signing::check_site(cfg, &mut report);
+        if let Ok(pos) = cfg.pos() {
+            sequences::check(cfg, "pos", &pos.url, &mut report).await;
+        }
     }
     report.findings.sort_by_key(|f| f.severity);
     report

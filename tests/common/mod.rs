@@ -491,3 +491,32 @@ pub async fn make_silent(relay: &Client, site: &str) {
         .await
         .unwrap();
 }
+
+/// The statements of the pagila schema (`../shared/pagila`, beside the
+/// project) that start with each of `starts`, in that order.
+pub fn pagila(starts: &[&str]) -> String {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pagila/pagila-schema.sql");
+    let schema = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    starts
+        .iter()
+        .map(|start| {
+            let at = schema
+                .find(start)
+                .unwrap_or_else(|| panic!("no `{start}` in {}", path.display()));
+            let end = at + schema[at..].find(";\n").expect("statements end with ;") + 1;
+            format!("{}\n", &schema[at..end])
+        })
+        .collect()
+}
+
+/// pagila's customer table with the key's sequence made apart (its
+/// default names it; it is not OWNED BY the column).
+pub fn pagila_customer() -> String {
+    pagila(&[
+        "CREATE SEQUENCE public.customer_customer_id_seq",
+        "CREATE TABLE public.customer (",
+        "ALTER TABLE ONLY public.customer\n    ADD CONSTRAINT customer_pkey",
+    ])
+}
