@@ -287,31 +287,25 @@ async fn keys_from_a_sequence_the_column_does_not_own_do_not_collide() {
     bed.setup().await;
     bed.sync_all().await;
     // A customer enrolled at the site takes a key HO has not used.
-    let id: i32 = bed
-        .site(0)
-        .await
-        .query_one(
-            "INSERT INTO public.customer (store_id, first_name, last_name, address_id)
-             VALUES (1, 'at s1', 'l', 1) RETURNING customer_id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let id = new_customer(&bed.site(0).await, "at s1").await;
     assert!(id > 5, "the site handed out key {id}");
     bed.sync_all().await;
     // HO's next customer takes a key after the one merged from the site.
-    let id: i32 = ho
-        .query_one(
-            "INSERT INTO public.customer (store_id, first_name, last_name, address_id)
-             VALUES (1, 'at HO', 'l', 1) RETURNING customer_id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let id = new_customer(&ho, "at HO").await;
     assert!(id > 6, "HO handed out key {id}");
     bed.sync_all().await;
     assert_eq!(count(&ho, "SELECT count(*) FROM public.customer").await, 7);
     assert_both_same(&bed, "public.customer").await;
+}
+
+/// A new customer named `name`, its key from the default: the key.
+async fn new_customer(c: &tokio_postgres::Client, name: &str) -> i32 {
+    c.query_one(
+        "INSERT INTO public.customer (store_id, first_name, last_name, address_id)
+         VALUES (1, $1, 'l', 1) RETURNING customer_id",
+        &[&name],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
