@@ -369,6 +369,9 @@ pub(crate) enum Trust {
 pub struct Seals {
     pub(crate) key: Option<Arc<SigningKey>>,
     pub(crate) trust: Trust,
+    /// The last number this process committed in each of its chains
+    /// (origin, target): the relay's heads must never be behind them.
+    written: Arc<std::sync::Mutex<HashMap<ChainKey, i64>>>,
 }
 
 impl Seals {
@@ -413,6 +416,41 @@ impl Seals {
                 .signing(SigningKey::load("[ho] signing_key", path)?)
                 .trusting_sites(crate::book::ho::site_keys(sql).await?)),
             None => Ok(Seals::default()),
+        }
+    }
+
+    /// Err naming the chain when one of the relay's `heads` of `origin`'s
+    /// chains (read under the lock, for `targets`) is behind what this
+    /// process committed there: the relay lost or removed packets, and the
+    /// next packet would take a removed one's place unnoticed.
+    pub(crate) fn went_back(
+        &self,
+        origin: &str,
+        targets: &[&str],
+        heads: &HashMap<String, Head>,
+    ) -> std::result::Result<(), String> {
+        let written = self.written.lock().expect("not poisoned");
+        for target in targets {
+            let key = (origin.to_string(), target.to_string());
+            let at = heads.get(*target).map_or(0, |h| h.seq);
+            if let Some(&mine) = written.get(&key).filter(|&&m| m > at) {
+                return Err(format!(
+                    "the relay's chain of packets from {origin} for {target} stands at number {at}, but this worker stored up to number {mine}: the relay lost or removed packets it had stored (a restore, a failover without synchronous replication, or tampering); nothing more is written to it"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the chain numbers `moved` (target, number) of `origin` as
+    /// committed to the relay.
+    pub(crate) fn committed(&self, origin: &str, moved: &[(String, i64)]) {
+        let mut written = self.written.lock().expect("not poisoned");
+        for (target, seq) in moved {
+            let at = written
+                .entry((origin.to_string(), target.clone()))
+                .or_default();
+            *at = (*at).max(*seq);
         }
     }
 

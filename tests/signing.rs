@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use common::*;
@@ -433,4 +435,54 @@ async fn an_expired_site_comes_back_through_the_packets_released_for_it() {
     assert_eq!(pos_sync_fails_at(&bed, 0).await, None);
     assert_table_same_everywhere(&bed, "public.items").await;
     assert_eq!(prices(&bed, 1).await, ["5"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_rolls_a_chain_back_stops_hos_worker() {
+    let (bed, relay) = seeded("sign_rollback", "", 5).await;
+    // A streaming worker: one process, one record of what it stored.
+    let mut cmd = bed.command(0, &["ho", "run"]);
+    cmd.env("RELAYSYNC__SYNC__INTERVAL", "0s");
+    let mut worker = Worker::start(cmd);
+    let ho = bed.ho().await;
+    let before = newest_for(&relay, "*").await;
+    relay
+        .batch_execute(
+            "CREATE TABLE head AS SELECT * FROM relay.chains WHERE origin = 'ho' AND target = '*'",
+        )
+        .await
+        .unwrap();
+    ho.batch_execute("UPDATE public.items SET name = 'removed' WHERE id = 1")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "HO's worker to store the packet",
+        || {
+            let relay = &relay;
+            async move { newest_for(relay, "*").await > before }
+        },
+    )
+    .await;
+    // The relay's owner removes it before any site applied it, and puts
+    // the chain's head back: the next packet would take its place.
+    let removed = newest_for(&relay, "*").await;
+    relay
+        .batch_execute(&format!(
+            "DELETE FROM relay.packets WHERE id = {removed};
+             UPDATE relay.chains c SET seq = h.seq, hash = h.hash FROM head h
+              WHERE c.origin = h.origin AND c.target = h.target"
+        ))
+        .await
+        .unwrap();
+    ho.batch_execute("UPDATE public.items SET name = 'next' WHERE id = 2")
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(60), "HO's worker to stop", || {
+        let stopped = !worker.is_running();
+        async move { stopped }
+    })
+    .await;
+    let after = format!("SELECT count(*) FROM relay.packets WHERE id > {before}");
+    assert_eq!(count(&relay, &after).await, 0, "nothing written past it");
 }

@@ -55,6 +55,9 @@ pub struct Writer<'a> {
     /// The sites whose chains start over at these packets (a full sync of
     /// every table).
     resets: Vec<String>,
+    /// The chain numbers the open transaction's packets take (target,
+    /// number), recorded once it commits.
+    chained: Vec<(String, i64)>,
     written: Written,
 }
 
@@ -79,6 +82,7 @@ impl<'a> Writer<'a> {
             group: None,
             sites: Vec::new(),
             resets: Vec::new(),
+            chained: Vec::new(),
             written: Written::default(),
         }
     }
@@ -229,6 +233,10 @@ impl<'a> Writer<'a> {
                 let mut read: Vec<&str> = p.targets.iter().map(String::as_str).collect();
                 read.push(ALL_SITES);
                 let (id, heads) = tx.next_signed(&self.origin, &read).await?;
+                self.relay
+                    .seals()
+                    .went_back(self.origin.as_str(), &read, &heads)
+                    .map_err(Error::Setup)?;
                 let mut header = self.header(key, id, kind, &p, &checksums);
                 header.chain = p
                     .targets
@@ -261,6 +269,8 @@ impl<'a> Writer<'a> {
             }
             None => (None, None, Vec::new()),
         };
+        self.chained
+            .extend(heads.iter().map(|(t, h)| (t.clone(), h.seq)));
         let id = tx
             .insert_packet(&NewPacket {
                 origin: &self.origin,
@@ -358,12 +368,17 @@ impl<'a> Writer<'a> {
         let Some(tx) = self.tx.take() else {
             return Ok(());
         };
-        tx.commit(self.group.map(|_| self.origin.direction())).await
+        let chained = std::mem::take(&mut self.chained);
+        tx.commit(self.group.map(|_| self.origin.direction()))
+            .await?;
+        self.relay.seals().committed(self.origin.as_str(), &chained);
+        Ok(())
     }
 
     /// Rolls the open transaction back, if any.
     pub(crate) async fn abort(&mut self) {
         // Dropping it rolls it back.
         self.tx = None;
+        self.chained.clear();
     }
 }
