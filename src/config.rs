@@ -172,6 +172,16 @@ impl Config {
         Ok(())
     }
 
+    /// Every table relaysync writes into on some side: `[[tables]]` and
+    /// `[[upstream]]`, each once.
+    pub fn written_tables(&self) -> Vec<String> {
+        let mut tables: Vec<String> = self.tables.iter().map(|t| t.name.clone()).collect();
+        tables.extend(self.upstream.iter().map(|t| t.name.clone()));
+        tables.sort();
+        tables.dedup();
+        tables
+    }
+
     /// The upstream tables as captured tables (every change goes up to HO).
     pub fn upstream_routes(&self) -> Vec<(String, Route)> {
         self.upstream

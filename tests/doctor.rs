@@ -244,4 +244,20 @@ async fn a_sequence_behind_its_keys_is_a_warning() {
         .unwrap();
     let (_, report) = doctor(&bed).await;
     assert!(sequences(&report).is_empty(), "{report}");
+    // At a site, `setup pos` names the sequence behind too.
+    let site = bed.site(0).await;
+    site.batch_execute(
+        "INSERT INTO public.customer (customer_id, store_id, first_name, last_name, address_id)
+         VALUES (100, 1, 'by hand', 'l', 1)",
+    )
+    .await
+    .unwrap();
+    let named = |out: std::process::Output| {
+        String::from_utf8_lossy(&out.stdout).contains("customer_customer_id_seq")
+    };
+    assert!(named(bed.run(0, &["setup", "pos"]).await));
+    site.batch_execute("SELECT setval('public.customer_customer_id_seq', 100)")
+        .await
+        .unwrap();
+    assert!(!named(bed.run(0, &["setup", "pos"]).await));
 }

@@ -122,6 +122,20 @@ pub(crate) struct Behind {
     pub(crate) next: i64,
 }
 
+impl Behind {
+    /// What it means at `at` (`ho` or `pos`), and the fix.
+    pub(crate) fn warning(&self, at: &str) -> String {
+        format!(
+            "at {at}, sequence {s} of {t}.{c} hands out {n} next but the column holds keys up to {m}: the next row made there fails with a duplicate key; relaysync moves it when it applies rows if its role may (GRANT SELECT, UPDATE ON SEQUENCE {s} TO the role), or run SELECT setval('{s}', {m})",
+            s = self.sequence,
+            t = self.table,
+            c = self.column,
+            n = self.next,
+            m = self.largest
+        )
+    }
+}
+
 /// The ascending sequences behind columns of `tables` (as configured)
 /// whose next value is at or below the column's largest.
 pub(crate) async fn behind(

@@ -16,20 +16,10 @@ pub(super) async fn check(cfg: &Config, role: &'static str, url: &str, report: &
         return;
     };
     report.ran(CHECK);
-    let mut tables: Vec<String> = cfg.tables.iter().map(|t| t.name.clone()).collect();
-    tables.extend(cfg.upstream.iter().map(|t| t.name.clone()));
-    tables.sort();
-    tables.dedup();
-    match crate::apply::sequence::behind(&client, &tables).await {
+    match crate::apply::sequence::behind(&client, &cfg.written_tables()).await {
         Ok(behind) => {
             for b in behind {
-                report.warn(
-                    CHECK,
-                    format!(
-                        "at {role}, sequence {} of {}.{} hands out {} next but the column holds keys up to {}: the next row made there fails with a duplicate key; relaysync moves it when it applies rows if its role may (GRANT SELECT, UPDATE ON SEQUENCE {} TO the role), or run SELECT setval('{}', {})",
-                        b.sequence, b.table, b.column, b.next, b.largest, b.sequence, b.sequence, b.largest
-                    ),
-                );
+                report.warn(CHECK, b.warning(role));
             }
         }
         Err(e) => report.error(

@@ -44,6 +44,12 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
         pos.site,
         cfg.tables.len()
     )];
+    for b in crate::apply::sequence::behind(&client, &cfg.written_tables())
+        .await
+        .ctx(|| "reading the sequences behind the synced tables".into())?
+    {
+        said.push(format!("warning: {}", b.warning("pos")));
+    }
     if let Some((slot_exists, publication)) = upstream {
         checks::apply_publication(&client, &pos.publication, publication).await?;
         checks::create_slot(&client, &pos.slot, slot_exists).await?;
