@@ -369,9 +369,11 @@ pub(crate) enum Trust {
 pub struct Seals {
     pub(crate) key: Option<Arc<SigningKey>>,
     pub(crate) trust: Trust,
-    /// The last number this process committed in each of its chains
+    /// The last number this side committed in each of its chains
     /// (origin, target): the relay's heads must never be behind them.
     written: Arc<std::sync::Mutex<HashMap<ChainKey, i64>>>,
+    /// Where `written` is kept across restarts (HO's database), if it is.
+    book: Option<Arc<tokio_postgres::Client>>,
 }
 
 impl Seals {
@@ -412,9 +414,13 @@ impl Seals {
         sql: &tokio_postgres::Client,
     ) -> Result<Seals> {
         match &ho.signing_key {
-            Some(path) => Ok(Seals::default()
-                .signing(SigningKey::load("[ho] signing_key", path)?)
-                .trusting_sites(crate::book::ho::site_keys(sql).await?)),
+            Some(path) => {
+                Seals::default()
+                    .signing(SigningKey::load("[ho] signing_key", path)?)
+                    .trusting_sites(crate::book::ho::site_keys(sql).await?)
+                    .recording("ho", crate::postgres::connect("ho", &ho.url).await?)
+                    .await
+            }
             None => Ok(Seals::default()),
         }
     }
@@ -444,14 +450,45 @@ impl Seals {
 
     /// Records the chain numbers `moved` (target, number) of `origin` as
     /// committed to the relay.
-    pub(crate) fn committed(&self, origin: &str, moved: &[(String, i64)]) {
-        let mut written = self.written.lock().expect("not poisoned");
-        for (target, seq) in moved {
-            let at = written
-                .entry((origin.to_string(), target.clone()))
-                .or_default();
-            *at = (*at).max(*seq);
+    pub(crate) async fn committed(&self, origin: &str, moved: &[(String, Head)]) {
+        {
+            let mut written = self.written.lock().expect("not poisoned");
+            for (target, head) in moved {
+                let at = written
+                    .entry((origin.to_string(), target.clone()))
+                    .or_default();
+                *at = (*at).max(head.seq);
+            }
         }
+        let Some(book) = &self.book else { return };
+        let heads: Vec<(ChainKey, Head)> = moved
+            .iter()
+            .map(|(t, h)| ((origin.to_string(), t.clone()), h.clone()))
+            .collect();
+        // The relay holds the packets already: a record that lags only
+        // narrows what a restart remembers.
+        if let Err(e) = crate::book::chains::raise(book, &heads).await {
+            tracing::warn!(error = %crate::error::chain(&e), "cannot record the chain numbers stored in relaysync.chains");
+        }
+    }
+
+    /// Keeps what this side commits in `book` (its own database, holding
+    /// `relaysync.chains`) and starts from what it recorded there for
+    /// `origin`.
+    pub(crate) async fn recording(
+        mut self,
+        origin: &str,
+        book: tokio_postgres::Client,
+    ) -> Result<Seals> {
+        let mine = crate::book::chains::load(&book).await?;
+        {
+            let mut written = self.written.lock().expect("not poisoned");
+            for ((o, target), head) in mine.into_iter().filter(|((o, _), _)| o == origin) {
+                written.insert((o, target), head.seq);
+            }
+        }
+        self.book = Some(Arc::new(book));
+        Ok(self)
     }
 
     /// Whether the applier requires signed packets.

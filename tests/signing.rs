@@ -448,12 +448,7 @@ async fn a_relay_that_rolls_a_chain_back_stops_hos_worker() {
     let mut worker = Worker::start(cmd);
     let ho = bed.ho().await;
     let before = newest_for(&relay, "*").await;
-    relay
-        .batch_execute(
-            "CREATE TABLE head AS SELECT * FROM relay.chains WHERE origin = 'ho' AND target = '*'",
-        )
-        .await
-        .unwrap();
+    keep_head(&relay).await;
     ho.batch_execute("UPDATE public.items SET name = 'removed' WHERE id = 1")
         .await
         .unwrap();
@@ -468,15 +463,7 @@ async fn a_relay_that_rolls_a_chain_back_stops_hos_worker() {
     .await;
     // The relay's owner removes it before any site applied it, and puts
     // the chain's head back: the next packet would take its place.
-    let removed = newest_for(&relay, "*").await;
-    relay
-        .batch_execute(&format!(
-            "DELETE FROM relay.packets WHERE id = {removed};
-             UPDATE relay.chains c SET seq = h.seq, hash = h.hash FROM head h
-              WHERE c.origin = h.origin AND c.target = h.target"
-        ))
-        .await
-        .unwrap();
+    roll_back(&relay, newest_for(&relay, "*").await).await;
     ho.batch_execute("UPDATE public.items SET name = 'next' WHERE id = 2")
         .await
         .unwrap();
@@ -485,6 +472,49 @@ async fn a_relay_that_rolls_a_chain_back_stops_hos_worker() {
         async move { stopped }
     })
     .await;
+    let after = format!("SELECT count(*) FROM relay.packets WHERE id > {before}");
+    assert_eq!(count(&relay, &after).await, 0, "nothing written past it");
+}
+
+/// The relay's owner keeps the head of HO's chain for every site.
+async fn keep_head(relay: &tokio_postgres::Client) {
+    relay
+        .batch_execute(
+            "CREATE TABLE head AS SELECT * FROM relay.chains WHERE origin = 'ho' AND target = '*'",
+        )
+        .await
+        .unwrap();
+}
+
+/// The relay's owner removes packet `removed` before any site applied it
+/// and puts the kept head back: the next packet would take its place.
+async fn roll_back(relay: &tokio_postgres::Client, removed: i64) {
+    relay
+        .batch_execute(&format!(
+            "DELETE FROM relay.packets WHERE id = {removed};
+             UPDATE relay.chains c SET seq = h.seq, hash = h.hash FROM head h
+              WHERE c.origin = h.origin AND c.target = h.target"
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_rolled_back_between_runs_is_refused_by_hos_next_run() {
+    let (bed, relay) = seeded("sign_rollback_runs", "", 5).await;
+    let before = newest_for(&relay, "*").await;
+    keep_head(&relay).await;
+    rename_item(&bed, 1, "removed").await;
+    let removed = newest_for(&relay, "*").await;
+    assert!(removed > before);
+    roll_back(&relay, removed).await;
+    bed.ho()
+        .await
+        .batch_execute("UPDATE public.items SET name = 'next' WHERE id = 2")
+        .await
+        .unwrap();
+    let out = bed.run(0, &["ho", "sync", "--once"]).await;
+    assert!(!out.status.success(), "HO's next run refuses to write");
     let after = format!("SELECT count(*) FROM relay.packets WHERE id > {before}");
     assert_eq!(count(&relay, &after).await, 0, "nothing written past it");
 }

@@ -57,7 +57,7 @@ pub struct Writer<'a> {
     resets: Vec<String>,
     /// The chain numbers the open transaction's packets take (target,
     /// number), recorded once it commits.
-    chained: Vec<(String, i64)>,
+    chained: Vec<(String, Head)>,
     written: Written,
 }
 
@@ -269,8 +269,7 @@ impl<'a> Writer<'a> {
             }
             None => (None, None, Vec::new()),
         };
-        self.chained
-            .extend(heads.iter().map(|(t, h)| (t.clone(), h.seq)));
+        self.chained.extend(heads.iter().cloned());
         let id = tx
             .insert_packet(&NewPacket {
                 origin: &self.origin,
@@ -371,7 +370,10 @@ impl<'a> Writer<'a> {
         let chained = std::mem::take(&mut self.chained);
         tx.commit(self.group.map(|_| self.origin.direction()))
             .await?;
-        self.relay.seals().committed(self.origin.as_str(), &chained);
+        self.relay
+            .seals()
+            .committed(self.origin.as_str(), &chained)
+            .await;
         Ok(())
     }
 
