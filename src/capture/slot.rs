@@ -214,24 +214,18 @@ async fn config(source: &Source, start: Lsn) -> Result<ReplicationConfig> {
     let role = source.origin.role();
     let (cfg, tls) = crate::postgres::tls::parse(role, &source.url)?;
     let port = cfg.get_ports().first().copied().unwrap_or(5432);
-    let addr = |host: &str| {
-        cfg.get_hostaddrs()
-            .first()
-            .map_or_else(|| host.to_string(), |a| a.to_string())
-    };
     let host = match cfg.get_hosts().first() {
         Some(Host::Tcp(h)) if tls.mode != crate::postgres::tls::SslMode::Disable => {
-            let target = crate::postgres::bridge::Target {
-                host: h,
-                addr: addr(h),
-                port,
-            };
-            crate::postgres::bridge::open(role, &target, &tls, &cfg)
+            crate::postgres::bridge::open(role, (h, port), &tls, &cfg)
                 .await?
                 .display()
                 .to_string()
         }
-        Some(Host::Tcp(h)) => addr(h),
+        // libpq's hostaddr: where to connect.
+        Some(Host::Tcp(h)) => cfg
+            .get_hostaddrs()
+            .first()
+            .map_or_else(|| h.clone(), |a| a.to_string()),
         Some(Host::Unix(p)) => p.display().to_string(),
         None => "localhost".into(),
     };

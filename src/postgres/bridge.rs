@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixListener};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
 
+use super::net::Io;
 use super::tls::{SslMode, Tls};
 use crate::error::{Error, Result};
 
@@ -23,30 +24,21 @@ const ACCEPT_WAIT: Duration = Duration::from_secs(30);
 /// How long the TCP connection and the TLS handshake may take.
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
-/// Where the server is, as the URL says.
-pub(crate) struct Target<'a> {
-    /// The name the certificate must carry (`host`).
-    pub(crate) host: &'a str,
-    /// Where to connect: `hostaddr` when given, else `host`.
-    pub(crate) addr: String,
-    pub(crate) port: u16,
-}
-
-/// Connects to `target` with `tls` (its mode not `disable`) and returns the
-/// directory of a Unix socket that carries the connection, for one client:
-/// the socket is `DIR/.s.PGSQL.PORT`, as PostgreSQL names its own. The
-/// directory goes when that client disconnects (or never comes).
+/// Connects to `host` (at the URL's `hostaddr`, if any) and `port` with
+/// `tls` (its mode not `disable`) and returns the directory of a Unix
+/// socket that carries the connection, for one client: the socket is
+/// `DIR/.s.PGSQL.PORT`, as PostgreSQL names its own. The directory goes
+/// when that client disconnects (or never comes).
 pub(crate) async fn open(
     section: &'static str,
-    target: &Target<'_>,
+    (host, port): (&str, u16),
     tls: &Tls,
     tcp: &tokio_postgres::Config,
 ) -> Result<PathBuf> {
     // What the user must change: a setting.
     let refused = |fix: String| {
         Error::Setup(format!(
-            "cannot open the replication connection of {section} to {}:{}: {fix}",
-            target.host, target.port
+            "cannot open the replication connection of {section} to {host}:{port}: {fix}"
         ))
     };
     // The server not reached, or lost on the way: worth a retry.
@@ -61,14 +53,20 @@ pub(crate) async fn open(
             format!("no {what} within {CONNECT_WAIT:?}"),
         ))
     };
-    let mut stream = tokio::time::timeout(
-        CONNECT_WAIT,
-        TcpStream::connect((target.addr.as_str(), target.port)),
-    )
-    .await
-    .map_err(|_| late("answer"))?
-    .map_err(unreachable)?;
-    socket_options(&stream, tcp).map_err(unreachable)?;
+    // As every connection's socket: each address in turn, the URL's
+    // keepalives and tcp_user_timeout.
+    let addr = tcp.get_hostaddrs().first().copied();
+    let mut stream = match super::net::tcp(tcp, host, addr, port, Some(CONNECT_WAIT)).await {
+        Ok(stream) => stream,
+        Err(super::net::Failure::Io(e)) => return Err(unreachable(e)),
+        Err(super::net::Failure::Pg(source)) => {
+            return Err(Error::Connect {
+                role: section,
+                target: super::describe(tcp),
+                source,
+            })
+        }
+    };
     // PostgreSQL's SSLRequest: the server answers S (TLS) or N.
     stream
         .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
@@ -77,10 +75,9 @@ pub(crate) async fn open(
     let answer = stream.read_u8().await.map_err(unreachable)?;
     let io: Box<dyn Io> = match answer {
         b'S' => {
-            let name = ServerName::try_from(target.host.to_string()).map_err(|e| {
+            let name = ServerName::try_from(host.to_string()).map_err(|e| {
                 refused(format!(
-                    "'{}' is not a host name ({e}); fix [{section}] url",
-                    target.host
+                    "'{host}' is not a host name ({e}); fix [{section}] url"
                 ))
             })?;
             let connector = tokio_rustls::TlsConnector::from(Arc::new(tls.client_config()?));
@@ -106,8 +103,7 @@ pub(crate) async fn open(
         source: e,
     };
     let dir = private_dir().map_err(local)?;
-    let listener =
-        UnixListener::bind(dir.join(format!(".s.PGSQL.{}", target.port))).map_err(local)?;
+    let listener = UnixListener::bind(dir.join(format!(".s.PGSQL.{port}"))).map_err(local)?;
     let kept = dir.clone();
     tokio::spawn(async move {
         if let Ok(Ok((local, _))) = tokio::time::timeout(ACCEPT_WAIT, listener.accept()).await {
@@ -132,10 +128,6 @@ impl std::fmt::Display for NoTls {
 
 impl std::error::Error for NoTls {}
 
-/// A byte stream of either kind.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
 /// Copies both ways until either side ends; then both are closed (a server
 /// the network lost is not waited for).
 async fn carry(local: tokio::net::UnixStream, remote: Box<dyn Io>) {
@@ -145,30 +137,6 @@ async fn carry(local: tokio::net::UnixStream, remote: Box<dyn Io>) {
         _ = tokio::io::copy(&mut local_read, &mut remote_write) => {}
         _ = tokio::io::copy(&mut remote_read, &mut local_write) => {}
     }
-}
-
-/// The URL's keepalives and `tcp_user_timeout`, as the ordinary
-/// connections set them.
-fn socket_options(stream: &TcpStream, cfg: &tokio_postgres::Config) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let socket = socket2::SockRef::from(stream);
-    if cfg.get_keepalives() {
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(cfg.get_keepalives_idle())
-            .with_interval(
-                cfg.get_keepalives_interval()
-                    .unwrap_or(super::KEEPALIVES_INTERVAL),
-            )
-            .with_retries(
-                cfg.get_keepalives_retries()
-                    .unwrap_or(super::KEEPALIVES_COUNT),
-            );
-        socket.set_tcp_keepalive(&keepalive)?;
-    }
-    if let Some(timeout) = cfg.get_tcp_user_timeout() {
-        socket.set_tcp_user_timeout(Some(*timeout))?;
-    }
-    Ok(())
 }
 
 /// A new directory only this user may enter.

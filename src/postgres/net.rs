@@ -93,7 +93,7 @@ pub(crate) fn tcp_settings(config: &mut Config, pairs: &[(String, String)]) -> R
 }
 
 /// A byte stream of either kind.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 type Stream = Watched<Box<dyn Io>>;
@@ -186,7 +186,7 @@ async fn connect_host(
 /// A TCP connection to `name:port` (each of its addresses in turn, or
 /// `addr` when given), with the keepalive and user-timeout settings of
 /// `config`.
-async fn tcp(
+pub(super) async fn tcp(
     config: &Config,
     name: &str,
     addr: Option<std::net::IpAddr>,
