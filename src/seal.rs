@@ -38,10 +38,7 @@ const SPKI_PREFIX: [u8; 12] = [
 
 /// A key's id: the first 8 bytes of the SHA-256 of its public key, in hex.
 pub fn key_id(public: &[u8]) -> String {
-    crate::relay::checksum(public)[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&crate::relay::checksum(public)[..8])
 }
 
 /// A private key that signs packets.

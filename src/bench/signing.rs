@@ -5,14 +5,11 @@
 //! (one packet each: where a cost per packet shows most). Medians with
 //! min–max, and signed / unsigned.
 
-use std::time::Duration;
-
 use relaysync::error::Result;
 
 use super::measure::spread;
 use super::native::set_native;
-use super::rig::{self, cli, sql};
-use super::wait::wait_sites;
+use super::rig::{self, cli};
 use super::workloads::packet_loads;
 use super::Args;
 
@@ -66,8 +63,7 @@ pub async fn run(args: Args, rounds: usize) -> Result<()> {
     Ok(())
 }
 
-/// Empties the table everywhere, starts the workers with the configs as
-/// written, and runs the loads.
+/// Starts the workers with the configs as written and runs the loads.
 async fn one_round(
     rig: &mut rig::Rig,
     n: i64,
@@ -75,21 +71,6 @@ async fn one_round(
     say: &dyn Fn(&str),
 ) -> Result<()> {
     rig.start_workers()?;
-    let ho = sql(&rig.ho.url("ho")).await?;
-    ho.batch_execute("TRUNCATE public.bench_rs")
-        .await
-        .map_err(|e| relaysync::error::Error::Setup(format!("bench: truncating: {e}")))?;
-    let mut sites = Vec::new();
-    for i in 0..rig.codes.len() {
-        sites.push(sql(&rig.site.url(&format!("rs_{i:02}"))).await?);
-    }
-    wait_sites(
-        &sites,
-        "SELECT count(*) FROM public.bench_rs",
-        0,
-        Duration::from_secs(600),
-    )
-    .await?;
     let mut out = |m: &str| say(m);
     let result = packet_loads(rig, n, &mut out).await;
     rig.stop_workers();

@@ -99,15 +99,20 @@ pub(super) async fn run_system(
     })
 }
 
-/// relaysync's workloads whose cost grows with the packets written, on an
-/// empty table: the bulk insert of `n` rows (seconds, relay bytes per
-/// change) and the small transactions after it (seconds).
+/// relaysync's workloads whose cost grows with the packets written, on a
+/// table emptied first everywhere: the bulk insert of `n` rows (seconds,
+/// relay bytes per change) and the small transactions after it (seconds).
 pub(super) async fn packet_loads(
     rig: &Rig,
     n: i64,
     out: &mut dyn FnMut(&str),
 ) -> Result<(f64, f64, f64)> {
     let mut run = Run::open(rig, System::Relaysync, out).await?;
+    run.ho
+        .batch_execute(&format!("TRUNCATE public.{}", run.table))
+        .await
+        .ctx(|| "emptying the bench table at HO".into())?;
+    wait_sites(&run.sites, &run.count, 0, Duration::from_secs(600)).await?;
     let (bulk_insert, bytes_per_change, _) = run.bulk_insert(n).await?;
     let insert = run.small_insert().await?;
     let small_txns = run.small_txns(&insert, n).await?;

@@ -156,8 +156,8 @@ pub(crate) struct NewPacket<'a> {
     pub(crate) target_count: Option<i32>,
     pub(crate) row_count: i64,
     pub(crate) byte_count: i64,
-    /// The id taken by [`next_packet_id`](super::RelayTx::next_packet_id)
-    /// for a packet signed before it is stored; None takes the next.
+    /// The id taken by [`next_signed`](super::RelayTx::next_signed) for a
+    /// packet signed before it is stored; None takes the next.
     pub(crate) id: Option<i64>,
     /// The signed bytes and the signature, when signed.
     pub(crate) seal: Option<(Vec<u8>, Vec<u8>)>,
