@@ -18,6 +18,7 @@ fn shape() -> Arc<TableShape> {
         type_oid: oid,
         type_modifier: typmod,
         pg_type: pg.into(),
+        ..Default::default()
     };
     Arc::new(TableShape {
         name: "public.items".into(),

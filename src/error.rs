@@ -88,6 +88,16 @@ pub enum Error {
         #[source]
         source: crate::packet::PacketError,
     },
+    /// A packet waits for a schema change the site does not make by itself
+    /// (the error names it, with `relaysync schema apply`): the stream of
+    /// `at` waits there.
+    #[error("{at}: packet {packet} is held. {error}")]
+    PacketHeld {
+        /// `site CODE`.
+        at: String,
+        packet: i64,
+        error: String,
+    },
     /// A packet could not be applied: the stream of `at` stops there.
     #[error("{at}: packet {packet} failed: {error}; fix the cause and run `{retry}` again")]
     PacketFailed {
@@ -132,7 +142,10 @@ impl Error {
             | Error::StreamSilent { .. }
             | Error::Unreachable { .. }
             | Error::Io { .. } => ErrorKind::Transient,
-            Error::Decode(_) | Error::Packet { .. } | Error::PacketFailed { .. } => ErrorKind::Data,
+            Error::Decode(_)
+            | Error::Packet { .. }
+            | Error::PacketFailed { .. }
+            | Error::PacketHeld { .. } => ErrorKind::Data,
         }
     }
 }

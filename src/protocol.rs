@@ -128,6 +128,9 @@ words! {
         Processed = "PROCESSED",
         /// A target could not apply it.
         Failed = "FAILED",
+        /// A site holds it: it carries a schema change the site does not
+        /// make by itself (the site's own record; the relay's stays UPLOADED).
+        Held = "HELD",
     }
 }
 
@@ -138,6 +141,9 @@ words! {
         Processed = "PROCESSED",
         /// Not applied: the target's stream stops at it.
         Failed = "FAILED",
+        /// Not applied: it carries a schema change the site does not make
+        /// by itself, shown as SQL in the ack's error; the stream waits there.
+        Held = "HELD",
     }
 }
 
@@ -174,6 +180,7 @@ impl From<AckStatus> for PacketStatus {
         match s {
             AckStatus::Processed => PacketStatus::Processed,
             AckStatus::Failed => PacketStatus::Failed,
+            AckStatus::Held => PacketStatus::Held,
         }
     }
 }
@@ -275,6 +282,7 @@ pub(crate) mod sql {
     pub(crate) const ACKED: &str = AckStatus::Processed.sql();
     /// An ack: not applied.
     pub(crate) const ACK_FAILED: &str = AckStatus::Failed.sql();
+    pub(crate) const ACK_HELD: &str = AckStatus::Held.sql();
     /// HO to the sites.
     pub(crate) const DOWN: &str = Direction::Down.sql();
     /// A full sync's packets.
@@ -345,6 +353,7 @@ mod tests {
             PacketStatus::Uploaded,
             PacketStatus::Processed,
             PacketStatus::Failed,
+            PacketStatus::Held,
         ] {
             assert_eq!(s.to_string().parse::<PacketStatus>().unwrap(), s);
         }

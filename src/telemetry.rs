@@ -122,6 +122,12 @@ pub(crate) fn packet_failed(packet: i64, error: &str) {
     counter!("relaysync_packets_failed_total").increment(1);
 }
 
+/// A packet waits for a schema change the site does not make by itself.
+pub(crate) fn packet_held(packet: i64, error: &str) {
+    tracing::warn!(packet, error = %error, "packet held; this stream waits here for the schema change");
+    counter!("relaysync_packets_held_total").increment(1);
+}
+
 /// A full sync was served for `sites`.
 pub(crate) fn full_sync_served(sites: &[String], rows: u64, packets: u64) {
     tracing::info!(?sites, rows, packets, "full sync served");

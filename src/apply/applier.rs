@@ -18,6 +18,42 @@ use crate::relay::{Ack, PacketInfo, Relay};
 pub(crate) enum PartError {
     Db(tokio_postgres::Error),
     Refused(String),
+    /// The part's table changed shape at HO in a way the site does not
+    /// follow by itself: the packet waits for the change.
+    Held(Held),
+}
+
+/// A schema change a packet waits for: why, and the statements that make
+/// the site's table like HO's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Held {
+    pub message: String,
+    pub sql: String,
+}
+
+/// Why a packet was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// It failed, with this error.
+    Failed(String),
+    /// It waits for a schema change.
+    Held(Held),
+}
+
+impl Stop {
+    /// What the packet's ack says.
+    pub(crate) fn error(&self) -> &str {
+        match self {
+            Stop::Failed(error) => error,
+            Stop::Held(held) => &held.message,
+        }
+    }
+}
+
+impl From<String> for Stop {
+    fn from(error: String) -> Stop {
+        Stop::Failed(error)
+    }
 }
 
 impl From<tokio_postgres::Error> for PartError {
@@ -88,14 +124,14 @@ pub(crate) trait Applier {
         Ok(())
     }
 
-    /// Packet `packet` of `group` failed with `error`: recorded before its
-    /// FAILED ack is sent.
+    /// Packet `packet` of `group` stopped (failed, or held): recorded
+    /// before its ack is sent.
     async fn record_failure(
         &self,
         _client: &Client,
         _group: &[PacketInfo],
         _packet: i64,
-        _error: &str,
+        _stop: &Stop,
     ) -> Result<()> {
         Ok(())
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use super::applier::{self, Applier};
+use super::applier::{self, Applier, Stop};
 use super::kinds::goes_alone;
 use super::stage::Stages;
 use crate::error::{Error, Result};
@@ -40,6 +40,9 @@ pub struct Consumed {
     /// The packet the stream stopped at, and why.
     #[serde(serialize_with = "failed")]
     pub failed: Option<(i64, String)>,
+    /// The stream stopped at a schema change the site does not make by
+    /// itself (`failed` names it, with the change as SQL): held, not failed.
+    pub held: bool,
     pub applied_through: i64,
 }
 
@@ -63,14 +66,19 @@ fn failed<S: serde::Serializer>(
 impl Consumed {
     /// The failed packet as an error naming the retry, if one failed.
     pub(crate) fn failure(&self, applier: &impl Applier) -> Option<Error> {
-        self.failed
-            .as_ref()
-            .map(|(packet, error)| Error::PacketFailed {
+        self.failed.as_ref().map(|(packet, error)| match self.held {
+            true => Error::PacketHeld {
+                at: applier::place(applier.target()),
+                packet: *packet,
+                error: error.clone(),
+            },
+            false => Error::PacketFailed {
                 at: applier::place(applier.target()),
                 packet: *packet,
                 error: error.clone(),
                 retry: applier::retry(applier.target()),
-            })
+            },
+        })
     }
 }
 
@@ -93,8 +101,8 @@ pub(crate) struct Consumer<A> {
     pub(super) chains: Option<crate::seal::Chains>,
 }
 
-/// A packet that failed, and why.
-pub(super) type Failure = (i64, String);
+/// A packet that failed (or is held), and why.
+pub(super) type Failure = (i64, Stop);
 
 impl<A: Applier> Consumer<A> {
     pub(crate) fn new(applier: A) -> Consumer<A> {
@@ -220,7 +228,7 @@ impl<A: Applier> Consumer<A> {
                     }
                     i += n;
                 }
-                Err((packet, error)) => {
+                Err((packet, stop)) => {
                     // A kept staging table may predate a change the DBA
                     // made to its target: retry with new ones first.
                     let had_kept = self.stages.reset(client).await;
@@ -232,8 +240,9 @@ impl<A: Applier> Consumer<A> {
                         retried = Some(i);
                         continue;
                     }
-                    self.fail(client, relay, &groups[i], packet, &error).await?;
-                    out.failed = Some((packet, error));
+                    self.fail(client, relay, &groups[i], packet, &stop).await?;
+                    out.held = matches!(stop, Stop::Held(_));
+                    out.failed = Some((packet, stop.error().to_string()));
                     return Ok(false);
                 }
             }
@@ -245,21 +254,28 @@ impl<A: Applier> Consumer<A> {
         Ok(true)
     }
 
-    /// Records a failed packet and acks it FAILED: this stream stops there.
+    /// Records a failed (held) packet and acks it FAILED (HELD): this
+    /// stream stops there.
     async fn fail(
         &mut self,
         client: &Client,
         relay: &Relay,
         group: &[PacketInfo],
         packet: i64,
-        error: &str,
+        stop: &Stop,
     ) -> Result<()> {
-        crate::telemetry::packet_failed(packet, error);
+        match stop {
+            Stop::Held(_) => crate::telemetry::packet_held(packet, stop.error()),
+            Stop::Failed(_) => crate::telemetry::packet_failed(packet, stop.error()),
+        }
         self.send_acks(client, relay).await?;
         self.applier
-            .record_failure(client, group, packet, error)
+            .record_failure(client, group, packet, stop)
             .await?;
-        let ack = [Ack::failed(packet, error)];
+        let ack = [match stop {
+            Stop::Held(held) => Ack::held(packet, &held.message),
+            Stop::Failed(error) => Ack::failed(packet, error),
+        }];
         relay.ack(self.applier.target(), &ack).await?;
         self.applier.acked(client, &ack, true).await
     }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use tokio_postgres::Client;
 
-use super::applier::{self, Applier, PartError};
+use super::applier::{self, Applier, PartError, Stop};
 use super::consumer::{Consumer, Failure};
 use super::stage::Stages;
 use crate::error::{db_message, DbContext, Error, Result};
@@ -54,7 +54,7 @@ impl<A: Applier> Consumer<A> {
         let mut chains = self.chains.clone().unwrap_or_default();
         let tx = match begin(client).await? {
             Ok(tx) => tx,
-            Err(refused) => return Ok(Err((packets[0].id, refused))),
+            Err(refused) => return Ok(Err((packets[0].id, refused.into()))),
         };
         self.applier.begin(packets, full_sync_rows(packets));
         let target = self.applier.target().clone();
@@ -75,7 +75,7 @@ impl<A: Applier> Consumer<A> {
             // Nothing of a packet is applied before its seal is checked.
             if let Err(error) = relay.seals().check(p, &parts, &target, &mut chains) {
                 tx.rollback().await;
-                return Ok(Err((p.id, error)));
+                return Ok(Err((p.id, error.into())));
             }
             match self.apply_packet(&tx, relay, p, parts).await? {
                 Ok(rows) => acks.push(Ack::processed(p.id, rows as i64)),
@@ -105,19 +105,24 @@ impl<A: Applier> Consumer<A> {
     }
 
     /// Applies packet `p` with its `parts` in the open transaction, as its
-    /// kind says; Err(message) fails it.
+    /// kind says; Err(stop) fails (or holds) it.
     async fn apply_packet(
         &mut self,
         client: &Client,
         relay: &Relay,
         p: &PacketInfo,
         parts: Vec<StoredPart>,
-    ) -> Result<std::result::Result<u64, String>> {
+    ) -> Result<std::result::Result<u64, Stop>> {
         match p.kind {
             PacketKind::Delta => self.apply_parts(client, p, parts, false).await,
             PacketKind::Snapshot => self.apply_parts(client, p, parts, true).await,
             PacketKind::Verify => match self.apply_parts(client, p, parts, false).await? {
-                Ok(rows) => Ok(self.applier.verify(client, relay, p).await?.map(|()| rows)),
+                Ok(rows) => Ok(self
+                    .applier
+                    .verify(client, relay, p)
+                    .await?
+                    .map(|()| rows)
+                    .map_err(Stop::from)),
                 failed => Ok(failed),
             },
         }
@@ -131,7 +136,7 @@ impl<A: Applier> Consumer<A> {
         p: &PacketInfo,
         parts: Vec<StoredPart>,
         full_sync: bool,
-    ) -> Result<std::result::Result<u64, String>> {
+    ) -> Result<std::result::Result<u64, Stop>> {
         let mut rows = 0;
         for stored in parts {
             match self.apply_stored(client, p, stored, full_sync).await? {
@@ -150,27 +155,27 @@ impl<A: Applier> Consumer<A> {
         p: &PacketInfo,
         stored: StoredPart,
         full_sync: bool,
-    ) -> Result<std::result::Result<u64, String>> {
+    ) -> Result<std::result::Result<u64, Stop>> {
         let part = match read_part(&stored.arrow_ipc) {
             Ok(part) => part,
             Err(e) => {
-                return Ok(Err(format!(
+                return Ok(Err(Stop::Failed(format!(
                     "part {} of packet {} is not readable: {e}; the relay copy is damaged",
                     stored.table_name, p.id
-                )))
+                ))))
             }
         };
         if let Some(damage) = stored.damage(part.rows()) {
-            return Ok(Err(format!(
+            return Ok(Err(Stop::Failed(format!(
                 "part {} of packet {} is damaged: {damage}; the relay copy is not what was written",
                 stored.table_name, p.id
-            )));
+            ))));
         }
         if part.table != stored.table_name {
-            return Ok(Err(format!(
+            return Ok(Err(Stop::Failed(format!(
                 "part says table {} but the relay row says {}",
                 part.table, stored.table_name
-            )));
+            ))));
         }
         drop(stored);
         if full_sync {
@@ -184,8 +189,11 @@ impl<A: Applier> Consumer<A> {
                 crate::telemetry::part_applied(direction, &part.table, n);
                 Ok(Ok(n))
             }
-            Err(PartError::Refused(error)) => Ok(Err(error)),
-            Err(PartError::Db(e)) => part_failure(&self.stages, &part.table, e).map(Err),
+            Err(PartError::Refused(error)) => Ok(Err(error.into())),
+            Err(PartError::Held(held)) => Ok(Err(Stop::Held(held))),
+            Err(PartError::Db(e)) => {
+                part_failure(&self.stages, &part.table, e).map(|e| Err(e.into()))
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ mod merge;
 mod merge_sql;
 mod origin;
 mod replica;
+mod schema;
 pub(crate) mod sequence;
 mod site;
 mod stage;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use super::applier::{Applier, PartError};
+use super::applier::{Applier, PartError, Stop};
 use super::replica::apply_part;
 use super::stage::Stages;
 use crate::book;
@@ -87,6 +87,7 @@ impl Applier for SiteApplier {
         part: &Part,
         stages: &mut Stages,
     ) -> std::result::Result<u64, PartError> {
+        super::schema::follow(client, part, stages).await?;
         let n = apply_part(client, &self.site, part, stages).await?;
         if let Some(pr) = self.progress.as_mut() {
             pr.add(n);
@@ -126,10 +127,15 @@ impl Applier for SiteApplier {
         client: &Client,
         group: &[PacketInfo],
         packet: i64,
-        error: &str,
+        stop: &Stop,
     ) -> Result<()> {
         let p = group.iter().find(|p| p.id == packet).unwrap_or(&group[0]);
-        book::site::record_failure(client, &self.site, packet, p.group_id, p.kind, error).await
+        let held = match stop {
+            Stop::Held(held) => Some(held.sql.as_str()),
+            Stop::Failed(_) => None,
+        };
+        let packet = (packet, p.group_id, p.kind);
+        book::site::record_failure(client, &self.site, packet, stop.error(), held).await
     }
 
     /// A sync that found nothing records itself at most once a minute: a

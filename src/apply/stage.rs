@@ -220,6 +220,10 @@ pub(crate) struct Stages {
     column_types: HashMap<String, HashMap<String, u32>>,
     /// Whether new rows may be COPYed straight into a target (`target(columns)`).
     pub(crate) copyable: HashMap<String, bool>,
+    /// Table shapes the site's tables are known to follow (see
+    /// [`super::schema::follow`]); those seen by the open transaction.
+    shapes: HashSet<String>,
+    shapes_new: Vec<String>,
 }
 
 impl Stages {
@@ -233,6 +237,7 @@ impl Stages {
     pub(crate) fn committed(&mut self) {
         self.created.clear();
         self.loaded.clear();
+        self.shapes.extend(self.shapes_new.drain(..));
     }
 
     /// The open transaction rolled back: the tables it made are gone.
@@ -241,6 +246,28 @@ impl Stages {
             self.kept.remove(&key);
         }
         self.loaded.clear();
+        self.shapes_new.clear();
+    }
+
+    /// Whether the target's table is known to follow this shape.
+    pub(crate) fn follows(&self, shape: &str) -> bool {
+        self.shapes.contains(shape) || self.shapes_new.iter().any(|s| s == shape)
+    }
+
+    /// The open transaction made the target's table follow this shape.
+    pub(crate) fn seen_shape(&mut self, shape: String) {
+        self.shapes_new.push(shape);
+    }
+
+    /// What is known of `target` (quoted) is out of date: it was altered.
+    /// Its kept staging tables are left to the session's end.
+    pub(crate) fn forget(&mut self, target: &str) {
+        let prefix = format!("{target}(");
+        self.kept.retain(|k, _| !k.starts_with(&prefix));
+        self.copyable
+            .retain(|k, _| !k.starts_with(&prefix) && k != target);
+        self.column_types.remove(target);
+        self.sequences.clear();
     }
 
     /// Drops the kept tables, outside a transaction, so that the next part
@@ -252,6 +279,8 @@ impl Stages {
         self.sequences.clear();
         self.column_types.clear();
         self.copyable.clear();
+        self.shapes.clear();
+        self.shapes_new.clear();
         let names: Vec<String> = self.kept.drain().map(|(_, name)| name).collect();
         for name in &names {
             // The session may be gone; the tables are then gone with it.

@@ -62,10 +62,10 @@ pub(crate) async fn unsent_acks(client: &Client) -> Result<Vec<Ack>> {
             let status: PacketStatus = r.try_get("status").ctx(ctx)?;
             Ok(Ack {
                 packet_id: r.try_get("packet_id").ctx(ctx)?,
-                status: if status == PacketStatus::Processed {
-                    AckStatus::Processed
-                } else {
-                    AckStatus::Failed
+                status: match status {
+                    PacketStatus::Processed => AckStatus::Processed,
+                    PacketStatus::Held => AckStatus::Held,
+                    _ => AckStatus::Failed,
                 },
                 rows: r.try_get("row_count").ctx(ctx)?,
                 error: r.try_get("error").ctx(ctx)?,
@@ -107,7 +107,7 @@ pub(crate) fn applied(site: &str, packets: &[PacketInfo], acks: &[Ack], acked: &
            SELECT u.id, u.group_id, u.kind, u.row_count, {processed}
              FROM unnest({ids}::int8[], {groups}::int8[], {kinds}::text[], {rows}::int8[])
                   AS u (id, group_id, kind, row_count)
-           ON CONFLICT (packet_id) DO UPDATE SET status = {processed}, error = NULL,
+           ON CONFLICT (packet_id) DO UPDATE SET status = {processed}, error = NULL, schema_sql = NULL,
              row_count = EXCLUDED.row_count, applied_at = now(), acked = false
          ), acked AS (
            UPDATE relaysync.received_packets SET acked = true WHERE packet_id = ANY({acked}::int8[])
@@ -138,22 +138,27 @@ pub(crate) async fn mark_acked(client: &Client, ids: &[i64]) -> Result<()> {
 }
 
 /// Records that packet `packet` (of group `group`, kind `kind`) failed
-/// with `error`, before its FAILED ack is sent.
+/// with `error` (or is held for the schema change `held`, as SQL), before
+/// its FAILED (HELD) ack is sent.
 pub(crate) async fn record_failure(
     client: &Client,
     site: &str,
-    packet: i64,
-    group: i64,
-    kind: PacketKind,
+    packet: (i64, i64, PacketKind),
     error: &str,
+    held: Option<&str>,
 ) -> Result<()> {
+    let (packet, group, kind) = packet;
+    let status = match held {
+        Some(_) => PacketStatus::Held,
+        None => PacketStatus::Failed,
+    };
     client
         .execute(
-            "INSERT INTO relaysync.received_packets (packet_id, group_id, kind, row_count, status, error)
-             VALUES ($1, $2, $3, 0, $5, $4)
+            "INSERT INTO relaysync.received_packets (packet_id, group_id, kind, row_count, status, error, schema_sql)
+             VALUES ($1, $2, $3, 0, $5, $4, $6)
              ON CONFLICT (packet_id) DO UPDATE SET status = $5, error = EXCLUDED.error,
-               applied_at = now(), acked = false",
-            &[&packet, &group, &kind, &error, &PacketStatus::Failed],
+               schema_sql = EXCLUDED.schema_sql, applied_at = now(), acked = false",
+            &[&packet, &group, &kind, &error, &status, &held],
         )
         .await
         .ctx(|| "writing relaysync.received_packets".into())?;
@@ -246,4 +251,57 @@ pub(crate) async fn resync_asked(client: &Client, site: &str) -> Result<()> {
         .await
         .ctx(|| "writing relaysync.site".into())?;
     Ok(())
+}
+
+/// A packet this site holds for a schema change (see `apply/schema.rs`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeldPacket {
+    pub packet: i64,
+    /// What changed, and why the site did not follow by itself.
+    pub error: String,
+    /// The statements that make the site's table like HO's.
+    pub sql: String,
+}
+
+/// The packets this site holds, oldest first.
+pub(crate) async fn held(client: &Client) -> Result<Vec<HeldPacket>> {
+    let rows = client
+        .query(
+            "SELECT packet_id, coalesce(error, ''), coalesce(schema_sql, '')
+               FROM relaysync.received_packets WHERE status = $1 ORDER BY packet_id",
+            &[&PacketStatus::Held],
+        )
+        .await
+        .ctx(|| "reading relaysync.received_packets".into())?;
+    Ok(rows
+        .iter()
+        .map(|r| HeldPacket {
+            packet: r.get(0),
+            error: r.get(1),
+            sql: r.get(2),
+        })
+        .collect())
+}
+
+/// Runs the statements of the packets this site holds, in one transaction
+/// (each change once, oldest first); returns them. The site's next sync
+/// applies the packets.
+pub(crate) async fn apply_held(client: &mut Client) -> Result<Vec<String>> {
+    let mut seen = Vec::new();
+    for h in held(client).await? {
+        if !h.sql.is_empty() && !seen.contains(&h.sql) {
+            seen.push(h.sql);
+        }
+    }
+    let tx = client
+        .transaction()
+        .await
+        .ctx(|| "BEGIN (schema apply)".into())?;
+    for sql in &seen {
+        tx.batch_execute(sql)
+            .await
+            .ctx(|| format!("running the held schema change (made by hand already? then run `relaysync pos sync --once`):\n{sql}\n"))?;
+    }
+    tx.commit().await.ctx(|| "COMMIT (schema apply)".into())?;
+    Ok(seen)
 }

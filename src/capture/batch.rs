@@ -554,6 +554,7 @@ mod tests {
             type_oid: 25,
             type_modifier: -1,
             pg_type: "text".into(),
+            ..Default::default()
         };
         Captured {
             shape: Arc::new(TableShape {

@@ -59,6 +59,33 @@ pub(crate) async fn column_types(client: &Client, relid: u32) -> Result<Vec<(Str
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// A table's columns as packets describe them (generated columns aside:
+/// they are not sent), in order.
+pub(crate) async fn columns(client: &Client, relid: u32) -> Result<Vec<ColumnShape>> {
+    let rows = client
+        .query(
+            "SELECT attname::text, atttypid, atttypmod, format_type(atttypid, atttypmod), attnotnull,
+                    CASE WHEN atthasmissing THEN (attmissingval::text::text[])[1] END
+               FROM pg_attribute
+              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+              ORDER BY attnum",
+            &[&relid],
+        )
+        .await
+        .ctx(|| "reading the columns of a table".into())?;
+    Ok(rows
+        .iter()
+        .map(|r| ColumnShape {
+            name: r.get(0),
+            type_oid: r.get(1),
+            type_modifier: r.get(2),
+            pg_type: r.get(3),
+            not_null: r.get(4),
+            missing: r.get(5),
+        })
+        .collect())
+}
+
 /// The oid of `schema.table`, if it exists.
 pub(crate) async fn table_oid(client: &Client, name: &str) -> Result<Option<u32>> {
     let row = client

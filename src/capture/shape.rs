@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 
 use super::batch::{Captured, Routing};
 use super::catalog;
-use crate::error::{DbContext, Error, Result};
+use crate::error::{Error, Result};
 use crate::packet::{ColumnShape, TableShape};
 use crate::pgoutput::Relation;
 use crate::route::{Route, Tree};
@@ -16,18 +16,28 @@ use crate::route::{Route, Tree};
 /// The shape of relation `rel` named `name`, from its Relation message and
 /// the catalog.
 pub(super) async fn of_relation(sql: &Client, rel: &Relation, name: &str) -> Result<TableShape> {
-    let types: HashMap<String, String> = catalog::column_types(sql, rel.id)
+    let mut known: HashMap<String, ColumnShape> = catalog::columns(sql, rel.id)
         .await?
         .into_iter()
+        .map(|c| (c.name.clone(), c))
         .collect();
     let columns: Vec<ColumnShape> = rel
         .columns
         .iter()
-        .map(|c| ColumnShape {
-            name: c.name.clone(),
-            type_oid: c.type_oid,
-            type_modifier: c.type_modifier,
-            pg_type: types.get(&c.name).cloned().unwrap_or_else(|| "text".into()),
+        .map(|c| {
+            let at_ho = known.remove(&c.name).unwrap_or_default();
+            ColumnShape {
+                name: c.name.clone(),
+                type_oid: c.type_oid,
+                type_modifier: c.type_modifier,
+                pg_type: if at_ho.pg_type.is_empty() {
+                    "text".into()
+                } else {
+                    at_ho.pg_type
+                },
+                not_null: at_ho.not_null,
+                missing: at_ho.missing,
+            }
         })
         .collect();
     catalog::shape(sql, rel.id, name, columns).await
@@ -38,26 +48,7 @@ pub(super) async fn of_table(sql: &Client, name: &str) -> Result<TableShape> {
     let oid = catalog::table_oid(sql, name).await?.ok_or_else(|| {
         Error::Setup(format!("table {name} does not exist at HO; fix [[tables]]"))
     })?;
-    let rows = sql
-        .query(
-            "SELECT attname::text AS name, atttypid AS type_oid, atttypmod AS type_modifier,
-                    format_type(atttypid, atttypmod) AS pg_type
-               FROM pg_attribute
-              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
-              ORDER BY attnum",
-            &[&oid],
-        )
-        .await
-        .ctx(|| format!("reading the columns of {name}"))?;
-    let columns: Vec<ColumnShape> = rows
-        .iter()
-        .map(|r| ColumnShape {
-            name: r.get("name"),
-            type_oid: r.get("type_oid"),
-            type_modifier: r.get("type_modifier"),
-            pg_type: r.get("pg_type"),
-        })
-        .collect();
+    let columns = catalog::columns(sql, oid).await?;
     catalog::shape(sql, oid, name, columns).await
 }
 

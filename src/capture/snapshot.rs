@@ -287,6 +287,7 @@ mod tests {
             type_oid: 25,
             type_modifier: -1,
             pg_type: "text".into(),
+            ..Default::default()
         }
     }
 

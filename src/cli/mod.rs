@@ -12,6 +12,7 @@ mod doctor;
 mod events;
 mod packets;
 mod push;
+mod schema;
 mod setup;
 pub mod site;
 mod status;
@@ -68,6 +69,15 @@ pub enum Command {
     /// The site worker: apply packets for this site in order, ack them.
     #[command(subcommand)]
     Pos(PosCommand),
+    /// Schema changes at HO reach the sites in the stream: a site adds
+    /// columns, widens types and drops NOT NULL by itself, in the
+    /// transaction of the rows that follow. Anything else (a dropped or
+    /// retyped column, a new key) holds the site's stream at that packet
+    /// (status `Held: schema change`) until its table is changed:
+    /// `schema show` lists the held changes as SQL, `schema apply` makes them
+    /// at this site.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
     /// Reload tables at chosen sites from HO's current data: Sync Selective
     /// (`--site A --site B`) or Sync All (`--all`). HO's worker serves the
     /// request on its next sync; each site applies it on its next sync, in one
@@ -273,6 +283,26 @@ pub enum KeysCommand {
     },
 }
 
+/// Held schema changes.
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// List the packets sites hold for a schema change, with the change as
+    /// SQL: every site's, from the relay (or --site's), or with --pos this
+    /// site's own.
+    Show {
+        /// Only this site's (from the relay).
+        #[arg(long, value_name = "CODE", conflicts_with = "pos")]
+        site: Option<String>,
+        /// This site's own record ([pos] url).
+        #[arg(long)]
+        pos: bool,
+    },
+    /// Make the changes this site holds ([pos] url), in one transaction; its
+    /// next sync applies the packets that waited for them. Needs a role that
+    /// may alter the tables.
+    Apply,
+}
+
 /// The site worker's commands.
 #[derive(Debug, Subcommand)]
 pub enum PosCommand {
@@ -379,6 +409,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Site(command) => site::run(&cfg, command).await?,
         Command::Ho(command) => worker::ho(&cfg, command, cli.json).await?,
         Command::Pos(command) => worker::pos(&cfg, command, cli.json).await?,
+        Command::Schema(command) => schema::run(&cfg, command, cli.json).await?,
         Command::Push { sites, all, tables } => {
             push::run(&cfg, sites, all, tables, cli.json).await?
         }

@@ -96,9 +96,15 @@ pub fn pos(s: &pos::Summary) {
             s.site, s.applied.acks_resent
         );
     }
-    if let Some((packet, error)) = &s.applied.failed {
-        println!("pos {}: packet {packet} FAILED: {error}", s.site);
-        println!("pos {}: status Failed; fix the cause and run `relaysync pos sync --once` again to retry", s.site);
+    match &s.applied.failed {
+        Some((packet, error)) if s.applied.held => {
+            println!("pos {}: packet {packet} HELD: {error}", s.site);
+        }
+        Some((packet, error)) => {
+            println!("pos {}: packet {packet} FAILED: {error}", s.site);
+            println!("pos {}: status Failed; fix the cause and run `relaysync pos sync --once` again to retry", s.site);
+        }
+        None => {}
     }
 }
 

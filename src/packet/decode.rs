@@ -9,11 +9,14 @@ use arrow::ipc::reader::StreamReader;
 use super::layout::{layout, Layout};
 use super::{Cascade, PacketError, META_CASCADE, META_KEY, META_TABLE};
 
-/// A data column of a part: its name and PostgreSQL type.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A data column of a part: its name and PostgreSQL type, and what HO
+/// says of it beyond the type (see [`super::ColumnShape`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartColumn {
     pub name: String,
     pub pg_type: String,
+    pub not_null: bool,
+    pub missing: Option<String>,
 }
 
 /// A decoded part: which table, which key, which columns, and the rows.
@@ -264,6 +267,7 @@ mod tests {
             type_oid: oid,
             type_modifier: typmod,
             pg_type: pg.into(),
+            ..Default::default()
         };
         TableShape {
             name: "public.t".into(),

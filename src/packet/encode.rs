@@ -15,8 +15,8 @@ use arrow::ipc::CompressionType;
 use super::value::{self, arrow_type};
 use super::{
     PacketError, TableShape, COL_LSN, COL_OP, COL_ORIGIN, COL_UNCHANGED, META_CASCADE, META_KEY,
-    META_PG_OID, META_PG_TYPE, META_ROLE, META_TABLE, ROLE_LSN, ROLE_OP, ROLE_ORIGIN,
-    ROLE_UNCHANGED,
+    META_MISSING, META_NOT_NULL, META_PG_OID, META_PG_TYPE, META_ROLE, META_TABLE, ROLE_LSN,
+    ROLE_OP, ROLE_ORIGIN, ROLE_UNCHANGED,
 };
 use crate::pgoutput::Value;
 
@@ -151,10 +151,16 @@ pub fn encode_part(shape: &TableShape, changes: &[Change]) -> Result<Vec<u8>, Pa
     for (i, col) in shape.columns.iter().enumerate() {
         let dt = arrow_type(col.type_oid, col.type_modifier);
         let array = typed_column(&dt, changes, i).unwrap_or_else(|| text_column(changes, i));
-        let meta = HashMap::from([
+        let mut meta = HashMap::from([
             (META_PG_TYPE.to_string(), col.pg_type.clone()),
             (META_PG_OID.to_string(), col.type_oid.to_string()),
         ]);
+        if col.not_null {
+            meta.insert(META_NOT_NULL.to_string(), "true".to_string());
+        }
+        if let Some(missing) = &col.missing {
+            meta.insert(META_MISSING.to_string(), missing.clone());
+        }
         fields.push(Field::new(&col.name, array.data_type().clone(), true).with_metadata(meta));
         arrays.push(array);
     }

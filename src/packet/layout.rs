@@ -4,8 +4,8 @@
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
 use super::{
-    PacketError, PartColumn, COL_LSN, COL_OP, COL_ORIGIN, COL_UNCHANGED, META_PG_TYPE, META_ROLE,
-    ROLE_LSN, ROLE_OP, ROLE_ORIGIN, ROLE_UNCHANGED,
+    PacketError, PartColumn, COL_LSN, COL_OP, COL_ORIGIN, COL_UNCHANGED, META_MISSING,
+    META_NOT_NULL, META_PG_TYPE, META_ROLE, ROLE_LSN, ROLE_OP, ROLE_ORIGIN, ROLE_UNCHANGED,
 };
 
 /// Where a part's columns are in its schema (every batch has the same).
@@ -67,9 +67,12 @@ pub(super) fn layout(schema: &Schema) -> Result<(Vec<PartColumn>, Layout), Packe
                         field.data_type()
                     )));
                 }
+                let meta = field.metadata();
                 columns.push(PartColumn {
                     name: name.to_string(),
                     pg_type: pg_type.clone(),
+                    not_null: meta.get(META_NOT_NULL).is_some_and(|v| v == "true"),
+                    missing: meta.get(META_MISSING).cloned(),
                 });
                 layout.data.push(i);
                 continue;

@@ -35,6 +35,12 @@ pub const META_CASCADE: &str = "relaysync.cascade";
 pub const META_PG_TYPE: &str = "relaysync.pg_type";
 /// Field metadata key: the column's PostgreSQL type OID.
 pub const META_PG_OID: &str = "relaysync.pg_oid";
+/// Field metadata key, on a column that is `NOT NULL` at HO: `true`.
+pub const META_NOT_NULL: &str = "relaysync.not_null";
+/// Field metadata key, on a column added at HO with a default that
+/// PostgreSQL stored for the rows already there (no rewrite): that value,
+/// as text. A site adding the column gives its rows the same value.
+pub const META_MISSING: &str = "relaysync.missing";
 
 /// Field metadata key that marks relaysync's bookkeeping columns, and says
 /// which: [`ROLE_OP`], [`ROLE_LSN`], [`ROLE_UNCHANGED`], [`ROLE_ORIGIN`].
@@ -57,13 +63,17 @@ pub const COL_UNCHANGED: &str = "_unchanged";
 pub const COL_ORIGIN: &str = "_origin";
 
 /// One column of a table as packets describe it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ColumnShape {
     pub name: String,
     pub type_oid: u32,
     pub type_modifier: i32,
     /// The type as PostgreSQL names it, e.g. `numeric(10,2)` or `text[]`.
     pub pg_type: String,
+    /// `NOT NULL` at HO.
+    pub not_null: bool,
+    /// The value rows that predate the column have (see [`META_MISSING`]).
+    pub missing: Option<String>,
 }
 
 /// The shape of a table: its qualified name, columns and key.

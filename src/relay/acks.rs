@@ -35,6 +35,15 @@ impl Ack {
             error: Some(error.to_string()),
         }
     }
+
+    /// The packet waits for a schema change the site does not make by
+    /// itself (`error` says which, as SQL).
+    pub(crate) fn held(packet_id: i64, error: &str) -> Ack {
+        Ack {
+            status: AckStatus::Held,
+            ..Ack::failed(packet_id, error)
+        }
+    }
 }
 
 impl Relay {

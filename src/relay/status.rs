@@ -1,5 +1,6 @@
 //! Status per site, as the relay sees it: Not started, In progress,
-//! Success, or Failed with the error (and retry).
+//! Success, Failed with the error (and retry), or Held at a schema change
+//! (with the change as SQL).
 
 use std::time::SystemTime;
 
@@ -14,8 +15,8 @@ use crate::protocol::sql::*;
 pub struct SiteStatus {
     pub site: String,
     /// `Not started`, `In progress`, `Stalled` (acks stopped while packets
-    /// wait, see [`SiteStatus::stalled_after`]), `Success`, `Failed` or
-    /// `Expired`.
+    /// wait, see [`SiteStatus::stalled_after`]), `Success`, `Failed`,
+    /// `Held: schema change` (the error says which, as SQL) or `Expired`.
     #[serde(rename = "status")]
     pub state: &'static str,
     /// Highest packet the site has applied.
@@ -31,6 +32,10 @@ pub struct SiteStatus {
     #[serde(serialize_with = "crate::serialize::rfc3339_opt")]
     pub expired_at: Option<SystemTime>,
 }
+
+/// The state of a site (and its tables) whose stream waits at a schema
+/// change it does not make by itself.
+pub const HELD: &str = "Held: schema change";
 
 impl Relay {
     /// The status of every registered site.
@@ -72,7 +77,8 @@ impl SiteStatus {
     fn from_row(r: &Row) -> Result<SiteStatus> {
         let t = "relay status";
         let pending: i64 = get(r, "pending", t)?;
-        let error: Option<String> = get(r, "error", t)?;
+        let failed: Option<String> = get(r, "error", t)?;
+        let held: Option<String> = get(r, "held", t)?;
         let unserved_first: bool = get(r, "unserved_first", t)?;
         let started: bool = get(r, "started", t)?;
         let open_requests: i64 = get(r, "open", t)?;
@@ -80,8 +86,10 @@ impl SiteStatus {
         let applied_through: Option<i64> = get(r, "applied_through", t)?;
         let state = if expired_at.is_some() {
             "Expired"
-        } else if error.is_some() {
+        } else if failed.is_some() {
             "Failed"
+        } else if held.is_some() {
+            HELD
         } else if !started && (unserved_first || applied_through.is_none()) {
             // Never acked a packet: its worker has not run yet.
             "Not started"
@@ -97,7 +105,7 @@ impl SiteStatus {
             pending,
             lag_seconds: get(r, "lag_seconds", t)?,
             last_success: get(r, "last_success", t)?,
-            error,
+            error: failed.or(held),
             expired_at,
         })
     }
@@ -122,6 +130,8 @@ fn site_status_sql() -> String {
                         extract(epoch FROM now() - least(pend.oldest, l.oldest))::float8 AS lag_seconds,
                         (SELECT 'packet ' || a.packet_id || ': ' || coalesce(a.error, 'failed, with no error given') FROM relay.acks a
                           WHERE a.site = s.code AND a.status = {ACK_FAILED} ORDER BY a.packet_id LIMIT 1) AS error,
+                        (SELECT 'packet ' || a.packet_id || ': ' || a.error FROM relay.acks a
+                          WHERE a.site = s.code AND a.status = {ACK_HELD} ORDER BY a.packet_id LIMIT 1) AS held,
                         req.unserved_first, req.open,
                         s.applied_floor IS NOT NULL
                           OR EXISTS (SELECT 1 FROM relay.acks a WHERE a.site = s.code) AS started
@@ -191,7 +201,8 @@ impl Relay {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TableStatus {
     pub table: String,
-    /// `Not started`, `In progress`, `Success` or `Failed`.
+    /// `Not started`, `In progress`, `Success`, `Failed` or `Held: schema
+    /// change`.
     #[serde(rename = "status")]
     pub state: &'static str,
     /// When the last full sync the site applied was written.
@@ -217,7 +228,9 @@ impl Relay {
                           EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.site = $1
                                      AND a.status = {ACKED}) AS done,
                           (SELECT a.error FROM relay.acks a WHERE a.packet_id = p.id AND a.site = $1
-                              AND a.status = {ACK_FAILED}) AS error
+                              AND a.status IN ({ACK_FAILED}, {ACK_HELD})) AS error,
+                          EXISTS (SELECT 1 FROM relay.acks a WHERE a.packet_id = p.id AND a.site = $1
+                                     AND a.status = {ACK_HELD}) AS held
                      FROM relay.packets p
                      JOIN relay.packet_parts pp ON pp.packet_id = p.id AND pp.target IN ($1, {ALL})
                     WHERE p.direction = {DOWN} AND ($1 = ANY(p.targets)
@@ -238,7 +251,9 @@ impl Relay {
                           WHERE m.table_name = t.name AND m.kind = {DELTA} AND m.done)) AS last_delta,
                         (SELECT count(DISTINCT m.id) FROM mine m WHERE m.table_name = t.name AND NOT m.done) AS pending,
                         (SELECT min('packet ' || m.id || ': ' || m.error) FROM mine m
-                          WHERE m.table_name = t.name AND m.error IS NOT NULL) AS error
+                          WHERE m.table_name = t.name AND m.error IS NOT NULL) AS error,
+                        coalesce((SELECT bool_and(m.held) FROM mine m
+                          WHERE m.table_name = t.name AND m.error IS NOT NULL), false) AS held
                    FROM relay.tables t
                    -- what purged packets left of it
                    LEFT JOIN relay.table_history h ON h.site = $1 AND h.table_name = t.name
@@ -253,7 +268,9 @@ impl Relay {
                 let (last_full_sync, raw_rows) = last_full_sync(r)?;
                 let pending: i64 = get(r, "pending", t)?;
                 let error: Option<String> = get(r, "error", t)?;
+                let held: bool = get(r, "held", t)?;
                 let state = match (&error, last_full_sync, pending) {
+                    (Some(_), ..) if held => HELD,
                     (Some(_), ..) => "Failed",
                     (None, None, 0) => "Not started",
                     (None, None, _) | (None, Some(_), 1..) => "In progress",
@@ -332,5 +349,40 @@ mod tests {
             s.stalled_after(after);
             assert_eq!(s.state, state, "{s:?}");
         }
+    }
+}
+
+/// A packet a site holds for a schema change, as its ack says.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeldAck {
+    pub site: String,
+    pub packet: i64,
+    /// What changed, why the site did not follow, and the change as SQL.
+    pub error: String,
+}
+
+impl Relay {
+    /// The packets sites hold for schema changes (only `site`'s, if given).
+    pub(crate) async fn held(&self, site: Option<&str>) -> Result<Vec<HeldAck>> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT site, packet_id, coalesce(error, '') FROM relay.acks
+                      WHERE status = {ACK_HELD} AND ($1::text IS NULL OR site = $1)
+                      ORDER BY site, packet_id"
+                ),
+                &[&site],
+            )
+            .await
+            .ctx(|| "reading the held packets from the relay".into())?;
+        Ok(rows
+            .iter()
+            .map(|r| HeldAck {
+                site: r.get(0),
+                packet: r.get(1),
+                error: r.get(2),
+            })
+            .collect())
     }
 }

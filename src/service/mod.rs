@@ -1,13 +1,15 @@
 //! The operations operators run, as typed calls that return serializable
 //! views: each site's status and a site's tables, HO's sent data and a
 //! site's received data, the event log, verify results, and the requests
-//! (Sync Selective, Sync All, resync, verify, repair). The command line
+//! (Sync Selective, Sync All, resync, verify, repair), the schema changes
+//! sites hold. The command line
 //! prints the views as text or `--json`; a web console calls the same
 //! functions. No SQL here: the views come from `relay/` and `book/`.
 
 mod keys;
 mod records;
 mod requests;
+mod schema;
 mod status;
 mod sync;
 
@@ -16,6 +18,7 @@ use std::time::Duration;
 pub use keys::{record_site_key, revoke_site_key, KeyRecorded};
 pub use records::{events, received, sent, Events, Packets};
 pub use requests::{push, repair, resync, verify, Repairs, Requested, Sites};
+pub use schema::{apply_held, held_at_sites, held_here, HeldAtSites, HeldHere, SchemaApplied};
 pub use status::{
     site_detail, stall_after, status, verify_results, SiteDetail, Status, VerifyResults,
 };

@@ -1,0 +1,194 @@
+//! Schema changes at HO under a running fleet: additive changes reach every
+//! site by themselves, in the transaction of the rows that follow them;
+//! the rest hold the site's stream, shown as SQL, until the site's table is
+//! changed (`schema apply`, or by hand).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const ITEMS: &str = "
+CREATE TABLE public.items (id int PRIMARY KEY, name varchar(10) NOT NULL, qty smallint);
+";
+
+const ROWS: &str = "INSERT INTO public.items VALUES (1, 'one', 1), (2, 'two', 2), (3, 'three', 3)";
+
+/// Each column's name, type and nullability, in order.
+const COLUMNS: &str = "SELECT attnum, attname, format_type(atttypid, atttypmod), attnotnull
+                         FROM pg_attribute WHERE attrelid = 'public.items'::regclass
+                          AND attnum > 0 AND NOT attisdropped";
+
+/// The rows of public.items, whole.
+const ITEM_ROWS: &str = "SELECT t::text FROM public.items t";
+
+/// Site `site` has HO's rows and columns.
+async fn assert_like_ho(bed: &Bed, site: usize) {
+    assert_same(bed, site, ITEM_ROWS, ITEM_ROWS).await;
+    let named = "SELECT attname, format_type(atttypid, atttypmod), attnotnull
+                   FROM pg_attribute WHERE attrelid = 'public.items'::regclass
+                    AND attnum > 0 AND NOT attisdropped";
+    assert_same(bed, site, named, named).await;
+}
+
+/// One more round of syncs brings both sites to HO's rows and columns.
+async fn converges(bed: &Bed) {
+    bed.sync_all().await;
+    for site in 0..2 {
+        assert_like_ho(bed, site).await;
+    }
+    assert_all_processed(bed).await;
+}
+
+/// HO's change reaches the sites, and both hold it: nothing applied.
+async fn held_at_both(bed: &Bed) {
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    for site in 0..2 {
+        let out = bed.run(site, &["pos", "sync", "--once"]).await;
+        assert!(!out.status.success(), "a held packet is not applied");
+    }
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+}
+
+async fn items_bed(name: &str) -> Bed {
+    let bed = Bed::new(name, ITEMS, &[("public.items", "all")], "").await;
+    bed.ho().await.batch_execute(ROWS).await.unwrap();
+    bed.setup().await;
+    bed
+}
+
+/// `relaysync args --json` as site `site`, parsed.
+async fn json(bed: &Bed, site: usize, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = bed.ok(site, &all).await;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+/// The status HO's `status --json` gives site `code`.
+async fn site_state(bed: &Bed, code: &str) -> String {
+    let status = json(bed, 0, &["status"]).await;
+    status["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["site"] == code)
+        .map(|s| s["status"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_columns_widened_types_and_dropped_not_null_reach_every_site() {
+    let bed = items_bed("schema_additive").await;
+    bed.ho()
+        .await
+        .batch_execute(
+            "ALTER TABLE public.items ALTER COLUMN name TYPE varchar(40);
+             ALTER TABLE public.items ALTER COLUMN name DROP NOT NULL;
+             ALTER TABLE public.items ALTER COLUMN qty TYPE int;
+             -- existing rows get 9.50 without a rewrite: the sites' must too
+             ALTER TABLE public.items ADD COLUMN price numeric(10,2) NOT NULL DEFAULT 9.50;
+             ALTER TABLE public.items ADD COLUMN note text;
+             INSERT INTO public.items VALUES (4, 'a name longer than ten', 70000, 3.25, 'new'),
+                                             (5, NULL, 5, DEFAULT, NULL);
+             UPDATE public.items SET note = 'changed' WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    converges(&bed).await;
+    assert_eq!(site_state(&bed, "s1").await, "Success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_column_holds_the_sites_until_their_tables_are_changed() {
+    let bed = items_bed("schema_held").await;
+    // An ADD and a DROP in one change: perhaps a rename, never guessed.
+    bed.ho()
+        .await
+        .batch_execute(
+            "BEGIN;
+             ALTER TABLE public.items DROP COLUMN qty;
+             ALTER TABLE public.items ADD COLUMN quantity int;
+             COMMIT;
+             UPDATE public.items SET quantity = 7 WHERE id = 1;
+             INSERT INTO public.items VALUES (4, 'four', 4);",
+        )
+        .await
+        .unwrap();
+    held_at_both(&bed).await;
+    // Nothing of the packet was applied; the sites say why, as SQL.
+    let site = bed.site(0).await;
+    assert_eq!(count(&site, "SELECT count(*) FROM public.items").await, 3);
+    assert_eq!(
+        count(
+            &site,
+            &format!("SELECT count(*) FROM ({COLUMNS}) c WHERE attname = 'qty'")
+        )
+        .await,
+        1
+    );
+    assert_eq!(site_state(&bed, "s1").await, "Held: schema change");
+    let here = json(&bed, 0, &["schema", "show", "--pos"]).await;
+    let sql = here["held"][0]["sql"].as_str().unwrap();
+    assert!(sql.contains("DROP COLUMN \"qty\""), "{sql}");
+    assert!(
+        sql.contains("ADD COLUMN IF NOT EXISTS \"quantity\" integer"),
+        "{sql}"
+    );
+    let at_ho = json(&bed, 0, &["schema", "show"]).await;
+    let sites: Vec<&str> = at_ho["held"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["site"].as_str().unwrap())
+        .collect();
+    assert_eq!(sites, ["s1", "s2"]);
+
+    // s1 applies the held change with relaysync, s2's DBA by hand.
+    let applied = json(&bed, 0, &["schema", "apply"]).await;
+    assert_eq!(applied["statements"].as_array().unwrap().len(), 1);
+    bed.site(1)
+        .await
+        .batch_execute("ALTER TABLE public.items DROP COLUMN qty, ADD COLUMN quantity integer")
+        .await
+        .unwrap();
+    converges(&bed).await;
+    assert_eq!(site_state(&bed, "s2").await, "Success");
+    assert!(json(&bed, 0, &["schema", "show"]).await["held"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_narrowed_or_retyped_column_is_held() {
+    let bed = items_bed("schema_narrow").await;
+    bed.ho()
+        .await
+        .batch_execute(
+            "ALTER TABLE public.items ALTER COLUMN name TYPE varchar(5);
+             UPDATE public.items SET qty = 9 WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    for site in 0..2 {
+        assert!(!bed
+            .run(site, &["pos", "sync", "--once"])
+            .await
+            .status
+            .success());
+    }
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    let here = json(&bed, 0, &["schema", "show", "--pos"]).await;
+    let sql = here["held"][0]["sql"].as_str().unwrap();
+    assert!(
+        sql.contains("ALTER COLUMN \"name\" TYPE character varying(5)"),
+        "{sql}"
+    );
+    assert_eq!(site_state(&bed, "s1").await, "Held: schema change");
+    for site in 0..2 {
+        json(&bed, site, &["schema", "apply"]).await;
+    }
+    converges(&bed).await;
+}
