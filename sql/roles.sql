@@ -63,6 +63,12 @@ GRANT SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO relaysync_pos;
 -- Applying as a replica (no triggers, no FK checks) needs this (PostgreSQL 15+):
 GRANT SET ON PARAMETER session_replication_role TO relaysync_pos;
 -- (On PostgreSQL 14, run the site worker as a superuser instead.)
+-- Schema changes at HO (an added column, a widened type) are made at the
+-- site by its worker, which ALTER TABLE allows only to the tables' owner:
+--   ALTER TABLE public.items OWNER TO relaysync_pos;
+--   ALTER TABLE public.prices OWNER TO relaysync_pos;
+-- Without it, each change holds the site until a role that may runs it
+-- (`relaysync schema show --pos`, `relaysync schema apply`).
 
 -- == site, with [[upstream]] ==
 -- The site role captures its own upstream tables and marks what it applies

@@ -162,6 +162,10 @@ words! {
         /// A partition of the table was truncated, detached or dropped at
         /// HO, which PostgreSQL does not publish (see ho/partitions.rs).
         Truncated = "truncated",
+        /// A column was added at HO with a default whose values PostgreSQL
+        /// wrote into the rows (a volatile one, an identity), which the
+        /// stream does not carry (see ho/shapes.rs).
+        Schema = "schema",
     }
 }
 

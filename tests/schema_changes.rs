@@ -131,6 +131,22 @@ async fn a_dropped_column_holds_the_sites_until_their_tables_are_changed() {
     let here = json(&bed, 0, &["schema", "show", "--pos"]).await;
     let sql = here["held"][0]["sql"].as_str().unwrap();
     assert!(sql.contains("DROP COLUMN \"qty\""), "{sql}");
+    // doctor names it with the SQL.
+    let out = bed.run(0, &["doctor", "--json"]).await;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let held: Vec<&Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "sites" && f["severity"] == "error")
+        .filter(|f| {
+            f["message"]
+                .as_str()
+                .unwrap()
+                .contains("DROP COLUMN \"qty\"")
+        })
+        .collect();
+    assert_eq!(held.len(), 2, "{report}");
     assert!(
         sql.contains("ADD COLUMN IF NOT EXISTS \"quantity\" integer"),
         "{sql}"
@@ -190,5 +206,81 @@ async fn a_narrowed_or_retyped_column_is_held() {
     for site in 0..2 {
         json(&bed, site, &["schema", "apply"]).await;
     }
+    converges(&bed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_with_no_write_after_it_reaches_the_sites_and_a_no_op_sends_nothing() {
+    let bed = items_bed("schema_no_dml").await;
+    let ho = bed.ho().await;
+    ho.batch_execute(
+        "ALTER TABLE public.items ADD COLUMN price numeric(10,2) NOT NULL DEFAULT 9.50;
+         ALTER TABLE public.items ALTER COLUMN name DROP NOT NULL;",
+    )
+    .await
+    .unwrap();
+    converges(&bed).await;
+    // A change of nothing the sites hold: no packet.
+    let relay = bed.relay().await;
+    let packets = "SELECT count(*) FROM relay.packets";
+    let before = count(&relay, packets).await;
+    ho.batch_execute(
+        "ALTER TABLE public.items ALTER COLUMN qty SET STATISTICS 200;
+         COMMENT ON TABLE public.items IS 'stock items';",
+    )
+    .await
+    .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert_eq!(count(&relay, packets).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_with_a_volatile_default_reloads_the_table_at_every_site() {
+    let bed = items_bed("schema_volatile").await;
+    // Each row gets its own value, written by PostgreSQL, not in the stream.
+    bed.ho()
+        .await
+        .batch_execute(
+            "ALTER TABLE public.items ADD COLUMN token double precision DEFAULT random();
+             UPDATE public.items SET qty = 10 WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    converges(&bed).await;
+    let relay = bed.relay().await;
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT count(*) FROM relay.sync_requests WHERE reason = 'schema' AND served_at IS NOT NULL"
+        )
+        .await,
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_killed_while_applying_a_schema_change_converges() {
+    let bed = items_bed("schema_crash").await;
+    bed.ho()
+        .await
+        .batch_execute(
+            "ALTER TABLE public.items ADD COLUMN note text DEFAULT 'none';
+             INSERT INTO public.items VALUES (4, 'four', 4, 'new');",
+        )
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    bed.run_killed_at(0, &["pos", "sync", "--once"], "pos_mid_apply")
+        .await;
+    // Killed inside the transaction: no column, no row.
+    let site = bed.site(0).await;
+    assert_eq!(
+        count(
+            &site,
+            &format!("SELECT count(*) FROM ({COLUMNS}) c WHERE attname = 'note'")
+        )
+        .await,
+        0
+    );
     converges(&bed).await;
 }

@@ -48,6 +48,10 @@ pub(crate) async fn apply_part(
     part: &Part,
     stages: &mut Stages,
 ) -> Result<u64, tokio_postgres::Error> {
+    // A part with no row carries its table's shape only (see apply/schema.rs).
+    if part.rows() == 0 {
+        return Ok(0);
+    }
     if part.has_truncate() {
         // DELETE rather than TRUNCATE: no lock upgrade, no foreign-key refusal
         // (replica mode leaves referential checks to the source).

@@ -392,7 +392,9 @@ pub(crate) async fn follow(
     for change in &changes {
         let sql = change.sql(&t);
         tracing::info!(table = %part.table, %sql, "following HO's schema change");
-        if let Err(e) = client.batch_execute(&sql).await {
+        // One statement through the extended protocol: text from a packet
+        // can never run as a second one.
+        if let Err(e) = client.execute(&sql, &[]).await {
             if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
                 let why = " (the site's role may not alter the table: make it its owner, or run the statements as one)";
                 return Err(PartError::Held(held(&part.table, &t, &changes, why)));

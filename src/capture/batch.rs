@@ -62,6 +62,8 @@ pub struct PartDraft {
     by_key: KeyIndex,
     /// A keyless table's inserts, for compaction.
     bag: Bag,
+    /// Made to carry the table's shape (see [`Batcher::announce`]).
+    announced: bool,
 }
 
 /// A packet ready to encode: its parts and the range of commit LSNs it holds.
@@ -85,6 +87,7 @@ impl PacketDraft {
                     shape: &p.shape,
                     target: &p.target,
                     changes: &p.changes,
+                    announced: p.announced,
                 })
                 .collect(),
             lsn_from: Lsn::from(self.lsn_from),
@@ -200,14 +203,30 @@ impl Batcher {
     }
 
     /// Registers (or re-registers after a schema change) a relation id.
-    /// A changed shape seals the open packet first: a part has one shape.
+    /// A changed shape seals the open packet first if it holds a part of the
+    /// table: a part has one shape.
     pub fn relation(&mut self, id: u32, table: Captured) {
         if let Some(old) = self.tables.get(&id) {
-            if old.shape != table.shape && self.rows > 0 {
+            let name = &old.shape.name;
+            if old.shape != table.shape && self.current.parts.iter().any(|p| &p.shape.name == name)
+            {
                 self.seal();
             }
         }
         self.tables.insert(id, Arc::new(table));
+    }
+
+    /// Relation `id`'s shape goes to every site without a row, at `lsn`:
+    /// an empty part (a schema change with no change of a row after it).
+    pub fn announce(&mut self, id: u32, lsn: u64) {
+        let Some(table) = self.tables.get(&id).cloned() else {
+            return;
+        };
+        self.before_change();
+        self.note(lsn);
+        let all = self.all.clone();
+        let i = self.part_for(&table, &all);
+        self.current.parts[i].announced = true;
     }
 
     /// Sets the replication origin of the changes that follow (per transaction).
@@ -258,6 +277,7 @@ impl Batcher {
                     changes: Vec::new(),
                     by_key: KeyIndex::default(),
                     bag: Bag::default(),
+                    announced: false,
                 });
                 self.part_index.insert(key, self.current.parts.len() - 1);
                 self.current.parts.len() - 1
@@ -536,6 +556,7 @@ impl Batcher {
                 changes: vec![change],
                 by_key: KeyIndex::default(),
                 bag: Bag::default(),
+                announced: false,
             });
         }
         self.seal();

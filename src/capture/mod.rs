@@ -32,7 +32,7 @@ mod key_index;
 pub(crate) mod parents;
 
 mod position;
-mod shape;
+pub(crate) mod shape;
 mod slot;
 pub(crate) mod snapshot;
 mod stream;

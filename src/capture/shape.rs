@@ -44,7 +44,7 @@ pub(super) async fn of_relation(sql: &Client, rel: &Relation, name: &str) -> Res
 }
 
 /// The shape of table `name` from the catalog (what a Relation message would say).
-pub(super) async fn of_table(sql: &Client, name: &str) -> Result<TableShape> {
+pub(crate) async fn of_table(sql: &Client, name: &str) -> Result<TableShape> {
     let oid = catalog::table_oid(sql, name).await?.ok_or_else(|| {
         Error::Setup(format!("table {name} does not exist at HO; fix [[tables]]"))
     })?;
@@ -95,4 +95,64 @@ pub(super) fn captured(mut shape: TableShape, route: &Route, tree: &Tree) -> Res
         routing,
         referenced,
     })
+}
+
+/// The prefix of the logical decoding message that carries a synced
+/// table's shape through HO's stream (see ho/shapes.rs).
+pub(crate) const SHAPE_MESSAGE: &str = "relaysync.shape";
+
+/// A table's shape as the message carries it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ShapeMessage {
+    oid: u32,
+    table: String,
+    columns: Vec<ColumnShape>,
+    key: Vec<usize>,
+}
+
+/// Writes table `shape` (relation `oid`) into HO's WAL as a transactional
+/// logical message, in the caller's open transaction: the stream takes it
+/// at that position, before every change after it.
+pub(crate) async fn announce(sql: &Client, oid: u32, shape: &TableShape) -> Result<()> {
+    let content = serde_json::to_string(&ShapeMessage {
+        oid,
+        table: shape.name.clone(),
+        columns: shape.columns.clone(),
+        key: shape.key.clone(),
+    })
+    .unwrap_or_default();
+    sql.execute(
+        "SELECT pg_logical_emit_message(true, $1, $2)",
+        &[&SHAPE_MESSAGE, &content],
+    )
+    .await
+    .map_err(|e| Error::Db {
+        context: format!("announcing the shape of {}", shape.name),
+        source: e,
+    })?;
+    Ok(())
+}
+
+/// The relation and shape a shape message carries.
+pub(super) fn from_message(content: &[u8]) -> Result<(u32, TableShape)> {
+    let m: ShapeMessage = serde_json::from_slice(content).map_err(|e| {
+        Error::Setup(format!(
+            "a {SHAPE_MESSAGE} message in HO's stream is not a table shape ({e}); was it written by another program?"
+        ))
+    })?;
+    if m.key.iter().any(|&k| k >= m.columns.len()) {
+        return Err(Error::Setup(format!(
+            "the {SHAPE_MESSAGE} message of {} names a key column it does not have",
+            m.table
+        )));
+    }
+    Ok((
+        m.oid,
+        TableShape {
+            name: m.table,
+            columns: m.columns,
+            key: m.key,
+            cascade: Vec::new(),
+        },
+    ))
 }

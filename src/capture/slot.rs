@@ -124,6 +124,8 @@ pub(super) enum Event {
     Data(Bytes),
     /// The transaction ends; the next one starts after `end_lsn`.
     Commit { end_lsn: Lsn },
+    /// A synced table's shape announced in HO's stream (see ho/shapes.rs).
+    Shape(Bytes),
     /// The server's heartbeat: its WAL ends at `wal_end`.
     KeepAlive { wal_end: Lsn },
     /// The stop position was reached: nothing follows.
@@ -174,6 +176,12 @@ impl SlotStream {
                 wal_end: from_wire(wal_end),
             },
             ReplicationEvent::StoppedAt { .. } => Event::Stopped,
+            ReplicationEvent::Message {
+                transactional: true,
+                prefix,
+                content,
+                ..
+            } if prefix == super::shape::SHAPE_MESSAGE => Event::Shape(content),
             ReplicationEvent::Message { .. } => Event::Ignored,
         })
     }

@@ -277,6 +277,13 @@ impl<'a> Capture<'a> {
                 self.on_data(data).await?;
                 Ok(ControlFlow::Continue(()))
             }
+            Event::Shape(content) => {
+                self.on_shape(&content)?;
+                for draft in self.batcher.take_sealed() {
+                    self.writer.write(draft.to_write()).await?;
+                }
+                Ok(ControlFlow::Continue(()))
+            }
             Event::Commit { end_lsn } => self.on_commit(end_lsn).await,
             Event::KeepAlive { wal_end } => self.on_keepalive(wal_end).await,
             Event::Stopped => Ok(ControlFlow::Break(())),
@@ -318,6 +325,22 @@ impl<'a> Capture<'a> {
             let table = shape::of_relation(self.sql, rel, &name).await?;
             self.batcher
                 .relation(rel.id, shape::captured(table, route, &self.tree)?);
+        }
+        Ok(())
+    }
+
+    /// A synced table's shape announced by HO's worker (a schema change
+    /// with no change of a row after it): it goes to every site, in an empty
+    /// part at this position of the stream.
+    fn on_shape(&mut self, content: &[u8]) -> Result<()> {
+        let Some(lsn) = self.position.change_lsn() else {
+            return Ok(());
+        };
+        let (rel, table) = shape::from_message(content)?;
+        if let Some(route) = self.routes.get(table.name.as_str()) {
+            let captured = shape::captured(table, route, &self.tree)?;
+            self.batcher.relation(rel, captured);
+            self.batcher.announce(rel, u64::from(lsn));
         }
         Ok(())
     }

@@ -121,7 +121,8 @@ pub enum Command {
         #[arg(long)]
         show: bool,
     },
-    /// Show each site's status: Not started, In progress, Success or Failed;
+    /// Show each site's status: Not started, In progress, Success, Failed or Held
+    /// (a schema change waits, see `schema show`);
     /// with --site, each table ("category") at that site.
     Status {
         /// One site's tables: last full sync, its rows, last delta applied,
@@ -136,7 +137,7 @@ pub enum Command {
         /// Only packets for this site (HO's record).
         #[arg(long, value_name = "CODE", conflicts_with = "pos")]
         site: Option<String>,
-        /// Only packets with this status: UPLOADED, PROCESSED or FAILED.
+        /// Only packets with this status: UPLOADED, PROCESSED, FAILED (or, with --pos, HELD).
         #[arg(long, value_name = "S")]
         status: Option<String>,
         /// How far back, e.g. 1h, 1d, 7d (default: all).

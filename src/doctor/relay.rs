@@ -86,10 +86,14 @@ async fn check_sites(relay: &Relay, stall_after: Duration, report: &mut Report) 
     };
     for s in statuses {
         if let Some(error) = &s.error {
-            report.error(
-                "sites",
-                format!("site {} is Failed at {error}; fix the cause at the site, then run `relaysync pos sync --once` there", s.site),
-            );
+            let finding = match s.state {
+                crate::relay::HELD => format!(
+                    "site {} holds a schema change at {error}\n(`relaysync schema show --site {}`)",
+                    s.site, s.site
+                ),
+                _ => format!("site {} is Failed at {error}; fix the cause at the site, then run `relaysync pos sync --once` there", s.site),
+            };
+            report.error("sites", finding);
             continue;
         }
         let mut stalled = s.clone();

@@ -9,6 +9,7 @@ mod keys;
 mod partitions;
 mod retain;
 mod setup;
+mod shapes;
 mod workers;
 
 use std::time::{Duration, Instant};
@@ -99,6 +100,8 @@ async fn sync_on(cfg: &Config, sql: &Client, relay: &Relay) -> Result<Summary> {
         .await?;
     // Partitions emptied unpublished: their tables' reload is served below.
     partitions::reload_emptied(cfg, sql, relay).await?;
+    // Shapes changed with no row after them: captured below.
+    shapes::announce_changes(cfg, sql, relay).await?;
     // Before the capture: see crate::verify for why.
     let verifying = crate::verify::ho::lock(&cfg.ho()?.url, relay).await?;
     let through = verifying.as_ref().map(|l| l.lsn());

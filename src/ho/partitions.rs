@@ -10,6 +10,7 @@ use tokio_postgres::Client;
 use crate::config::Config;
 use crate::error::{DbContext, Result};
 use crate::postgres::qualified;
+use crate::protocol::SyncReason;
 use crate::relay::Relay;
 
 /// Compares the synced partitioned tables' leaf partitions with what HO
@@ -57,7 +58,7 @@ pub(super) async fn reload_emptied(
             table = %table,
             "a partition of this table was truncated, detached or dropped at HO, which PostgreSQL does not publish; every site reloads the table"
         );
-        relay.request_reload(table).await?;
+        relay.request_reload(table, SyncReason::Truncated).await?;
     }
     Ok(emptied)
 }

@@ -246,6 +246,11 @@ impl Worker for AckRecorder {
                     .map(|_| ());
             }
             if result.is_ok() {
+                result = super::shapes::announce_changes(&self.cfg, sql, relay)
+                    .await
+                    .map(|_| ());
+            }
+            if result.is_ok() {
                 result = super::keys::publish_highs(&self.cfg, sql, relay).await;
             }
             if result.is_ok() && self.retained.is_none_or(|t| t.elapsed() >= RETAIN_EVERY) {

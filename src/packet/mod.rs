@@ -63,7 +63,7 @@ pub const COL_UNCHANGED: &str = "_unchanged";
 pub const COL_ORIGIN: &str = "_origin";
 
 /// One column of a table as packets describe it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ColumnShape {
     pub name: String,
     pub type_oid: u32,

@@ -20,12 +20,7 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
     let relay = Relay::connect(&cfg.relay()?.url).await?;
     relay.require_site(&pos.site).await?;
     let mut client = connect("pos", &pos.url).await?;
-    let published: HashMap<String, PublishedTable> = relay
-        .published_tables()
-        .await?
-        .into_iter()
-        .map(|t| (t.name.clone(), t))
-        .collect();
+    let published = relay.published_by_name().await?;
     for t in &cfg.tables {
         let Some(p) = published.get(&t.name) else {
             return Err(Error::Setup(format!(

@@ -80,13 +80,15 @@ impl Relay {
     }
 
     /// Asks every active (not expired) site for a full sync of `table`:
-    /// HO found a partition of it emptied without a change in the stream.
-    pub(crate) async fn request_reload(&self, table: &str) -> Result<()> {
+    /// HO found a partition of it emptied without a change in the stream
+    /// (`reason` truncated), or rows given values the stream does not carry
+    /// (schema).
+    pub(crate) async fn request_reload(&self, table: &str, reason: SyncReason) -> Result<()> {
         self.client
             .execute(
                 "INSERT INTO relay.sync_requests (site, tables, reason)
                  SELECT code, ARRAY[$1], $2 FROM relay.sites WHERE expired_at IS NULL",
-                &[&table, &SyncReason::Truncated],
+                &[&table, &reason],
             )
             .await
             .ctx(|| "writing relay.sync_requests".into())?;

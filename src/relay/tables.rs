@@ -24,27 +24,42 @@ pub(crate) struct PublishedTable {
     pub(crate) columns: Vec<(String, String)>,
 }
 
+impl PublishedTable {
+    /// As relay.tables holds it.
+    fn to_json(&self) -> serde_json::Value {
+        let columns: Vec<serde_json::Value> = self
+            .columns
+            .iter()
+            .map(|(n, ty)| serde_json::json!({"name": n, "type": ty}))
+            .collect();
+        serde_json::json!({"name": self.name, "route": self.route,
+            "key_columns": self.key_columns, "columns": columns})
+    }
+}
+
 impl Relay {
+    /// Publishes a published table's new shape (its key and columns), as
+    /// HO's worker announced it to the sites.
+    pub(crate) async fn republish(&self, table: &PublishedTable) -> Result<()> {
+        let t = table.to_json();
+        self.client
+            .execute(
+                "UPDATE relay.tables SET key_columns = $2, columns = $3::text::jsonb, updated_at = now()
+                  WHERE name = $1",
+                &[&table.name, &table.key_columns, &t["columns"].to_string()],
+            )
+            .await
+            .ctx(|| "writing relay.tables".into())?;
+        Ok(())
+    }
+
     /// Publishes exactly `tables` (their shapes, routes and keys), in one
     /// statement: a table no longer among them is unpublished, and a table
     /// new among them gets a full sync at every registered site (but those
     /// whose full sync of every table is pending already).
     pub(crate) async fn publish_tables(&self, tables: &[PublishedTable]) -> Result<Published> {
-        let input = serde_json::Value::Array(
-            tables
-                .iter()
-                .map(|t| {
-                    let columns: Vec<serde_json::Value> = t
-                        .columns
-                        .iter()
-                        .map(|(n, ty)| serde_json::json!({"name": n, "type": ty}))
-                        .collect();
-                    serde_json::json!({"name": t.name, "route": t.route,
-                        "key_columns": t.key_columns, "columns": columns})
-                })
-                .collect(),
-        )
-        .to_string();
+        let input = serde_json::Value::Array(tables.iter().map(PublishedTable::to_json).collect())
+            .to_string();
         let row = self
             .client
             .query_one(
@@ -78,6 +93,18 @@ impl Relay {
             added: get(&row, "added", t)?,
             removed: get(&row, "removed", t)?,
         })
+    }
+
+    /// Every table HO has published, by name.
+    pub(crate) async fn published_by_name(
+        &self,
+    ) -> Result<std::collections::HashMap<String, PublishedTable>> {
+        Ok(self
+            .published_tables()
+            .await?
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect())
     }
 
     /// Every table HO has published.

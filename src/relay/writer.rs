@@ -21,6 +21,9 @@ pub(crate) struct DraftPart<'a> {
     pub(crate) shape: &'a TableShape,
     pub(crate) target: &'a str,
     pub(crate) changes: &'a [Change],
+    /// The part carries its table's shape, with or without rows (a schema
+    /// change with no change of a row after it): written even when empty.
+    pub(crate) announced: bool,
 }
 
 /// One packet to write: its parts and the range of commit LSNs it holds.
@@ -174,7 +177,7 @@ impl<'a> Writer<'a> {
             bytes: 0,
         };
         for part in draft {
-            if part.changes.is_empty() {
+            if part.changes.is_empty() && !part.announced {
                 continue;
             }
             if part.target == ALL_SITES {

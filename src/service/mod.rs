@@ -34,11 +34,11 @@ pub fn parse_since(text: &str) -> Result<Duration> {
         .map_err(|e| Error::Config(format!("--since {text}: {e}; write e.g. 1h, 1d or 7d")))
 }
 
-/// A `--status` filter: UPLOADED, PROCESSED or FAILED, in any case.
+/// A `--status` filter: UPLOADED, PROCESSED, FAILED or HELD, in any case.
 pub fn parse_status(text: &str) -> Result<PacketStatus> {
     text.to_uppercase().parse().map_err(|_| {
         Error::Config(format!(
-            "--status {text}: write UPLOADED, PROCESSED or FAILED"
+            "--status {text}: write UPLOADED, PROCESSED, FAILED or HELD"
         ))
     })
 }
