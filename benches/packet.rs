@@ -31,6 +31,7 @@ fn shape() -> Arc<TableShape> {
         ],
         key: vec![0],
         cascade: Vec::new(),
+        partitions: Vec::new(),
     })
 }
 

@@ -284,3 +284,106 @@ async fn a_site_killed_while_applying_a_schema_change_converges() {
     );
     converges(&bed).await;
 }
+
+/// pagila's payments (`../shared/pagila`): a table partitioned by month,
+/// January to July 2022, its key's sequence made apart.
+fn payment() -> String {
+    let mut starts = vec![
+        "CREATE SEQUENCE public.payment_payment_id_seq".to_string(),
+        "CREATE TABLE public.payment (".to_string(),
+    ];
+    for m in 1..=7 {
+        starts.push(format!("CREATE TABLE public.payment_p2022_0{m} ("));
+        starts.push(format!(
+            "ALTER TABLE ONLY public.payment ATTACH PARTITION public.payment_p2022_0{m} "
+        ));
+    }
+    let starts: Vec<&str> = starts.iter().map(String::as_str).collect();
+    pagila(&starts)
+}
+
+/// A payment at HO on `at`.
+fn pay(at: &str) -> String {
+    format!(
+        "INSERT INTO public.payment (customer_id, staff_id, rental_id, amount, payment_date)
+         VALUES (1 + (random() * 500)::int, 1 + (random() * 1)::int, 1, 4.99, '{at}')"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_monthly_partition_reaches_the_sites_under_load_one_of_them_offline() {
+    let bed = Bed::new(
+        "schema_partition",
+        &payment(),
+        &[("public.payment", "all")],
+        "",
+    )
+    .await;
+    let ho = bed.ho().await;
+    ho.batch_execute(
+        "INSERT INTO public.payment (customer_id, staff_id, rental_id, amount, payment_date)
+         SELECT i, 1 + i % 2, i, (i % 10) + 0.99, '2022-01-01'::timestamptz + i * interval '1 hour'
+           FROM generate_series(1, 2000) i",
+    )
+    .await
+    .unwrap();
+    bed.setup().await;
+
+    // Payments keep coming into July while August is made and paid into
+    // at once, in the same transaction.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, url) = (stop.clone(), bed.ho_url.clone());
+        tokio::spawn(async move {
+            let ho = client(&url).await;
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                ho.batch_execute(&pay("2022-07-15")).await.unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    // The root sends whole old rows: the new partition must as well.
+    ho.batch_execute("ALTER TABLE public.payment REPLICA IDENTITY FULL")
+        .await
+        .unwrap();
+    ho.batch_execute(&format!(
+        "BEGIN;
+         CREATE TABLE public.payment_p2022_08 PARTITION OF public.payment
+           FOR VALUES FROM ('2022-08-01 00:00:00+00') TO ('2022-09-01 00:00:00+00');
+         {};
+         COMMIT;
+         {};",
+        pay("2022-08-02"),
+        pay("2022-08-20")
+    ))
+    .await
+    .unwrap();
+    // s1 follows the change while s2 is offline.
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    ho.batch_execute(&pay("2022-08-21")).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(load.await.unwrap() > 0);
+
+    bed.sync_all().await;
+    let payments = "SELECT p::text FROM public.payment p";
+    let parts = "SELECT c.oid::regclass::text, pg_get_expr(c.relpartbound, c.oid)
+                   FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid
+                  WHERE i.inhparent = 'public.payment'::regclass";
+    for site in 0..2 {
+        assert_same(&bed, site, payments, payments).await;
+        assert_same(&bed, site, parts, parts).await;
+    }
+    assert_all_processed(&bed).await;
+    let full =
+        "SELECT relreplident::text FROM pg_class WHERE oid = 'public.payment_p2022_08'::regclass";
+    assert_eq!(rows(&ho, full).await, ["(f)".to_string()].into());
+    bed.ok(0, &["verify"]).await;
+    bed.sync_all().await;
+    let v = json(&bed, 0, &["verify", "--show"]).await;
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{v}");
+    assert!(results.iter().all(|r| r["status"] == "equal"), "{v}");
+}

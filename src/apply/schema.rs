@@ -353,6 +353,13 @@ pub(crate) async fn follow(
     part: &Part,
     stages: &mut Stages,
 ) -> Result<(), PartError> {
+    if !part.partitions.is_empty() {
+        make_partitions(client, part).await?;
+    }
+    // A part without columns announces partitions only.
+    if part.columns.is_empty() {
+        return Ok(());
+    }
     let shape = Shape::of_part(part);
     let seen = format!("{}:{:?}", part.table, shape);
     if stages.follows(&seen) {
@@ -409,6 +416,56 @@ pub(crate) async fn follow(
         record_shape(client, &part.table, &shape).await?;
     }
     stages.seen_shape(seen);
+    Ok(())
+}
+
+/// Makes the partitions HO announced for `part`'s table that the site's
+/// table lacks, parents first; a site that holds the table plain (or not at
+/// all) makes none. A partition the site cannot make (its own partitions
+/// overlap, its role may not) holds the packet with the statement.
+async fn make_partitions(client: &Client, part: &Part) -> Result<(), PartError> {
+    let partitioned: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND relkind = 'p')",
+            &[&qualified(&part.table)],
+        )
+        .await?
+        .get(0);
+    if !partitioned {
+        return Ok(());
+    }
+    for p in &part.partitions {
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified(&p.name)])
+            .await?
+            .get(0);
+        if exists {
+            continue;
+        }
+        let mut sql = format!(
+            "CREATE TABLE {} PARTITION OF {} {}",
+            qualified(&p.name),
+            qualified(&p.parent),
+            p.bound
+        );
+        if let Some(key) = &p.partition_by {
+            sql += &format!(" PARTITION BY {key}");
+        }
+        tracing::info!(table = %part.table, %sql, "making HO's new partition");
+        // One statement through the extended protocol, as in follow.
+        if let Err(e) = client.execute(&sql, &[]).await {
+            let sql = sql + ";";
+            return Err(PartError::Held(Held {
+                message: format!(
+                    "Held: partition {} of {} at HO cannot be made at the site ({}); make it (or one that takes its rows) and the site goes on:\n{sql}",
+                    p.name,
+                    part.table,
+                    crate::error::db_message(&e)
+                ),
+                sql,
+            }));
+        }
+    }
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::bag::Bag;
 use super::key_index::{Found, KeyIndex};
 use super::parents::{key_of as refs_key, Parents};
-use crate::packet::{Change, Op, TableShape};
+use crate::packet::{Change, Op, PartitionShape, TableShape};
 use crate::pgoutput::{OldKind, Tuple, Value};
 use crate::protocol::Lsn;
 use crate::relay::writer::{Draft, DraftPart};
@@ -214,6 +214,26 @@ impl Batcher {
             }
         }
         self.tables.insert(id, Arc::new(table));
+    }
+
+    /// Table `root`'s partitions go to every site, at `lsn`, in a packet of
+    /// their own: a part with no column or row that names them.
+    pub fn announce_partitions(&mut self, root: String, partitions: Vec<PartitionShape>, lsn: u64) {
+        self.seal();
+        self.note(lsn);
+        self.current.parts.push(PartDraft {
+            shape: Arc::new(TableShape {
+                name: root,
+                partitions,
+                ..Default::default()
+            }),
+            target: ALL_SITES.to_string(),
+            changes: Vec::new(),
+            by_key: KeyIndex::default(),
+            bag: Bag::default(),
+            announced: true,
+        });
+        self.seal();
     }
 
     /// Relation `id`'s shape goes to every site without a row, at `lsn`:
@@ -583,6 +603,7 @@ mod tests {
                 columns: vec![col("id"), col("site"), col("body")],
                 key: vec![0],
                 cascade: Vec::new(),
+                partitions: Vec::new(),
             }),
             routing,
             referenced: None,

@@ -24,6 +24,7 @@ pub(crate) async fn shape(
         columns,
         key,
         cascade: Vec::new(),
+        partitions: Vec::new(),
     })
 }
 

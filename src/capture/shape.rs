@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 use super::batch::{Captured, Routing};
 use super::catalog;
 use crate::error::{Error, Result};
-use crate::packet::{ColumnShape, TableShape};
+use crate::packet::{ColumnShape, PartitionShape, TableShape};
 use crate::pgoutput::Relation;
 use crate::route::{Route, Tree};
 
@@ -153,6 +153,27 @@ pub(super) fn from_message(content: &[u8]) -> Result<(u32, TableShape)> {
             columns: m.columns,
             key: m.key,
             cascade: Vec::new(),
+            partitions: Vec::new(),
         },
     ))
+}
+
+/// The prefix of the logical decoding message HO's event trigger writes
+/// when a partition of a synced partitioned table is made or attached.
+pub(crate) const PARTITIONS_MESSAGE: &str = "relaysync.partitions";
+
+#[derive(Debug, serde::Deserialize)]
+struct PartitionsMessage {
+    root: String,
+    partitions: Vec<PartitionShape>,
+}
+
+/// The root and the partitions a partitions message carries.
+pub(super) fn partitions_from_message(content: &[u8]) -> Result<(String, Vec<PartitionShape>)> {
+    let m: PartitionsMessage = serde_json::from_slice(content).map_err(|e| {
+        Error::Setup(format!(
+            "a {PARTITIONS_MESSAGE} message in HO's stream is not a list of partitions ({e}); run `relaysync setup ho` again to renew its event trigger"
+        ))
+    })?;
+    Ok((m.root, m.partitions))
 }

@@ -126,6 +126,9 @@ pub(super) enum Event {
     Commit { end_lsn: Lsn },
     /// A synced table's shape announced in HO's stream (see ho/shapes.rs).
     Shape(Bytes),
+    /// A partitioned synced table's partitions, announced by HO's event
+    /// trigger when one is made or attached (see ho/partitions.rs).
+    Partitions(Bytes),
     /// The server's heartbeat: its WAL ends at `wal_end`.
     KeepAlive { wal_end: Lsn },
     /// The stop position was reached: nothing follows.
@@ -182,6 +185,12 @@ impl SlotStream {
                 content,
                 ..
             } if prefix == super::shape::SHAPE_MESSAGE => Event::Shape(content),
+            ReplicationEvent::Message {
+                transactional: true,
+                prefix,
+                content,
+                ..
+            } if prefix == super::shape::PARTITIONS_MESSAGE => Event::Partitions(content),
             ReplicationEvent::Message { .. } => Event::Ignored,
         })
     }

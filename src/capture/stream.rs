@@ -277,6 +277,13 @@ impl<'a> Capture<'a> {
                 self.on_data(data).await?;
                 Ok(ControlFlow::Continue(()))
             }
+            Event::Partitions(content) => {
+                self.on_partitions(&content)?;
+                for draft in self.batcher.take_sealed() {
+                    self.writer.write(draft.to_write()).await?;
+                }
+                Ok(ControlFlow::Continue(()))
+            }
             Event::Shape(content) => {
                 self.on_shape(&content)?;
                 for draft in self.batcher.take_sealed() {
@@ -341,6 +348,21 @@ impl<'a> Capture<'a> {
             let captured = shape::captured(table, route, &self.tree)?;
             self.batcher.relation(rel, captured);
             self.batcher.announce(rel, u64::from(lsn));
+        }
+        Ok(())
+    }
+
+    /// A synced partitioned table's partitions, announced by HO's event
+    /// trigger where one was made or attached: they go to every site, at
+    /// this position, before any row of the new partition.
+    fn on_partitions(&mut self, content: &[u8]) -> Result<()> {
+        let Some(lsn) = self.position.change_lsn() else {
+            return Ok(());
+        };
+        let (root, partitions) = shape::partitions_from_message(content)?;
+        if self.routes.contains_key(root.as_str()) {
+            self.batcher
+                .announce_partitions(root, partitions, u64::from(lsn));
         }
         Ok(())
     }

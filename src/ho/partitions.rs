@@ -62,3 +62,92 @@ pub(super) async fn reload_emptied(
     }
     Ok(emptied)
 }
+
+/// Installs (or renews) HO's event trigger `relaysync_partitions`: when a
+/// partition of a synced partitioned table is made or attached, it writes
+/// the table's partitions into HO's WAL in that transaction, so they reach
+/// every site before any row of the new partition (see capture/shape.rs);
+/// and when the table sends whole old rows (`REPLICA IDENTITY FULL`, which
+/// routing needs), it makes the new partition do so too.
+/// Made only when a synced table (`tables`) is partitioned. Returns what
+/// `setup ho` says: done, or the step that needs a superuser.
+pub(super) async fn install_trigger(
+    sql: &Client,
+    publication: &str,
+    tables: &[String],
+) -> Result<Option<String>> {
+    let quoted: Vec<String> = tables.iter().map(|t| qualified(t)).collect();
+    let partitioned: bool = sql
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM unnest($1::text[]) t
+                             JOIN pg_class c ON c.oid = to_regclass(t) WHERE c.relkind = 'p')",
+            &[&quoted],
+        )
+        .await
+        .ctx(|| "reading which synced tables are partitioned".into())?
+        .get(0);
+    if !partitioned {
+        return Ok(None);
+    }
+    let function = format!(
+        "CREATE OR REPLACE FUNCTION relaysync.announce_partitions() RETURNS event_trigger
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+            AS $f$
+         DECLARE
+             root oid;
+             part oid;
+         BEGIN
+             FOR root IN SELECT DISTINCT pg_partition_root(c.objid) FROM pg_event_trigger_ddl_commands() c
+                          WHERE c.object_type = 'table' LOOP
+                 CONTINUE WHEN root IS NULL OR NOT EXISTS (
+                     SELECT 1 FROM pg_publication_tables t WHERE t.pubname = {pub}
+                        AND to_regclass(quote_ident(t.schemaname) || '.' || quote_ident(t.tablename)) = root);
+                 -- A root that sends whole old rows: its new partitions too.
+                 FOR part IN SELECT p.oid FROM pg_partition_tree(root) t JOIN pg_class p ON p.oid = t.relid
+                              WHERE t.level > 0 AND p.relkind = 'r' AND p.relreplident <> 'f'
+                                AND (SELECT relreplident FROM pg_class WHERE oid = root) = 'f' LOOP
+                     EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', part::regclass);
+                 END LOOP;
+                 PERFORM pg_logical_emit_message(true, {prefix}, (
+                     SELECT json_build_object(
+                              'root', rn.nspname || '.' || r.relname,
+                              'partitions', json_agg(json_build_object(
+                                  'name', pn.nspname || '.' || p.relname,
+                                  'parent', qn.nspname || '.' || q.relname,
+                                  'bound', pg_get_expr(p.relpartbound, p.oid),
+                                  'partition_by', CASE WHEN p.relkind = 'p' THEN pg_get_partkeydef(p.oid) END)
+                                ORDER BY t.level, p.oid))::text
+                       FROM pg_partition_tree(root) t
+                       JOIN pg_class p ON p.oid = t.relid JOIN pg_namespace pn ON pn.oid = p.relnamespace
+                       JOIN pg_class q ON q.oid = t.parentrelid JOIN pg_namespace qn ON qn.oid = q.relnamespace
+                       JOIN pg_class r ON r.oid = root JOIN pg_namespace rn ON rn.oid = r.relnamespace
+                      WHERE t.level > 0
+                      GROUP BY rn.nspname, r.relname));
+             END LOOP;
+         -- No EXCEPTION block: in its subtransaction the message would be
+         -- decoded after the rows that follow it.
+         END $f$",
+        pub = crate::postgres::literal(publication),
+        prefix = crate::postgres::literal(crate::capture::shape::PARTITIONS_MESSAGE),
+    );
+    let trigger = "DO $$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'relaysync_partitions') THEN
+             CREATE EVENT TRIGGER relaysync_partitions ON ddl_command_end
+               WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+               EXECUTE FUNCTION relaysync.announce_partitions();
+           END IF;
+         END $$";
+    let made = async {
+        sql.batch_execute(&function).await?;
+        sql.batch_execute(trigger).await
+    };
+    match made.await {
+        Ok(()) => Ok(Some(
+            "event trigger relaysync_partitions sends partitions made at HO to the sites".into(),
+        )),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => Ok(Some(
+            "warning: a partition made at HO later reaches no site by itself, and rows in it fail there until the DBA makes it at each site: creating the event trigger that sends partitions needs a superuser; run `relaysync setup ho` once as one".into(),
+        )),
+        Err(e) => Err(e).ctx(|| "creating HO's event trigger relaysync_partitions".into()),
+    }
+}

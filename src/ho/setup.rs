@@ -57,6 +57,9 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
         "publication {} covers {table_list}",
         ho.publication
     ));
+    if let Some(line) = super::partitions::install_trigger(&sql, &ho.publication, &names).await? {
+        said.push(line);
+    }
     checks::create_slot(&sql, &ho.slot, slot_exists).await?;
     said.push(format!(
         "replication slot {} {}",

@@ -7,7 +7,9 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::ipc::reader::StreamReader;
 
 use super::layout::{layout, Layout};
-use super::{Cascade, PacketError, META_CASCADE, META_KEY, META_TABLE};
+use super::{
+    Cascade, PacketError, PartitionShape, META_CASCADE, META_KEY, META_PARTITIONS, META_TABLE,
+};
 
 /// A data column of a part: its name and PostgreSQL type, and what HO
 /// says of it beyond the type (see [`super::ColumnShape`]).
@@ -29,6 +31,8 @@ pub struct Part {
     pub columns: Vec<PartColumn>,
     /// What a site deletes with each deleted row (see [`Cascade`]).
     pub cascade: Vec<Cascade>,
+    /// The partitions a part announces (see [`super::META_PARTITIONS`]).
+    pub partitions: Vec<PartitionShape>,
     pub(super) layout: Layout,
     pub(super) batches: Vec<RecordBatch>,
     /// The operations its rows carry, each once.
@@ -171,6 +175,14 @@ fn read_part_unchecked(bytes: &[u8]) -> Result<Part, PacketError> {
         })?,
         None => Vec::new(),
     };
+    let partitions: Vec<PartitionShape> = match meta.get(META_PARTITIONS) {
+        Some(s) => serde_json::from_str(s).map_err(|e| {
+            PacketError::Invalid(format!(
+                "relaysync.partitions is not a list of partitions: {e}"
+            ))
+        })?,
+        None => Vec::new(),
+    };
     let (columns, layout) = layout(&schema)?;
     for k in &key {
         if !columns.iter().any(|c| &c.name == k) {
@@ -202,6 +214,7 @@ fn read_part_unchecked(bytes: &[u8]) -> Result<Part, PacketError> {
         key,
         columns,
         cascade,
+        partitions,
         layout,
         batches,
         ops,
@@ -280,6 +293,7 @@ mod tests {
             ],
             key: vec![0],
             cascade: Vec::new(),
+            partitions: Vec::new(),
         }
     }
 

@@ -15,8 +15,8 @@ use arrow::ipc::CompressionType;
 use super::value::{self, arrow_type};
 use super::{
     PacketError, TableShape, COL_LSN, COL_OP, COL_ORIGIN, COL_UNCHANGED, META_CASCADE, META_KEY,
-    META_MISSING, META_NOT_NULL, META_PG_OID, META_PG_TYPE, META_ROLE, META_TABLE, ROLE_LSN,
-    ROLE_OP, ROLE_ORIGIN, ROLE_UNCHANGED,
+    META_MISSING, META_NOT_NULL, META_PARTITIONS, META_PG_OID, META_PG_TYPE, META_ROLE, META_TABLE,
+    ROLE_LSN, ROLE_OP, ROLE_ORIGIN, ROLE_UNCHANGED,
 };
 use crate::pgoutput::Value;
 
@@ -212,6 +212,12 @@ pub fn encode_part(shape: &TableShape, changes: &[Change]) -> Result<Vec<u8>, Pa
             serde_json::to_string(&key).unwrap_or_default(),
         ),
     ]);
+    if !shape.partitions.is_empty() {
+        meta.insert(
+            META_PARTITIONS.to_string(),
+            serde_json::to_string(&shape.partitions).unwrap_or_default(),
+        );
+    }
     if !shape.cascade.is_empty() {
         meta.insert(
             META_CASCADE.to_string(),

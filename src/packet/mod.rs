@@ -28,6 +28,9 @@ use thiserror::Error;
 pub const META_TABLE: &str = "relaysync.table";
 /// Schema metadata key: the key columns, as a JSON array of names.
 pub const META_KEY: &str = "relaysync.key";
+/// Schema metadata key, on a part that announces a partitioned table's
+/// partitions ([`PartitionShape`]s, as JSON; the part has no columns).
+pub const META_PARTITIONS: &str = "relaysync.partitions";
 /// Schema metadata key, on parts of a table other tables are routed by:
 /// what a site deletes with a row of it ([`Cascade`]s, as JSON).
 pub const META_CASCADE: &str = "relaysync.cascade";
@@ -76,8 +79,22 @@ pub struct ColumnShape {
     pub missing: Option<String>,
 }
 
+/// A partition of a partitioned table at HO, as a site makes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionShape {
+    /// `schema.table`, unquoted.
+    pub name: String,
+    /// The table it is a partition of (the root, or a partition of it).
+    pub parent: String,
+    /// `FOR VALUES …` or `DEFAULT`, as `pg_get_expr` writes it.
+    pub bound: String,
+    /// Its own partition key when it is partitioned in turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_by: Option<String>,
+}
+
 /// The shape of a table: its qualified name, columns and key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableShape {
     /// `schema.table`, unquoted.
     pub name: String,
@@ -87,6 +104,9 @@ pub struct TableShape {
     /// What a site deletes with a deleted row of this table: the rows of the
     /// tables routed by it that reference the row.
     pub cascade: Vec<Cascade>,
+    /// A partitioned table's partitions, in the order a site makes them:
+    /// sent only in a part that announces them (it has no columns).
+    pub partitions: Vec<PartitionShape>,
 }
 
 /// A table routed by its parent (`route = "parent:…"`): a site that deletes
