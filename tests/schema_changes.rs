@@ -387,3 +387,62 @@ async fn a_new_monthly_partition_reaches_the_sites_under_load_one_of_them_offlin
     assert_eq!(results.len(), 2, "{v}");
     assert!(results.iter().all(|r| r["status"] == "equal"), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_added_to_the_config_is_made_and_synced_at_the_sites() {
+    let bed = items_bed("schema_new_table").await;
+    // Tables at HO only, one in a schema the sites lack.
+    bed.ho()
+        .await
+        .batch_execute(
+            "CREATE TABLE public.stores (id int PRIMARY KEY, name varchar(30) NOT NULL, opened date);
+             INSERT INTO public.stores VALUES (1, 'north', '2020-01-01'), (2, 'south', NULL);
+             CREATE SCHEMA shop;
+             CREATE TABLE shop.tills (store int, till int, label text, PRIMARY KEY (store, till));
+             INSERT INTO shop.tills VALUES (1, 1, 'front'), (1, 2, NULL), (2, 1, 'back');",
+        )
+        .await
+        .unwrap();
+    bed.write_config(
+        &[
+            ("public.items", "all"),
+            ("public.stores", "all"),
+            ("shop.tills", "all"),
+        ],
+        "",
+    );
+    bed.ok(0, &["setup", "ho"]).await;
+    // Checking the site does not ask for the tables it will be given.
+    bed.ok(1, &["setup", "pos"]).await;
+    bed.sync_all().await;
+    let columns = |t: &str| {
+        format!(
+            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute
+              WHERE attrelid = '{t}'::regclass AND attnum > 0 AND NOT attisdropped"
+        )
+    };
+    let key = |t: &str| {
+        format!(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
+                AND a.attnum = ANY(i.indkey) WHERE i.indrelid = '{t}'::regclass AND i.indisprimary"
+        )
+    };
+    for site in 0..2 {
+        for t in ["public.stores", "shop.tills"] {
+            let rows = format!("SELECT t::text FROM {t} t");
+            assert_same(&bed, site, &rows, &rows).await;
+            assert_same(&bed, site, &columns(t), &columns(t)).await;
+            assert_same(&bed, site, &key(t), &key(t)).await;
+        }
+    }
+    // Then its changes follow as deltas.
+    bed.ho()
+        .await
+        .batch_execute("UPDATE shop.tills SET label = 'side' WHERE till = 2")
+        .await
+        .unwrap();
+    bed.sync_all().await;
+    let rows = "SELECT t::text FROM shop.tills t";
+    assert_same(&bed, 1, rows, rows).await;
+    assert_all_processed(&bed).await;
+}

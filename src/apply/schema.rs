@@ -68,6 +68,14 @@ impl Shape {
 /// One difference between HO's table and the site's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Change {
+    /// The schema of a table the site makes.
+    CreateSchema { schema: String },
+    /// A table the site lacks, made for its full sync: HO's columns (types,
+    /// `NOT NULL`) and key.
+    Create {
+        columns: Vec<PartColumn>,
+        key: Vec<String>,
+    },
     /// A column HO has and the site does not.
     Add(PartColumn),
     /// A column's type widened at HO.
@@ -94,22 +102,44 @@ impl Change {
     fn automatic(&self) -> bool {
         matches!(
             self,
-            Change::Add(_) | Change::Widen { .. } | Change::DropNotNull { .. }
+            Change::CreateSchema { .. }
+                | Change::Create { .. }
+                | Change::Add(_)
+                | Change::Widen { .. }
+                | Change::DropNotNull { .. }
         )
     }
 
-    /// The type it gives a column, if any.
-    fn new_type(&self) -> Option<&str> {
+    /// The types it gives columns.
+    fn new_types(&self) -> Vec<&str> {
         match self {
-            Change::Add(c) => Some(&c.pg_type),
-            Change::Widen { to, .. } | Change::Retype { to, .. } => Some(to),
-            _ => None,
+            Change::Create { columns, .. } => columns.iter().map(|c| c.pg_type.as_str()).collect(),
+            Change::Add(c) => vec![&c.pg_type],
+            Change::Widen { to, .. } | Change::Retype { to, .. } => vec![to],
+            _ => Vec::new(),
         }
     }
 
     /// The statement that makes it at the site, for table `t` (quoted).
     fn sql(&self, t: &str) -> String {
         match self {
+            Change::CreateSchema { schema } => {
+                format!("CREATE SCHEMA IF NOT EXISTS {}", ident(schema))
+            }
+            Change::Create { columns, key } => {
+                let mut defs: Vec<String> = columns
+                    .iter()
+                    .map(|c| {
+                        let null = if c.not_null { " NOT NULL" } else { "" };
+                        format!("{} {}{null}", ident(&c.name), c.pg_type)
+                    })
+                    .collect();
+                if !key.is_empty() {
+                    let key: Vec<String> = key.iter().map(|k| ident(k)).collect();
+                    defs.push(format!("PRIMARY KEY ({})", key.join(", ")));
+                }
+                format!("CREATE TABLE {t} ({})", defs.join(", "))
+            }
             Change::Add(c) => {
                 let mut sql = format!(
                     "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {} {}",
@@ -158,6 +188,8 @@ impl Change {
     /// In a held change's message.
     fn describe(&self) -> String {
         match self {
+            Change::CreateSchema { schema } => format!("schema {schema} made"),
+            Change::Create { .. } => "table made".into(),
             Change::Add(c) => format!("column {} added", c.name),
             Change::Widen { column, to } => format!("column {column} widened to {to}"),
             Change::DropNotNull { column } => format!("column {column} made nullable"),
@@ -268,6 +300,28 @@ fn diff(part: &Part, site: &Shape, last: Option<&Shape>) -> Vec<Change> {
     changes
 }
 
+/// What makes `part`'s table at a site that lacks it: its schema if that is
+/// missing too, then the table.
+async fn created(client: &Client, part: &Part) -> Result<Vec<Change>, PartError> {
+    let mut changes = Vec::new();
+    if let Some((schema, _)) = crate::postgres::split_table(&part.table) {
+        let exists: bool = client
+            .query_one("SELECT to_regnamespace($1) IS NOT NULL", &[&ident(schema)])
+            .await?
+            .get(0);
+        if !exists {
+            changes.push(Change::CreateSchema {
+                schema: schema.to_string(),
+            });
+        }
+    }
+    changes.push(Change::Create {
+        columns: part.columns.clone(),
+        key: part.key.clone(),
+    });
+    Ok(changes)
+}
+
 /// The site's table `table` as it is, or None when it does not exist.
 async fn site_shape(client: &Client, table: &str) -> Result<Option<Shape>, tokio_postgres::Error> {
     let rows = client
@@ -352,6 +406,7 @@ pub(crate) async fn follow(
     client: &Client,
     part: &Part,
     stages: &mut Stages,
+    full_sync: bool,
 ) -> Result<(), PartError> {
     if !part.partitions.is_empty() {
         make_partitions(client, part).await?;
@@ -365,19 +420,22 @@ pub(crate) async fn follow(
     if stages.follows(&seen) {
         return Ok(());
     }
-    // A table the site lacks fails the part as before: the DBA makes it.
-    let Some(site) = site_shape(client, &part.table).await? else {
-        return Ok(());
-    };
     let last = last_shape(client, &part.table).await?;
-    let changes = diff(part, &site, last.as_ref());
+    let changes = match site_shape(client, &part.table).await? {
+        Some(site) => diff(part, &site, last.as_ref()),
+        // A table the site lacks is made for a full sync of it (a table
+        // added to [[tables]], a new site); a delta fails, naming it: the
+        // table's other rows are not there.
+        None if full_sync => created(client, part).await?,
+        None => return Ok(()),
+    };
     let t = qualified(&part.table);
     if changes.iter().any(|c| !c.automatic()) {
         return Err(PartError::Held(held(&part.table, &t, &changes, "")));
     }
     // Type names go into the statements: each must name a type here (a
     // name PostgreSQL parses as one, never other SQL).
-    let types: Vec<&str> = changes.iter().filter_map(Change::new_type).collect();
+    let types: Vec<&str> = changes.iter().flat_map(Change::new_types).collect();
     if !types.is_empty() {
         let unknown: Vec<String> = client
             .query(
@@ -403,7 +461,7 @@ pub(crate) async fn follow(
         // can never run as a second one.
         if let Err(e) = client.execute(&sql, &[]).await {
             if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
-                let why = " (the site's role may not alter the table: make it its owner, or run the statements as one)";
+                let why = " (the site's role may not make the change: make it the table's owner, or run the statements as one that may)";
                 return Err(PartError::Held(held(&part.table, &t, &changes, why)));
             }
             return Err(e.into());

@@ -83,11 +83,12 @@ impl Applier for SiteApplier {
     async fn apply(
         &mut self,
         client: &Client,
-        _: &PacketInfo,
+        p: &PacketInfo,
         part: &Part,
         stages: &mut Stages,
     ) -> std::result::Result<u64, PartError> {
-        super::schema::follow(client, part, stages).await?;
+        let full_sync = p.kind == crate::protocol::PacketKind::Snapshot;
+        super::schema::follow(client, part, stages, full_sync).await?;
         let n = apply_part(client, &self.site, part, stages).await?;
         if let Some(pr) = self.progress.as_mut() {
             pr.add(n);

@@ -169,6 +169,23 @@ pub(super) async fn check_site(cfg: &Config, report: &mut Report) {
                 .iter()
                 .filter(|t| cfg.tables.iter().any(|c| c.name == t.name))
             {
+                match crate::capture::catalog::table_oid(&client, &t.name).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        report.warn(
+                            "column_drift",
+                            format!(
+                                "site {}: table {} is not at the site; its next full sync makes it (at HO: `relaysync push --site {} --table {}`)",
+                                pos.site, t.name, pos.site, t.name
+                            ),
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        report.error("column_drift", chain(&e));
+                        continue;
+                    }
+                }
                 if let Err(e) = crate::pos::check_table(&client, t).await {
                     report.error("column_drift", format!("site {}: {e}", pos.site));
                 }

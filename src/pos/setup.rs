@@ -21,6 +21,7 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
     relay.require_site(&pos.site).await?;
     let mut client = connect("pos", &pos.url).await?;
     let published = relay.published_by_name().await?;
+    let mut made = Vec::new();
     for t in &cfg.tables {
         let Some(p) = published.get(&t.name) else {
             return Err(Error::Setup(format!(
@@ -28,7 +29,10 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
                 t.name
             )));
         };
-        check_table(&client, p).await?;
+        match crate::capture::catalog::table_oid(&client, &t.name).await? {
+            Some(_) => check_table(&client, p).await?,
+            None => made.push(t.name.clone()),
+        }
     }
     check_owner(&client, &pos.site).await?;
     let upstream = check_upstream(&client, cfg).await?;
@@ -37,8 +41,14 @@ pub async fn setup(cfg: &Config) -> Result<Vec<String>> {
     let mut said = vec![format!(
         "site {}: {} table(s) checked, bookkeeping schema relaysync ready",
         pos.site,
-        cfg.tables.len()
+        cfg.tables.len() - made.len()
     )];
+    if !made.is_empty() {
+        said.push(format!(
+            "not at the site yet: {}; the site's full sync of each makes it with HO's columns, types, NOT NULL and key (make it yourself first for its defaults, indexes and foreign keys)",
+            made.join(", ")
+        ));
+    }
     for b in crate::apply::sequence::behind(&client, &cfg.written_tables())
         .await
         .ctx(|| "reading the sequences behind the synced tables".into())?
