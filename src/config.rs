@@ -17,7 +17,7 @@ pub use crate::postgres::split_table;
 pub use names::{check_site_code, unquote_table, up_name};
 pub use sections::{
     Deletes, HoConfig, Merge, MetricsConfig, NetworkConfig, PacketConfig, PosConfig, RelayConfig,
-    RetentionConfig, SyncConfig, TableConfig, UpstreamConfig,
+    RetentionConfig, SchemaPolicy, SyncConfig, TableConfig, UpstreamConfig,
 };
 
 /// The whole configuration. Holds database URLs (secrets): never serialised.
@@ -257,6 +257,15 @@ impl Config {
         self.pos
             .as_ref()
             .ok_or_else(|| missing("pos", "site = \"store-001\" and url = \"postgres://…/pos\""))
+    }
+
+    /// Each configured table's schema policy, where it is not `propagate`.
+    pub fn schema_policies(&self) -> std::collections::HashMap<String, SchemaPolicy> {
+        self.tables
+            .iter()
+            .map(|t| (t.name.clone(), t.schema.unwrap_or(self.sync.schema)))
+            .filter(|(_, p)| *p != SchemaPolicy::Propagate)
+            .collect()
     }
 
     /// The configured tables with their parsed routes.

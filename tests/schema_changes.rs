@@ -31,13 +31,25 @@ async fn assert_like_ho(bed: &Bed, site: usize) {
     assert_same(bed, site, named, named).await;
 }
 
-/// One more round of syncs brings both sites to HO's rows and columns.
+/// One more round of syncs brings both sites to HO's rows and columns,
+/// and `verify` finds them equal.
 async fn converges(bed: &Bed) {
     bed.sync_all().await;
     for site in 0..2 {
         assert_like_ho(bed, site).await;
     }
     assert_all_processed(bed).await;
+    verified_equal(bed).await;
+}
+
+/// `verify` of every site and table, then `verify --show`: all equal.
+async fn verified_equal(bed: &Bed) {
+    bed.ok(0, &["verify"]).await;
+    bed.sync_all().await;
+    let v = json(bed, 0, &["verify", "--show"]).await;
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{v}");
+    assert!(results.iter().all(|r| r["status"] == "equal"), "{v}");
 }
 
 /// HO's change reaches the sites, and both hold it: nothing applied.
@@ -380,12 +392,7 @@ async fn a_new_monthly_partition_reaches_the_sites_under_load_one_of_them_offlin
     let full =
         "SELECT relreplident::text FROM pg_class WHERE oid = 'public.payment_p2022_08'::regclass";
     assert_eq!(rows(&ho, full).await, ["(f)".to_string()].into());
-    bed.ok(0, &["verify"]).await;
-    bed.sync_all().await;
-    let v = json(&bed, 0, &["verify", "--show"]).await;
-    let results = v["results"].as_array().unwrap();
-    assert_eq!(results.len(), 2, "{v}");
-    assert!(results.iter().all(|r| r["status"] == "equal"), "{v}");
+    verified_equal(&bed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,5 +451,66 @@ async fn a_table_added_to_the_config_is_made_and_synced_at_the_sites() {
     bed.sync_all().await;
     let rows = "SELECT t::text FROM shop.tills t";
     assert_same(&bed, 1, rows, rows).await;
+    assert_all_processed(&bed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_whose_policy_is_hold_or_ignore_does_as_it_says() {
+    let bed = items_bed("schema_policy").await;
+    let change = "ALTER TABLE public.items ADD COLUMN note text;
+                  UPDATE public.items SET note = 'noted' WHERE id = 1;
+                  INSERT INTO public.items VALUES (4, 'four', 4, 'new');";
+    // s2 holds every change: even an added column waits for its DBA.
+    bed.env
+        .lock()
+        .unwrap()
+        .push((Some(1), "RELAYSYNC__SYNC__SCHEMA".into(), "hold".into()));
+    bed.ho().await.batch_execute(change).await.unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    assert!(!bed
+        .run(1, &["pos", "sync", "--once"])
+        .await
+        .status
+        .success());
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert_eq!(site_state(&bed, "s2").await, "Held: schema change");
+    let here = json(&bed, 1, &["schema", "show", "--pos"]).await;
+    let sql = here["held"][0]["sql"].as_str().unwrap();
+    assert!(
+        sql.contains("ADD COLUMN IF NOT EXISTS \"note\" text"),
+        "{sql}"
+    );
+    json(&bed, 1, &["schema", "apply"]).await;
+    converges(&bed).await;
+
+    // Now s2 keeps its own columns: HO's next one is left out there.
+    bed.env.lock().unwrap().pop();
+    bed.env
+        .lock()
+        .unwrap()
+        .push((Some(1), "RELAYSYNC__SYNC__SCHEMA".into(), "ignore".into()));
+    bed.ho()
+        .await
+        .batch_execute(
+            "ALTER TABLE public.items ADD COLUMN price numeric(10,2) DEFAULT 1.50;
+             UPDATE public.items SET price = 2.50, qty = 40 WHERE id = 4;
+             INSERT INTO public.items VALUES (5, 'five', 5, NULL, 3.50);",
+        )
+        .await
+        .unwrap();
+    bed.sync_all().await;
+    assert_like_ho(&bed, 0).await;
+    let kept = "SELECT id, name, qty, note FROM public.items";
+    assert_same(&bed, 1, kept, kept).await;
+    let site = bed.site(1).await;
+    assert_eq!(
+        count(
+            &site,
+            &format!("SELECT count(*) FROM ({COLUMNS}) c WHERE attname = 'price'")
+        )
+        .await,
+        0
+    );
     assert_all_processed(&bed).await;
 }

@@ -23,6 +23,7 @@ use tokio_postgres::Client;
 
 use super::applier::{Held, PartError};
 use super::stage::Stages;
+use crate::config::SchemaPolicy;
 use crate::packet::{Part, PartColumn};
 use crate::postgres::{ident, literal, qualified};
 
@@ -400,36 +401,50 @@ async fn record_shape(
 }
 
 /// Brings the site's table of `part` to HO's shape in the open transaction
-/// (see the module doc), once per shape and session: Err(Held) when the
-/// part must wait for a change the site does not make by itself.
+/// (see the module doc), once per shape and session, as the table's
+/// `policy` says: Err(Held) when the part must wait for a change the site
+/// does not make by itself; else the part's columns the site leaves out
+/// (policy `ignore`: HO's columns the site's table does not have).
 pub(crate) async fn follow(
     client: &Client,
     part: &Part,
     stages: &mut Stages,
     full_sync: bool,
-) -> Result<(), PartError> {
+    policy: SchemaPolicy,
+) -> Result<Vec<String>, PartError> {
     if !part.partitions.is_empty() {
-        make_partitions(client, part).await?;
+        make_partitions(client, part, policy).await?;
     }
     // A part without columns announces partitions only.
     if part.columns.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let shape = Shape::of_part(part);
     let seen = format!("{}:{:?}", part.table, shape);
-    if stages.follows(&seen) {
-        return Ok(());
+    if let Some(left_out) = stages.follows(&seen) {
+        return Ok(left_out);
     }
     let last = last_shape(client, &part.table).await?;
-    let changes = match site_shape(client, &part.table).await? {
-        Some(site) => diff(part, &site, last.as_ref()),
+    let (changes, mut left_out) = match site_shape(client, &part.table).await? {
+        Some(site) if policy == SchemaPolicy::Ignore => {
+            let missing = part
+                .columns
+                .iter()
+                .filter(|c| site.column(&c.name).is_none());
+            (Vec::new(), missing.map(|c| c.name.clone()).collect())
+        }
+        Some(site) => (diff(part, &site, last.as_ref()), Vec::new()),
         // A table the site lacks is made for a full sync of it (a table
         // added to [[tables]], a new site); a delta fails, naming it: the
         // table's other rows are not there.
-        None if full_sync => created(client, part).await?,
-        None => return Ok(()),
+        None if full_sync => (created(client, part).await?, Vec::new()),
+        None => return Ok(Vec::new()),
     };
     let t = qualified(&part.table);
+    if policy == SchemaPolicy::Hold && !changes.is_empty() {
+        let why = " (schema = \"hold\" for this table at the site)";
+        return Err(PartError::Held(held(&part.table, &t, &changes, why)));
+    }
     if changes.iter().any(|c| !c.automatic()) {
         return Err(PartError::Held(held(&part.table, &t, &changes, "")));
     }
@@ -473,15 +488,20 @@ pub(crate) async fn follow(
     if last.as_ref() != Some(&shape) {
         record_shape(client, &part.table, &shape).await?;
     }
-    stages.seen_shape(seen);
-    Ok(())
+    left_out.sort();
+    stages.seen_shape(seen, left_out.clone());
+    Ok(left_out)
 }
 
 /// Makes the partitions HO announced for `part`'s table that the site's
 /// table lacks, parents first; a site that holds the table plain (or not at
 /// all) makes none. A partition the site cannot make (its own partitions
 /// overlap, its role may not) holds the packet with the statement.
-async fn make_partitions(client: &Client, part: &Part) -> Result<(), PartError> {
+async fn make_partitions(
+    client: &Client,
+    part: &Part,
+    policy: SchemaPolicy,
+) -> Result<(), PartError> {
     let partitioned: bool = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND relkind = 'p')",
@@ -508,6 +528,16 @@ async fn make_partitions(client: &Client, part: &Part) -> Result<(), PartError> 
         );
         if let Some(key) = &p.partition_by {
             sql += &format!(" PARTITION BY {key}");
+        }
+        if policy == SchemaPolicy::Hold {
+            let sql = sql + ";";
+            return Err(PartError::Held(Held {
+                message: format!(
+                    "Held: partition {} of {} made at HO (schema = \"hold\" for this table at the site); run `relaysync schema apply` at the site (or make it by hand) and the site goes on:\n{sql}",
+                    p.name, part.table
+                ),
+                sql,
+            }));
         }
         tracing::info!(table = %part.table, %sql, "making HO's new partition");
         // One statement through the extended protocol, as in follow.

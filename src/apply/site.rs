@@ -11,6 +11,7 @@ use super::applier::{Applier, PartError, Stop};
 use super::replica::apply_part;
 use super::stage::Stages;
 use crate::book;
+use crate::config::SchemaPolicy;
 use crate::error::{DbContext, Result};
 use crate::packet::Part;
 use crate::postgres::Tx;
@@ -31,6 +32,8 @@ pub(crate) struct SiteApplier {
     /// Per table: rows loaded by a full sync in the open transaction.
     full: HashMap<String, i64>,
     progress: Option<Progress>,
+    /// Tables whose schema policy is not `propagate`.
+    policies: HashMap<String, SchemaPolicy>,
 }
 
 impl SiteApplier {
@@ -42,7 +45,14 @@ impl SiteApplier {
             idle_recorded: None,
             full: HashMap::new(),
             progress: None,
+            policies: HashMap::new(),
         }
+    }
+
+    /// With the tables' schema policies (see [`crate::config::SchemaPolicy`]).
+    pub(crate) fn with_policies(mut self, policies: HashMap<String, SchemaPolicy>) -> Self {
+        self.policies = policies;
+        self
     }
 }
 
@@ -88,8 +98,15 @@ impl Applier for SiteApplier {
         stages: &mut Stages,
     ) -> std::result::Result<u64, PartError> {
         let full_sync = p.kind == crate::protocol::PacketKind::Snapshot;
-        super::schema::follow(client, part, stages, full_sync).await?;
-        let n = apply_part(client, &self.site, part, stages).await?;
+        let policy = self.policies.get(&part.table).copied().unwrap_or_default();
+        let left_out = super::schema::follow(client, part, stages, full_sync, policy).await?;
+        let n = match left_out.is_empty() {
+            true => apply_part(client, &self.site, part, stages).await?,
+            false => {
+                let part = part.without_columns(&left_out);
+                apply_part(client, &self.site, &part, stages).await?
+            }
+        };
         if let Some(pr) = self.progress.as_mut() {
             pr.add(n);
         }

@@ -221,9 +221,10 @@ pub(crate) struct Stages {
     /// Whether new rows may be COPYed straight into a target (`target(columns)`).
     pub(crate) copyable: HashMap<String, bool>,
     /// Table shapes the site's tables are known to follow (see
-    /// [`super::schema::follow`]); those seen by the open transaction.
-    shapes: HashSet<String>,
-    shapes_new: Vec<String>,
+    /// [`super::schema::follow`]), with the columns the site leaves out;
+    /// those seen by the open transaction.
+    shapes: HashMap<String, Vec<String>>,
+    shapes_new: Vec<(String, Vec<String>)>,
 }
 
 impl Stages {
@@ -249,14 +250,21 @@ impl Stages {
         self.shapes_new.clear();
     }
 
-    /// Whether the target's table is known to follow this shape.
-    pub(crate) fn follows(&self, shape: &str) -> bool {
-        self.shapes.contains(shape) || self.shapes_new.iter().any(|s| s == shape)
+    /// Whether the target's table is known to follow this shape: then the
+    /// part columns it leaves out.
+    pub(crate) fn follows(&self, shape: &str) -> Option<Vec<String>> {
+        self.shapes.get(shape).cloned().or_else(|| {
+            self.shapes_new
+                .iter()
+                .find(|(s, _)| s == shape)
+                .map(|(_, left)| left.clone())
+        })
     }
 
-    /// The open transaction made the target's table follow this shape.
-    pub(crate) fn seen_shape(&mut self, shape: String) {
-        self.shapes_new.push(shape);
+    /// The open transaction made the target's table follow this shape,
+    /// leaving out the part columns `left_out`.
+    pub(crate) fn seen_shape(&mut self, shape: String, left_out: Vec<String>) {
+        self.shapes_new.push((shape, left_out));
     }
 
     /// What is known of `target` (quoted) is out of date: it was altered.

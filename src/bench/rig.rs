@@ -91,11 +91,13 @@ pub(super) fn bench_config(
         }),
         sync: relaysync::config::SyncConfig {
             interval: "0s".into(),
+            ..Default::default()
         },
         packet: Default::default(),
         tables: vec![TableConfig {
             name: "public.bench_rs".into(),
             route: "all".into(),
+            schema: None,
         }],
         upstream: Vec::new(),
         metrics: Default::default(),

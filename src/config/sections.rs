@@ -156,19 +156,40 @@ pub struct UpstreamConfig {
     pub deletes: Deletes,
 }
 
-/// `[sync]`: scheduling of `run`.
+/// What a site does with a schema change of a synced table at HO (see
+/// apply/schema.rs): `schema = "…"` on a `[[tables]]` entry, or for every
+/// table in `[sync]`, in the site's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaPolicy {
+    /// Make additive changes (columns, widenings, dropped NOT NULL, new
+    /// partitions, a missing table for its full sync); hold the rest.
+    #[default]
+    Propagate,
+    /// Hold every change until the DBA makes it (`relaysync schema apply`).
+    Hold,
+    /// Keep the site's columns: HO's new columns are left out of what the
+    /// site applies; nothing is held for a column.
+    Ignore,
+}
+
+/// `[sync]`: scheduling of `run`, and what sites do with schema changes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
     /// Time between delta syncs; "0s" streams continuously.
     #[serde(default = "default_interval")]
     pub interval: String,
+    /// The schema policy of tables that name none.
+    #[serde(default)]
+    pub schema: SchemaPolicy,
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
         SyncConfig {
             interval: default_interval(),
+            schema: SchemaPolicy::default(),
         }
     }
 }
@@ -201,6 +222,10 @@ pub struct TableConfig {
     /// `all`, or `column:<name>`.
     #[serde(default = "default_route")]
     pub route: String,
+    /// What the site does with HO's schema changes of this table (default:
+    /// `[sync] schema`).
+    #[serde(default)]
+    pub schema: Option<SchemaPolicy>,
 }
 
 fn default_name() -> String {

@@ -141,6 +141,7 @@ impl Clusters {
                 .map(|(n, r)| TableConfig {
                     name: n.to_string(),
                     route: r.to_string(),
+                    schema: None,
                 })
                 .collect(),
             upstream: vec![

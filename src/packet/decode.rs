@@ -39,6 +39,28 @@ pub struct Part {
     ops: Vec<super::Op>,
 }
 
+impl Part {
+    /// The part without the data columns named in `names`: a site that keeps
+    /// its own columns leaves HO's new ones out.
+    pub fn without_columns(&self, names: &[String]) -> Part {
+        let keep: Vec<usize> = (0..self.columns.len())
+            .filter(|&i| !names.contains(&self.columns[i].name))
+            .collect();
+        let mut layout = self.layout.clone();
+        layout.data = keep.iter().map(|&i| self.layout.data[i]).collect();
+        Part {
+            table: self.table.clone(),
+            key: self.key.clone(),
+            columns: keep.iter().map(|&i| self.columns[i].clone()).collect(),
+            cascade: self.cascade.clone(),
+            partitions: self.partitions.clone(),
+            layout,
+            batches: self.batches.clone(),
+            ops: self.ops.clone(),
+        }
+    }
+}
+
 /// Reads and checks one part. Any bytes give an error or a part, never a
 /// panic: the Arrow IPC reader can panic on some damaged inputs, so such a
 /// panic is caught and reported as a damaged part.

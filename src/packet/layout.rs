@@ -9,7 +9,7 @@ use super::{
 };
 
 /// Where a part's columns are in its schema (every batch has the same).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Layout {
     /// The data columns, in order.
     pub(crate) data: Vec<usize>,

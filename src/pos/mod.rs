@@ -100,7 +100,9 @@ impl Session {
             relay,
             site: pos.site.clone(),
             origin_set: false,
-            consumer: Consumer::new(SiteApplier::new(&pos.site)),
+            consumer: Consumer::new(
+                SiteApplier::new(&pos.site).with_policies(cfg.schema_policies()),
+            ),
             housekept: None,
             resync_checked: false,
             key_highs: Vec::new(),
