@@ -514,3 +514,54 @@ async fn a_site_whose_policy_is_hold_or_ignore_does_as_it_says() {
     );
     assert_all_processed(&bed).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_role_that_may_not_alter_its_tables_holds_the_change_with_its_sql() {
+    let bed = items_bed("schema_role").await;
+    // s2's worker runs as a role that writes the synced table but does not
+    // own it, as sql/roles.sql makes it without the ownership lines.
+    let role = format!("{}_pos", bed.name);
+    let site = bed.site(1).await;
+    site.batch_execute(&format!(
+        "CREATE ROLE {role} LOGIN;
+         GRANT TEMPORARY ON DATABASE {db} TO {role};
+         GRANT USAGE ON SCHEMA public, relaysync TO {role};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON public.items TO {role};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA relaysync TO {role};
+         GRANT SET ON PARAMETER session_replication_role TO {role};",
+        db = bed.name
+    ))
+    .await
+    .unwrap();
+    let as_role = bed.site_urls[1].replacen("postgres@", &format!("{role}@"), 1);
+    bed.env
+        .lock()
+        .unwrap()
+        .push((Some(1), "RELAYSYNC__POS__URL".into(), as_role));
+    bed.ho()
+        .await
+        .batch_execute(
+            "ALTER TABLE public.items ADD COLUMN note text;
+             UPDATE public.items SET note = 'noted' WHERE id = 2;",
+        )
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    assert!(!bed
+        .run(1, &["pos", "sync", "--once"])
+        .await
+        .status
+        .success());
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert_eq!(site_state(&bed, "s2").await, "Held: schema change");
+    let here = json(&bed, 1, &["schema", "show", "--pos"]).await;
+    let sql = here["held"][0]["sql"].as_str().unwrap().to_string();
+    assert!(
+        sql.contains("ADD COLUMN IF NOT EXISTS \"note\" text"),
+        "{sql}"
+    );
+    // The DBA runs it as the owner; the worker goes on.
+    site.batch_execute(&sql).await.unwrap();
+    converges(&bed).await;
+}
