@@ -188,8 +188,9 @@ async fn a_dropped_column_holds_the_sites_until_their_tables_are_changed() {
         .is_empty());
 }
 
+/// A narrowing is held at every site, and HO approves it for all at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_narrowed_or_retyped_column_is_held() {
+async fn a_narrowed_column_is_held_until_ho_approves_it() {
     let bed = items_bed("schema_narrow").await;
     bed.ho()
         .await
@@ -215,9 +216,9 @@ async fn a_narrowed_or_retyped_column_is_held() {
         "{sql}"
     );
     assert_eq!(site_state(&bed, "s1").await, "Held: schema change");
-    for site in 0..2 {
-        json(&bed, site, &["schema", "apply"]).await;
-    }
+    // HO approves: each site makes its own held change on its next sync.
+    let approved = json(&bed, 0, &["schema", "apply", "--all"]).await;
+    assert_eq!(approved["held"].as_array().unwrap().len(), 2);
     converges(&bed).await;
 }
 
@@ -402,8 +403,9 @@ async fn a_table_added_to_the_config_is_made_and_synced_at_the_sites() {
     bed.ho()
         .await
         .batch_execute(
-            "CREATE TABLE public.stores (id int PRIMARY KEY, name varchar(30) NOT NULL, opened date);
-             INSERT INTO public.stores VALUES (1, 'north', '2020-01-01'), (2, 'south', NULL);
+            "CREATE TABLE public.stores (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                                         name varchar(30) NOT NULL, opened date DEFAULT '2020-01-01');
+             INSERT INTO public.stores (name, opened) VALUES ('north', '2020-01-01'), ('south', NULL);
              CREATE SCHEMA shop;
              CREATE TABLE shop.tills (store int, till int, label text, PRIMARY KEY (store, till));
              INSERT INTO shop.tills VALUES (1, 1, 'front'), (1, 2, NULL), (2, 1, 'back');",
@@ -442,6 +444,11 @@ async fn a_table_added_to_the_config_is_made_and_synced_at_the_sites() {
             assert_same(&bed, site, &key(t), &key(t)).await;
         }
     }
+    // The site's own rows get a key and HO's default.
+    let made = "SELECT attname, attidentity <> '', pg_get_expr(d.adbin, d.adrelid)
+                  FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                 WHERE a.attrelid = 'public.stores'::regclass AND a.attnum > 0";
+    assert_same(&bed, 0, made, made).await;
     // Then its changes follow as deltas.
     bed.ho()
         .await

@@ -100,6 +100,14 @@ async fn a_site_role_reaches_only_its_own_rows() {
     let before = relay_record(&bed).await;
     let status_before = bed.ok(0, &["status"]).await;
 
+    // HO approved a held change at s2 (see `schema apply --site`).
+    relay
+        .batch_execute(&format!(
+            "INSERT INTO relay.schema_approvals (site, packet_id) VALUES ('s2', {})",
+            only_s2[0]
+        ))
+        .await
+        .unwrap();
     // Site s1's role, with plain SQL.
     let s1_url = bed.site_relay_urls.lock().unwrap()["s1"].clone();
     let s1 = client(&s1_url).await;
@@ -111,6 +119,7 @@ async fn a_site_role_reaches_only_its_own_rows() {
         "SELECT count(*) FROM relay.sync_requests WHERE site <> 's1'",
         "SELECT count(*) FROM relay.sites WHERE code <> 's1'",
         "SELECT count(*) FROM relay.capture_state",
+        "SELECT count(*) FROM relay.schema_approvals",
     ] {
         assert_eq!(count(&s1, q).await, 0, "{q}");
     }
@@ -145,6 +154,8 @@ async fn a_site_role_reaches_only_its_own_rows() {
            OVERRIDING SYSTEM VALUE SELECT id, 'up', 's2', 'delta', id, ARRAY['ho'], 1, 1 FROM n".into(),
         "INSERT INTO relay.packets (id, direction, origin, kind, group_id, targets, row_count, byte_count)
            OVERRIDING SYSTEM VALUE VALUES (999999999, 'up', 's1', 'delta', 999999999, ARRAY['ho'], 1, 1)".into(),
+        // no site approves a schema change for itself
+        format!("INSERT INTO relay.schema_approvals (site, packet_id) VALUES ('s1', {mine})"),
         "UPDATE relay.packets SET status = 'PROCESSED'".into(),
         "UPDATE relay.packets SET targets = targets || 's1'::text".into(),
         "DELETE FROM relay.packets".into(),

@@ -668,3 +668,36 @@ async fn site_keys_follow_ho_and_a_colliding_row_is_rejected_not_dropped() {
         1
     );
 }
+
+/// A site's upstream table gains a column: HO, which keeps the master copy,
+/// holds the upload with the statement that adds it at HO, and merges it,
+/// the new column's values included, once the DBA has run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_a_site_adds_is_held_at_ho_until_ho_has_it() {
+    let bed = bed("up_column", "").await;
+    bed.site(0)
+        .await
+        .batch_execute(
+            "ALTER TABLE public.device_events ADD COLUMN door text;
+             INSERT INTO public.device_events (site, device, seq, kind, door)
+             VALUES ('s1', 1, 1, 'door', 'front'), ('s1', 1, 2, 'door', NULL);",
+        )
+        .await
+        .unwrap();
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    assert!(!bed.run(0, &["ho", "sync", "--once"]).await.status.success());
+    assert_eq!(ho_events(&bed, "s1").await, 0);
+    let out = bed.ok(0, &["schema", "show", "--json"]).await;
+    let held: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let error = held["held"][0]["error"].as_str().unwrap().to_string();
+    let sql = error.lines().last().unwrap();
+    assert!(
+        sql.contains("ADD COLUMN IF NOT EXISTS \"door\" text"),
+        "{error}"
+    );
+    bed.ho().await.batch_execute(sql).await.unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    let q = "SELECT site, device, seq, kind, door FROM public.device_events WHERE site = 's1'";
+    assert_same(&bed, 0, q, q).await;
+    assert_eq!(ho_events(&bed, "s1").await, 2);
+}

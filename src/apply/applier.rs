@@ -136,6 +136,10 @@ pub(crate) trait Applier {
         Ok(())
     }
 
+    /// HO approved the schema change packet `packet` holds: the next try
+    /// makes it, whatever it is.
+    fn approve(&mut self, _packet: i64) {}
+
     /// A sync that applied nothing.
     async fn idle(&mut self, _client: &Client) -> Result<()> {
         Ok(())

@@ -201,6 +201,7 @@ impl<A: Applier> Consumer<A> {
         // ones before the failing packet commit and it is named exactly.
         let mut single_until = 0;
         let mut retried = None;
+        let mut approved = None;
         while i < groups.len() {
             let n = if i < single_until {
                 1
@@ -238,6 +239,15 @@ impl<A: Applier> Consumer<A> {
                     }
                     if had_kept && retried != Some(i) {
                         retried = Some(i);
+                        continue;
+                    }
+                    // A held change HO approved is made now.
+                    if matches!(stop, Stop::Held(_))
+                        && approved != Some(packet)
+                        && relay.schema_approved(self.applier.target(), packet).await?
+                    {
+                        self.applier.approve(packet);
+                        approved = Some(packet);
                         continue;
                     }
                     self.fail(client, relay, &groups[i], packet, &stop).await?;

@@ -82,6 +82,7 @@ impl Applier for HoMerger {
                 part.table
             )));
         };
+        super::schema::up_columns(client, part, p.origin.as_str(), stages).await?;
         let append = policy.merge == Merge::Append;
         // New rows to append go straight into the table by COPY; should one
         // be there already (a replay) or be refused, the COPY is undone and

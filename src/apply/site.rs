@@ -34,6 +34,8 @@ pub(crate) struct SiteApplier {
     progress: Option<Progress>,
     /// Tables whose schema policy is not `propagate`.
     policies: HashMap<String, SchemaPolicy>,
+    /// The packet whose held schema change HO approved.
+    approved: Option<i64>,
 }
 
 impl SiteApplier {
@@ -46,6 +48,7 @@ impl SiteApplier {
             full: HashMap::new(),
             progress: None,
             policies: HashMap::new(),
+            approved: None,
         }
     }
 
@@ -99,6 +102,10 @@ impl Applier for SiteApplier {
     ) -> std::result::Result<u64, PartError> {
         let full_sync = p.kind == crate::protocol::PacketKind::Snapshot;
         let policy = self.policies.get(&part.table).copied().unwrap_or_default();
+        let policy = match self.approved == Some(p.id) {
+            true => super::schema::Policy::Approved,
+            false => super::schema::Policy::Config(policy),
+        };
         let left_out = super::schema::follow(client, part, stages, full_sync, policy).await?;
         let n = match left_out.is_empty() {
             true => apply_part(client, &self.site, part, stages).await?,
@@ -154,6 +161,10 @@ impl Applier for SiteApplier {
         };
         let packet = (packet, p.group_id, p.kind);
         book::site::record_failure(client, &self.site, packet, stop.error(), held).await
+    }
+
+    fn approve(&mut self, packet: i64) {
+        self.approved = Some(packet);
     }
 
     /// A sync that found nothing records itself at most once a minute: a

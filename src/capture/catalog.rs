@@ -61,13 +61,16 @@ pub(crate) async fn column_types(client: &Client, relid: u32) -> Result<Vec<(Str
 }
 
 /// A table's columns as packets describe them (generated columns aside:
-/// they are not sent), in order.
+/// they are not sent), in order, with their identity and defaults (which
+/// only full syncs and shape announcements carry, see capture/shape.rs).
 pub(crate) async fn columns(client: &Client, relid: u32) -> Result<Vec<ColumnShape>> {
     let rows = client
         .query(
             "SELECT attname::text, atttypid, atttypmod, format_type(atttypid, atttypmod), attnotnull,
-                    CASE WHEN atthasmissing THEN (attmissingval::text::text[])[1] END
-               FROM pg_attribute
+                    CASE WHEN atthasmissing THEN (attmissingval::text::text[])[1] END,
+                    attidentity <> '', pg_get_expr(d.adbin, d.adrelid)
+               FROM pg_attribute a
+               LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
               WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
               ORDER BY attnum",
             &[&relid],
@@ -83,6 +86,8 @@ pub(crate) async fn columns(client: &Client, relid: u32) -> Result<Vec<ColumnSha
             pg_type: r.get(3),
             not_null: r.get(4),
             missing: r.get(5),
+            identity: r.get(6),
+            default: r.get(7),
         })
         .collect())
 }

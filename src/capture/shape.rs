@@ -37,6 +37,9 @@ pub(super) async fn of_relation(sql: &Client, rel: &Relation, name: &str) -> Res
                 },
                 not_null: at_ho.not_null,
                 missing: at_ho.missing,
+                // Only full syncs carry what makes the table at a site.
+                identity: false,
+                default: None,
             }
         })
         .collect();

@@ -300,8 +300,17 @@ pub enum SchemaCommand {
     },
     /// Make the changes this site holds ([pos] url), in one transaction; its
     /// next sync applies the packets that waited for them. Needs a role that
-    /// may alter the tables.
-    Apply,
+    /// may alter the tables. At HO, with --site or --all: approve the changes
+    /// those sites hold; each makes its own on its next sync (its worker's
+    /// role must own the tables).
+    Apply {
+        /// At HO: approve this site's held changes (repeat for several).
+        #[arg(long = "site", value_name = "CODE", conflicts_with = "all")]
+        sites: Vec<String>,
+        /// At HO: approve every site's held changes.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// The site worker's commands.

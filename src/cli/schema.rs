@@ -37,7 +37,33 @@ pub async fn run(cfg: &Config, command: SchemaCommand, as_json: bool) -> Result<
                 println!("packet {}: {}\n", h.packet, h.error);
             }
         }
-        SchemaCommand::Apply => {
+        SchemaCommand::Apply { sites, all } if all || !sites.is_empty() => {
+            let relay = Relay::connect(&cfg.relay()?.url).await?;
+            let mut approved = Vec::new();
+            match all {
+                true => approved = service::approve_held(&relay, None).await?.held,
+                false => {
+                    for site in &sites {
+                        approved.extend(service::approve_held(&relay, Some(site)).await?.held);
+                    }
+                }
+            }
+            let view = service::HeldAtSites { held: approved };
+            if as_json {
+                json::print(&view);
+                return Ok(());
+            }
+            if view.held.is_empty() {
+                println!("no such site holds a schema change");
+            }
+            for h in &view.held {
+                println!(
+                    "approved: site {} makes the change packet {} waits for on its next sync",
+                    h.site, h.packet
+                );
+            }
+        }
+        SchemaCommand::Apply { .. } => {
             let mut client = relaysync::postgres::connect("pos", &cfg.pos()?.url).await?;
             let view = service::apply_held(&mut client).await?;
             if as_json {

@@ -19,6 +19,8 @@ pub struct PartColumn {
     pub pg_type: String,
     pub not_null: bool,
     pub missing: Option<String>,
+    pub identity: bool,
+    pub default: Option<String>,
 }
 
 /// A decoded part: which table, which key, which columns, and the rows.

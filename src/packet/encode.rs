@@ -14,9 +14,10 @@ use arrow::ipc::CompressionType;
 
 use super::value::{self, arrow_type};
 use super::{
-    PacketError, TableShape, COL_LSN, COL_OP, COL_ORIGIN, COL_UNCHANGED, META_CASCADE, META_KEY,
-    META_MISSING, META_NOT_NULL, META_PARTITIONS, META_PG_OID, META_PG_TYPE, META_ROLE, META_TABLE,
-    ROLE_LSN, ROLE_OP, ROLE_ORIGIN, ROLE_UNCHANGED,
+    PacketError, TableShape, COL_LSN, COL_OP, COL_ORIGIN, COL_UNCHANGED, META_CASCADE,
+    META_DEFAULT, META_IDENTITY, META_KEY, META_MISSING, META_NOT_NULL, META_PARTITIONS,
+    META_PG_OID, META_PG_TYPE, META_ROLE, META_TABLE, ROLE_LSN, ROLE_OP, ROLE_ORIGIN,
+    ROLE_UNCHANGED,
 };
 use crate::pgoutput::Value;
 
@@ -160,6 +161,12 @@ pub fn encode_part(shape: &TableShape, changes: &[Change]) -> Result<Vec<u8>, Pa
         }
         if let Some(missing) = &col.missing {
             meta.insert(META_MISSING.to_string(), missing.clone());
+        }
+        if col.identity {
+            meta.insert(META_IDENTITY.to_string(), "true".to_string());
+        }
+        if let Some(default) = &col.default {
+            meta.insert(META_DEFAULT.to_string(), default.clone());
         }
         fields.push(Field::new(&col.name, array.data_type().clone(), true).with_metadata(meta));
         arrays.push(array);

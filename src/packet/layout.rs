@@ -4,8 +4,9 @@
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
 use super::{
-    PacketError, PartColumn, COL_LSN, COL_OP, COL_ORIGIN, COL_UNCHANGED, META_MISSING,
-    META_NOT_NULL, META_PG_TYPE, META_ROLE, ROLE_LSN, ROLE_OP, ROLE_ORIGIN, ROLE_UNCHANGED,
+    PacketError, PartColumn, COL_LSN, COL_OP, COL_ORIGIN, COL_UNCHANGED, META_DEFAULT,
+    META_IDENTITY, META_MISSING, META_NOT_NULL, META_PG_TYPE, META_ROLE, ROLE_LSN, ROLE_OP,
+    ROLE_ORIGIN, ROLE_UNCHANGED,
 };
 
 /// Where a part's columns are in its schema (every batch has the same).
@@ -73,6 +74,8 @@ pub(super) fn layout(schema: &Schema) -> Result<(Vec<PartColumn>, Layout), Packe
                     pg_type: pg_type.clone(),
                     not_null: meta.get(META_NOT_NULL).is_some_and(|v| v == "true"),
                     missing: meta.get(META_MISSING).cloned(),
+                    identity: meta.get(META_IDENTITY).is_some_and(|v| v == "true"),
+                    default: meta.get(META_DEFAULT).cloned(),
                 });
                 layout.data.push(i);
                 continue;

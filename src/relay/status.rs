@@ -386,3 +386,56 @@ impl Relay {
             .collect())
     }
 }
+
+impl Relay {
+    /// Approves the changes sites hold (`site`'s only, if given): each makes
+    /// its own on its next sync. Returns those approved.
+    pub(crate) async fn approve_held(&self, site: Option<&str>) -> Result<Vec<HeldAck>> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "WITH held AS (
+                       SELECT a.site, a.packet_id, coalesce(a.error, '') AS error FROM relay.acks a
+                        WHERE a.status = {ACK_HELD} AND ($1::text IS NULL OR a.site = $1)
+                          AND EXISTS (SELECT 1 FROM relay.sites s WHERE s.code = a.site)
+                     ), approved AS (
+                       INSERT INTO relay.schema_approvals (site, packet_id)
+                       SELECT site, packet_id FROM held ON CONFLICT DO NOTHING
+                     )
+                     SELECT site, packet_id, error FROM held ORDER BY site, packet_id"
+                ),
+                &[&site],
+            )
+            .await
+            .ctx(|| "writing relay.schema_approvals".into())?;
+        Ok(rows
+            .iter()
+            .map(|r| HeldAck {
+                site: r.get(0),
+                packet: r.get(1),
+                error: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Whether HO approved the schema change `target` holds at `packet`.
+    pub(crate) async fn schema_approved(
+        &self,
+        target: &crate::protocol::Target,
+        packet: i64,
+    ) -> Result<bool> {
+        let crate::protocol::Target::Site(site) = target else {
+            return Ok(false);
+        };
+        let row = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM relay.schema_approvals WHERE site = $1 AND packet_id = $2)",
+                &[site, &packet],
+            )
+            .await
+            .ctx(|| "reading relay.schema_approvals".into())?;
+        Ok(row.get(0))
+    }
+}

@@ -18,7 +18,9 @@ use std::time::Duration;
 pub use keys::{record_site_key, revoke_site_key, KeyRecorded};
 pub use records::{events, received, sent, Events, Packets};
 pub use requests::{push, repair, resync, verify, Repairs, Requested, Sites};
-pub use schema::{apply_held, held_at_sites, held_here, HeldAtSites, HeldHere, SchemaApplied};
+pub use schema::{
+    apply_held, approve_held, held_at_sites, held_here, HeldAtSites, HeldHere, SchemaApplied,
+};
 pub use status::{
     site_detail, stall_after, status, verify_results, SiteDetail, Status, VerifyResults,
 };

@@ -1,6 +1,7 @@
 //! Schema changes at HO that sites hold (see `apply/schema.rs`): shown from
 //! HO for every site (through the relay's acks) or at a site (its own, with
-//! the statements), and applied at a site.
+//! the statements), approved from HO for the sites to make, or applied at a
+//! site.
 
 use tokio_postgres::Client;
 
@@ -45,5 +46,16 @@ pub struct SchemaApplied {
 pub async fn apply_held(site_db: &mut Client) -> Result<SchemaApplied> {
     Ok(SchemaApplied {
         statements: site::apply_held(site_db).await?,
+    })
+}
+
+/// Approves the changes sites hold (`site`'s only, if given): each site
+/// makes its own held change on its next sync (see `apply/schema.rs`).
+pub async fn approve_held(relay: &Relay, site: Option<&str>) -> Result<HeldAtSites> {
+    if let Some(site) = site {
+        relay.require_site(site).await?;
+    }
+    Ok(HeldAtSites {
+        held: relay.approve_held(site).await?,
     })
 }
