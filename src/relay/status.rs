@@ -361,6 +361,17 @@ pub struct HeldAck {
     pub error: String,
 }
 
+impl HeldAck {
+    /// A row of (site, packet_id, error).
+    fn of_row(r: &Row) -> HeldAck {
+        HeldAck {
+            site: r.get(0),
+            packet: r.get(1),
+            error: r.get(2),
+        }
+    }
+}
+
 impl Relay {
     /// The packets sites hold for schema changes (only `site`'s, if given).
     pub(crate) async fn held(&self, site: Option<&str>) -> Result<Vec<HeldAck>> {
@@ -376,14 +387,7 @@ impl Relay {
             )
             .await
             .ctx(|| "reading the held packets from the relay".into())?;
-        Ok(rows
-            .iter()
-            .map(|r| HeldAck {
-                site: r.get(0),
-                packet: r.get(1),
-                error: r.get(2),
-            })
-            .collect())
+        Ok(rows.iter().map(HeldAck::of_row).collect())
     }
 }
 
@@ -409,14 +413,7 @@ impl Relay {
             )
             .await
             .ctx(|| "writing relay.schema_approvals".into())?;
-        Ok(rows
-            .iter()
-            .map(|r| HeldAck {
-                site: r.get(0),
-                packet: r.get(1),
-                error: r.get(2),
-            })
-            .collect())
+        Ok(rows.iter().map(HeldAck::of_row).collect())
     }
 
     /// Whether HO approved the schema change `target` holds at `packet`.
