@@ -18,7 +18,11 @@
 //!
 //! A column the site has and HO never sent is the site's own: kept. A
 //! column HO sent before and the site dropped is not brought back empty:
-//! the part fails, naming it.
+//! the part fails, naming it. A table the site lacks is made for its full
+//! sync; partitions HO announces are made where the site holds the table
+//! partitioned. The site's config may hold every change (`schema =
+//! "hold"`) or keep its own columns (`"ignore"`). HO's side of a site's
+//! table gaining a column is [`up_columns`].
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
