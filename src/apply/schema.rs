@@ -349,11 +349,12 @@ pub(crate) async fn up_columns(
         return Ok(());
     }
     let t = qualified(&part.table);
-    let names: Vec<&str> = part
-        .columns
+    let names: Vec<&str> = added
         .iter()
-        .filter(|c| ho.column(&c.name).is_none())
-        .map(|c| c.name.as_str())
+        .filter_map(|c| match c {
+            Change::Add(c) => Some(c.name.as_str()),
+            _ => None,
+        })
         .collect();
     let sql: Vec<String> = added.iter().map(|c| c.sql(&t) + ";").collect();
     let sql = sql.join("\n");

@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 
 use super::batch::{Captured, Routing};
 use super::catalog;
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, Result};
 use crate::packet::{ColumnShape, PartitionShape, TableShape};
 use crate::pgoutput::Relation;
 use crate::route::{Route, Tree};
@@ -129,10 +129,7 @@ pub(crate) async fn announce(sql: &Client, oid: u32, shape: &TableShape) -> Resu
         &[&SHAPE_MESSAGE, &content],
     )
     .await
-    .map_err(|e| Error::Db {
-        context: format!("announcing the shape of {}", shape.name),
-        source: e,
-    })?;
+    .ctx(|| format!("announcing the shape of {}", shape.name))?;
     Ok(())
 }
 

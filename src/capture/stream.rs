@@ -279,16 +279,12 @@ impl<'a> Capture<'a> {
             }
             Event::Partitions(content) => {
                 self.on_partitions(&content)?;
-                for draft in self.batcher.take_sealed() {
-                    self.writer.write(draft.to_write()).await?;
-                }
+                self.write_sealed().await?;
                 Ok(ControlFlow::Continue(()))
             }
             Event::Shape(content) => {
                 self.on_shape(&content)?;
-                for draft in self.batcher.take_sealed() {
-                    self.writer.write(draft.to_write()).await?;
-                }
+                self.write_sealed().await?;
                 Ok(ControlFlow::Continue(()))
             }
             Event::Commit { end_lsn } => self.on_commit(end_lsn).await,
@@ -313,14 +309,20 @@ impl<'a> Capture<'a> {
             Message::Origin { name, .. } => self.on_origin(&name),
             message => self.on_change(message),
         }
-        for draft in self.batcher.take_sealed() {
-            self.writer.write(draft.to_write()).await?;
-        }
+        self.write_sealed().await?;
         // The clock is read once per 4096 changes: per change, it shows in profiles.
         if self.seen.changes.is_multiple_of(4096) && self.last_progress.elapsed() > PROGRESS_EVERY {
             self.last_progress = Instant::now();
             let packets = self.writer.written().packets;
             tracing::info!(changes = self.seen.changes, packets, "capturing");
+        }
+        Ok(())
+    }
+
+    /// Writes the packets the batcher sealed to the open group.
+    async fn write_sealed(&mut self) -> Result<()> {
+        for draft in self.batcher.take_sealed() {
+            self.writer.write(draft.to_write()).await?;
         }
         Ok(())
     }
@@ -473,9 +475,7 @@ impl<'a> Capture<'a> {
         let captured = self.position.pending();
         let started = Instant::now();
         self.batcher.seal();
-        for draft in self.batcher.take_sealed() {
-            self.writer.write(draft.to_write()).await?;
-        }
+        self.write_sealed().await?;
         self.writer.commit_at(&self.source.slot, through).await?;
         if captured {
             self.pending_since = None;

@@ -128,9 +128,6 @@ async fn written_by_postgres(sql: &Client, oid: u32, columns: &[&str]) -> Result
             &[&oid, &columns],
         )
         .await
-        .map_err(|e| Error::Db {
-            context: "reading the defaults of added columns".into(),
-            source: e,
-        })?;
+        .ctx(|| "reading the defaults of added columns".into())?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
