@@ -16,8 +16,8 @@ mod sections;
 pub use crate::postgres::split_table;
 pub use names::{check_site_code, unquote_table, up_name};
 pub use sections::{
-    Deletes, HoConfig, Merge, MetricsConfig, NetworkConfig, PacketConfig, PosConfig, RelayConfig,
-    RetentionConfig, SchemaPolicy, SyncConfig, TableConfig, UpstreamConfig,
+    ConsoleConfig, Deletes, HoConfig, Merge, MetricsConfig, NetworkConfig, PacketConfig, PosConfig,
+    RelayConfig, RetentionConfig, SchemaPolicy, SyncConfig, TableConfig, UpstreamConfig,
 };
 
 /// The whole configuration. Holds database URLs (secrets): never serialised.
@@ -41,6 +41,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     #[serde(default)]
     pub network: NetworkConfig,
+    #[serde(default)]
+    pub console: ConsoleConfig,
 }
 
 impl Config {

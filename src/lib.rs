@@ -11,6 +11,7 @@ pub mod book;
 pub mod capture;
 pub(crate) mod checks;
 pub mod config;
+pub mod console;
 pub mod doctor;
 pub mod error;
 mod failpoint;

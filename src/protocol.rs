@@ -289,6 +289,8 @@ pub(crate) mod sql {
     pub(crate) const ACK_HELD: &str = AckStatus::Held.sql();
     /// HO to the sites.
     pub(crate) const DOWN: &str = Direction::Down.sql();
+    /// The sites to HO.
+    pub(crate) const UP: &str = Direction::Up.sql();
     /// A full sync's packets.
     pub(crate) const SNAPSHOT: &str = PacketKind::Snapshot.sql();
     /// Captured changes.

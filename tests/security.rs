@@ -108,6 +108,13 @@ async fn a_site_role_reaches_only_its_own_rows() {
         ))
         .await
         .unwrap();
+    // What a purge kept of s2's tables (its console reads its own).
+    relay
+        .batch_execute(
+            "INSERT INTO relay.table_history (site, table_name, last_delta) VALUES ('s2', 'public.items', 1), ('s1', 'public.items', 1)",
+        )
+        .await
+        .unwrap();
     // Site s1's role, with plain SQL.
     let s1_url = bed.site_relay_urls.lock().unwrap()["s1"].clone();
     let s1 = client(&s1_url).await;
@@ -120,6 +127,7 @@ async fn a_site_role_reaches_only_its_own_rows() {
         "SELECT count(*) FROM relay.sites WHERE code <> 's1'",
         "SELECT count(*) FROM relay.capture_state",
         "SELECT count(*) FROM relay.schema_approvals",
+        "SELECT count(*) FROM relay.table_history WHERE site <> 's1'",
     ] {
         assert_eq!(count(&s1, q).await, 0, "{q}");
     }
@@ -136,6 +144,10 @@ async fn a_site_role_reaches_only_its_own_rows() {
     assert!(count(&s1, "SELECT count(*) FROM relay.packets").await > 0);
     assert!(count(&s1, "SELECT count(*) FROM relay.acks").await > 0);
     assert_eq!(count(&s1, "SELECT count(*) FROM relay.sites").await, 1);
+    assert_eq!(
+        count(&s1, "SELECT count(*) FROM relay.table_history").await,
+        1
+    );
 
     // Writes: each refused, or touching nothing.
     let other = only_s2[0];

@@ -103,6 +103,7 @@ pub(super) fn bench_config(
         metrics: Default::default(),
         retention: Default::default(),
         network: Default::default(),
+        console: Default::default(),
     }
 }
 

@@ -5,6 +5,7 @@
 //! relay's: their migrations ([`migrate`]) and every statement on them;
 //! nothing else spells their SQL.
 
+pub mod audit;
 pub(crate) mod chains;
 pub mod events;
 pub(crate) mod ho;

@@ -305,3 +305,18 @@ pub(crate) async fn apply_held(client: &mut Client) -> Result<Vec<String>> {
     tx.commit().await.ctx(|| "COMMIT (schema apply)".into())?;
     Ok(seen)
 }
+
+/// How long ago this site's last successful sync was (None: never).
+pub(crate) async fn last_success_ago(client: &Client, site: &str) -> Result<Option<Duration>> {
+    let row = client
+        .query_opt(
+            "SELECT extract(epoch FROM now() - last_success_at)::float8 AS ago
+               FROM relaysync.site WHERE site = $1",
+            &[&site],
+        )
+        .await
+        .ctx(|| "reading relaysync.site; has `relaysync setup pos` run?".into())?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<f64>>("ago"))
+        .map(|s| Duration::from_secs_f64(s.max(0.0))))
+}

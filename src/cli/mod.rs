@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 pub mod json;
 pub mod summary;
 
+mod console;
 mod doctor;
 mod events;
 mod packets;
@@ -147,6 +148,24 @@ pub enum Command {
         #[arg(long)]
         pos: bool,
     },
+    /// Serve the web console: at HO (default) every site's status, Sync
+    /// Selective, Sync All, Sent Data, the Event Log and the audit of
+    /// actions; with --pos, this site's Synchronization page (Sync Now),
+    /// Received Data and Event Log. Log in with a user of `console user
+    /// add`; HTTPS with [console] tls_cert and tls_key (needed off
+    /// 127.0.0.1). Runs until SIGINT or SIGTERM.
+    #[command(args_conflicts_with_subcommands = true)]
+    Console {
+        /// Where to listen, e.g. 127.0.0.1:8443 (default: [console] listen,
+        /// else 127.0.0.1:8443; port 0 picks a free port).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// This site's console ([pos]) instead of HO's.
+        #[arg(long)]
+        pos: bool,
+        #[command(subcommand)]
+        command: Option<ConsoleCommand>,
+    },
     /// Check everything the config reaches (HO's wal_level, slot, retained
     /// WAL, publication, keys, column drift; the relay's schema, sites,
     /// backlog, clocks; TLS) and print one line per finding, worst first,
@@ -265,6 +284,32 @@ pub enum SiteCommand {
     Remove { code: String },
     /// List the registered sites.
     List,
+}
+
+/// The console's users.
+#[derive(Debug, Subcommand)]
+pub enum ConsoleCommand {
+    /// Manage who may log in to the console.
+    #[command(subcommand)]
+    User(ConsoleUserCommand),
+}
+
+/// Console users, kept in [console] users (Argon2id hashes, mode 0600).
+#[derive(Debug, Subcommand)]
+pub enum ConsoleUserCommand {
+    /// Add a user, or set an existing user's role and password.
+    Add {
+        name: String,
+        /// viewer: sees every page; operator: may also trigger syncs.
+        #[arg(long, value_name = "ROLE")]
+        role: String,
+        /// A file whose first line is the password (at least 12
+        /// characters); without it, the password is read from stdin.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// Remove a user (its sessions end at its next request).
+    Remove { name: String },
 }
 
 /// Key management.
@@ -441,6 +486,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Events { since, pos } => events::run(&cfg, since, pos, cli.json).await?,
         Command::Doctor => return doctor::run(&cfg, cli.json).await,
+        Command::Console {
+            listen,
+            pos,
+            command,
+        } => console::run(&cfg, listen, pos, command, cli.json).await?,
         Command::Status { site } => status::run(&cfg, site, cli.json).await?,
         Command::Packets {
             site,

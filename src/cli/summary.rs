@@ -119,15 +119,11 @@ pub fn status(statuses: &[SiteStatus]) {
             .last_success
             .map(|t| humantime::format_rfc3339_seconds(t).to_string())
             .unwrap_or_else(|| "never".into());
+        let fix = s.fix().unwrap_or_default();
         let detail = match (&s.error, s.expired_at) {
-            (_, Some(at)) => format!(
-                "expired {}: acked nothing for [retention] max_offline; its next sync brings a full sync",
-                humantime::format_rfc3339_seconds(at)
-            ),
-            (Some(e), None) => format!("{e} (retry: relaysync pos sync --once)"),
-            (None, None) if s.state == "Stalled" => format!(
-                "last ack {last}; packets wait: check that the site's worker runs and reaches the relay"
-            ),
+            (_, Some(at)) => format!("expired {}: {fix}", humantime::format_rfc3339_seconds(at)),
+            (Some(e), None) => format!("{e}; {fix}"),
+            (None, None) if s.state == "Stalled" => format!("last ack {last}; {fix}"),
             (None, None) => last,
         };
         println!(

@@ -53,6 +53,22 @@ pub struct MetricsConfig {
     pub listen: Option<String>,
 }
 
+/// `[console]`: the web console (`relaysync console`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// `host:port`; default `127.0.0.1:8443`. Anything but a loopback
+    /// address needs `tls_cert` and `tls_key`.
+    pub listen: Option<String>,
+    /// The users file (`relaysync console user add`); default
+    /// `relaysync-console-users.json` in the working directory.
+    pub users: Option<PathBuf>,
+    /// The certificate chain (PEM) to serve HTTPS with.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+}
+
 /// `[ho]`: the head-office database and its replication slot.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

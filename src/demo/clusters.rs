@@ -159,6 +159,7 @@ impl Clusters {
             metrics: Default::default(),
             retention: Default::default(),
             network: Default::default(),
+            console: Default::default(),
         }
     }
 }

@@ -25,7 +25,9 @@ use crate::protocol::Direction;
 pub(crate) use acks::Ack;
 pub(crate) use packets::{checksum, NewPacket, NewPart, PacketInfo, SentPacket, StoredPart};
 pub use site_roles::{role_name, Added, SiteRole};
-pub use status::{HeldAck, SiteStatus, TableStatus, HELD};
+pub use status::{
+    AckDetail, HeldAck, PacketDetail, PartDetail, SiteStatus, TableStatus, UploadStatus, HELD,
+};
 pub(crate) use tables::{KeyHigh, PublishedTable};
 pub use verify::VerifyResult;
 pub(crate) use verify::{Bucket, Expected};

@@ -436,3 +436,200 @@ impl Relay {
         Ok(row.get(0))
     }
 }
+
+/// What a site sent up to HO ("Site → Server"), as the relay sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UploadStatus {
+    /// `Not started` (nothing sent yet), `In progress` (HO has not merged
+    /// everything), `Success`, `Failed` or `Held: schema change`.
+    #[serde(rename = "status")]
+    pub state: &'static str,
+    /// Up packets HO has not merged yet.
+    pub pending: i64,
+    /// Up packets HO merged.
+    pub merged: i64,
+    /// When HO last merged one.
+    #[serde(serialize_with = "crate::serialize::rfc3339_opt")]
+    pub last_success: Option<SystemTime>,
+    pub error: Option<String>,
+}
+
+impl Relay {
+    /// The state of `site`'s uploads to HO.
+    pub(crate) async fn upload_status(&self, site: &str) -> Result<UploadStatus> {
+        let row = self
+            .client
+            .query_one(
+                &format!(
+                    "WITH up AS (
+                       SELECT p.id, a.status, a.error, a.acked_at
+                         FROM relay.packets p
+                         LEFT JOIN relay.acks a ON a.packet_id = p.id AND a.site = $2
+                        WHERE p.direction = {UP} AND p.origin = $1)
+                     SELECT count(*) FILTER (WHERE status IS DISTINCT FROM {ACKED}) AS pending,
+                            count(*) FILTER (WHERE status = {ACKED}) AS merged,
+                            max(acked_at) FILTER (WHERE status = {ACKED}) AS last_success,
+                            (SELECT 'packet ' || u.id || ': ' || coalesce(u.error, 'failed, with no error given')
+                               FROM up u WHERE u.status IN ({ACK_FAILED}, {ACK_HELD}) ORDER BY u.id LIMIT 1) AS error,
+                            bool_or(status = {ACK_HELD}) AS held
+                       FROM up"
+                ),
+                &[&site, &crate::protocol::Target::Ho.as_str()],
+            )
+            .await
+            .ctx(|| format!("reading what site {site} sent to HO"))?;
+        let t = "relay upload status";
+        let pending: i64 = get(&row, "pending", t)?;
+        let merged: i64 = get(&row, "merged", t)?;
+        let error: Option<String> = get(&row, "error", t)?;
+        let held: Option<bool> = get(&row, "held", t)?;
+        let state = match (&error, pending, merged) {
+            (Some(_), ..) if held == Some(true) => HELD,
+            (Some(_), ..) => "Failed",
+            (None, 0, 0) => "Not started",
+            (None, 1.., _) => "In progress",
+            (None, _, _) => "Success",
+        };
+        Ok(UploadStatus {
+            state,
+            pending,
+            merged,
+            last_success: get(&row, "last_success", t)?,
+            error,
+        })
+    }
+}
+
+impl SiteStatus {
+    /// What an operator does about this status, when anything.
+    pub fn fix(&self) -> Option<String> {
+        let site = &self.site;
+        match (self.state, &self.error) {
+            ("Expired", _) => Some(
+                "acked nothing for [retention] max_offline; its next sync brings a full sync".into(),
+            ),
+            (HELD, _) => Some(format!(
+                "a schema change waits: relaysync schema show --site {site}; approve with relaysync schema apply --site {site}"
+            )),
+            (_, Some(_)) => Some(format!(
+                "fix the cause, then retry: relaysync pos sync --once at {site} (or Sync Now on its console)"
+            )),
+            ("Stalled", None) => Some(
+                "packets wait: check that the site's worker runs and reaches the relay".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// One packet as the relay holds it, with its parts and acks.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PacketDetail {
+    pub packet: i64,
+    pub direction: String,
+    pub origin: String,
+    pub kind: String,
+    pub group: i64,
+    pub targets: Vec<String>,
+    pub rows: i64,
+    pub bytes: i64,
+    #[serde(serialize_with = "crate::serialize::rfc3339")]
+    pub created_at: SystemTime,
+    pub status: String,
+    pub parts: Vec<PartDetail>,
+    pub acks: Vec<AckDetail>,
+}
+
+/// A part of a packet: one table's rows for one target.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PartDetail {
+    pub seq: i32,
+    pub table: String,
+    pub target: String,
+    pub rows: i64,
+}
+
+/// A target's ack of a packet.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AckDetail {
+    pub site: String,
+    pub status: String,
+    pub rows: i64,
+    pub error: Option<String>,
+    #[serde(serialize_with = "crate::serialize::rfc3339")]
+    pub at: SystemTime,
+}
+
+impl Relay {
+    /// Packet `id` with its parts and acks; None when the relay no longer
+    /// holds it (purged after every target processed it).
+    pub(crate) async fn packet_detail(&self, id: i64) -> Result<Option<PacketDetail>> {
+        let ctx = || format!("reading packet {id} from the relay");
+        let Some(p) = self
+            .client
+            .query_opt(
+                "SELECT id, direction, origin, kind, group_id, targets, row_count, byte_count, created_at, status
+                   FROM relay.packets WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .ctx(ctx)?
+        else {
+            return Ok(None);
+        };
+        let t = "relay packet";
+        let parts = self
+            .client
+            .query(
+                "SELECT seq, table_name, target, row_count FROM relay.packet_parts
+                  WHERE packet_id = $1 ORDER BY seq",
+                &[&id],
+            )
+            .await
+            .ctx(ctx)?
+            .iter()
+            .map(|r| {
+                Ok(PartDetail {
+                    seq: get(r, "seq", t)?,
+                    table: get(r, "table_name", t)?,
+                    target: get(r, "target", t)?,
+                    rows: get(r, "row_count", t)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let acks = self
+            .client
+            .query(
+                "SELECT site, status, rows, error, acked_at FROM relay.acks
+                  WHERE packet_id = $1 ORDER BY site",
+                &[&id],
+            )
+            .await
+            .ctx(ctx)?
+            .iter()
+            .map(|r| {
+                Ok(AckDetail {
+                    site: get(r, "site", t)?,
+                    status: get(r, "status", t)?,
+                    rows: get(r, "rows", t)?,
+                    error: get(r, "error", t)?,
+                    at: get(r, "acked_at", t)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(PacketDetail {
+            packet: id,
+            direction: get(&p, "direction", t)?,
+            origin: get(&p, "origin", t)?,
+            kind: get(&p, "kind", t)?,
+            group: get(&p, "group_id", t)?,
+            targets: get(&p, "targets", t)?,
+            rows: get(&p, "row_count", t)?,
+            bytes: get(&p, "byte_count", t)?,
+            created_at: get(&p, "created_at", t)?,
+            status: get(&p, "status", t)?,
+            parts,
+            acks,
+        }))
+    }
+}

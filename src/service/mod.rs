@@ -6,6 +6,7 @@
 //! prints the views as text or `--json`; a web console calls the same
 //! functions. No SQL here: the views come from `relay/` and `book/`.
 
+mod console;
 mod keys;
 mod records;
 mod requests;
@@ -15,6 +16,9 @@ mod sync;
 
 use std::time::Duration;
 
+pub use console::{
+    audit, last_success_ago, packet_detail, record_action, synchronization, Audit, Synchronization,
+};
 pub use keys::{record_site_key, revoke_site_key, KeyRecorded};
 pub use records::{events, received, sent, Events, Packets};
 pub use requests::{push, repair, resync, verify, Repairs, Requested, Sites};

@@ -455,6 +455,11 @@ impl Worker {
         Worker(Some(cmd.spawn().expect("start relaysync")))
     }
 
+    /// A child started elsewhere, e.g. with its stdout piped.
+    pub fn adopt(child: std::process::Child) -> Worker {
+        Worker(Some(child))
+    }
+
     pub fn is_running(&mut self) -> bool {
         let child = self.0.as_mut().expect("a worker not yet stopped");
         child.try_wait().expect("wait for relaysync").is_none()
