@@ -591,6 +591,69 @@ async fn ho_console_in_a_real_browser() {
     b.goto(&format!("{base}/events?period=7d")).await.unwrap();
     assert!(chrome.text("#events tbody").await.contains("old"));
 
+    // Verify at s1 finds drift made behind relaysync's back; Repair
+    // reloads it.
+    bed.site(0)
+        .await
+        .batch_execute(
+            "SET session_replication_role = replica; DELETE FROM public.items WHERE id = 2",
+        )
+        .await
+        .unwrap();
+    let verify = format!("{base}/verify");
+    let result = "#verify-results tr[data-site=s1][data-table='public.items']";
+    b.goto(&verify).await.unwrap();
+    b.find(Locator::Id("verify-site-s1"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.find(Locator::Id("verify"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    chrome
+        .wait_attr(&verify, result, "data-status", "drift")
+        .await;
+    chrome.shot("verify").await;
+    b.find(Locator::Id("repair"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    assert_routed_same(&bed, 0, "public.items", "site").await;
+
+    // Doctor: the findings `relaysync doctor --json` makes.
+    let out = bed.run(0, &["--json", "doctor"]).await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["check"].as_str().unwrap())
+        .collect();
+    b.goto(&format!("{base}/doctor")).await.unwrap();
+    let mut shown = Vec::new();
+    for row in b
+        .find_all(Locator::Css("#findings tr[data-check]"))
+        .await
+        .unwrap()
+    {
+        shown.push(row.attr("data-check").await.unwrap().unwrap());
+    }
+    assert_eq!(shown, checks);
+    assert!(!checks.is_empty(), "s2's failed packet is a finding");
+    chrome.shot("doctor").await;
+
     // A form without the session's token is refused, and asks for nothing.
     let before = sync_requests(&bed).await;
     assert_eq!(
@@ -609,9 +672,9 @@ async fn ho_console_in_a_real_browser() {
     b.goto(&format!("{base}/audit")).await.unwrap();
     let audit = chrome.text("#audit tbody").await;
     assert!(
-        audit.contains("Sync Selective")
-            && audit.contains("Sync All")
-            && audit.contains(OPERATOR.0),
+        ["Sync Selective", "Sync All", "Verify", "Repair", OPERATOR.0]
+            .iter()
+            .all(|w| audit.contains(w)),
         "{audit}"
     );
     chrome.shot("audit").await;

@@ -10,6 +10,7 @@
 //! in the audit log of the side's own database.
 
 mod auth;
+mod checks;
 mod pages;
 mod site_pages;
 pub mod users;
@@ -116,6 +117,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/static/console.css", get(view::css))
         .route("/static/console.js", get(view::js))
         .route("/audit", get(pages::audit))
+        .route("/doctor", get(checks::doctor))
         .route("/events", get(pages::events))
         .route("/events.csv", get(pages::events_csv));
     let side = match app.side {
@@ -133,7 +135,8 @@ fn router(app: Arc<App>) -> Router {
                 get(pages::datasync).post(pages::datasync_request),
             )
             .route("/sent", get(pages::sent))
-            .route("/sent/{packet}", get(pages::packet)),
+            .route("/sent/{packet}", get(pages::packet))
+            .route("/verify", get(checks::verify).post(checks::verify_request)),
         Side::Site => Router::new()
             .route("/", get(|| async { axum::response::Redirect::to("/sync") }))
             .route(

@@ -47,7 +47,7 @@ macro_rules! tri {
     ($e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(e) => return view::failed(&e),
+            Err(e) => return $crate::console::view::failed(&e),
         }
     };
 }

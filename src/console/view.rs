@@ -44,12 +44,15 @@ const HO_MENU: &[(&str, &str)] = &[
     ("/datasync", "Data Sync"),
     ("/sent", "Sent Data"),
     ("/events", "Event Log"),
+    ("/verify", "Verify"),
+    ("/doctor", "Doctor"),
     ("/audit", "Audit"),
 ];
 const SITE_MENU: &[(&str, &str)] = &[
     ("/sync", "Synchronization"),
     ("/received", "Received Data"),
     ("/events", "Event Log"),
+    ("/doctor", "Doctor"),
     ("/audit", "Audit"),
 ];
 

@@ -49,4 +49,5 @@ pub fn parse_status(text: &str) -> Result<PacketStatus> {
     })
 }
 
+pub use crate::doctor::{run as doctor, Report};
 pub use crate::serialize::format_time;
