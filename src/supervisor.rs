@@ -13,9 +13,10 @@
 //! rolls back whatever it had begun.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -94,6 +95,9 @@ pub(crate) async fn supervise<W: Worker>(worker: W, shutdown: watch::Receiver<bo
 pub struct Running {
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) health: Option<Health>,
+    /// Asks for a cycle now, even during a pause after a failure (the
+    /// console's Sync Now and Retry).
+    pub(crate) now: Option<Arc<Notify>>,
 }
 
 impl Running {
@@ -103,6 +107,15 @@ impl Running {
         Running {
             shutdown,
             health: None,
+            now: None,
+        }
+    }
+
+    /// A cycle starts as soon as `now` is notified.
+    pub fn with_sync_now(self, now: Arc<Notify>) -> Running {
+        Running {
+            now: Some(now),
+            ..self
         }
     }
 
@@ -130,6 +143,7 @@ pub(crate) async fn supervise_with<W: Worker>(mut worker: W, running: Running) -
     let Running {
         mut shutdown,
         health,
+        now,
     } = running;
     let span = worker.span();
     let progress = health
@@ -184,6 +198,14 @@ pub(crate) async fn supervise_with<W: Worker>(mut worker: W, running: Running) -
                     None => worker.wait().instrument(span.clone()).await,
                 }
             } => {}
+            _ = async {
+                match &now {
+                    Some(now) => now.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                span.in_scope(|| tracing::info!("a sync was asked for now"));
+            }
         }
     }
 }

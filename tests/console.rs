@@ -822,3 +822,58 @@ async fn site_console_syncs_now_and_retries_after_a_failure() {
     );
     chrome.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_site_worker_serves_its_console_and_syncs_now() {
+    let bed = bed("console_run").await;
+    bed.setup().await;
+    // `pos run` on the default 30-minute interval, serving the console.
+    let addr = free_addr();
+    let mut cmd = bed.command(0, &["pos", "run"]);
+    cmd.env("RELAYSYNC__CONSOLE__LISTEN", &addr);
+    let mut worker = Worker::start(cmd);
+    let base = format!("https://{addr}");
+    let chrome = Chrome::start().await;
+    let b = chrome.b();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.goto(&format!("{base}/login")).await.is_err()
+        || b.find(Locator::Id("login")).await.is_err()
+    {
+        assert!(worker.is_running(), "pos run stopped");
+        assert!(
+            Instant::now() < deadline,
+            "the worker's console never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    chrome.login(&base, OPERATOR).await;
+    let sync = format!("{base}/sync");
+    chrome
+        .wait_attr(&sync, "#cat-public\\.items", "data-status", "Success")
+        .await;
+
+    // A change at HO waits for the next sync, half an hour away, until
+    // Sync Now wakes the worker.
+    bed.ho()
+        .await
+        .batch_execute("INSERT INTO public.items VALUES (301, 's1', 'now')")
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    b.goto(&sync).await.unwrap();
+    b.find(Locator::Id("sync-now"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let site = bed.site(0).await;
+    wait_for(Duration::from_secs(30), "the row at s1", || async {
+        count(&site, "SELECT count(*) FROM public.items WHERE id = 301").await == 1
+    })
+    .await;
+    assert!(worker.is_running());
+    assert_routed_same(&bed, 0, "public.items", "site").await;
+    chrome.close().await;
+    assert!(worker.stop().status.success());
+}

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use relaysync::book::Side;
 use relaysync::config::Config;
-use relaysync::console::{self, Options, Role, Users};
+use relaysync::console::{self, Console, Options, Role, Users};
 use relaysync::error::{Error, Result};
 use relaysync::postgres::read_password_file;
 
@@ -73,20 +73,15 @@ pub async fn run(
                 let mut shutdown = shutdown;
                 let _ = shutdown.wait_for(|stop| *stop).await;
             };
-            console::serve(
-                cfg.clone(),
-                opts,
-                |addr, tls| {
-                    let url = format!("{}://{addr}/", if tls { "https" } else { "http" });
-                    if as_json {
-                        json::print(&serde_json::json!({ "console": url }));
-                    } else {
-                        println!("console listening on {url}");
-                    }
-                },
-                stop,
-            )
-            .await
+            let console = Console::bind(cfg.clone(), opts).await?;
+            let url = console.url()?;
+            if as_json {
+                json::print(&serde_json::json!({ "console": url }));
+            } else {
+                println!("console listening on {url}");
+            }
+            console.run(stop).await;
+            Ok(())
         }
     }
 }

@@ -1,11 +1,16 @@
 //! `ho sync|run`, `pos sync|run|resync`: the workers, once or supervised.
 
+use std::sync::Arc;
+
+use relaysync::book::Side;
 use relaysync::config::Config;
+use relaysync::console::{Console, Options};
 use relaysync::error::Error;
 use relaysync::error::Result;
 use relaysync::relay::Relay;
 use relaysync::telemetry::{self, Health};
 use relaysync::Running;
+use tokio::sync::Notify;
 
 use super::{json, summary, PosCommand, RunArgs, WorkerCommand};
 
@@ -24,6 +29,27 @@ async fn serve_metrics(cfg: &Config, args: &RunArgs) -> Result<Option<Health>> {
     let health = Health::new(cfg.interval()?, cfg.deadline()?);
     telemetry::serve(addr, telemetry::install()?, health.clone()).await?;
     Ok(Some(health))
+}
+
+/// Serves the console beside the worker when `[console] listen` is set;
+/// the console wakes the worker through `now`.
+async fn serve_console(
+    cfg: &Config,
+    side: Side,
+    now: Arc<Notify>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    if cfg.console.listen.is_none() {
+        return Ok(());
+    }
+    let mut opts = Options::from_config(cfg, side, None)?;
+    opts.sync_now = Some(now);
+    let console = Console::bind(cfg.clone(), opts).await?;
+    tracing::info!(url = %console.url()?, "serving the console");
+    tokio::spawn(console.run(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    }));
+    Ok(())
 }
 
 /// The HO worker.
@@ -46,7 +72,12 @@ pub async fn ho(cfg: &Config, command: WorkerCommand, as_json: bool) -> Result<(
         }
         WorkerCommand::Run(args) => {
             let health = serve_metrics(cfg, &args).await?;
-            let running = Running::until(relaysync::shutdown::on_signals()).with_health(health);
+            let now = Arc::new(Notify::new());
+            let shutdown = relaysync::shutdown::on_signals();
+            serve_console(cfg, Side::Ho, now.clone(), shutdown.clone()).await?;
+            let running = Running::until(shutdown)
+                .with_health(health)
+                .with_sync_now(now);
             relaysync::ho::run(cfg, running, report).await
         }
     }
@@ -77,7 +108,12 @@ pub async fn pos(cfg: &Config, command: PosCommand, as_json: bool) -> Result<()>
         }
         PosCommand::Run(args) => {
             let health = serve_metrics(cfg, &args).await?;
-            let running = Running::until(relaysync::shutdown::on_signals()).with_health(health);
+            let now = Arc::new(Notify::new());
+            let shutdown = relaysync::shutdown::on_signals();
+            serve_console(cfg, Side::Site, now.clone(), shutdown.clone()).await?;
+            let running = Running::until(shutdown)
+                .with_health(health)
+                .with_sync_now(now);
             relaysync::pos::run(cfg, running, report).await
         }
         PosCommand::Resync => {

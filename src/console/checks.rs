@@ -97,6 +97,7 @@ pub(crate) async fn verify_request(
             false => what.join("; "),
         };
         tri!(app.audit(&user, "Repair", &text).await);
+        app.wake_worker();
         return Redirect::to("/verify").into_response();
     }
     let chosen = match sites.is_empty() {
@@ -105,6 +106,7 @@ pub(crate) async fn verify_request(
     };
     tri!(service::verify(&relay, chosen, tables.clone()).await);
     tri!(app.audit(&user, "Verify", &detail(&sites, &tables)).await);
+    app.wake_worker();
     Redirect::to("/verify").into_response()
 }
 

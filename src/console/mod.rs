@@ -39,6 +39,10 @@ pub struct Options {
     pub users: PathBuf,
     /// The certificate chain and private key (PEM) to serve HTTPS with.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The running worker beside it (`ho run`, `pos run`): notified to
+    /// sync now after a request or a site's Sync Now (else a site's Sync
+    /// Now runs one sync itself).
+    pub sync_now: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Options {
@@ -87,6 +91,7 @@ impl Options {
             side,
             users: c.users.clone().unwrap_or_else(|| DEFAULT_USERS.into()),
             tls,
+            sync_now: None,
         })
     }
 }
@@ -106,6 +111,21 @@ pub(crate) struct App {
     sessions: Mutex<HashMap<String, auth::Session>>,
     /// A site's Sync Now, while it runs, and how the last one ended.
     site_sync: Mutex<site_pages::SyncRun>,
+    /// See [`Options::sync_now`].
+    sync_now: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl App {
+    /// Wakes the worker beside the console, if there is one.
+    pub(crate) fn wake_worker(&self) -> bool {
+        match &self.sync_now {
+            Some(now) => {
+                now.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// The console's routes.
@@ -151,77 +171,106 @@ fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Serves the console until `stop` resolves; `ready` is told the bound
-/// address first (port 0 picks a free one).
-pub async fn serve(
-    cfg: Config,
-    opts: Options,
-    ready: impl FnOnce(SocketAddr, bool),
-    stop: impl std::future::Future<Output = ()>,
-) -> Result<()> {
-    let users = Users::new(&opts.users);
-    if users.count()? == 0 {
-        return Err(Error::Config(format!(
-            "the console has no users in {}: add one with `relaysync console user add NAME --role operator --password-file FILE`",
-            opts.users.display()
-        )));
+/// A console bound to its address, its users and certificate checked.
+pub struct Console {
+    listener: tokio::net::TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    app: Arc<App>,
+}
+
+impl Console {
+    /// Checks the users file and the certificate, and listens (port 0
+    /// picks a free port).
+    pub async fn bind(cfg: Config, opts: Options) -> Result<Console> {
+        let users = Users::new(&opts.users);
+        if users.count()? == 0 {
+            return Err(Error::Config(format!(
+                "the console has no users in {}: add one with `relaysync console user add NAME --role operator --password-file FILE`",
+                opts.users.display()
+            )));
+        }
+        let acceptor = match &opts.tls {
+            Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|source| Error::Io {
+                context: format!(
+                    "cannot listen on {} for the console; choose a free address with --listen or [console] listen",
+                    opts.listen
+                ),
+                source,
+            })?;
+        let app = Arc::new(App {
+            cfg,
+            side: opts.side,
+            users,
+            secure: acceptor.is_some(),
+            sessions: Mutex::new(HashMap::new()),
+            site_sync: Mutex::new(site_pages::SyncRun::default()),
+            sync_now: opts.sync_now,
+        });
+        Ok(Console {
+            listener,
+            acceptor,
+            app,
+        })
     }
-    let acceptor = match &opts.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
-        None => None,
-    };
-    let app = Arc::new(App {
-        cfg,
-        side: opts.side,
-        users,
-        secure: acceptor.is_some(),
-        sessions: Mutex::new(HashMap::new()),
-        site_sync: Mutex::new(site_pages::SyncRun::default()),
-    });
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .map_err(|source| Error::Io {
-            context: format!(
-                "cannot listen on {} for the console; choose a free address with --listen or [console] listen",
-                opts.listen
-            ),
+
+    /// Its address, as `https://host:port/` (or `http://` on loopback
+    /// without a certificate).
+    pub fn url(&self) -> Result<String> {
+        let addr = self.listener.local_addr().map_err(|source| Error::Io {
+            context: "reading the console's address".into(),
             source,
         })?;
-    let addr = listener.local_addr().map_err(|source| Error::Io {
-        context: "reading the console's address".into(),
-        source,
-    })?;
-    ready(addr, acceptor.is_some());
-    let service = router(app);
-    let accept = async {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let service = hyper_util::service::TowerToHyperService::new(service.clone());
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let http = hyper::server::conn::http1::Builder::new();
-                match acceptor {
-                    Some(acceptor) => {
-                        let Ok(tls) = acceptor.accept(stream).await else {
-                            return;
-                        };
-                        let io = hyper_util::rt::TokioIo::new(tls);
-                        let _ = http.serve_connection(io, service).await;
+        let scheme = if self.acceptor.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Ok(format!("{scheme}://{addr}/"))
+    }
+
+    /// Serves until `stop` resolves.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        let Console {
+            listener,
+            acceptor,
+            app,
+        } = self;
+        let service = router(app);
+        let accept = async {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let service = hyper_util::service::TowerToHyperService::new(service.clone());
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        Some(acceptor) => {
+                            let Ok(tls) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let io = hyper_util::rt::TokioIo::new(tls);
+                            let _ = http.serve_connection(io, service).await;
+                        }
+                        None => {
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = http.serve_connection(io, service).await;
+                        }
                     }
-                    None => {
-                        let io = hyper_util::rt::TokioIo::new(stream);
-                        let _ = http.serve_connection(io, service).await;
-                    }
-                }
-            });
+                });
+            }
+        };
+        tokio::select! {
+            () = accept => {}
+            () = stop => {}
         }
-    };
-    tokio::select! {
-        () = accept => Ok(()),
-        () = stop => Ok(()),
     }
 }
 

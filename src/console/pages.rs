@@ -233,6 +233,7 @@ pub(crate) async fn site_resync(
     let relay = tri!(app.relay().await);
     let done = tri!(service::resync(&relay, &code).await);
     tri!(app.audit(&user, "Resync", &format!("site {code}")).await);
+    app.wake_worker();
     Redirect::to(&progress_url(&done.sites)).into_response()
 }
 
@@ -252,6 +253,7 @@ async fn request(app: &App, user: &User, sites: service::Sites, tables: Vec<Stri
         false => format!("{}; {tables}", done.sites.join(", ")),
     };
     tri!(app.audit(user, what, &detail).await);
+    app.wake_worker();
     match all {
         true => Redirect::to("/datasync?progress=*").into_response(),
         false => Redirect::to(&progress_url(&done.sites)).into_response(),

@@ -142,6 +142,16 @@ pub(crate) async fn sync_now(State(app): State<Arc<App>>, user: User, form: Form
         app.site_sync.lock().expect("site sync").running = None;
         return view::failed(&e);
     }
+    if app.wake_worker() {
+        // `pos run` beside the console syncs now; the states follow it.
+        let mut run = app.site_sync.lock().expect("site sync");
+        run.running = None;
+        run.last = Some((
+            SystemTime::now(),
+            Ok("the site's worker was asked to sync now".into()),
+        ));
+        return Redirect::to("/sync").into_response();
+    }
     let bg = app.clone();
     // A sync's future is not Send: it runs on a thread of its own.
     std::thread::spawn(move || {
