@@ -287,22 +287,18 @@ impl Chrome {
     }
 
     /// A POST from the page's own origin, as a script would send it: the
-    /// response's status.
-    async fn post(&self, path: &str, body: &str) -> u64 {
-        let status = self
-            .b()
+    /// response's status, or "redirect" (not followed).
+    async fn post(&self, path: &str, body: &str) -> serde_json::Value {
+        self.b()
             .execute_async(
                 "const done = arguments[arguments.length - 1];
-                 fetch(arguments[0], {method: 'POST', credentials: 'same-origin',
+                 fetch(arguments[0], {method: 'POST', credentials: 'same-origin', redirect: 'manual',
                    headers: {'Content-Type': 'application/x-www-form-urlencoded'}, body: arguments[1]})
-                   .then(r => done(r.status), e => done(String(e)));",
+                   .then(r => done(r.type === 'opaqueredirect' ? 'redirect' : r.status), e => done(String(e)));",
                 vec![json!(path), json!(body)],
             )
             .await
-            .unwrap();
-        status
-            .as_u64()
-            .unwrap_or_else(|| panic!("POST {path}: {status}"))
+            .unwrap()
     }
 }
 
@@ -658,13 +654,13 @@ async fn ho_console_in_a_real_browser() {
     let before = sync_requests(&bed).await;
     assert_eq!(
         chrome.post("/datasync", "action=selective&site=s1").await,
-        403
+        json!(403)
     );
     assert_eq!(
         chrome
             .post("/datasync", "action=selective&site=s1&csrf=forged")
             .await,
-        403
+        json!(403)
     );
     assert_eq!(sync_requests(&bed).await, before);
 
@@ -679,8 +675,31 @@ async fn ho_console_in_a_real_browser() {
     );
     chrome.shot("audit").await;
 
-    // A viewer sees the pages but triggers nothing, even with its own token.
+    // Logged out, nothing answers but the login page and /health.
     chrome.logout().await;
+    for page in [
+        "/sites",
+        "/sites/s1",
+        "/sent",
+        "/sent/1",
+        "/events.csv",
+        "/verify",
+        "/doctor",
+        "/audit",
+    ] {
+        b.goto(&format!("{base}{page}")).await.unwrap();
+        let url = b.current_url().await.unwrap();
+        assert_eq!(url.path(), "/login", "{page} without a login");
+    }
+    assert_eq!(
+        chrome.post("/datasync", "action=all&confirm=yes").await,
+        json!("redirect")
+    );
+    assert_eq!(sync_requests(&bed).await, before, "a POST without a login");
+    b.goto(&format!("{base}/health")).await.unwrap();
+    assert!(b.source().await.unwrap().contains("ok"));
+
+    // A viewer sees the pages but triggers nothing, even with its own token.
     chrome.login(&base, VIEWER).await;
     b.goto(&format!("{base}/datasync")).await.unwrap();
     assert!(b.find(Locator::Id("sync-selective")).await.is_err());
@@ -692,7 +711,7 @@ async fn ho_console_in_a_real_browser() {
                 &format!("action=selective&site=s1&csrf={token}")
             )
             .await,
-        403
+        json!(403)
     );
     assert_eq!(sync_requests(&bed).await, before);
 

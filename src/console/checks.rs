@@ -36,7 +36,7 @@ struct Verify {
 pub(crate) async fn verify(State(app): State<Arc<App>>, user: User) -> Response {
     let relay = tri!(app.relay().await);
     let results = tri!(service::verify_results(&relay, &[], &[]).await);
-    let sites = tri!(relay.sites().await);
+    let sites = tri!(service::sites(&relay).await);
     let rows: Vec<ResultRow> = results
         .results
         .iter()

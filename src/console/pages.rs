@@ -359,7 +359,7 @@ pub(crate) async fn datasync_request(
         }
         Some("all") => {
             let relay = tri!(app.relay().await);
-            let sites = tri!(relay.sites().await);
+            let sites = tri!(service::sites(&relay).await);
             Page(Confirm {
                 f: Frame::new(app.side, "/datasync", &user),
                 sites: sites.len(),

@@ -21,7 +21,7 @@ pub use console::{
 };
 pub use keys::{record_site_key, revoke_site_key, KeyRecorded};
 pub use records::{events, received, sent, Events, Packets};
-pub use requests::{push, repair, resync, verify, Repairs, Requested, Sites};
+pub use requests::{push, repair, resync, sites, verify, Repairs, Requested, Sites};
 pub use schema::{
     apply_held, approve_held, held_at_sites, held_here, HeldAtSites, HeldHere, SchemaApplied,
 };

@@ -25,6 +25,11 @@ pub struct Requested {
     pub tables: Vec<String>,
 }
 
+/// The registered sites' codes.
+pub async fn sites(relay: &Relay) -> Result<Vec<String>> {
+    relay.sites().await
+}
+
 /// The sites `sites` names; an error naming the fix when there is none.
 async fn chosen(relay: &Relay, sites: Sites) -> Result<Vec<String>> {
     let sites = match sites {
