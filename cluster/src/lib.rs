@@ -52,6 +52,8 @@ pub struct Cluster {
     watchdog: Child,
     /// Started by [`Cluster::start_tls`]: TCP takes only TLS and passwords.
     tls: bool,
+    /// The user postgres runs as (when this process is root).
+    user: Option<(u32, u32)>,
 }
 
 mod tls;
@@ -162,9 +164,8 @@ impl Cluster {
         Cluster::start_with(name, settings, Some(tls::ServerCert::CommonName))
     }
 
-    fn start_with(name: &str, settings: &[&str], tls: Option<tls::ServerCert>) -> Result<Cluster> {
-        let bin = bindir()?;
-        let user = run_as()?;
+    /// A new empty directory for a cluster named `name`, owned by `user`.
+    fn new_dir(name: &str, user: Option<(u32, u32)>) -> Result<PathBuf> {
         let dir = std::env::temp_dir().join(format!(
             "relaysync-{name}-{}-{}",
             std::process::id(),
@@ -176,6 +177,13 @@ impl Cluster {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
                 .map_err(io(format!("giving {} to the postgres user", dir.display())))?;
         }
+        Ok(dir)
+    }
+
+    fn start_with(name: &str, settings: &[&str], tls: Option<tls::ServerCert>) -> Result<Cluster> {
+        let bin = bindir()?;
+        let user = run_as()?;
+        let dir = Cluster::new_dir(name, user)?;
         let out = command(&bin.join("initdb"), user)
             .args(["-D"])
             .arg(&dir)
@@ -201,24 +209,44 @@ impl Cluster {
         if let Some(cert) = tls {
             tls::prepare(&dir, user, cert)?;
         }
+        let mut base = String::from(
+            "wal_level = logical\nmax_replication_slots = 64\nmax_wal_senders = 64\n\
+             max_connections = 200\nfsync = off\nfull_page_writes = off\n\
+             synchronous_commit = off\nlogging_collector = off\n",
+        );
+        if tls.is_some() {
+            base.push_str(tls::SETTINGS);
+        }
+        for s in settings {
+            base.push_str(s);
+            base.push('\n');
+        }
+        Cluster::launch(dir, user, &base, tls.is_some())
+    }
+
+    /// Starts postgres on the data directory `dir` (made by initdb or
+    /// pg_basebackup) on a free port, its socket in `dir`, with `settings`
+    /// appended to its postgresql.auto.conf.
+    fn launch(
+        dir: PathBuf,
+        user: Option<(u32, u32)>,
+        settings: &str,
+        tls: bool,
+    ) -> Result<Cluster> {
+        let bin = bindir()?;
+        let conf_path = dir.join("postgresql.auto.conf");
+        let kept = std::fs::read_to_string(&conf_path).unwrap_or_default();
         let mut last_err = None;
         for _ in 0..5 {
+            if let (Some(e), false) = (&last_err, dir.exists()) {
+                // postgres exited, and its watchdog removed the directory.
+                return Err(Error::Setup(format!("{e}")));
+            }
             let port = free_port()?;
-            let mut conf = format!(
-                "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-                 wal_level = logical\nmax_replication_slots = 64\nmax_wal_senders = 64\n\
-                 max_connections = 200\nfsync = off\nfull_page_writes = off\n\
-                 synchronous_commit = off\nlogging_collector = off\n",
+            let conf = format!(
+                "{kept}\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n{settings}",
                 dir.display()
             );
-            if tls.is_some() {
-                conf.push_str(tls::SETTINGS);
-            }
-            for s in settings {
-                conf.push_str(s);
-                conf.push('\n');
-            }
-            let conf_path = dir.join("postgresql.auto.conf");
             std::fs::write(&conf_path, conf).map_err(io("writing postgresql.auto.conf"))?;
             if let Some((uid, gid)) = user {
                 let _ = std::os::unix::fs::chown(&conf_path, Some(uid), Some(gid));
@@ -237,7 +265,8 @@ impl Cluster {
                 dir: dir.clone(),
                 port,
                 watchdog,
-                tls: tls.is_some(),
+                tls,
+                user,
             };
             match cluster.wait_ready(Duration::from_secs(60)) {
                 Ok(()) => return Ok(cluster),
@@ -254,12 +283,80 @@ impl Cluster {
         Err(last_err.unwrap_or_else(|| Error::Setup("postgres did not start".into())))
     }
 
+    /// A streaming standby of this cluster (pg_basebackup -R): a copy that
+    /// follows its WAL, read-only until [`Cluster::promote`].
+    pub fn start_standby(&self, name: &str) -> Result<Cluster> {
+        let bin = bindir()?;
+        let dir = Cluster::new_dir(name, self.user)?;
+        std::fs::remove_dir(&dir).map_err(io(format!("preparing {}", dir.display())))?;
+        let out = command(&bin.join("pg_basebackup"), self.user)
+            .arg("-D")
+            .arg(&dir)
+            .arg("-h")
+            .arg(&self.dir)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            ])
+            .output()
+            .map_err(io("running pg_basebackup"))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(Error::Setup(format!(
+                "pg_basebackup failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        // The primary's pid file and log came along with the copy.
+        let _ = std::fs::remove_file(dir.join("postmaster.pid"));
+        Cluster::launch(dir, self.user, "hot_standby = on\n", self.tls)
+    }
+
+    /// Stops the server (a fast shutdown: its standbys receive all of its
+    /// WAL first) and waits until it is gone; its directory goes with it.
+    pub fn stop(&self) {
+        // SAFETY: sending SIGTERM to our own child process.
+        unsafe {
+            libc::kill(self.watchdog.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.dir.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Promotes a standby to a primary and waits until it takes writes.
+    pub fn promote(&mut self) -> Result<()> {
+        let bin = bindir()?;
+        let out = command(&bin.join("pg_ctl"), self.user)
+            .args(["promote", "-w", "-D"])
+            .arg(&self.dir)
+            .output()
+            .map_err(io("running pg_ctl promote"))?;
+        if !out.status.success() {
+            return Err(Error::Setup(format!(
+                "pg_ctl promote failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        self.wait_ready(Duration::from_secs(60))
+    }
+
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let pid_file = self.dir.join("postmaster.pid");
         loop {
             if let Ok(s) = std::fs::read_to_string(&pid_file) {
                 let lines: Vec<&str> = s.lines().collect();
+                // (A hot standby is "ready" once it takes read-only
+                // connections.)
                 if lines.len() >= 8
                     && lines[7].trim() == "ready"
                     && lines[3].trim() == self.port.to_string()
@@ -275,9 +372,11 @@ impl Cluster {
                 )));
             }
             if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
                 return Err(Error::Setup(format!(
-                    "postgres in {} was not ready within {timeout:?}",
-                    self.dir.display()
+                    "postgres in {} was not ready within {timeout:?}: {}",
+                    self.dir.display(),
+                    log.trim()
                 )));
             }
             std::thread::sleep(Duration::from_millis(25));
