@@ -95,6 +95,16 @@ impl Config {
         for (section, url, password, file) in sections.into_iter().flatten() {
             *url = resolve(section, url, password.as_ref(), file.as_deref())?;
         }
+        if let Some(relay) = self.relay.as_mut() {
+            if let Some(read) = relay.read_url.as_mut() {
+                *read = resolve(
+                    "relay",
+                    read,
+                    relay.password.as_ref(),
+                    relay.password_file.as_deref(),
+                )?;
+            }
+        }
         Ok(())
     }
 
@@ -120,6 +130,9 @@ impl Config {
         }
         if let Some(relay) = &self.relay {
             url("relay", &relay.url)?;
+            if let Some(read) = &relay.read_url {
+                url("relay", read)?;
+            }
         }
         if let Some(pos) = &self.pos {
             url("pos", &pos.url)?;

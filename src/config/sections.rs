@@ -96,6 +96,11 @@ pub struct HoConfig {
 #[serde(deny_unknown_fields)]
 pub struct RelayConfig {
     pub url: DbUrl,
+    /// Where a site reads packet listings and parts: a standby of the
+    /// relay (or several: `host=a,b`). Acks, requests and everything else
+    /// go to `url`. The password, when not in it, is `url`'s.
+    #[serde(default)]
+    pub read_url: Option<DbUrl>,
     /// A password kept out of the URL (or RELAYSYNC__RELAY__PASSWORD).
     #[serde(default)]
     pub password: Option<Password>,

@@ -84,7 +84,11 @@ impl Session {
     pub(crate) async fn open(cfg: &Config) -> Result<Session> {
         let pos = cfg.pos()?;
         let seals = crate::seal::Seals::for_pos(pos)?;
-        let relay = Relay::connect(&cfg.relay()?.url).await?.with_seals(seals);
+        let relay = Relay::connect(&cfg.relay()?.url)
+            .await?
+            .with_seals(seals)
+            .with_reader(cfg.relay()?.read_url.as_ref().map(|u| u.expose()))
+            .await;
         relay.require_site(&pos.site).await?;
         let client = connect("pos", &pos.url).await?;
         let set_up = book::migrate::is_set_up(&client, Side::Site).await?

@@ -48,6 +48,12 @@ pub struct Relay {
     prepared: std::sync::Mutex<std::collections::HashMap<String, tokio_postgres::Statement>>,
     /// This side's signing key and the keys it trusts for what it applies.
     seals: crate::seal::Seals,
+    /// A standby that packet listings and parts are read from (a site's
+    /// `[relay] read_url`), with its own prepared statements.
+    reader: Option<(
+        Client,
+        std::sync::Mutex<std::collections::HashMap<String, tokio_postgres::Statement>>,
+    )>,
 }
 
 impl Relay {
@@ -69,7 +75,40 @@ impl Relay {
             client,
             prepared: Default::default(),
             seals: Default::default(),
+            reader: None,
         })
+    }
+
+    /// Reads packet listings and parts from `read_url` (a standby) when
+    /// given; everything else stays on this connection. A standby that
+    /// cannot be reached (down, or not yet holding this site's role) is
+    /// not a reason to stop: packets are read from the primary until the
+    /// next session, with a warning.
+    pub async fn with_reader(mut self, read_url: Option<&str>) -> Relay {
+        let Some(url) = read_url else {
+            return self;
+        };
+        let reader = async {
+            let client = crate::postgres::connect("relay", url).await?;
+            client
+                .batch_execute("SET plan_cache_mode = force_generic_plan")
+                .await
+                .ctx(|| "relay read_url: SET plan_cache_mode".into())?;
+            Ok::<_, crate::Error>(client)
+        };
+        match reader.await {
+            Ok(client) => self.reader = Some((client, Default::default())),
+            Err(error) => tracing::warn!(
+                %error,
+                "reading packets from the relay's primary ([relay] url) for now: [relay] read_url cannot be used"
+            ),
+        }
+        self
+    }
+
+    /// Where packet listings and parts are read: the reader, if any.
+    fn reading(&self) -> &Client {
+        self.reader.as_ref().map_or(&self.client, |(c, _)| c)
     }
 
     /// Packets written through this connection are signed, and those
@@ -90,23 +129,42 @@ impl Relay {
         sql: &str,
         types: &[tokio_postgres::types::Type],
     ) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
-        let cached = self
-            .prepared
-            .lock()
-            .expect("not poisoned")
-            .get(sql)
-            .cloned();
-        if let Some(statement) = cached {
-            return Ok(statement);
-        }
-        let statement = self.client.prepare_typed(sql, types).await?;
-        self.prepared
-            .lock()
-            .expect("not poisoned")
-            .insert(sql.to_string(), statement.clone());
-        Ok(statement)
+        prepare_cached(&self.client, &self.prepared, sql, types).await
     }
 
+    /// [`Relay::prepared`], on the connection packets are read from.
+    async fn prepared_for_reading(
+        &self,
+        sql: &str,
+        types: &[tokio_postgres::types::Type],
+    ) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        match &self.reader {
+            Some((client, cache)) => prepare_cached(client, cache, sql, types).await,
+            None => self.prepared(sql, types).await,
+        }
+    }
+}
+
+/// `sql` prepared on `client`, once: `cache` keeps it.
+async fn prepare_cached(
+    client: &Client,
+    cache: &std::sync::Mutex<std::collections::HashMap<String, tokio_postgres::Statement>>,
+    sql: &str,
+    types: &[tokio_postgres::types::Type],
+) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
+    let cached = cache.lock().expect("not poisoned").get(sql).cloned();
+    if let Some(statement) = cached {
+        return Ok(statement);
+    }
+    let statement = client.prepare_typed(sql, types).await?;
+    cache
+        .lock()
+        .expect("not poisoned")
+        .insert(sql.to_string(), statement.clone());
+    Ok(statement)
+}
+
+impl Relay {
     /// Opens a transaction: what is written in it (packets, their parts,
     /// the capture position, served requests) becomes visible together at
     /// [`RelayTx::commit`]; dropped uncommitted, it is rolled back.

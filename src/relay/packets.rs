@@ -313,7 +313,7 @@ impl Relay {
         };
         let ctx = || "reading relay.packets".to_string();
         let statement = self
-            .prepared(
+            .prepared_for_reading(
                 &format!(
                     "SELECT {PACKET_COLUMNS} FROM relay.packets p
                      WHERE p.direction = $1 AND {for_target} AND {condition}
@@ -325,7 +325,7 @@ impl Relay {
             .await
             .ctx(ctx)?;
         let rows = self
-            .client
+            .reading()
             .query(&statement, &[&direction, &target, &value, &limit])
             .await
             .ctx(ctx)?;
@@ -413,7 +413,7 @@ impl Relay {
     ) -> Result<Vec<StoredPart>> {
         let ctx = || format!("reading the parts of packets {packet_ids:?}");
         let statement = self
-            .prepared(
+            .prepared_for_reading(
                 &format!("SELECT packet_id, seq, table_name, target, row_count, arrow_ipc, checksum FROM relay.packet_parts
                  WHERE packet_id = ANY($1) AND target IN ($2, {ALL}) ORDER BY packet_id, seq"),
                 &[Type::INT8_ARRAY, Type::TEXT],
@@ -421,7 +421,7 @@ impl Relay {
             .await
             .ctx(ctx)?;
         let rows = self
-            .client
+            .reading()
             .query(&statement, &[&packet_ids, &target])
             .await
             .ctx(ctx)?;
