@@ -5,15 +5,20 @@
 //! sites leave them), then come `site add` for every site, an idle `ho sync
 //! --once`, an idle `pos sync --once`, a 10k-row delta to the running
 //! sites and `status`, each timed as an operator runs it (the binary).
+//! With N sites it then starts a streaming standby of the relay and
+//! measures the relay primary's CPU per site sync, the sites reading
+//! packets from the primary and from the standby (`[relay] read_url`).
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use relaysync::error::{DbContext, Error, Result};
 use relaysync::relay::{role_name, Relay, SiteRole};
 use relaysync_cluster::Cluster;
 
+use super::measure::{cluster_cpu, spread};
 use super::rig::{bench_config, cli, sql, start_clusters, table_sql, write_config};
+use super::wait::wait_sites;
 use crate::demo::cluster_error;
 
 /// Sites that run in both scenarios.
@@ -24,15 +29,31 @@ const PREFILL: i64 = 100_000;
 const DELTA_ROWS: i64 = 10_000;
 /// Runs of each idle figure; the best counts.
 const TRIES: usize = 3;
+/// Rounds of the read_url figure, each reading once from the primary and
+/// once from the standby.
+const READ_ROUNDS: usize = 8;
+/// Rows of each round's delta in the read_url figure.
+const READ_ROWS: i64 = 100_000;
 
 /// One scenario's figures.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Figures {
     site_add: f64,
     idle_ho: f64,
     idle_pos: f64,
     delta: f64,
     status: f64,
+    /// Relay-primary CPU per site sync, when measured.
+    reads: Option<Reads>,
+}
+
+/// The relay primary's CPU (ms) per site sync of a delta, each round.
+#[derive(Debug, Clone, Default)]
+struct Reads {
+    /// The sites reading packets from the primary.
+    primary: Vec<f64>,
+    /// The sites reading packets from a standby.
+    standby: Vec<f64>,
 }
 
 /// Runs the scenario with two sites and with `fleet`, and prints both.
@@ -47,13 +68,23 @@ pub async fn run(fleet: usize, json: bool) -> Result<()> {
             eprintln!("bench: {m}");
         }
     };
-    let two = scenario(RUNNING, &say).await?;
-    let many = scenario(fleet, &say).await?;
+    let two = scenario(RUNNING, &say, false).await?;
+    let many = scenario(fleet, &say, true).await?;
     print(fleet, &two, &many, json);
     Ok(())
 }
 
 fn print(fleet: usize, two: &Figures, many: &Figures, json: bool) {
+    // The mean, not the median: CPU time comes in clock ticks (10 ms),
+    // coarse beside one round's figure; the mean of the rounds is finer.
+    let mean_spread = |v: &[f64]| {
+        let (_, min, max) = spread(v);
+        (v.iter().sum::<f64>() / v.len() as f64, min, max)
+    };
+    let reads = many.reads.as_ref().map(|r| {
+        let (primary, standby) = (mean_spread(&r.primary), mean_spread(&r.standby));
+        (primary, standby, standby.0 / primary.0)
+    });
     let rows = [
         ("site_add", many.site_add, two.site_add, "ms/site"),
         ("idle_ho_sync", many.idle_ho, two.idle_ho, "s"),
@@ -69,9 +100,17 @@ fn print(fleet: usize, two: &Figures, many: &Figures, json: bool) {
                                    "ratio": f / t})
             })
             .collect();
+        let read_url = reads.map(|(p, s, ratio)| {
+            let figure = |(mean, min, max): (f64, f64, f64)| {
+                serde_json::json!({"mean": mean, "min": min, "max": max})
+            };
+            serde_json::json!({"name": "relay_primary_cpu_per_site_sync", "unit": "ms",
+                               "from_primary": figure(p), "from_standby": figure(s),
+                               "ratio": ratio})
+        });
         println!(
             "{}",
-            serde_json::json!({ "results": results, "fleet": fleet })
+            serde_json::json!({ "results": results, "fleet": fleet, "read_url": read_url })
         );
         return;
     }
@@ -82,6 +121,13 @@ fn print(fleet: usize, two: &Figures, many: &Figures, json: bool) {
     );
     for (name, f, t, unit) in rows {
         println!("{name:<14} {f:>10.3} {t:>10.3}  {unit:<8} {:>6.2}", f / t);
+    }
+    if let Some(((p, p_min, p_max), (s, s_min, s_max), ratio)) = reads {
+        println!(
+            "relay primary CPU per site sync of a {READ_ROWS}-row delta ({fleet} sites, mean of \
+             {READ_ROUNDS} rounds, min–max): reading from the primary {p:.1} ms ({p_min:.1}–{p_max:.1}), from a \
+             standby ([relay] read_url) {s:.1} ms ({s_min:.1}–{s_max:.1}); ratio {ratio:.2}"
+        );
     }
 }
 
@@ -99,7 +145,7 @@ impl Drop for Fleet {
     }
 }
 
-async fn scenario(sites: usize, say: &dyn Fn(&str)) -> Result<Figures> {
+async fn scenario(sites: usize, say: &dyn Fn(&str), reads: bool) -> Result<Figures> {
     say(&format!("{sites} registered sites: starting clusters"));
     let f = start(sites).await?;
     let relay = Relay::connect(&f.relay.url("relay")).await?;
@@ -153,13 +199,108 @@ async fn scenario(sites: usize, say: &dyn Fn(&str)) -> Result<Figures> {
     }
     let delta = started.elapsed().as_secs_f64();
     let status = best(|| cli(&ho, &["status", "--json"]))?;
+    let reads = if reads {
+        Some(standby_reads(&f, &passwords, say).await?)
+    } else {
+        None
+    };
     Ok(Figures {
         site_add,
         idle_ho,
         idle_pos,
         delta,
         status,
+        reads,
     })
+}
+
+/// Starts a streaming standby of the relay, then runs rounds of a
+/// `READ_ROWS`-row update through HO and the running sites, the sites
+/// reading packets from the primary and from the standby in turn; each
+/// round, the relay primary's CPU (its walsender to the standby included)
+/// per site sync.
+async fn standby_reads(f: &Fleet, passwords: &[String], say: &dyn Fn(&str)) -> Result<Reads> {
+    say("reading from a standby: starting it");
+    let standby = f
+        .relay
+        .start_standby("fleet-standby")
+        .map_err(cluster_error)?;
+    let standby_config = |i: usize| f.dir.join(format!("site_{i}_standby.toml"));
+    for (i, password) in passwords.iter().enumerate() {
+        let role = role_name(&code(i))?;
+        let mut cfg = site_config(f, i, f.relay.url_as(&role, password, "relay"));
+        if let Some(relay) = cfg.relay.as_mut() {
+            relay.read_url = Some(standby.url_as(&role, password, "relay").into());
+        }
+        write_config(&standby_config(i), &cfg)?;
+    }
+    let ho = sql(&f.ho.url("ho")).await?;
+    let primary = sql(&f.relay.url("relay")).await?;
+    let replica = [sql(&standby.url("relay")).await?];
+    ho.execute(
+        "INSERT INTO public.bench_rs (id, name, qty, price)
+         SELECT g, 'item ' || g, g % 100, g / 100.0 FROM generate_series($1::int8 + 1, $2::int8) g",
+        &[&DELTA_ROWS, &READ_ROWS],
+    )
+    .await
+    .ctx(|| "writing the rows the rounds update at HO".into())?;
+    cli(&f.dir.join("ho.toml"), &["ho", "sync", "--once"])?;
+    for i in 0..RUNNING {
+        cli(
+            &f.dir.join(format!("site_{i}.toml")),
+            &["pos", "sync", "--once"],
+        )?;
+    }
+    let mut reads = Reads::default();
+    for round in 0..READ_ROUNDS * 2 {
+        let from_standby = round % 2 == 1;
+        ho.execute(
+            "UPDATE public.bench_rs SET qty = qty + 1 WHERE id <= $1",
+            &[&READ_ROWS],
+        )
+        .await
+        .ctx(|| "updating the rounds' rows at HO".into())?;
+        cli(&f.dir.join("ho.toml"), &["ho", "sync", "--once"])?;
+        // The packets are on the standby before the sites look there.
+        let lsn: String = primary
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .ctx(|| "reading the relay's WAL position".into())?
+            .get(0);
+        wait_sites(
+            &replica,
+            &format!("SELECT (pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn)::int::int8"),
+            1,
+            Duration::from_secs(120),
+        )
+        .await?;
+        let before = cluster_cpu(&f.relay);
+        for i in 0..RUNNING {
+            let config = if from_standby {
+                standby_config(i)
+            } else {
+                f.dir.join(format!("site_{i}.toml"))
+            };
+            cli(&config, &["pos", "sync", "--once"])?;
+        }
+        let ms = (cluster_cpu(&f.relay) - before) * 1000.0 / RUNNING as f64;
+        if from_standby {
+            reads.standby.push(ms);
+        } else {
+            reads.primary.push(ms);
+        }
+    }
+    Ok(reads)
+}
+
+/// A running site's config, reaching the relay at `relay_url`.
+fn site_config(f: &Fleet, site: usize, relay_url: String) -> relaysync::config::Config {
+    bench_config(
+        f.ho.url("ho"),
+        relay_url,
+        code(site),
+        f.site.url(&format!("rs_{site:02}")),
+    )
 }
 
 fn code(i: usize) -> String {
@@ -223,20 +364,12 @@ async fn prefill(f: &Fleet) -> Result<()> {
 
 /// HO's config (the relay's owner) and each running site's (its own role).
 async fn configure(f: &Fleet, passwords: &[String]) -> Result<()> {
-    let config = |site: usize, relay_url: String| {
-        bench_config(
-            f.ho.url("ho"),
-            relay_url,
-            code(site),
-            f.site.url(&format!("rs_{site:02}")),
-        )
-    };
-    let ho = config(0, f.relay.url("relay"));
+    let ho = site_config(f, 0, f.relay.url("relay"));
     relaysync::ho::setup(&ho).await?;
     write_config(&f.dir.join("ho.toml"), &ho)?;
     for (i, password) in passwords.iter().enumerate() {
         let url = f.relay.url_as(&role_name(&code(i))?, password, "relay");
-        let cfg = config(i, url);
+        let cfg = site_config(f, i, url);
         relaysync::pos::setup(&cfg).await?;
         write_config(&f.dir.join(format!("site_{i}.toml")), &cfg)?;
     }

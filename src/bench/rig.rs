@@ -122,8 +122,13 @@ pub(super) fn write_signed_config(path: &Path, cfg: &Config, signing: Option<&Pa
         ),
         None => (String::new(), String::new()),
     };
+    let read_url = relay
+        .read_url
+        .as_ref()
+        .map(|u| format!("read_url = \"{}\"\n", u.expose()))
+        .unwrap_or_default();
     let text = format!(
-        "[ho]\nurl = \"{}\"\n{ho_key}[relay]\nurl = \"{}\"\n[pos]\nsite = \"{}\"\nurl = \"{}\"\n{pos_trust}\
+        "[ho]\nurl = \"{}\"\n{ho_key}[relay]\nurl = \"{}\"\n{read_url}[pos]\nsite = \"{}\"\nurl = \"{}\"\n{pos_trust}\
          [sync]\ninterval = \"0s\"\n[[tables]]\nname = \"public.bench_rs\"\nroute = \"all\"\n",
         ho.url.expose(),
         relay.url.expose(),

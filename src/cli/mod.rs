@@ -212,7 +212,9 @@ pub enum Command {
         /// Instead: the fleet scenario, with N registered sites (default
         /// 2000) beside 2, two of them running, the relay holding 100k
         /// packets for a silent site: `site add`, idle `ho sync --once` and
-        /// `pos sync --once`, a 10k-row delta, `status`.
+        /// `pos sync --once`, a 10k-row delta, `status`; then the relay
+        /// primary's CPU per site sync, the sites reading packets from it
+        /// and from a standby (`[relay] read_url`).
         #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "2000")]
         fleet: Option<usize>,
         /// Instead: what routing by parent costs HO beside routing by a
