@@ -89,6 +89,13 @@ async fn sync_status_and_events_print_one_json_object() {
     );
     let for_s1 = json(&bed, 0, &["packets", "--site", "s1", "--since", "1h"]).await;
     assert_eq!(for_s1["packets"].as_array().unwrap().len(), 2, "{for_s1}");
+    // A site registered since was a target of none of them (the delta
+    // went to every site registered then).
+    bed.add_site("s3").await;
+    let for_s3 = json(&bed, 0, &["packets", "--site", "s3"]).await;
+    assert_eq!(for_s3["packets"], serde_json::json!([]), "{for_s3}");
+    let unknown = bed.run(0, &["packets", "--site", "s9"]).await;
+    assert_eq!(unknown.status.code(), Some(1));
     let received = json(&bed, 0, &["packets", "--pos"]).await;
     let received = received["packets"].as_array().unwrap().clone();
     assert_eq!(received.len(), 2, "{received:?}");

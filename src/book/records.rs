@@ -39,17 +39,20 @@ fn since_secs(f: &Filter) -> Option<f64> {
     f.since.map(|d| d.as_secs_f64())
 }
 
-/// HO's record of the packets it sent.
-pub(crate) async fn sent(ho: &Client, f: &Filter) -> Result<Vec<PacketRecord>> {
+/// HO's record of the packets it sent. With a site in `f`, the packets
+/// naming it and the `*` packets after `first_packet` (the site's: those
+/// before it joined were not for it).
+pub(crate) async fn sent(ho: &Client, f: &Filter, first_packet: i64) -> Result<Vec<PacketRecord>> {
     let status = f.status.map(|s| s.as_str());
     let rows = ho
         .query(
             "SELECT packet_id, group_id, kind, targets, row_count, created_at AS at, status, error
                FROM relaysync.sent_packets
-              WHERE ($1::text IS NULL OR $1 = ANY(targets) OR $4 = ANY(targets)) AND ($2::text IS NULL OR status = $2)
+              WHERE ($1::text IS NULL OR $1 = ANY(targets) OR ($4 = ANY(targets) AND packet_id > $5))
+                AND ($2::text IS NULL OR status = $2)
                 AND ($3::float8 IS NULL OR created_at >= now() - make_interval(secs => $3))
               ORDER BY packet_id",
-            &[&f.site, &status, &since_secs(f), &ALL_SITES],
+            &[&f.site, &status, &since_secs(f), &ALL_SITES, &first_packet],
         )
         .await
         .ctx(|| "reading relaysync.sent_packets at HO; has `relaysync setup ho` run?".into())?;

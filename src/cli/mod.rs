@@ -135,7 +135,8 @@ pub enum Command {
     /// record of what it sent ("sent data"), or with --pos this site's
     /// record of what it received ("received data").
     Packets {
-        /// Only packets for this site (HO's record).
+        /// Only the packets this site was a target of (HO's record): those
+        /// naming it, and those for every site written since it registered.
         #[arg(long, value_name = "CODE", conflicts_with = "pos")]
         site: Option<String>,
         /// Only packets with this status: UPLOADED, PROCESSED, FAILED (or, with --pos, HELD).

@@ -24,7 +24,8 @@ pub async fn run(
         service::received(&client, &filter).await?
     } else {
         let client = relaysync::postgres::connect("ho", &cfg.ho()?.url).await?;
-        service::sent(&client, &filter).await?
+        let relay = relaysync::relay::Relay::connect(&cfg.relay()?.url).await?;
+        service::sent(&client, &relay, &filter).await?
     };
     if as_json {
         super::json::print(&view);

@@ -468,7 +468,8 @@ pub(crate) async fn sent(
 ) -> Response {
     let filter = tri!(packet_filter(&q));
     let ho = tri!(app.book().await);
-    let view = tri!(service::sent(&ho, &filter).await);
+    let relay = tri!(app.relay().await);
+    let view = tri!(service::sent(&ho, &relay, &filter).await);
     Page(Packets {
         f: Frame::new(app.side, "/sent", &user),
         heading: "Sent Data",

@@ -166,6 +166,26 @@ impl Relay {
         Ok(())
     }
 
+    /// The last packet id before `site` joined the `*` packets (when it
+    /// registered, or came back from expiry): it is a target of the `*`
+    /// packets after it. Fails with the fix when `site` is not registered.
+    pub async fn first_packet(&self, site: &str) -> Result<i64> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT first_packet FROM relay.sites WHERE code = $1",
+                &[&site],
+            )
+            .await
+            .ctx(|| "reading relay.sites".into())?;
+        match row {
+            Some(row) => get(&row, "first_packet", "relay.sites"),
+            None => Err(Error::Setup(format!(
+                "site '{site}' is not registered in the relay (`relaysync site list` lists the sites)"
+            ))),
+        }
+    }
+
     /// The end LSN of the last transaction captured from `origin` (0 if none).
     pub(crate) async fn capture_lsn(&self, origin: &Origin) -> Result<Lsn> {
         let row = self

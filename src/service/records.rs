@@ -7,6 +7,7 @@ use tokio_postgres::Client;
 use crate::book::events::Event;
 use crate::book::records::{self, Filter, PacketRecord};
 use crate::error::Result;
+use crate::relay::Relay;
 
 /// Packets of a record, oldest first.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -15,9 +16,15 @@ pub struct Packets {
 }
 
 /// HO's record of the packets it sent ("sent data"), as `filter` selects.
-pub async fn sent(ho: &Client, filter: &Filter) -> Result<Packets> {
+/// With a site in `filter`, the packets it was a target of: `relay` says
+/// since when the `*` packets are its (the site must be registered).
+pub async fn sent(ho: &Client, relay: &Relay, filter: &Filter) -> Result<Packets> {
+    let first_packet = match &filter.site {
+        Some(site) => relay.first_packet(site).await?,
+        None => 0,
+    };
     Ok(Packets {
-        packets: records::sent(ho, filter).await?,
+        packets: records::sent(ho, filter, first_packet).await?,
     })
 }
 
