@@ -965,3 +965,79 @@ async fn an_idle_slot_does_not_hold_wal_for_unsynced_tables() {
         .get(0);
     assert!(ok);
 }
+
+/// A site behind many packets for another site fetches its own through
+/// indexes (relay.packet_targets, the `*` packets' index), not by reading
+/// every packet after its position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_behind_other_sites_packets_reads_only_its_own() {
+    const OTHERS: i64 = 20_000;
+    let bed = Bed::new(
+        "mixed_backlog",
+        "CREATE TABLE public.items (id int PRIMARY KEY, site text NOT NULL, name text);
+         ALTER TABLE public.items REPLICA IDENTITY FULL;",
+        &[("public.items", "column:site")],
+        "",
+    )
+    .await;
+    bed.setup().await;
+    let relay = bed.relay().await;
+    // 20k packets for s2 (one part each, as HO writes them) after s1's
+    // position, then HO's next packets for both sites.
+    relay
+        .execute(
+            "WITH p AS (
+               INSERT INTO relay.packets (direction, origin, kind, group_id, targets, row_count, byte_count)
+               SELECT 'down', 'ho', 'delta', 0, '{s2}', 1, 16 FROM generate_series(1, $1::int8)
+               RETURNING id)
+             INSERT INTO relay.packet_parts (packet_id, seq, table_name, target, row_count, arrow_ipc, checksum)
+             SELECT id, 0, 'public.items', 's2', 1, '\\x00'::bytea, sha256('\\x00'::bytea) FROM p",
+            &[&OTHERS],
+        )
+        .await
+        .unwrap();
+    relay
+        .batch_execute("ANALYZE relay.packets, relay.packet_targets")
+        .await
+        .unwrap();
+    bed.ho()
+        .await
+        .batch_execute("INSERT INTO public.items VALUES (1, 's1', 'a'), (2, 's2', 'b')")
+        .await
+        .unwrap();
+    bed.ok(0, &["ho", "sync", "--once"]).await;
+    // Rows of relay.packets read by the site's sync: a backend's counts
+    // reach the statistics when it exits, so each reading waits until no
+    // other session is left in the relay's database (HO's sync, the site's).
+    let quiet = || async {
+        wait_for(
+            std::time::Duration::from_secs(30),
+            "the relay's other sessions ended",
+            || async {
+                count(
+                    &relay,
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                      AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                )
+                .await
+                    == 0
+            },
+        )
+        .await;
+        count(
+            &relay,
+            "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables
+              WHERE schemaname = 'relay' AND relname = 'packets'",
+        )
+        .await
+    };
+    let before = quiet().await;
+    bed.ok(0, &["pos", "sync", "--once"]).await;
+    let rows_read = quiet().await - before;
+    assert_routed_same(&bed, 0, "public.items", "site").await;
+    println!("relay.packets rows read by s1's sync behind {OTHERS} packets for s2: {rows_read}");
+    assert!(
+        rows_read < 1_000,
+        "s1's sync read {rows_read} rows of relay.packets behind {OTHERS} packets for s2"
+    );
+}

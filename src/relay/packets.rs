@@ -311,17 +311,38 @@ impl Relay {
             Which::After { after, limit } => ("p.id > $3", after, limit),
             Which::Group(group) => ("p.group_id = $3", group, i64::MAX),
         };
+        let sql = match (direction, which) {
+            // A site's next packets, through indexes: those listing it
+            // (relay.packet_targets) and the `*` packets after its position
+            // and its joining, not every packet after its position. The row
+            // comparison takes the (site, packet_id) key whatever the
+            // statistics say; the ids found are then looked up by key, not
+            // met on a walk of the packets. A site that is expired (or not
+            // registered) is a target of no `*` packet: the bound is NULL.
+            (Direction::Down, Which::After { .. }) => format!(
+                "SELECT {PACKET_COLUMNS} FROM relay.packets p
+                  WHERE p.direction = $1 AND p.id = ANY (ARRAY(
+                        (SELECT t.packet_id FROM relay.packet_targets t
+                          WHERE t.site = $2 AND (t.site, t.packet_id) > ($2, $3)
+                          ORDER BY t.site, t.packet_id LIMIT $4)
+                        UNION ALL
+                        (SELECT q.id FROM relay.packets q
+                          WHERE q.direction = {DOWN} AND q.targets = {ALL_ARRAY}
+                            AND q.id > (SELECT greatest($3, s.first_packet) FROM relay.sites s
+                                         WHERE s.code = $2 AND s.expired_at IS NULL)
+                          ORDER BY q.id LIMIT $4)))
+                  ORDER BY p.id LIMIT $4"
+            ),
+            _ => format!(
+                "SELECT {PACKET_COLUMNS} FROM relay.packets p
+                 WHERE p.direction = $1 AND {for_target} AND {condition}
+                 ORDER BY p.id LIMIT $4",
+                for_target = for_target()
+            ),
+        };
         let ctx = || "reading relay.packets".to_string();
         let statement = self
-            .prepared_for_reading(
-                &format!(
-                    "SELECT {PACKET_COLUMNS} FROM relay.packets p
-                     WHERE p.direction = $1 AND {for_target} AND {condition}
-                     ORDER BY p.id LIMIT $4",
-                    for_target = for_target()
-                ),
-                &[Type::TEXT, Type::TEXT, Type::INT8, Type::INT8],
-            )
+            .prepared_for_reading(&sql, &[Type::TEXT, Type::TEXT, Type::INT8, Type::INT8])
             .await
             .ctx(ctx)?;
         let rows = self
