@@ -309,6 +309,16 @@ impl Drop for Chrome {
     }
 }
 
+/// Waits until HO's console audit holds `n` actions `action`.
+async fn audited(bed: &Bed, action: &str, n: i64) {
+    let ho = bed.ho().await;
+    let q = format!("SELECT count(*) FROM relaysync.console_audit WHERE action = '{action}'");
+    wait_for(Duration::from_secs(30), action, || async {
+        count(&ho, &q).await >= n
+    })
+    .await;
+}
+
 async fn sync_requests(bed: &Bed) -> i64 {
     count(
         &bed.relay().await,
@@ -611,6 +621,9 @@ async fn ho_console_in_a_real_browser() {
         .click()
         .await
         .unwrap();
+    // The click returns before its POST is served: HO syncs once the
+    // request is recorded.
+    audited(&bed, "Verify", 1).await;
     bed.ok(0, &["ho", "sync", "--once"]).await;
     bed.ok(0, &["pos", "sync", "--once"]).await;
     chrome
@@ -623,6 +636,7 @@ async fn ho_console_in_a_real_browser() {
         .click()
         .await
         .unwrap();
+    audited(&bed, "Repair", 1).await;
     bed.ok(0, &["ho", "sync", "--once"]).await;
     bed.ok(0, &["pos", "sync", "--once"]).await;
     bed.ok(0, &["ho", "sync", "--once"]).await;
