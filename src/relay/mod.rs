@@ -59,18 +59,12 @@ pub struct Relay {
 impl Relay {
     /// Connects and checks that `relaysync setup relay` has run.
     pub async fn connect(url: &str) -> Result<Relay> {
-        let client = crate::postgres::connect("relay", url).await?;
+        let client = open(url).await?;
         if !migrate::is_set_up(&client).await? {
             return Err(Error::Setup(
                 "the relay database has no relay schema; run `relaysync setup relay` first".into(),
             ));
         }
-        // The prepared statements (below) are planned once: left to choose,
-        // the planner plans the parts' fetch afresh at every run.
-        client
-            .batch_execute("SET plan_cache_mode = force_generic_plan")
-            .await
-            .ctx(|| "relay: SET plan_cache_mode".into())?;
         Ok(Relay {
             client,
             prepared: Default::default(),
@@ -88,15 +82,7 @@ impl Relay {
         let Some(url) = read_url else {
             return self;
         };
-        let reader = async {
-            let client = crate::postgres::connect("relay", url).await?;
-            client
-                .batch_execute("SET plan_cache_mode = force_generic_plan")
-                .await
-                .ctx(|| "relay read_url: SET plan_cache_mode".into())?;
-            Ok::<_, crate::Error>(client)
-        };
-        match reader.await {
+        match open(url).await {
             Ok(client) => self.reader = Some((client, Default::default())),
             Err(error) => tracing::warn!(
                 %error,
@@ -143,6 +129,18 @@ impl Relay {
             None => self.prepared(sql, types).await,
         }
     }
+}
+
+/// A connection to the relay (or a standby of it) for [`Relay`]'s
+/// prepared statements: they are planned once (left to choose, the
+/// planner plans the parts' fetch afresh at every run).
+async fn open(url: &str) -> Result<Client> {
+    let client = crate::postgres::connect("relay", url).await?;
+    client
+        .batch_execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .ctx(|| "relay: SET plan_cache_mode".into())?;
+    Ok(client)
 }
 
 /// `sql` prepared on `client`, once: `cache` keeps it.
