@@ -44,6 +44,37 @@ fn for_target() -> String {
     )
 }
 
+/// The ids of site `site`'s down packets (`site` a placeholder), found by
+/// key rather than on a walk of the packets: those listing it
+/// (relay.packet_targets, V17) and the `*` packets since it joined. With
+/// `after` = (position, limit) placeholders, only those after its position,
+/// at most `limit` of each kind. A site that is expired (or not
+/// registered) is a target of no `*` packet: the bound is NULL.
+pub(super) fn site_packet_ids(site: &str, after: Option<(&str, &str)>) -> String {
+    let (listed_after, since, limit) = match after {
+        // The row comparison takes the (site, packet_id) key whatever the
+        // statistics say.
+        Some((position, limit)) => (
+            format!(" AND (t.site, t.packet_id) > ({site}, {position})"),
+            format!("greatest({position}, s.first_packet)"),
+            format!(" LIMIT {limit}"),
+        ),
+        None => (String::new(), "s.first_packet".to_string(), String::new()),
+    };
+    format!(
+        "ARRAY(
+           (SELECT t.packet_id FROM relay.packet_targets t
+             WHERE t.site = {site}{listed_after}
+             ORDER BY t.site, t.packet_id{limit})
+           UNION ALL
+           (SELECT q.id FROM relay.packets q
+             WHERE q.direction = {DOWN} AND q.targets = {ALL_ARRAY}
+               AND q.id > (SELECT {since} FROM relay.sites s
+                            WHERE s.code = {site} AND s.expired_at IS NULL)
+             ORDER BY q.id{limit}))"
+    )
+}
+
 impl PacketInfo {
     fn from_row(row: &Row) -> Result<PacketInfo> {
         let t = "relay.packets";
@@ -312,26 +343,13 @@ impl Relay {
             Which::Group(group) => ("p.group_id = $3", group, i64::MAX),
         };
         let sql = match (direction, which) {
-            // A site's next packets, through indexes: those listing it
-            // (relay.packet_targets) and the `*` packets after its position
-            // and its joining, not every packet after its position. The row
-            // comparison takes the (site, packet_id) key whatever the
-            // statistics say; the ids found are then looked up by key, not
-            // met on a walk of the packets. A site that is expired (or not
-            // registered) is a target of no `*` packet: the bound is NULL.
+            // A site's next packets, through indexes, not every packet
+            // after its position; the ids found are looked up by key.
             (Direction::Down, Which::After { .. }) => format!(
                 "SELECT {PACKET_COLUMNS} FROM relay.packets p
-                  WHERE p.direction = $1 AND p.id = ANY (ARRAY(
-                        (SELECT t.packet_id FROM relay.packet_targets t
-                          WHERE t.site = $2 AND (t.site, t.packet_id) > ($2, $3)
-                          ORDER BY t.site, t.packet_id LIMIT $4)
-                        UNION ALL
-                        (SELECT q.id FROM relay.packets q
-                          WHERE q.direction = {DOWN} AND q.targets = {ALL_ARRAY}
-                            AND q.id > (SELECT greatest($3, s.first_packet) FROM relay.sites s
-                                         WHERE s.code = $2 AND s.expired_at IS NULL)
-                          ORDER BY q.id LIMIT $4)))
-                  ORDER BY p.id LIMIT $4"
+                  WHERE p.direction = $1 AND p.id = ANY ({ids})
+                  ORDER BY p.id LIMIT $4",
+                ids = site_packet_ids("$2", Some(("$3", "$4")))
             ),
             _ => format!(
                 "SELECT {PACKET_COLUMNS} FROM relay.packets p

@@ -153,17 +153,7 @@ impl super::RelayTx<'_> {
 impl Relay {
     /// Fails with the fix when `site` is not registered.
     pub async fn require_site(&self, site: &str) -> Result<()> {
-        let row = self
-            .client
-            .query_opt("SELECT 1 FROM relay.sites WHERE code = $1", &[&site])
-            .await
-            .ctx(|| "reading relay.sites".into())?;
-        if row.is_none() {
-            return Err(Error::Setup(format!(
-                "site '{site}' is not registered in the relay; run `relaysync site add {site}`"
-            )));
-        }
-        Ok(())
+        self.first_packet(site).await.map(|_| ())
     }
 
     /// The last packet id before `site` joined the `*` packets (when it
@@ -181,7 +171,7 @@ impl Relay {
         match row {
             Some(row) => get(&row, "first_packet", "relay.sites"),
             None => Err(Error::Setup(format!(
-                "site '{site}' is not registered in the relay (`relaysync site list` lists the sites)"
+                "site '{site}' is not registered in the relay; run `relaysync site add {site}`"
             ))),
         }
     }

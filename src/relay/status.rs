@@ -233,15 +233,7 @@ impl Relay {
                                      AND a.status = {ACK_HELD}) AS held
                      FROM relay.packets p
                      JOIN relay.packet_parts pp ON pp.packet_id = p.id AND pp.target IN ($1, {ALL})
-                    -- the packets listing it and the `*` packets since it
-                    -- joined, by key (relay.packet_targets, V17)
-                    WHERE p.direction = {DOWN} AND p.id = ANY (ARRAY(
-                          SELECT t.packet_id FROM relay.packet_targets t WHERE t.site = $1
-                          UNION ALL
-                          SELECT q.id FROM relay.packets q
-                           WHERE q.direction = {DOWN} AND q.targets = {ALL_ARRAY}
-                             AND q.id > (SELECT s.first_packet FROM relay.sites s
-                                          WHERE s.code = $1 AND s.expired_at IS NULL)))
+                    WHERE p.direction = {DOWN} AND p.id = ANY ({ids})
                  ), last_full AS (
                    SELECT DISTINCT ON (table_name) table_name, group_id
                      FROM mine WHERE kind = {SNAPSHOT} AND done ORDER BY table_name, group_id DESC
@@ -263,7 +255,7 @@ impl Relay {
                    FROM relay.tables t
                    -- what purged packets left of it
                    LEFT JOIN relay.table_history h ON h.site = $1 AND h.table_name = t.name
-                  ORDER BY t.name"),
+                  ORDER BY t.name", ids = super::packets::site_packet_ids("$1", None)),
                 &[&site],
             )
             .await
