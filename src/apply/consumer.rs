@@ -117,12 +117,20 @@ impl<A: Applier> Consumer<A> {
         }
     }
 
-    /// Lets acks wait up to `every` to go to the relay together: a
+    /// Lets acks wait up to about `every` to go to the relay together: a
     /// streaming worker applying many small packets then writes the relay
     /// (where every site's acks of a packet settle it) once per `every`
-    /// instead of once per packet.
+    /// instead of once per packet. Each target waits its own share of it,
+    /// from half to one and a half times: the sites get the same packets
+    /// at the same moment, and acks sent at the same moment wait for each
+    /// other (the packets they settle are locked in turn), holding each
+    /// site's next fetch back.
     pub(crate) fn set_ack_every(&mut self, every: Duration) {
-        self.ack_every = every;
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.applier.target().as_str().hash(&mut h);
+        let share = (h.finish() % 1000) as f64 / 1000.0;
+        self.ack_every = every.mul_f64(0.5 + share);
     }
 
     /// When the unsent acks are due, if any.
