@@ -121,6 +121,7 @@ pub(super) async fn ho_cpu(ho: &Client, system: System, rig: &Rig) -> Result<(f6
     let pattern = match system {
         System::Relaysync => "relaysync-ho",
         System::Native => "native_%",
+        System::Cascade => "cascade_%",
     };
     let rows = ho
         .query(
@@ -135,7 +136,7 @@ pub(super) async fn ho_cpu(ho: &Client, system: System, rig: &Rig) -> Result<(f6
         .sum();
     let worker = match system {
         System::Relaysync => rig.ho_worker.map_or(0.0, cpu_seconds),
-        System::Native => 0.0,
+        System::Native | System::Cascade => 0.0,
     };
     Ok((walsenders + worker, worker))
 }

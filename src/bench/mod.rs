@@ -6,6 +6,7 @@
 //! workloads while the other is paused (relaysync's workers stopped, the
 //! subscriptions disabled) and caught up, so neither pays for the other.
 
+mod busy;
 mod fleet;
 mod loads;
 mod measure;
@@ -27,7 +28,7 @@ use rig::sql;
 pub use routing::run as run_routing;
 pub use signing::run as run_signing;
 use wait::catch_up;
-use workloads::{run_system, Results, System};
+use workloads::{latency_run, run_system, Results, System};
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +40,8 @@ pub struct Args {
     pub owner_sites: bool,
     /// Only `full_sync` and `up_events`.
     pub loads_only: bool,
+    /// Only the latency runs (one hop, cascade, busy).
+    pub latency_only: bool,
 }
 
 /// One line of the result table.
@@ -80,9 +83,11 @@ pub async fn run(args: Args) -> Result<Vec<Measure>> {
     if !args.loads_only {
         results = main_workloads(&mut rig, args, &mut say).await?;
     }
-    let events = (args.rows / 10).max(args.sites as u64) as i64;
-    let loads = loads::run(&mut rig, args.rows as i64, events, &mut say).await?;
-    results.extend(load_measures(&loads));
+    if !args.latency_only {
+        let events = (args.rows / 10).max(args.sites as u64) as i64;
+        let loads = loads::run(&mut rig, args.rows as i64, events, &mut say).await?;
+        results.extend(load_measures(&loads));
+    }
     // The workers of every workload stopped: their memory high-water mark.
     results.push(Measure {
         name: "peak_rss_mb",
@@ -95,36 +100,107 @@ pub async fn run(args: Args) -> Result<Vec<Measure>> {
 }
 
 /// The workloads of a running deployment, native first (relaysync stopped),
-/// then relaysync (the subscriptions disabled).
+/// then relaysync (the subscriptions disabled), then the latency of the
+/// native cascade (both stopped); relaysync's and the cascade's latency a
+/// second time under a CPU hog. With `latency_only`, the latency runs alone.
 async fn main_workloads(
     rig: &mut rig::Rig,
     args: Args,
     say: &mut dyn FnMut(&str),
 ) -> Result<Vec<Measure>> {
+    let full = !args.latency_only;
     let ho = sql(&rig.ho.url("ho")).await?;
     set_native(rig, true).await?;
     catch_up(&ho, System::Native.slots()).await?;
-    let native = run_system(rig, System::Native, args, say).await?;
+    let native = match full {
+        true => Some(run_system(rig, System::Native, args, say).await?),
+        false => None,
+    };
+    let native_latency = match &native {
+        Some(r) => r.latencies.clone(),
+        None => latency_run(rig, System::Native, false, say).await?,
+    };
     set_native(rig, false).await?;
 
-    // A slot made now reads the same changes as pgoutput sends them, for
-    // the relay_bytes comparison.
     rig.start_workers()?;
     catch_up(&ho, System::Relaysync.slots()).await?;
-    ho.execute(
-        "SELECT pg_create_logical_replication_slot('bench_wire', 'pgoutput')",
-        &[],
-    )
-    .await
-    .ctx(|| "creating the wire slot".into())?;
-    let ours = run_system(rig, System::Relaysync, args, say).await?;
+    // A slot made now reads the same changes as pgoutput sends them, for
+    // the relay_bytes comparison.
+    if full {
+        ho.execute(
+            "SELECT pg_create_logical_replication_slot('bench_wire', 'pgoutput')",
+            &[],
+        )
+        .await
+        .ctx(|| "creating the wire slot".into())?;
+    }
+    let ours = match full {
+        true => Some(run_system(rig, System::Relaysync, args, say).await?),
+        false => None,
+    };
+    let ours_latency = match &ours {
+        Some(r) => r.latencies.clone(),
+        None => latency_run(rig, System::Relaysync, false, say).await?,
+    };
+    let ours_busy = latency_run(rig, System::Relaysync, true, say).await?;
     rig.stop_workers();
-    say("reading the pgoutput stream of the bulk insert");
-    let wire = pgoutput_bytes(&ho, "bench_wire", &ours.after_bulk_insert).await?;
-    let _ = ho
-        .execute("SELECT pg_drop_replication_slot('bench_wire')", &[])
-        .await;
-    Ok(measures(&ours, &native, wire))
+
+    say("native cascade: HO, a subscriber on the relay's server that publishes what it applies, a subscription to it per site");
+    native::cascade(rig).await?;
+    catch_up(&ho, System::Cascade.slots()).await?;
+    let cascade = latency_run(rig, System::Cascade, false, say).await?;
+    let cascade_busy = latency_run(rig, System::Cascade, true, say).await?;
+    native::stop_cascade(rig).await?;
+
+    let mut out = Vec::new();
+    if let (Some(ours), Some(native)) = (ours, native) {
+        say("reading the pgoutput stream of the bulk insert");
+        let wire = pgoutput_bytes(&ho, "bench_wire", &ours.after_bulk_insert).await?;
+        let _ = ho
+            .execute("SELECT pg_drop_replication_slot('bench_wire')", &[])
+            .await;
+        out = measures(&ours, &native, wire);
+    }
+    out.extend(latency_measures(&Latencies {
+        native: native_latency,
+        ours: ours_latency,
+        cascade,
+        ours_busy,
+        cascade_busy,
+    }));
+    Ok(out)
+}
+
+/// The latency runs' rows' seconds from HO to a site, each sorted.
+struct Latencies {
+    /// One-hop native (a subscription per site to HO).
+    native: Vec<f64>,
+    ours: Vec<f64>,
+    /// Native through an intermediate server.
+    cascade: Vec<f64>,
+    /// relaysync under the CPU hog.
+    ours_busy: Vec<f64>,
+    /// The cascade under the CPU hog.
+    cascade_busy: Vec<f64>,
+}
+
+/// The latency lines: relaysync against one-hop native, against the
+/// cascade, and against the cascade under the CPU hog.
+fn latency_measures(l: &Latencies) -> Vec<Measure> {
+    let line = |name, ours: &[f64], native: &[f64], p| Measure {
+        name,
+        relaysync: percentile(ours, p),
+        native: percentile(native, p),
+        unit: "s",
+    };
+    vec![
+        line("latency_p50", &l.ours, &l.native, 0.5),
+        line("latency_p99", &l.ours, &l.native, 0.99),
+        line("latency_p50_cascade", &l.ours, &l.cascade, 0.5),
+        line("latency_p99_cascade", &l.ours, &l.cascade, 0.99),
+        line("latency_p50_busy", &l.ours_busy, &l.cascade_busy, 0.5),
+        line("latency_p99_busy", &l.ours_busy, &l.cascade_busy, 0.99),
+    ]
 }
 
 /// The result table from both systems' runs, the pgoutput bytes per change
@@ -160,18 +236,6 @@ fn measures(ours: &Results, native: &Results, wire: f64) -> Vec<Measure> {
             relaysync: ours.bytes_per_change,
             native: wire,
             unit: "bytes/change",
-        },
-        Measure {
-            name: "latency_p50",
-            relaysync: percentile(&ours.latencies, 0.5),
-            native: percentile(&native.latencies, 0.5),
-            unit: "s",
-        },
-        Measure {
-            name: "latency_p99",
-            relaysync: percentile(&ours.latencies, 0.99),
-            native: percentile(&native.latencies, 0.99),
-            unit: "s",
         },
     ]
 }
@@ -283,7 +347,7 @@ fn print(results: &[Measure], args: Args, json: bool) {
         args.rows, args.sites
     );
     println!(
-        "{:<17} {:>12} {:>12}  {:<20} {:>7}",
+        "{:<19} {:>12} {:>12}  {:<20} {:>7}",
         "workload", "relaysync", "native", "unit", "ratio"
     );
     let fmt = |v: f64| {
@@ -295,7 +359,7 @@ fn print(results: &[Measure], args: Args, json: bool) {
     };
     for m in results {
         println!(
-            "{:<17} {:>12} {:>12}  {:<20} {:>7}",
+            "{:<19} {:>12} {:>12}  {:<20} {:>7}",
             m.name,
             fmt(m.relaysync),
             fmt(m.native),

@@ -289,7 +289,8 @@ pub(super) async fn build(args: Args) -> Result<Rig> {
     // Native's apply workers choose their own (off), as they do anywhere.
     let durable = ["synchronous_commit = on".to_string()];
     let ho_settings = [wal.as_slice(), &workers(k), &durable].concat();
-    let site_settings = [wal.as_slice(), &workers(2 * k), &durable].concat();
+    // The sites' cluster also holds the native cascade's K subscriptions.
+    let site_settings = [wal.as_slice(), &workers(3 * k), &durable].concat();
     let (ho, relay, site, dir) =
         start_clusters("bench", ho_settings, durable.to_vec(), site_settings).await?;
     let codes: Vec<String> = (0..k).map(|i| format!("site-{i:02}")).collect();

@@ -29,13 +29,15 @@ const RELAY_BYTES: &str =
 pub(super) enum System {
     Relaysync,
     Native,
+    /// Native through an intermediate server (see `native::cascade`).
+    Cascade,
 }
 
 impl System {
     pub(super) fn table(self) -> &'static str {
         match self {
             System::Relaysync => "bench_rs",
-            System::Native => "bench_native",
+            System::Native | System::Cascade => "bench_native",
         }
     }
     /// Its name in progress lines.
@@ -43,6 +45,7 @@ impl System {
         match self {
             System::Relaysync => "relaysync",
             System::Native => "native",
+            System::Cascade => "native cascade",
         }
     }
     /// The prefix of its site databases.
@@ -50,12 +53,14 @@ impl System {
         match self {
             System::Relaysync => "rs",
             System::Native => "native",
+            System::Cascade => "cascade",
         }
     }
     pub(super) fn slots(self) -> &'static str {
         match self {
             System::Relaysync => "relaysync",
             System::Native => "native_%",
+            System::Cascade => "cascade_%",
         }
     }
 }
@@ -86,8 +91,7 @@ pub(super) async fn run_system(
     let insert = run.small_insert().await?;
     let small_txns = run.small_txns(&insert, n).await?;
     let fanout_cpu = run.fanout(n).await?;
-    let total = n + (SMALL_TXNS + FANOUT_ROWS) as i64;
-    let latencies = run.latencies(&insert, total).await?;
+    let latencies = run.latencies(&insert).await?;
     Ok(Results {
         bulk_insert,
         bulk_update,
@@ -97,6 +101,24 @@ pub(super) async fn run_system(
         bytes_per_change,
         after_bulk_insert,
     })
+}
+
+/// The latency run alone against `system`, running and caught up; with
+/// `busy`, under a CPU hog on every core.
+pub(super) async fn latency_run(
+    rig: &Rig,
+    system: System,
+    busy: bool,
+    out: &mut dyn FnMut(&str),
+) -> Result<Vec<f64>> {
+    let mut run = Run::open(rig, system, out).await?;
+    let insert = run.small_insert().await?;
+    let _hog = busy.then(|| {
+        let hog = super::busy::Hog::start();
+        run.say(&format!("a CPU hog spins {} threads", hog.threads()));
+        hog
+    });
+    run.latencies(&insert).await
 }
 
 /// relaysync's workloads whose cost grows with the packets written, on a
@@ -330,27 +352,51 @@ impl<'a> Run<'a> {
     }
 
     /// Single-row transactions at LATENCY_RATE a second for LATENCY_SECONDS
-    /// after the first `total` rows: each row's seconds from HO to its
-    /// site, sorted.
-    async fn latencies(&mut self, insert: &Statement, total: i64) -> Result<Vec<f64>> {
+    /// after the rows the table holds (and one row first, which every site
+    /// is waited for: the system is moving): each row's seconds from HO to
+    /// its site, sorted.
+    async fn latencies(&mut self, insert: &Statement) -> Result<Vec<f64>> {
         let t = self.table;
+        let warm = one_i64(
+            &self.ho,
+            &format!("SELECT coalesce(max(id), 0) + 1 FROM public.{t}"),
+        )
+        .await?;
+        self.ho
+            .execute(insert, &[&warm])
+            .await
+            .ctx(|| "latency insert".into())?;
+        wait_sites(
+            &self.sites,
+            &format!("SELECT count(*) FROM public.{t} WHERE id = {warm}"),
+            1,
+            Duration::from_secs(600),
+        )
+        .await?;
         self.say(&format!(
             "latency at {LATENCY_RATE} transactions/s for {LATENCY_SECONDS}s"
         ));
-        let base = total + 1;
+        let base = warm + 1;
         let cpu_before = rig_cpu(self.rig);
         let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let steady = LATENCY_RATE * LATENCY_SECONDS;
-        for i in 0..steady as i64 {
+        let steady = (LATENCY_RATE * LATENCY_SECONDS) as i64;
+        for i in 0..steady {
             tick.tick().await;
             self.ho
                 .execute(insert, &[&(base + i)])
                 .await
                 .ctx(|| "latency insert".into())?;
         }
-        let last = total + steady as i64;
-        self.wait_last(last, last).await?;
+        let last = base + steady - 1;
+        wait_loaded(
+            &self.sites,
+            &format!("SELECT count(*) FROM public.{t} WHERE id = {last}"),
+            1,
+            &format!("SELECT count(*) FROM public.{t} WHERE id >= {base}"),
+            steady,
+        )
+        .await?;
         let cpu = cpu_since(self.rig, cpu_before);
         self.say(&format!("latency run done; {cpu}"));
         let mut latencies = Vec::new();

@@ -210,6 +210,11 @@ pub enum Command {
         /// `up_events`.
         #[arg(long)]
         loads_only: bool,
+        /// Only the latency runs: relaysync, native one hop, native
+        /// cascaded through an intermediate server, and relaysync and the
+        /// cascade again under a CPU hog on every core.
+        #[arg(long, conflicts_with = "loads_only")]
+        latency_only: bool,
         /// Instead: the fleet scenario, with N registered sites (default
         /// 2000) beside 2, two of them running, the relay holding 100k
         /// packets for a silent site: `site add`, idle `ho sync --once` and
@@ -413,6 +418,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             json,
             owner_sites,
             loads_only,
+            latency_only,
             fleet,
             routing,
             signing,
@@ -424,6 +430,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 json,
                 owner_sites,
                 loads_only,
+                latency_only,
             };
             if signing {
                 return crate::bench::run_signing(args, rounds)
