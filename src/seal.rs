@@ -392,14 +392,20 @@ impl Seals {
         self
     }
 
-    /// A site's: its `[pos] signing_key` and `trust`.
-    pub fn for_pos(pos: &crate::config::PosConfig) -> Result<Seals> {
+    /// A site's: its `[pos] signing_key` and `trust`. With a signing key,
+    /// the numbers its uploads took in their chain are kept in the site's
+    /// database (`relaysync.chains`, origin the site), as HO keeps its own:
+    /// a relay that goes back between two runs is seen too.
+    pub async fn for_pos(pos: &crate::config::PosConfig) -> Result<Seals> {
         let mut seals = Seals::default();
-        if let Some(path) = &pos.signing_key {
-            seals = seals.signing(SigningKey::load("[pos] signing_key", path)?);
-        }
         if let Some(path) = &pos.trust {
             seals = seals.trusting_ho(PublicKey::load_all("[pos] trust", path)?);
+        }
+        if let Some(path) = &pos.signing_key {
+            seals = seals
+                .signing(SigningKey::load("[pos] signing_key", path)?)
+                .recording(&pos.site, crate::postgres::connect("pos", &pos.url).await?)
+                .await?;
         }
         Ok(seals)
     }

@@ -105,6 +105,18 @@ async fn remove(relay: &tokio_postgres::Client, id: i64) {
         .unwrap();
 }
 
+/// Device event `seq` at s1 (an upload's row).
+async fn device_event(bed: &Bed, seq: i32) {
+    bed.site(0)
+        .await
+        .execute(
+            "INSERT INTO public.device_events VALUES ('s1', 1, $1, 'door')",
+            &[&seq],
+        )
+        .await
+        .unwrap();
+}
+
 /// Every relay superuser statement below is what the relay's owner can do.
 async fn owner(bed: &Bed) -> tokio_postgres::Client {
     bed.relay().await
@@ -282,20 +294,7 @@ async fn a_lying_relay_is_refused_and_an_honest_one_resumes() {
 async fn a_forged_upload_is_refused_at_ho() {
     let bed = signed_bed("sign_upload").await;
     let relay = owner(&bed).await;
-    let event = |seq: i32| {
-        let bed = &bed;
-        async move {
-            bed.site(0)
-                .await
-                .execute(
-                    "INSERT INTO public.device_events VALUES ('s1', 1, $1, 'door')",
-                    &[&seq],
-                )
-                .await
-                .unwrap();
-        }
-    };
-    event(1).await;
+    device_event(&bed, 1).await;
     assert_eq!(pos_sync_fails_at(&bed, 0).await, None);
     let merged = json(&bed, 0, &["ho", "sync", "--once"]).await;
     assert_eq!(merged["merged"]["failed"], Value::Null, "{merged}");
@@ -327,7 +326,7 @@ async fn a_forged_upload_is_refused_at_ho() {
 
     // Honest again: s1's next event merges.
     remove(&relay, forged).await;
-    event(2).await;
+    device_event(&bed, 2).await;
     assert_eq!(pos_sync_fails_at(&bed, 0).await, None);
     let merged = json(&bed, 0, &["ho", "sync", "--once"]).await;
     assert_eq!(merged["merged"]["failed"], Value::Null, "{merged}");
@@ -448,7 +447,7 @@ async fn a_relay_that_rolls_a_chain_back_stops_hos_worker() {
     let mut worker = Worker::start(cmd);
     let ho = bed.ho().await;
     let before = newest_for(&relay, "*").await;
-    keep_head(&relay).await;
+    keep_head(&relay, "ho", "*").await;
     ho.batch_execute("UPDATE public.items SET name = 'removed' WHERE id = 1")
         .await
         .unwrap();
@@ -476,12 +475,12 @@ async fn a_relay_that_rolls_a_chain_back_stops_hos_worker() {
     assert_eq!(count(&relay, &after).await, 0, "nothing written past it");
 }
 
-/// The relay's owner keeps the head of HO's chain for every site.
-async fn keep_head(relay: &tokio_postgres::Client) {
+/// The relay's owner keeps the head of `origin`'s chain for `target`.
+async fn keep_head(relay: &tokio_postgres::Client, origin: &str, target: &str) {
     relay
-        .batch_execute(
-            "CREATE TABLE head AS SELECT * FROM relay.chains WHERE origin = 'ho' AND target = '*'",
-        )
+        .batch_execute(&format!(
+            "CREATE TABLE head AS SELECT * FROM relay.chains WHERE origin = '{origin}' AND target = '{target}'"
+        ))
         .await
         .unwrap();
 }
@@ -503,7 +502,7 @@ async fn roll_back(relay: &tokio_postgres::Client, removed: i64) {
 async fn a_relay_rolled_back_between_runs_is_refused_by_hos_next_run() {
     let (bed, relay) = seeded("sign_rollback_runs", "", 5).await;
     let before = newest_for(&relay, "*").await;
-    keep_head(&relay).await;
+    keep_head(&relay, "ho", "*").await;
     rename_item(&bed, 1, "removed").await;
     let removed = newest_for(&relay, "*").await;
     assert!(removed > before);
@@ -517,4 +516,33 @@ async fn a_relay_rolled_back_between_runs_is_refused_by_hos_next_run() {
     assert!(!out.status.success(), "HO's next run refuses to write");
     let after = format!("SELECT count(*) FROM relay.packets WHERE id > {before}");
     assert_eq!(count(&relay, &after).await, 0, "nothing written past it");
+}
+
+/// A relay that removes a site's newest upload and puts the site's chain
+/// head back while the site's worker is stopped is refused by the site's
+/// next run: a signing site keeps its chain numbers in its own database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_rolled_back_between_runs_is_refused_by_the_sites_next_upload() {
+    let bed = signed_bed("sign_up_rollback").await;
+    let relay = owner(&bed).await;
+    let newest_up = "SELECT coalesce(max(id), 0) FROM relay.packets WHERE direction = 'up'";
+    device_event(&bed, 1).await;
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, None);
+    let before = count(&relay, newest_up).await;
+    assert!(before > 0, "s1 uploaded");
+    keep_head(&relay, "s1", "ho").await;
+    device_event(&bed, 2).await;
+    assert_eq!(pos_sync_fails_at(&bed, 0).await, None);
+    let removed = count(&relay, newest_up).await;
+    assert!(removed > before, "s1 uploaded again");
+    roll_back(&relay, removed).await;
+    device_event(&bed, 3).await;
+    let out = bed.run(0, &["pos", "sync", "--once"]).await;
+    assert!(
+        !out.status.success(),
+        "the site's next run refuses to upload"
+    );
+    let after =
+        format!("SELECT count(*) FROM relay.packets WHERE direction = 'up' AND id > {before}");
+    assert_eq!(count(&relay, &after).await, 0, "nothing uploaded past it");
 }

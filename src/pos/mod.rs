@@ -83,10 +83,8 @@ impl Session {
     /// Connects to the relay and the site and checks both are set up.
     pub(crate) async fn open(cfg: &Config) -> Result<Session> {
         let pos = cfg.pos()?;
-        let seals = crate::seal::Seals::for_pos(pos)?;
         let relay = Relay::connect(&cfg.relay()?.url)
             .await?
-            .with_seals(seals)
             .with_reader(cfg.relay()?.read_url.as_ref().map(|u| u.expose()))
             .await;
         relay.require_site(&pos.site).await?;
@@ -99,6 +97,9 @@ impl Session {
                 pos.site
             )));
         }
+        // Once the site's database is known to be set up: a signing site
+        // keeps its chain numbers there.
+        let relay = relay.with_seals(crate::seal::Seals::for_pos(pos).await?);
         Ok(Session {
             client,
             relay,

@@ -62,7 +62,7 @@ impl Worker for UpStreamer {
 
     async fn cycle(&mut self, shutdown: watch::Receiver<bool>) -> Result<()> {
         let cfg = &self.cfg;
-        let seals = crate::seal::Seals::for_pos(cfg.pos()?)?;
+        let seals = crate::seal::Seals::for_pos(cfg.pos()?).await?;
         let relay = Relay::connect(&cfg.relay()?.url).await?.with_seals(seals);
         let client = connect("pos", &cfg.pos()?.url).await?;
         let outcome = capture::capture(
