@@ -108,25 +108,17 @@ async fn main_workloads(
     args: Args,
     say: &mut dyn FnMut(&str),
 ) -> Result<Vec<Measure>> {
-    let full = !args.latency_only;
     let ho = sql(&rig.ho.url("ho")).await?;
     set_native(rig, true).await?;
     catch_up(&ho, System::Native.slots()).await?;
-    let native = match full {
-        true => Some(run_system(rig, System::Native, args, say).await?),
-        false => None,
-    };
-    let native_latency = match &native {
-        Some(r) => r.latencies.clone(),
-        None => latency_run(rig, System::Native, false, say).await?,
-    };
+    let (native, native_latency) = workloads_of(rig, System::Native, args, say).await?;
     set_native(rig, false).await?;
 
     rig.start_workers()?;
     catch_up(&ho, System::Relaysync.slots()).await?;
     // A slot made now reads the same changes as pgoutput sends them, for
     // the relay_bytes comparison.
-    if full {
+    if !args.latency_only {
         ho.execute(
             "SELECT pg_create_logical_replication_slot('bench_wire', 'pgoutput')",
             &[],
@@ -134,14 +126,7 @@ async fn main_workloads(
         .await
         .ctx(|| "creating the wire slot".into())?;
     }
-    let ours = match full {
-        true => Some(run_system(rig, System::Relaysync, args, say).await?),
-        false => None,
-    };
-    let ours_latency = match &ours {
-        Some(r) => r.latencies.clone(),
-        None => latency_run(rig, System::Relaysync, false, say).await?,
-    };
+    let (ours, ours_latency) = workloads_of(rig, System::Relaysync, args, say).await?;
     let ours_busy = latency_run(rig, System::Relaysync, true, say).await?;
     rig.stop_workers();
 
@@ -169,6 +154,22 @@ async fn main_workloads(
         cascade_busy,
     }));
     Ok(out)
+}
+
+/// `system`'s workloads, running and caught up (with `latency_only`, its
+/// latency run alone): their results, if run, and its latencies.
+async fn workloads_of(
+    rig: &rig::Rig,
+    system: System,
+    args: Args,
+    say: &mut dyn FnMut(&str),
+) -> Result<(Option<Results>, Vec<f64>)> {
+    if args.latency_only {
+        return Ok((None, latency_run(rig, system, false, say).await?));
+    }
+    let results = run_system(rig, system, args, say).await?;
+    let latencies = results.latencies.clone();
+    Ok((Some(results), latencies))
 }
 
 /// The latency runs' rows' seconds from HO to a site, each sorted.
